@@ -1,0 +1,28 @@
+# TokenPool: `make run` starts everything on embedded defaults, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+STAMP := $(VENV)/.installed
+
+.PHONY: run test venv bench clean wheel
+
+$(STAMP): requirements/base.txt requirements/dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	PORT=$(PORT) $(PY) -m tokenpool.runner
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+wheel: $(STAMP)
+	$(PY) -m build --wheel --outdir dist/ .
+
+clean:
+	rm -rf $(VENV) var dist build

@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by every endpoint: auth, errors, correlation ids, throttling."""

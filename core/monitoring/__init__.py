@@ -1,0 +1,1 @@
+"""Operations: metrics, alerts, pool snapshots, the admin dashboard and structured logs."""

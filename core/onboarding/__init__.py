@@ -1,0 +1,1 @@
+"""Onboarding and implementation tracking with UAT/Production approvals (four-eyes)."""

@@ -1,0 +1,1 @@
+"""The token pool: pairs, reservations, lookup and detokenize answered from PostgreSQL."""

@@ -1,0 +1,140 @@
+"""Pools and their token pairs (the seed's token_pool table)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+__all__ = ["Environment", "Pool", "PairStatus", "PairSource", "TokenPair"]
+
+# TOME's batch limit (docs/tome-api.md); a pool's batch_size may not exceed it.
+TOME_MAX_BATCH = 5000
+
+
+class Environment(models.TextChoices):
+    UAT = "UAT", "UAT"
+    PRODUCTION = "PRODUCTION", "Production"
+
+
+class Pool(models.Model):
+    name = models.SlugField(max_length=64, unique=True)
+    environment = models.CharField(max_length=16, choices=Environment.choices, default=Environment.UAT)
+    ns1_namespace = models.CharField("NS1 namespace", max_length=64, default="ns1")
+    ns2_namespace = models.CharField("NS2 namespace", max_length=64, default="ns2")
+    target_size = models.PositiveIntegerField(default=10_000)
+    low_watermark = models.PositiveIntegerField(default=2_000, help_text="Refill starts below this.")
+    critical_watermark = models.PositiveIntegerField(default=500, help_text="Critical alert below this.")
+    batch_size = models.PositiveIntegerField(default=1_000, help_text=f"Pairs per TOME call (1–{TOME_MAX_BATCH}).")
+    refill_interval_minutes = models.PositiveIntegerField(default=60)
+    reservation_ttl = models.DurationField(default=timedelta(minutes=15))
+    refill_enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(target_size__gt=0), name="pool_target_positive"),
+            models.CheckConstraint(condition=Q(low_watermark__lt=models.F("target_size")),
+                                   name="pool_low_watermark_below_target"),
+            models.CheckConstraint(condition=Q(critical_watermark__lte=models.F("low_watermark")),
+                                   name="pool_critical_at_or_below_low"),
+            models.CheckConstraint(condition=Q(batch_size__gte=1, batch_size__lte=TOME_MAX_BATCH),
+                                   name="pool_batch_size_within_tome_limit"),
+            models.CheckConstraint(condition=Q(refill_interval_minutes__gte=1), name="pool_interval_positive"),
+            models.CheckConstraint(condition=Q(reservation_ttl__gt=timedelta(0)), name="pool_ttl_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PairStatus(models.TextChoices):
+    AVAILABLE = "AVAILABLE"
+    RESERVED = "RESERVED"
+    USED = "USED"
+    RETIRED = "RETIRED"
+
+
+class PairSource(models.TextChoices):
+    POOL = "pool"
+    DIRECT = "direct"
+
+
+class TokenPair(models.Model):
+    """One (internal token, external reference id) pair. Issued at most once, ever.
+
+    The reservation claim (`core/pool/services.py`) walks ``pair_available_idx``; every other index on
+    this table costs on each reservation (a status change is never a HOT update), so keep exactly
+    the indexes the hot paths need."""
+
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="pairs", db_index=False)
+    internal_token = models.CharField(max_length=128, unique=True)
+    external_ref_id = models.CharField(max_length=128, unique=True)
+    status = models.CharField(max_length=16, choices=PairStatus.choices, default=PairStatus.AVAILABLE)
+    source = models.CharField(max_length=8, choices=PairSource.choices, default=PairSource.POOL)
+    reservation_id = models.UUIDField(null=True, blank=True, unique=True)
+    reserved_by = models.ForeignKey("core.ApiKey", null=True, blank=True, on_delete=models.PROTECT,
+                                    related_name="+", db_index=False)
+    owner_ref = models.CharField(max_length=128, null=True, blank=True)
+    # Idempotency: the key, its position within a batch request and a hash of the request body.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    idempotency_index = models.PositiveIntegerField(null=True, blank=True)
+    request_fingerprint = models.CharField(max_length=64, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    reserved_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The reservation hot path: next AVAILABLE pair of a pool, in id order.
+            models.Index(fields=["pool", "id"], condition=Q(status="AVAILABLE"), name="pair_available_idx"),
+            # The expiry sweep: only live leases are indexed, so the index stays tiny.
+            models.Index(fields=["expires_at"], condition=Q(status="RESERVED"), name="pair_lease_expiry_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["reserved_by", "idempotency_key", "idempotency_index"],
+                condition=Q(idempotency_key__isnull=False), name="pair_idempotency_unique",
+            ),
+            models.CheckConstraint(
+                name="pair_available_is_unissued",
+                condition=~Q(status="AVAILABLE") | Q(
+                    reservation_id__isnull=True, reserved_by__isnull=True, reserved_at__isnull=True,
+                    expires_at__isnull=True, used_at__isnull=True, retired_at__isnull=True,
+                    idempotency_key__isnull=True, source="pool",
+                ),
+            ),
+            models.CheckConstraint(
+                name="pair_reserved_has_lease",
+                condition=~Q(status="RESERVED") | Q(
+                    reservation_id__isnull=False, reserved_by__isnull=False, reserved_at__isnull=False,
+                    expires_at__isnull=False, used_at__isnull=True, retired_at__isnull=True,
+                ),
+            ),
+            models.CheckConstraint(
+                name="pair_used_was_reserved",
+                condition=~Q(status="USED") | Q(
+                    reservation_id__isnull=False, reserved_at__isnull=False, used_at__isnull=False,
+                    retired_at__isnull=True,
+                ),
+            ),
+            models.CheckConstraint(
+                name="pair_retired_has_time",
+                condition=~Q(status="RETIRED") | Q(retired_at__isnull=False, used_at__isnull=True),
+            ),
+            models.CheckConstraint(
+                name="pair_idempotency_complete",
+                condition=Q(idempotency_key__isnull=True, idempotency_index__isnull=True,
+                            request_fingerprint__isnull=True)
+                | Q(idempotency_key__isnull=False, idempotency_index__isnull=False,
+                    request_fingerprint__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"pair #{self.pk} ({self.status})"

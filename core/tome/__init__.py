@@ -1,0 +1,1 @@
+"""TOME, the upstream tokenization service: the typed client library and a local emulator."""

@@ -1,0 +1,1 @@
+"""TokenPool project package: settings, URLs and the WSGI/ASGI entry points."""

