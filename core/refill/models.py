@@ -1,1 +1,55 @@
-"""Models of this domain; imported by core/models.py so Django sees them under app label "core"."""
+"""Refill runs: one row per attempt to top a pool up from TOME (scheduled, on demand or manual)."""
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+__all__ = ["RefillTrigger", "RefillOutcome", "RefillRun"]
+
+
+class RefillTrigger(models.TextChoices):
+    SCHEDULED = "scheduled"
+    LOW_WATERMARK = "low_watermark", "low watermark"
+    MANUAL = "manual"
+    STARTUP = "startup"
+
+
+class RefillOutcome(models.TextChoices):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    NOTHING_TO_DO = "nothing_to_do", "nothing to do"
+    PARTIAL = "partial"  # ended early (time budget) after inserting some batches
+    FAILED = "failed"
+    BLOCKED_ONBOARDING = "blocked_onboarding", "blocked by onboarding"
+    SKIPPED_LOCKED = "skipped_locked", "skipped: another refill was running"
+
+
+class RefillRun(models.Model):
+    pool = models.ForeignKey("core.Pool", on_delete=models.PROTECT, related_name="refill_runs")
+    trigger = models.CharField(max_length=16, choices=RefillTrigger.choices)
+    outcome = models.CharField(max_length=24, choices=RefillOutcome.choices, default=RefillOutcome.RUNNING)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    requested = models.PositiveIntegerField(default=0)
+    inserted = models.PositiveIntegerField(default=0)
+    tome_calls = models.PositiveIntegerField(default=0)
+    tome_seconds = models.FloatField(default=0.0)
+    db_seconds = models.FloatField(default=0.0)
+    error = models.TextField(blank=True, default="")
+    correlation_id = models.CharField(max_length=128, blank=True, default="")
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["pool", "-started_at"], name="refillrun_pool_recent_idx")]
+        constraints = [
+            models.CheckConstraint(
+                name="refillrun_finished_iff_not_running",
+                condition=(Q(outcome="running") & Q(finished_at__isnull=True))
+                | (~Q(outcome="running") & Q(finished_at__isnull=False)),
+            ),
+            models.CheckConstraint(name="refillrun_inserted_le_requested_or_zero",
+                                   condition=Q(inserted__lte=models.F("requested"))),
+        ]
+
+    def __str__(self) -> str:
+        return f"refill #{self.pk} {self.pool_id} {self.outcome}"
