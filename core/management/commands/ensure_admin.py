@@ -1,0 +1,24 @@
+"""Create (or reset the password of) a development superuser. Used by `make run`."""
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Ensure a staff superuser exists with the given password (development convenience)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--username", default="admin")
+        parser.add_argument("--password", required=True)
+        parser.add_argument("--email", default="admin@localhost")
+
+    def handle(self, *args, username: str, password: str, email: str, **options) -> None:
+        user, created = get_user_model().objects.get_or_create(
+            username=username, defaults={"email": email, "is_staff": True, "is_superuser": True}
+        )
+        if created or not user.check_password(password):
+            user.set_password(password)
+            user.is_staff = user.is_superuser = True
+            user.save()
+        self.stdout.write(f"admin user '{username}' {'created' if created else 'ready'}")

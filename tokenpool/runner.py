@@ -1,0 +1,150 @@
+"""`make run`: the whole stack on embedded defaults, in the foreground.
+
+Order matters: database → migrate → TOME emulator → onboarding demo data → fill the default pool →
+qcluster + gunicorn. Ctrl-C / SIGTERM stops every child (each in its own process group) and waits.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+children: list[subprocess.Popen] = []
+
+
+def log(message: str) -> None:
+    print(f"[make run] {message}", flush=True)
+
+
+def manage(*args: str, env: dict[str, str], capture: bool = False) -> str:
+    result = subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=env, check=True, text=True,
+                            stdout=subprocess.PIPE if capture else None)
+    return result.stdout if capture else ""
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    log(f"starting {name}: {' '.join(argv)}")
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
+    proc.name = name  # type: ignore[attr-defined]
+    children.append(proc)
+    return proc
+
+
+def stop_all(*_: object) -> None:
+    for proc in reversed(children):
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 15
+    for proc in reversed(children):
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    log("all processes stopped")
+
+
+def wait_http(url: str, *, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up within {timeout:.0f}s")
+
+
+def _raise_interrupt(*_: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM takes the same clean path as Ctrl-C
+
+
+def admin_password() -> str:
+    path = ROOT / "var" / "admin-password.txt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(12))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def main() -> int:
+    port = int(os.environ.get("PORT", "8000"))
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tokenpool.settings", PYTHONUNBUFFERED="1")
+    metrics_dir = ROOT / "var" / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # multiprocess metrics start fresh with the stack
+    metrics_dir.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        log("embedded PostgreSQL + migrations")
+        manage("migrate", "--no-input", "-v0", env=env)
+        password = admin_password()
+        manage("ensure_admin", "--username", "admin", "--password", password, env=env)
+
+        if not env.get("TOME_BASE_URL"):
+            tome_port = env.get("TOME_PORT", "8900")
+            env["TOME_BASE_URL"] = f"http://127.0.0.1:{tome_port}"
+            spawn("tome-emulator", [PY, "manage.py", "tome_emulator", "--port", tome_port], env)
+            wait_http(f"{env['TOME_BASE_URL']}/healthz")
+        log(f"TOME at {env['TOME_BASE_URL']}")
+
+        # Development demo data: UAT onboarding approved (by two demo users, four-eyes) so the
+        # readiness gate lets the UAT pool refill.
+        manage("load_onboarding_plan", "--approve-environment", "UAT", env=env)
+        log("filling pool 'default' to its target (startup refill)")
+        manage("refill_pool", "--pool", "default", "--trigger", "startup", env=env)
+        dev_key = manage("create_api_key", f"dev-{int(time.time())}", "--scopes",
+                         "reserve,lookup,detokenize,pools:read", env=env, capture=True).strip().splitlines()[-1]
+
+        spawn("qcluster", [PY, "manage.py", "qcluster"], env)
+        spawn("web", [PY, "-m", "gunicorn", "tokenpool.wsgi", "--bind", f"127.0.0.1:{port}",
+                      "--worker-class", "gthread", "--workers", env.get("WEB_WORKERS", "2"),
+                      "--threads", env.get("WEB_THREADS", "4"), "--access-logfile", "-",
+                      "--access-logformat", '{"event": "access", "status": %(s)s, "path": "%(U)s"}',
+                      "--graceful-timeout", "10"], env)
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        base = f"http://127.0.0.1:{port}"
+        print(
+            "\n"
+            f"  TokenPool is up at {base}\n"
+            f"  Admin:     {base}/admin/   (user: admin  password: {password})\n"
+            f"  Dashboard: {base}/admin/dashboard/\n"
+            f"  API docs:  {base}/api/docs/      Metrics: {base}/metrics\n"
+            f"  Dev API key (all scopes, shown once): {dev_key}\n"
+            f"  Try: curl -s -XPOST -H 'Authorization: Api-Key {dev_key}' -H 'Content-Type: application/json' "
+            f"-d '{{}}' {base}/api/v1/reservations\n"
+            "  Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        while True:
+            for proc in children:
+                if proc.poll() is not None:
+                    log(f"{proc.name} exited with {proc.returncode}; stopping the stack")  # type: ignore[attr-defined]
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        log("stopping")
+        return 0
+    except subprocess.CalledProcessError as exc:
+        log(f"step failed: {exc}")
+        return 1
+    finally:
+        stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
