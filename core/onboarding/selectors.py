@@ -1,0 +1,171 @@
+"""Reads of the onboarding room: the per-environment summary shown in the admin."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+
+from core.onboarding.models import (
+    PREFETCH_GROUPS,
+    OnboardingEnvironment,
+    OnboardingGroup,
+    OnboardingState,
+    OnboardingTask,
+)
+from core.onboarding.readiness import missing_approvals
+
+# The seed: "Process/approvals for UAT and Production environments may take 1-2 weeks".
+APPROVAL_EXPECTED_DAYS = (7, 14)
+
+
+@dataclass
+class TaskRow:
+    task: OnboardingTask
+    blocked_by: list[OnboardingTask] = field(default_factory=list)  # direct, not approved
+    root_blockers: list[OnboardingTask] = field(default_factory=list)  # actionable now
+    days_waiting: float | None = None
+
+    @property
+    def waiting_flag(self) -> str:
+        if self.days_waiting is None:
+            return ""
+        if self.days_waiting > APPROVAL_EXPECTED_DAYS[1]:
+            return "over the plan's 2-week approval window"
+        if self.days_waiting > APPROVAL_EXPECTED_DAYS[0]:
+            return "within the plan's 1–2 week window"
+        return ""
+
+
+def _task_graph() -> tuple[dict[int, OnboardingTask], dict[int, list[int]]]:
+    tasks = {t.pk: t for t in OnboardingTask.objects.select_related("owner", "submitted_by", "approved_by")}
+    prereqs: dict[int, list[int]] = {pk: [] for pk in tasks}
+    through = OnboardingTask.prerequisites.through
+    for from_id, to_id in through.objects.values_list("from_onboardingtask_id", "to_onboardingtask_id"):
+        prereqs[from_id].append(to_id)
+    return tasks, prereqs
+
+
+def _rows(tasks: dict[int, OnboardingTask], prereqs: dict[int, list[int]], selected: list[OnboardingTask],
+          now: datetime) -> list[TaskRow]:
+    def unapproved(pk: int) -> list[int]:
+        return sorted((p for p in prereqs[pk] if tasks[p].state != OnboardingState.APPROVED),
+                      key=lambda p: tasks[p].position)
+
+    def roots(pk: int) -> list[OnboardingTask]:
+        found, seen, stack = [], set(), list(unapproved(pk))
+        while stack:
+            cur = stack.pop()
+            if cur in seen:
+                continue
+            seen.add(cur)
+            deeper = unapproved(cur)
+            if deeper:
+                stack.extend(deeper)
+            else:
+                found.append(tasks[cur])
+        return sorted(found, key=lambda t: t.position)
+
+    rows = []
+    for task in selected:
+        row = TaskRow(task=task, days_waiting=task.days_waiting_for_approval(now=now))
+        if task.state != OnboardingState.APPROVED:
+            row.blocked_by = [tasks[p] for p in unapproved(task.pk)]
+            row.root_blockers = roots(task.pk) if row.blocked_by else []
+        rows.append(row)
+    return rows
+
+
+def _days(value: Decimal | None) -> Decimal:
+    return value if value is not None else Decimal("0")
+
+
+def estimate_totals() -> list[dict[str, Any]]:
+    """Estimate sums per approach (common / library / prefetch), total and still to do."""
+    approaches = [
+        ("Common (both environments)", (OnboardingGroup.COMMON,)),
+        ("Approach 1: JAR/library", (OnboardingGroup.LIBRARY,)),
+        ("Approach 2: prefetch + DB", PREFETCH_GROUPS),
+    ]
+    out = []
+    for label, groups in approaches:
+        tasks = list(OnboardingTask.objects.filter(group__in=groups))
+        parts = []
+        for group in groups:
+            in_group = [t for t in tasks if t.group == group]
+            parts.append({
+                "label": OnboardingGroup(group).label,
+                "count": len(in_group),
+                "days": sum((_days(t.estimate_days) for t in in_group), Decimal("0")),
+            })
+        out.append({
+            "label": label,
+            "count": len(tasks),
+            "days": sum((_days(t.estimate_days) for t in tasks), Decimal("0")),
+            "days_required": sum((_days(t.estimate_days) for t in tasks if not t.optional), Decimal("0")),
+            "days_remaining": sum((_days(t.estimate_days) for t in tasks
+                                   if t.state != OnboardingState.APPROVED), Decimal("0")),
+            "unestimated": sum(1 for t in tasks if t.estimate_days is None),
+            "parts": parts if len(groups) > 1 else [],
+        })
+    return out
+
+
+def tome_call_impact(*, cards_per_day: int = 50_000) -> dict[str, Any]:
+    """The seed's "impact at 50K cards/day": TOME calls per day, JAR approach vs prefetch.
+
+    The one place to wire live TOME call counters into later. JAR: every card is created
+    (NS1 + NS2 tokenize = 2 calls) and detokenized (NS2 lookup + NS1 detokenize = 2 calls).
+    Prefetch, as the seed counts it: 1 call per card for its share of the batch prefetch and 1 NS1
+    detokenize after the database lookup. No live per-card call counter exists in this build, so
+    the figures are labelled "projected"."""
+    from core.onboarding.services import PLAN_PATH
+
+    model = json.loads(PLAN_PATH.read_text(encoding="utf-8"))["impact_at_50k_cards_per_day"]
+    jar_per_card = sum(model["jar_calls_per_card"].values())
+    prefetch_per_card = sum(model["prefetch_calls_per_card"].values())
+    jar = jar_per_card * cards_per_day
+    prefetch = prefetch_per_card * cards_per_day
+    return {
+        "basis": "projected",
+        "cards_per_day": cards_per_day,
+        "jar_calls_per_card": jar_per_card,
+        "prefetch_calls_per_card": prefetch_per_card,
+        "jar_calls_per_day": jar,
+        "prefetch_calls_per_day": prefetch,
+        "calls_saved_per_day": jar - prefetch,
+        "reduction_percent": round(100 * (jar - prefetch) / jar, 1) if jar else 0.0,
+        "source": "seed formula (plan.json impact_at_50k_cards_per_day)",
+    }
+
+
+def environment_summary(*, environment: str, now: datetime | None = None) -> dict[str, Any]:
+    """Everything the admin summary page shows for one environment."""
+    env = OnboardingEnvironment(environment.upper())
+    now = now or timezone.now()
+    tasks, prereqs = _task_graph()
+    ordered = sorted(tasks.values(), key=lambda t: (t.position, t.pk))
+    common = [t for t in ordered if t.group == OnboardingGroup.COMMON and t.environment == env]
+    implementation = [t for t in ordered if t.group != OnboardingGroup.COMMON]
+    common_rows = _rows(tasks, prereqs, common, now)
+    impl_rows = _rows(tasks, prereqs, implementation, now)
+    waiting = sorted((r for r in common_rows + impl_rows if r.days_waiting is not None),
+                     key=lambda r: -r.days_waiting)
+    return {
+        "environment": env,
+        "environment_label": env.label,
+        "approved": sum(1 for t in common if t.state == OnboardingState.APPROVED),
+        "total": len(common),
+        "missing": missing_approvals(environment=env),
+        "common_rows": common_rows,
+        "blocked_rows": [r for r in common_rows + impl_rows if r.blocked_by],
+        "waiting_rows": waiting,
+        "implementation_approved": sum(1 for t in implementation if t.state == OnboardingState.APPROVED),
+        "implementation_total": len(implementation),
+        "estimates": estimate_totals(),
+        "impact": tome_call_impact(),
+        "approval_expected_days": APPROVAL_EXPECTED_DAYS,
+    }
