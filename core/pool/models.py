@@ -7,7 +7,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-__all__ = ["Environment", "Pool", "PairStatus", "PairSource", "TokenPair"]
+__all__ = ["Environment", "Pool", "PairStatus", "PairSource", "TokenPair", "AuditAction", "AuditOutcome",
+           "AuditRecord", "AppendOnlyError"]
 
 # TOME's batch limit (docs/tome-api.md); a pool's batch_size may not exceed it.
 TOME_MAX_BATCH = 5000
@@ -138,3 +139,63 @@ class TokenPair(models.Model):
 
     def __str__(self) -> str:
         return f"pair #{self.pk} ({self.status})"
+
+
+class AuditAction(models.TextChoices):
+    LOOKUP = "lookup"
+    DETOKENIZE = "detokenize"
+
+
+class AuditOutcome(models.TextChoices):
+    FOUND = "found"
+    NOT_FOUND = "not_found", "not found"
+    TOME = "tome", "resolved by TOME"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable", "TOME unreachable"
+
+
+class AppendOnlyError(Exception):
+    """An attempt to change or delete an audit record."""
+
+
+class AuditRecordQuerySet(models.QuerySet):
+    def update(self, **kwargs):  # noqa: ANN003, ANN201
+        raise AppendOnlyError("audit records are append-only")
+
+    def delete(self):  # noqa: ANN201
+        raise AppendOnlyError("audit records are append-only")
+
+
+class AuditRecord(models.Model):
+    """One lookup or detokenize (each batch item counts): who asked, for what, with which result.
+
+    PCI DSS asks that detokenization be logged; the token itself is stored only as its SHA-256
+    digest so the audit table is not a second copy of the mapping. Append-only: the model refuses
+    updates and deletes, and a database trigger (migration 0007) refuses them for raw SQL too."""
+
+    api_key = models.ForeignKey("core.ApiKey", on_delete=models.PROTECT, related_name="+", db_index=False)
+    action = models.CharField(max_length=16, choices=AuditAction.choices)
+    pair = models.ForeignKey(TokenPair, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    token_digest = models.CharField(max_length=64, help_text="SHA-256 (hex) of the token asked about.")
+    correlation_id = models.CharField(max_length=128, blank=True, default="")
+    outcome = models.CharField(max_length=24, choices=AuditOutcome.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AuditRecordQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["api_key", "created_at"], name="audit_key_time_idx"),
+            models.Index(fields=["token_digest"], name="audit_token_digest_idx"),
+        ]
+
+    def save(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        if self.pk is not None and not self._state.adding:
+            raise AppendOnlyError("audit records are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        raise AppendOnlyError("audit records are append-only")
+
+    def __str__(self) -> str:
+        return f"audit #{self.pk} {self.action} {self.outcome}"
