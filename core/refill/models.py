@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-__all__ = ["RefillTrigger", "RefillOutcome", "RefillRun"]
+__all__ = ["RefillTrigger", "RefillOutcome", "RefillRun", "RefillLease"]
 
 
 class RefillTrigger(models.TextChoices):
@@ -53,3 +53,30 @@ class RefillRun(models.Model):
 
     def __str__(self) -> str:
         return f"refill #{self.pk} {self.pool_id} {self.outcome}"
+
+
+class RefillLease(models.Model):
+    """"A refill of this pool is queued or running": the de-duplication marker of on-demand refills.
+
+    At most one row per pool (the primary key is the pool). A trigger enqueues a refill only when it
+    wins the row with a single ``INSERT … ON CONFLICT … WHERE expires_at < now()``; the refill that
+    runs keeps the row alive while it works and deletes it when it ends. Every row expires, so a
+    marker left behind by a killed worker or a lost queue message blocks on-demand refills for at
+    most ``expires_at - now()`` and never forever (see docs/refill.md)."""
+
+    pool = models.OneToOneField("core.Pool", on_delete=models.CASCADE, primary_key=True,
+                                related_name="refill_lease")
+    token = models.UUIDField(help_text="Identifies the queued task (or running refill) holding the lease.")
+    state = models.CharField(max_length=8, choices=[("queued", "queued"), ("running", "running")])
+    acquired_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    task_id = models.CharField(max_length=64, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(name="refilllease_expires_after_acquired",
+                                   condition=Q(expires_at__gt=models.F("acquired_at"))),
+        ]
+
+    def __str__(self) -> str:
+        return f"refill lease {self.pool_id} {self.state} until {self.expires_at:%H:%M:%S}"
