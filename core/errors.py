@@ -57,3 +57,8 @@ class PoolUnavailable(TokenPoolError):
 class UpstreamUnavailable(TokenPoolError):
     code, status = "upstream_unavailable", 503
     detail = "TOME is unreachable and the database cannot answer this request; retry later."
+
+
+class PayloadTooLarge(TokenPoolError):
+    code, status = "payload_too_large", 413
+    detail = "The request body is larger than 64 KiB."

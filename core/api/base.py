@@ -1,0 +1,60 @@
+"""What every /api/v1/ view shares: API-key auth, a scope, the per-key throttle, strict JSON."""
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+from rest_framework.exceptions import UnsupportedMediaType
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from core.api.auth import ApiKeyAuthentication, ApiKeyRateThrottle, HasScope
+from core.api.parsers import BoundedJSONParser
+
+__all__ = ["ScopedApiView", "validated", "ErrorSerializer", "error_responses"]
+
+
+class ScopedApiView(APIView):
+    required_scope: str = ""
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [HasScope]
+    throttle_classes = [ApiKeyRateThrottle]
+    parser_classes = [BoundedJSONParser]
+    renderer_classes = [JSONRenderer]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        # DRF silently treats a body without Content-Type as empty; the contract wants a 415.
+        if request.method in ("POST", "PUT", "PATCH") and request.content_type == "":
+            try:
+                has_body = int(request.META.get("CONTENT_LENGTH") or 0) > 0
+            except ValueError:
+                has_body = False
+            if has_body:
+                raise UnsupportedMediaType("")
+
+
+def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="snake_case error code (see the contract's table).")
+    detail = serializers.CharField(help_text="A human sentence.")
+    correlation_id = serializers.CharField()
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False,
+                                   help_text='Validation errors by field, e.g. {"internal_tokens.3": ["..."]}.')
+
+
+def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
+    descriptions = {
+        400: "invalid_request", 401: "not_authenticated", 403: "permission_denied", 404: "not_found",
+        409: "reservation_not_active", 413: "payload_too_large", 415: "unsupported_media_type",
+        422: "idempotency_key_reused", 429: "throttled (Retry-After)",
+        503: "pool_unavailable / upstream_unavailable (Retry-After)",
+    }
+    return {s: OpenApiResponse(ErrorSerializer, description=descriptions.get(s, "")) for s in statuses}

@@ -1,0 +1,190 @@
+"""The one place that turns errors into the contract's error body (contract section 2, "Errors").
+
+``{"code", "detail", "correlation_id"}`` plus ``errors`` for validation errors, for every 4xx/5xx
+under /api/: DRF's exceptions and ours through ``exception_handler`` (DRF's EXCEPTION_HANDLER), and
+whatever happens outside a DRF view (unknown URL, an oversize body, a crash in middleware) through
+``ApiErrorMiddleware``. No view builds an error response by hand.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from http import HTTPStatus
+from typing import Any, Callable
+
+from django.conf import settings
+from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse
+from rest_framework import exceptions as drf
+from rest_framework.views import set_rollback
+
+from core.correlation import get_correlation_id, new_correlation_id
+from core.errors import PayloadTooLarge, TokenPoolError
+
+__all__ = ["exception_handler", "error_response", "ApiErrorMiddleware", "API_PREFIX"]
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
+
+# Contract codes by status; statuses the contract does not name get HTTP's own phrase.
+STATUS_CODES: dict[int, str] = {
+    400: "invalid_request",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "reservation_not_active",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "idempotency_key_reused",
+    429: "throttled",
+    500: "internal_error",
+}
+DEFAULT_DETAILS: dict[int, str] = {
+    400: "The request is invalid.",
+    401: "Authentication credentials were not provided or are not valid.",
+    403: "You do not have permission to perform this action.",
+    404: "Not found.",
+    405: "Method not allowed.",
+    413: "The request body is larger than 64 KiB.",
+    415: "Unsupported media type; send application/json.",
+    429: "Too many requests; slow down.",
+    500: "An unexpected error occurred.",
+}
+
+
+def code_for_status(status: int) -> str:
+    if status in STATUS_CODES:
+        return STATUS_CODES[status]
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "error"
+
+
+def detail_for_status(status: int) -> str:
+    if status in DEFAULT_DETAILS:
+        return DEFAULT_DETAILS[status]
+    try:
+        return HTTPStatus(status).phrase + "."
+    except ValueError:
+        return "Error."
+
+
+def error_response(*, status: int, code: str | None = None, detail: str | None = None,
+                   errors: dict[str, list[str]] | None = None, retry_after: float | None = None,
+                   headers: dict[str, str] | None = None) -> HttpResponse:
+    body: dict[str, Any] = {
+        "code": code or code_for_status(status),
+        "detail": detail or detail_for_status(status),
+        "correlation_id": get_correlation_id() or new_correlation_id(),
+    }
+    if errors is not None:
+        body["errors"] = errors
+    response = HttpResponse(json.dumps(body), status=status, content_type="application/json")
+    if retry_after is not None:
+        response["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def flatten_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested error structure → ``{"field": [...], "internal_tokens.3": [...]}``."""
+    out: dict[str, list[str]] = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            out.update(flatten_errors(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(detail, list) and any(isinstance(item, (dict, list)) for item in detail):
+        for index, item in enumerate(detail):
+            if item:
+                out.update(flatten_errors(item, f"{prefix}.{index}" if prefix else str(index)))
+    else:
+        messages = detail if isinstance(detail, list) else [detail]
+        out[prefix or "non_field_errors"] = [str(message) for message in messages]
+    return out
+
+
+_DRF_STATUS: list[tuple[type[Exception], int]] = [
+    (drf.ValidationError, 400),
+    (drf.ParseError, 400),
+    (drf.AuthenticationFailed, 401),
+    (drf.NotAuthenticated, 401),
+    (drf.PermissionDenied, 403),
+    (drf.NotFound, 404),
+    (drf.MethodNotAllowed, 405),
+    (drf.UnsupportedMediaType, 415),
+    (drf.Throttled, 429),
+]
+
+
+def _response_for(exc: Exception) -> HttpResponse:
+    if isinstance(exc, TokenPoolError):
+        return error_response(status=exc.status, code=exc.code, detail=exc.detail, errors=exc.errors,
+                              retry_after=exc.retry_after)
+    if isinstance(exc, drf.ValidationError):
+        return error_response(status=400, detail="The request is invalid.", errors=flatten_errors(exc.detail))
+    if isinstance(exc, drf.ParseError):
+        return error_response(status=400, detail="The request body is not valid JSON.")
+    if isinstance(exc, drf.APIException):
+        status = next((s for cls, s in _DRF_STATUS if isinstance(exc, cls)), exc.status_code)
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        headers = {}
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+        retry_after = getattr(exc, "wait", None) if isinstance(exc, drf.Throttled) else None
+        if isinstance(exc, drf.Throttled):
+            detail = DEFAULT_DETAILS[429]
+        return error_response(status=status, detail=str(detail) if detail else None,
+                              retry_after=retry_after, headers=headers)
+    if isinstance(exc, Http404):
+        return error_response(status=404)
+    if isinstance(exc, PermissionDenied):
+        return error_response(status=403)
+    if isinstance(exc, RequestDataTooBig):
+        return error_response(status=413, code=PayloadTooLarge.code, detail=PayloadTooLarge.detail)
+    if isinstance(exc, (BadRequest, SuspiciousOperation)):
+        return error_response(status=400)
+    # Anything else is our bug: log it with its traceback, tell the client nothing about internals.
+    logger.error("unhandled exception", exc_info=(type(exc), exc, exc.__traceback__))
+    return error_response(status=500)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
+    """DRF's EXCEPTION_HANDLER: every exception raised in a DRF view ends here."""
+    set_rollback()
+    return _response_for(exc)
+
+
+class ApiErrorMiddleware:
+    """Contract error bodies for what happens under /api/ outside DRF's reach.
+
+    - bodies declared larger than 64 KiB are refused before anything reads them (413);
+    - exceptions from non-DRF views are mapped like DRF's;
+    - any other 4xx/5xx that is not JSON already (Django's 404 page for an unknown URL, a 405 of a
+      plain view, a 500 page) is replaced by the contract body, keeping Allow/Retry-After."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path_info.startswith(API_PREFIX):
+            return self.get_response(request)
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return error_response(status=400, detail="Invalid Content-Length header.")
+        if declared > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            return error_response(status=413, code=PayloadTooLarge.code, detail=PayloadTooLarge.detail)
+        response = self.get_response(request)
+        if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
+            kept = {name: response[name] for name in ("Allow", "Retry-After", "WWW-Authenticate") if response.has_header(name)}
+            return error_response(status=response.status_code, headers=kept)
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not request.path_info.startswith(API_PREFIX):
+            return None
+        return _response_for(exception)

@@ -1,0 +1,46 @@
+"""Strict serializer fields: the contract says wrong JSON types are a 400, but DRF's CharField turns
+42 into "42" and its IntegerField accepts "5" and 5.0. These accept exactly the JSON type asked for."""
+from __future__ import annotations
+
+import re
+
+from rest_framework import serializers
+
+__all__ = ["TOKEN_PATTERN", "StrictCharField", "StrictIntegerField", "TokenField"]
+
+# fullmatch, not `^...$`: `$` also matches before a trailing newline.
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+class StrictCharField(serializers.CharField):
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("trim_whitespace", False)  # keep what the client sent, byte for byte
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class TokenField(StrictCharField):
+    default_error_messages = {
+        "invalid_token": "Must be 1 to 128 characters, each a letter, a digit, '_' or '-'.",
+    }
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("max_length", 128)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: object) -> str:
+        value = super().to_internal_value(data)
+        if not TOKEN_PATTERN.fullmatch(value):
+            self.fail("invalid_token")
+        return value
+
+
+class StrictIntegerField(serializers.IntegerField):
+    def to_internal_value(self, data: object) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)

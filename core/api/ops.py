@@ -1,0 +1,74 @@
+"""Operations endpoints without an API key (contract section 3): liveness and readiness."""
+from __future__ import annotations
+
+import logging
+
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["healthz", "readyz"]
+
+OK, DEGRADED, DOWN = "ok", "degraded", "down"
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Up while the process answers; touches nothing else on purpose."""
+    return JsonResponse({"status": OK})
+
+
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except Exception:  # any failure means "not ready"; the reason goes to the log
+        logger.warning("readiness: database check failed", exc_info=True)
+        return False
+
+
+def _tome_ok() -> bool:
+    from core.tome.django import get_tome_client
+
+    try:
+        return bool(get_tome_client().ping())
+    except Exception:
+        logger.warning("readiness: TOME check failed", exc_info=True)
+        return False
+
+
+def _empty_pools() -> list[str]:
+    # NOT EXISTS over the partial AVAILABLE index: one index probe per pool however big the table.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.name FROM core_pool AS p WHERE NOT EXISTS ("
+            "SELECT 1 FROM core_tokenpair AS t WHERE t.pool_id = p.id AND t.status = 'AVAILABLE')"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    """200 while the database and TOME answer, else 503. ``status``: ``down`` without the
+    database, ``degraded`` without TOME or with an empty pool (an empty pool alone stays 200: the
+    fallback still serves reservations live)."""
+    database = _database_ok()
+    tome = _tome_ok()
+    pools = DOWN
+    if database:
+        try:
+            pools = DEGRADED if _empty_pools() else OK
+        except Exception:
+            logger.warning("readiness: pool check failed", exc_info=True)
+    if not database:
+        status = DOWN
+    elif not tome or pools != OK:
+        status = DEGRADED
+    else:
+        status = OK
+    body = {"status": status, "checks": {"database": OK if database else DOWN, "tome": OK if tome else DOWN,
+                                         "pools": pools}}
+    return JsonResponse(body, status=200 if database and tome else 503)

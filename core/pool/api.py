@@ -1,0 +1,256 @@
+"""HTTP API of the pool room (contract section 2). Views only translate: validate the input, call a
+service or selector, serialize the output. Errors are raised, never built here."""
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from core.api.base import ScopedApiView, error_responses, validated
+from core.api.fields import StrictCharField, StrictIntegerField, TokenField
+from core.api.models import ApiScope
+from core.pool.selectors import pool_get, pool_health, reservation_get
+from core.pool.services import (
+    PairResult,
+    pair_detokenize,
+    pair_detokenize_batch,
+    pair_lookup,
+    pair_lookup_batch,
+    reservation_batch_create,
+    reservation_confirm,
+    reservation_create,
+    reservation_release,
+)
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+    description="1-255 characters. The same key with the same body returns the same reservation(s); "
+                "with a different body → 422 idempotency_key_reused.",
+)
+RESERVATION_ID = OpenApiParameter("reservation_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+MAX_BATCH_RESERVATIONS = 500
+MAX_BATCH_TOKENS = 1000
+
+
+# ---- output ----------------------------------------------------------------------------------------
+
+class ReservationOutput(serializers.Serializer):
+    reservation_id = serializers.UUIDField()
+    pool = serializers.CharField(source="pool_name")
+    internal_token = serializers.CharField()
+    external_ref_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=["RESERVED", "USED", "RETIRED"])
+    source = serializers.ChoiceField(choices=["pool", "direct"])
+    owner_ref = serializers.CharField(allow_null=True)
+    reserved_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    used_at = serializers.DateTimeField(allow_null=True)
+
+
+class ReservationListOutput(serializers.Serializer):
+    reservations = ReservationOutput(many=True)
+
+
+class PairOutput(serializers.Serializer):
+    internal_token = serializers.CharField()
+    external_ref_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=["RESERVED", "USED", "RETIRED"])
+    source = serializers.ChoiceField(choices=["pool", "tome"],
+                                     help_text="tome: not in the database, resolved by a live NS2 call.")
+
+
+def _pair_body(result: PairResult) -> dict[str, str]:
+    return {"internal_token": result.internal_token, "external_ref_id": result.external_ref_id,
+            "status": result.status, "source": result.source}
+
+
+class LookupBatchItem(serializers.Serializer):
+    internal_token = serializers.CharField()
+    external_ref_id = serializers.CharField(required=False)
+    status = serializers.CharField(required=False)
+    source = serializers.CharField(required=False)
+    code = serializers.CharField(required=False, help_text='"not_found" for an unknown item.')
+
+
+class LookupBatchOutput(serializers.Serializer):
+    results = LookupBatchItem(many=True)
+
+
+class DetokenizeBatchItem(LookupBatchItem):
+    internal_token = serializers.CharField(required=False)
+    external_ref_id = serializers.CharField()
+
+
+class DetokenizeBatchOutput(serializers.Serializer):
+    results = DetokenizeBatchItem(many=True)
+
+
+class PoolHealthOutput(serializers.Serializer):
+    name = serializers.CharField()
+    environment = serializers.CharField()
+    available = serializers.IntegerField()
+    reserved = serializers.IntegerField()
+    used = serializers.IntegerField()
+    retired = serializers.IntegerField()
+    target_size = serializers.IntegerField()
+    low_watermark = serializers.IntegerField()
+    refill_enabled = serializers.BooleanField()
+    last_refill_at = serializers.DateTimeField(allow_null=True)
+    last_refill_status = serializers.CharField(allow_null=True)
+    consumption_per_hour = serializers.FloatField()
+    estimated_hours_to_empty = serializers.FloatField(allow_null=True)
+
+
+# ---- reservations ----------------------------------------------------------------------------------
+
+class ReservationCreateApi(ScopedApiView):
+    required_scope = ApiScope.RESERVE
+
+    class InputSerializer(serializers.Serializer):
+        pool = StrictCharField(required=False, max_length=64)
+        owner_ref = StrictCharField(required=False, allow_null=True, max_length=128)
+
+    @extend_schema(operation_id="reservation_create", request=InputSerializer, parameters=[IDEMPOTENCY_HEADER],
+                   responses={201: ReservationOutput,
+                              200: OpenApiResponse(ReservationOutput, description="Idempotent replay."),
+                              **error_responses(400, 401, 403, 404, 413, 415, 422, 429, 503)})
+    def post(self, request: Request) -> Response:
+        data = validated(self.InputSerializer, request.data)
+        pair, created = reservation_create(pool=pool_get(name=data.get("pool")), api_key=request.auth,
+                                           idempotency_key=request.headers.get("Idempotency-Key"),
+                                           owner_ref=data.get("owner_ref"))
+        return Response(ReservationOutput(pair).data, status=201 if created else 200)
+
+
+class ReservationBatchCreateApi(ScopedApiView):
+    required_scope = ApiScope.RESERVE
+
+    class InputSerializer(serializers.Serializer):
+        count = StrictIntegerField(min_value=1, max_value=MAX_BATCH_RESERVATIONS)
+        pool = StrictCharField(required=False, max_length=64)
+        owner_ref = StrictCharField(required=False, allow_null=True, max_length=128)
+
+    @extend_schema(operation_id="reservation_batch_create", request=InputSerializer,
+                   parameters=[IDEMPOTENCY_HEADER],
+                   responses={201: ReservationListOutput,
+                              200: OpenApiResponse(ReservationListOutput, description="Idempotent replay."),
+                              **error_responses(400, 401, 403, 404, 413, 415, 422, 429, 503)})
+    def post(self, request: Request) -> Response:
+        data = validated(self.InputSerializer, request.data)
+        pairs, created = reservation_batch_create(
+            pool=pool_get(name=data.get("pool")), api_key=request.auth, count=data["count"],
+            idempotency_key=request.headers.get("Idempotency-Key"), owner_ref=data.get("owner_ref"))
+        return Response({"reservations": ReservationOutput(pairs, many=True).data}, status=201 if created else 200)
+
+
+class ReservationDetailApi(ScopedApiView):
+    required_scope = ApiScope.RESERVE
+
+    @extend_schema(operation_id="reservation_get", parameters=[RESERVATION_ID],
+                   responses={200: ReservationOutput, **error_responses(401, 403, 404, 429)})
+    def get(self, request: Request, reservation_id: str) -> Response:
+        pair = reservation_get(reservation_id=reservation_id, api_key=request.auth)
+        return Response(ReservationOutput(pair).data)
+
+
+class ReservationConfirmApi(ScopedApiView):
+    required_scope = ApiScope.RESERVE
+
+    class InputSerializer(serializers.Serializer):
+        owner_ref = StrictCharField(required=False, allow_null=True, max_length=128)
+
+    @extend_schema(operation_id="reservation_confirm", request=InputSerializer, parameters=[RESERVATION_ID],
+                   responses={200: ReservationOutput, **error_responses(400, 401, 403, 404, 409, 413, 415, 429)})
+    def post(self, request: Request, reservation_id: str) -> Response:
+        data = validated(self.InputSerializer, request.data)
+        pair = reservation_confirm(reservation_id=reservation_id, api_key=request.auth,
+                                   owner_ref=data.get("owner_ref"))
+        return Response(ReservationOutput(pair).data)
+
+
+class ReservationReleaseApi(ScopedApiView):
+    required_scope = ApiScope.RESERVE
+
+    class InputSerializer(serializers.Serializer):
+        pass
+
+    @extend_schema(operation_id="reservation_release", request=InputSerializer, parameters=[RESERVATION_ID],
+                   responses={200: ReservationOutput, **error_responses(400, 401, 403, 404, 409, 413, 415, 429)})
+    def post(self, request: Request, reservation_id: str) -> Response:
+        validated(self.InputSerializer, request.data)
+        pair = reservation_release(reservation_id=reservation_id, api_key=request.auth)
+        return Response(ReservationOutput(pair).data)
+
+
+# ---- lookup and detokenize -------------------------------------------------------------------------
+
+class LookupApi(ScopedApiView):
+    required_scope = ApiScope.LOOKUP
+
+    class InputSerializer(serializers.Serializer):
+        internal_token = TokenField()
+
+    @extend_schema(operation_id="lookup", request=InputSerializer,
+                   responses={200: PairOutput, **error_responses(400, 401, 403, 404, 413, 415, 429, 503)})
+    def post(self, request: Request) -> Response:
+        data = validated(self.InputSerializer, request.data)
+        return Response(_pair_body(pair_lookup(internal_token=data["internal_token"], api_key=request.auth)))
+
+
+class DetokenizeApi(ScopedApiView):
+    required_scope = ApiScope.DETOKENIZE
+
+    class InputSerializer(serializers.Serializer):
+        external_ref_id = TokenField()
+
+    @extend_schema(operation_id="detokenize", request=InputSerializer,
+                   responses={200: PairOutput, **error_responses(400, 401, 403, 404, 413, 415, 429, 503)})
+    def post(self, request: Request) -> Response:
+        data = validated(self.InputSerializer, request.data)
+        return Response(_pair_body(pair_detokenize(external_ref_id=data["external_ref_id"], api_key=request.auth)))
+
+
+class LookupBatchApi(ScopedApiView):
+    required_scope = ApiScope.LOOKUP
+
+    class InputSerializer(serializers.Serializer):
+        internal_tokens = serializers.ListField(child=TokenField(), min_length=1, max_length=MAX_BATCH_TOKENS)
+
+    @extend_schema(operation_id="lookup_batch", request=InputSerializer,
+                   responses={200: LookupBatchOutput, **error_responses(400, 401, 403, 413, 415, 429, 503)})
+    def post(self, request: Request) -> Response:
+        tokens = validated(self.InputSerializer, request.data)["internal_tokens"]
+        results = pair_lookup_batch(internal_tokens=tokens, api_key=request.auth)
+        return Response({"results": [
+            _pair_body(r) if r is not None else {"internal_token": t, "code": "not_found"}
+            for t, r in zip(tokens, results)
+        ]})
+
+
+class DetokenizeBatchApi(ScopedApiView):
+    required_scope = ApiScope.DETOKENIZE
+
+    class InputSerializer(serializers.Serializer):
+        external_ref_ids = serializers.ListField(child=TokenField(), min_length=1, max_length=MAX_BATCH_TOKENS)
+
+    @extend_schema(operation_id="detokenize_batch", request=InputSerializer,
+                   responses={200: DetokenizeBatchOutput, **error_responses(400, 401, 403, 413, 415, 429, 503)})
+    def post(self, request: Request) -> Response:
+        ids = validated(self.InputSerializer, request.data)["external_ref_ids"]
+        results = pair_detokenize_batch(external_ref_ids=ids, api_key=request.auth)
+        return Response({"results": [
+            _pair_body(r) if r is not None else {"external_ref_id": e, "code": "not_found"}
+            for e, r in zip(ids, results)
+        ]})
+
+
+# ---- pools -------------------------------------------------------------------------------------------
+
+class PoolDetailApi(ScopedApiView):
+    required_scope = ApiScope.POOLS_READ
+
+    @extend_schema(operation_id="pool_get", responses={200: PoolHealthOutput, **error_responses(401, 403, 404, 429)})
+    def get(self, request: Request, name: str) -> Response:
+        return Response(PoolHealthOutput(pool_health(pool=pool_get(name=name))).data)

@@ -1,0 +1,100 @@
+"""Reads of the pool room: pools, their health, reservations."""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.db import connection
+from django.db.models import F
+
+from core.api.models import ApiKey
+from core.errors import PoolNotFound, ReservationNotFound
+from core.pool.models import PairStatus, Pool, TokenPair
+
+__all__ = ["DEFAULT_POOL_NAME", "pool_get", "pool_available_count", "pool_status_counts",
+           "pool_consumption_per_hour", "pool_health", "parse_reservation_id", "reservation_get"]
+
+DEFAULT_POOL_NAME = "default"
+
+
+def pool_get(*, name: str | None) -> Pool:
+    """The pool called ``name`` (None → "default"); raises PoolNotFound."""
+    try:
+        return Pool.objects.get(name=name or DEFAULT_POOL_NAME)
+    except Pool.DoesNotExist:
+        raise PoolNotFound() from None
+
+
+def pool_available_count(*, pool: Pool) -> int:
+    """AVAILABLE pairs: an index-only count over the small partial index `pair_available_idx`."""
+    return TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count()
+
+
+def pool_status_counts(*, pool: Pool) -> dict[str, int]:
+    """Pairs per status, all four statuses present (zeros included).
+
+    Scans the pool's rows (USED/RETIRED are not indexed on purpose, see models): fine for an ops
+    endpoint or a scrape every 15 s into the tens of millions of rows, not for a hot path."""
+    counts = {status.value: 0 for status in PairStatus}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status, count(*) FROM core_tokenpair WHERE pool_id = %s GROUP BY status", [pool.pk])
+        counts.update(dict(cursor.fetchall()))
+    return counts
+
+
+def pool_consumption_per_hour(*, pool: Pool, hours: float = 1.0) -> float:
+    """Pairs reserved per hour over the last ``hours`` (by ``reserved_at``, any source)."""
+    if hours <= 0:
+        raise ValueError("hours must be positive")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM core_tokenpair WHERE pool_id = %s AND reserved_at >= now() - %s",
+            [pool.pk, timedelta(hours=hours)],
+        )
+        reserved = cursor.fetchone()[0]
+    return reserved / hours
+
+
+def pool_health(*, pool: Pool) -> dict:
+    """The contract's pool health body (GET /api/v1/pools/{name})."""
+    from core.refill.models import RefillOutcome, RefillRun
+
+    counts = pool_status_counts(pool=pool)
+    consumption = pool_consumption_per_hour(pool=pool)
+    last_run = (RefillRun.objects.filter(pool=pool, finished_at__isnull=False)
+                .exclude(outcome=RefillOutcome.RUNNING).order_by("-finished_at").first())
+    return {
+        "name": pool.name,
+        "environment": pool.environment,
+        "available": counts[PairStatus.AVAILABLE],
+        "reserved": counts[PairStatus.RESERVED],
+        "used": counts[PairStatus.USED],
+        "retired": counts[PairStatus.RETIRED],
+        "target_size": pool.target_size,
+        "low_watermark": pool.low_watermark,
+        "refill_enabled": pool.refill_enabled,
+        "last_refill_at": last_run.finished_at if last_run else None,
+        "last_refill_status": last_run.outcome if last_run else None,
+        "consumption_per_hour": consumption,
+        "estimated_hours_to_empty": (counts[PairStatus.AVAILABLE] / consumption) if consumption else None,
+    }
+
+
+def parse_reservation_id(reservation_id: str | uuid.UUID) -> uuid.UUID:
+    """A reservation id from a URL; anything that is not a UUID is simply an unknown reservation."""
+    if isinstance(reservation_id, uuid.UUID):
+        return reservation_id
+    try:
+        return uuid.UUID(str(reservation_id))
+    except ValueError:
+        raise ReservationNotFound() from None
+
+
+def reservation_get(*, reservation_id: str | uuid.UUID, api_key: ApiKey) -> TokenPair:
+    """A reservation of ``api_key``; another key's reservation is as unknown as a missing one."""
+    rid = parse_reservation_id(reservation_id)
+    pair = (TokenPair.objects.filter(reservation_id=rid, reserved_by=api_key)
+            .annotate(pool_name=F("pool__name")).first())
+    if pair is None:
+        raise ReservationNotFound()
+    return pair

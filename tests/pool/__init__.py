@@ -1,0 +1,1 @@
+"""Pool room: reservations, lifecycle, lookup/detokenize, the HTTP contract of section 2."""
