@@ -30,6 +30,10 @@ class TaskRow:
     days_waiting: float | None = None
 
     @property
+    def days_waiting_display(self) -> str:
+        return "—" if self.days_waiting is None else f"{self.days_waiting:.1f}"
+
+    @property
     def waiting_flag(self) -> str:
         if self.days_waiting is None:
             return ""

@@ -1,0 +1,1 @@
+"""Onboarding room: state machine, four-eyes approvals, plan loading, readiness gate, admin."""
