@@ -18,6 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+import psycopg
+from psycopg_pool import PoolTimeout
+
 from core.correlation import accept_or_generate
 from core.tome.emulator import tokens as token_shapes
 from core.tome.emulator.faults import ERROR_CODES, Faults, InvalidFaults, Telemetry
@@ -242,6 +245,13 @@ class EmulatorApp:
             return response
         except VaultError as exc:
             response = _error(ApiError(exc.status, exc.code, str(exc)))
+            response.items = items
+            return response
+        except (psycopg.OperationalError, PoolTimeout):
+            # Database down or every pooled connection busy for 30 s: retryable, like real TOME's 503.
+            logger.warning("vault unavailable", exc_info=True,
+                           extra={"namespace": ns, "operation": operation, "correlation_id": request.correlation_id})
+            response = _error(ApiError(503, "unavailable", "The vault database is unavailable."))
             response.items = items
             return response
         response = Response(200, body, items=items)
