@@ -1,6 +1,70 @@
-"""On-demand refill trigger (placeholder until the refill work lands; see issue 4)."""
+"""The low-watermark trigger: after a reservation, queue a refill when the pool runs low.
+
+This sits on the reservation hot path, so it costs almost nothing there: an in-memory rate limit
+per pool and process, and (at most once a second per pool and process) a registration with
+``transaction.on_commit``. The database work — a bounded count and, when low, the lease + enqueue
+of ``refill_request`` — runs after the reservation has committed, outside its transaction.
+"""
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from functools import partial
 
-def on_pairs_reserved(*, pool, count: int) -> None:  # noqa: ARG001 - replaced by the refill engineer
-    return None
+from django.conf import settings
+from django.db import connection, transaction
+
+from core.pool.models import PairStatus, TokenPair
+from core.refill.models import RefillTrigger
+
+logger = logging.getLogger("tokenpool.refill")
+
+_last_check: dict[int, float] = {}
+_last_check_lock = threading.Lock()
+
+
+def on_pairs_reserved(*, pool, count: int) -> None:
+    """Called by the reservation service after each successful reservation of ``count`` pairs."""
+    if not pool.refill_enabled or pool.low_watermark <= 0:
+        return
+    interval = getattr(settings, "REFILL_TRIGGER_MIN_INTERVAL_SECONDS", 1.0)
+    now = time.monotonic()
+    with _last_check_lock:
+        last = _last_check.get(pool.pk)
+        if last is not None and now - last < interval:
+            return
+        _last_check[pool.pk] = now
+    # Runs at once when no transaction is open, else after the reservation commits (never if it
+    # rolls back). robust: a failure here is logged and never fails the reservation.
+    transaction.on_commit(partial(_check_and_request, pool=pool), robust=True)
+
+
+def _check_and_request(*, pool) -> None:
+    try:
+        if pool_below_low_watermark(pool=pool):
+            from core.refill.services import refill_request
+
+            refill_request(pool=pool, trigger=RefillTrigger.LOW_WATERMARK)
+    except Exception:
+        logger.exception("refill_trigger_failed", extra={"pool": getattr(pool, "name", None)})
+
+
+def pool_below_low_watermark(*, pool) -> bool:
+    """``available < low_watermark`` without counting the whole pool.
+
+    The inner ``LIMIT`` stops the index-only walk of ``pair_available_idx`` after ``low_watermark``
+    entries, so the cost is bounded by the watermark, not by the pool's size."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {TokenPair._meta.db_table}"
+            " WHERE pool_id = %s AND status = %s LIMIT %s) s",
+            [pool.pk, PairStatus.AVAILABLE, pool.low_watermark],
+        )
+        return cursor.fetchone()[0] < pool.low_watermark
+
+
+def reset_rate_limit() -> None:
+    """Forget the per-process rate-limit state (tests)."""
+    with _last_check_lock:
+        _last_check.clear()

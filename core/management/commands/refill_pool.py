@@ -1,0 +1,53 @@
+"""``manage.py refill_pool [--pool NAME] [--count N] [--trigger manual|startup]``: one refill, now.
+
+Synchronous (no qcluster needed), so ``make run`` can fill the pool before anything serves; the run
+is recorded like any other (RefillRun) and its summary printed. Exit status 0 when the pool is
+where it should be (succeeded / nothing to do), 1 otherwise (blocked, failed, partial, locked).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from core.pool.models import Pool
+from core.refill.models import RefillOutcome, RefillTrigger
+from core.refill.services import refill_run
+
+
+class Command(BaseCommand):
+    help = "Refill a pool from TOME now (fills up to target_size, or adds exactly --count pairs)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--pool", default="default", help="Pool name (default: %(default)s).")
+        parser.add_argument("--count", type=int, default=None,
+                            help="Add exactly this many pairs instead of filling up to target_size.")
+        parser.add_argument("--trigger", choices=[RefillTrigger.MANUAL, RefillTrigger.STARTUP],
+                            default=RefillTrigger.MANUAL)
+        parser.add_argument("--time-budget", type=float, default=None,
+                            help="Seconds before the run stops as 'partial' (default: REFILL_TIME_BUDGET_SECONDS; "
+                                 "--count runs default to no practical limit).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        pool = Pool.objects.filter(name=options["pool"]).first()
+        if pool is None:
+            raise CommandError(f"Unknown pool {options['pool']!r}.")
+        count = options["count"]
+        if count is not None and count < 0:
+            raise CommandError("--count must not be negative.")
+        budget = options["time_budget"]
+        if budget is None and count is not None:
+            budget = 24 * 3600.0  # an explicit bulk load is bounded by its count, not by the clock
+        run = refill_run(pool=pool, trigger=options["trigger"], count=count, time_budget_seconds=budget)
+        seconds = (run.finished_at - run.started_at).total_seconds() if run.finished_at else 0.0
+        rate = run.inserted / seconds if seconds > 0 else 0.0
+        self.stdout.write(
+            f"refill run #{run.pk} pool={pool.name} trigger={run.trigger} outcome={run.outcome} "
+            f"requested={run.requested} inserted={run.inserted} tome_calls={run.tome_calls} "
+            f"seconds={seconds:.2f} tome_seconds={run.tome_seconds:.2f} db_seconds={run.db_seconds:.2f} "
+            f"pairs_per_second={rate:.0f}"
+        )
+        if run.error:
+            self.stdout.write(f"  {run.error}")
+        if run.outcome not in (RefillOutcome.SUCCEEDED, RefillOutcome.NOTHING_TO_DO):
+            raise CommandError(f"refill ended {run.outcome}", returncode=1)
