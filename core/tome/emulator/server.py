@@ -337,7 +337,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self._dispatch()
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET  # noqa: N815
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET  # noqa: N815
 
     def _dispatch(self) -> None:
         started = time.perf_counter()
@@ -346,7 +346,7 @@ class _Handler(BaseHTTPRequestHandler):
         response = self._read_and_handle(split.path, split.query, correlation_id)
         if response.hold_seconds:
             time.sleep(response.hold_seconds)
-        self._send(response, correlation_id)
+        # Logged before the answer leaves, so whoever holds the answer can already find the line.
         logger.info(
             "tome request",
             extra={"method": self.command, "path": split.path, "status": response.status,
@@ -354,6 +354,7 @@ class _Handler(BaseHTTPRequestHandler):
                    "namespace": response.namespace, "operation": response.operation,
                    "items": response.items, "fault": response.fault, "correlation_id": correlation_id},
         )
+        self._send(response, correlation_id)
 
     def _read_and_handle(self, path: str, query: str, correlation_id: str) -> Response:
         if self.headers.get("Transfer-Encoding"):
@@ -389,7 +390,8 @@ class _Handler(BaseHTTPRequestHandler):
             if self.close_connection:
                 self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(payload)
+            if self.command != "HEAD":  # a HEAD answer announces the length but carries no body
+                self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):  # caller gave up (e.g. injected timeout)
             self.close_connection = True
 
