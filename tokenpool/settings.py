@@ -36,6 +36,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "core.api.middleware.CorrelationIdMiddleware",
+    "core.monitoring.middleware.RequestLogMiddleware",
     "core.api.errors.ApiErrorMiddleware",  # contract error bodies for everything under /api/
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -167,6 +168,21 @@ EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="tokenpool@localhost")
 ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
 ALERT_WEBHOOK_URL = env("ALERT_WEBHOOK_URL", default="")
+ALERT_REFILL_FAILURES = env.int("ALERT_REFILL_FAILURES", default=3)  # consecutive failed runs
+ALERT_DIRECT_WINDOW_MINUTES = env.int("ALERT_DIRECT_WINDOW_MINUTES", default=15)
+ALERT_EVALUATE_MINUTES = env.int("ALERT_EVALUATE_MINUTES", default=1)
+ALERT_WEBHOOK_ATTEMPTS = env.int("ALERT_WEBHOOK_ATTEMPTS", default=4)
+ALERT_WEBHOOK_BACKOFF_SECONDS = env.float("ALERT_WEBHOOK_BACKOFF_SECONDS", default=0.5)
+
+# --- Monitoring (docs/operations.md) ----------------------------------------------------------
+# prometheus_client multiprocess mode: must be exported before anything imports prometheus_client.
+from core.monitoring.multiproc import multiproc_dir_configure  # noqa: E402
+
+PROMETHEUS_MULTIPROC_DIR = multiproc_dir_configure(default=BASE_DIR / "var" / "prometheus")
+MONITORING_SNAPSHOT_MINUTES = env.int("MONITORING_SNAPSHOT_MINUTES", default=5)
+MONITORING_SNAPSHOT_RETENTION_DAYS = env.int("MONITORING_SNAPSHOT_RETENTION_DAYS", default=35)
+# Above this many pairs (planner estimate) /metrics stops full-scanning the pair table for USED/RETIRED.
+MONITORING_EXACT_COUNT_MAX_ROWS = env.int("MONITORING_EXACT_COUNT_MAX_ROWS", default=1_000_000)
 
 # --- Logging: one JSON line per event, values redacted ----------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")

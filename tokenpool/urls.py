@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from core.api import ops
 
 urlpatterns = [
+    path("", include("core.monitoring.urls")),  # /metrics and /admin/dashboard/ (before admin/)
     path("admin/", admin.site.urls),
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),

@@ -1,0 +1,11 @@
+"""Routes of the monitoring room, included at the site root by ``tokenpool/urls.py``
+(before ``admin/`` so the dashboard lives under the admin's URL space)."""
+from django.urls import path
+
+from core.monitoring.dashboard import dashboard_view
+from core.monitoring.views import metrics_view
+
+urlpatterns = [
+    path("metrics", metrics_view, name="metrics"),
+    path("admin/dashboard/", dashboard_view, name="monitoring-dashboard"),
+]
