@@ -230,6 +230,29 @@ def test_generate_with_the_same_idempotency_key_returns_the_same_tokens(http, to
     assert all(NS2_TOKEN.match(t) for t in post(http, tome.ns2, "generate", {"count": 2}, headers=key).json()["tokens"])
 
 
+def test_concurrent_retries_with_one_idempotency_key_get_one_set_of_tokens(tome):
+    key = {"Idempotency-Key": f"race-{secrets.token_hex(8)}"}
+
+    def generate(_: int) -> list[str]:
+        with tome.client() as client:
+            return post(client, tome.ns1, "generate", {"count": 1000}, headers=key).raise_for_status().json()["tokens"]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(generate, range(4)))
+    assert all(result == results[0] for result in results)
+
+
+def test_namespace_flags_parse_into_name_format_prefix():
+    from core.tome.emulator.cli import parse_namespace
+
+    assert parse_namespace("ns1:numeric16") == ("ns1", "numeric16", "")
+    assert parse_namespace("ns2:prefixed") == ("ns2", "prefixed", "ext_")
+    assert parse_namespace("ref:prefixed:ref_") == ("ref", "prefixed", "ref_")
+    for bad in ("ns1", "ns1:luhn", "ns1:numeric16:x"):
+        with pytest.raises(ValueError):
+            parse_namespace(bad)
+
+
 def test_idempotency_key_longer_than_255_chars_is_rejected(http, tome):
     response = post(http, tome.ns1, "generate", {"count": 1}, headers={"Idempotency-Key": "k" * 256})
     assert response.status_code == 400 and error_code(response) == "invalid_request"

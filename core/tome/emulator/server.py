@@ -192,7 +192,12 @@ class EmulatorApp:
         if operation not in OPERATIONS:
             raise ApiError(404, "not_found", "No such endpoint.")
         started = time.perf_counter()
-        response = self._namespace_response(request, ns, operation)
+        try:
+            response = self._namespace_response(request, ns, operation)
+        except Exception:  # noqa: BLE001 - a bug still answers (and is counted as) a 500
+            logger.exception("unhandled error", extra={"namespace": ns, "operation": operation,
+                                                       "correlation_id": request.correlation_id})
+            response = _error(ApiError(500, "internal_error", "Unexpected emulator error."))
         response.namespace, response.operation = ns, operation
         # Recorded before any injected hold so a caller that gave up already sees its call counted.
         self.telemetry.record(namespace=ns, operation=operation, status=response.status,

@@ -103,6 +103,7 @@ class Vault:
         )
         self._namespaces: dict[str, Namespace] = {}
         self._lock = threading.Lock()
+        self._last_purge = time.monotonic()  # open() purges at start-up
 
     # --- lifecycle ------------------------------------------------------------------------------
     def open(self) -> None:
@@ -181,6 +182,7 @@ class Vault:
             with self._pool.connection() as conn:
                 return self._mint(conn, namespace=namespace, count=count)
         client_digest = hashlib.sha256(client_token.encode("utf-8")).digest()
+        self._purge_expired_keys()
         with self._pool.connection() as conn, conn.transaction():
             # Same key from two concurrent retries: the second waits here, then sees the first's row.
             conn.execute(
@@ -207,6 +209,19 @@ class Vault:
                 (namespace.id, client_digest, idempotency_key, count, minted),
             )
             return minted
+
+    def _purge_expired_keys(self) -> None:
+        """Hourly at most: keyed generates would otherwise pile up their token lists forever."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last_purge < 3600:
+                return
+            self._last_purge = now
+        with self._pool.connection() as conn:
+            conn.execute(
+                "DELETE FROM tome_idempotency WHERE created_at < now() - make_interval(hours => %s)",
+                (IDEMPOTENCY_TTL_HOURS,),
+            )
 
     def _mint(self, conn: psycopg.Connection, *, namespace: Namespace, count: int) -> list[str]:
         """``count`` brand-new tokens bound to fresh surrogate values."""
