@@ -66,3 +66,35 @@ def test_impact_at_50k_cards_per_day_matches_the_seed():
     assert impact["reduction_percent"] == 50.0
     assert impact["basis"] == "projected"
     assert tome_call_impact(cards_per_day=10)["jar_calls_per_day"] == 40
+
+
+def test_impact_scales_measured_calls_per_card_when_cards_were_issued():
+    impact = tome_call_impact(measure=lambda: (1_000, 8))
+    assert impact["basis"] == "projected and measured"
+    assert impact["measured"] == {"cards_issued": 1_000, "tome_calls": 8, "calls_per_card": 0.008,
+                                  "calls_per_day": 400, "reduction_percent": 99.8}
+    assert impact["prefetch_calls_per_day"] == 100_000  # the seed's projection stays alongside
+    assert tome_call_impact(measure=lambda: (0, 0))["measured"] is None
+
+
+def test_impact_survives_a_broken_counter_source():
+    def broken():
+        raise RuntimeError("counter backend changed")
+
+    impact = tome_call_impact(measure=broken)
+    assert impact["basis"] == "projected" and impact["measured"] is None
+
+
+def test_impact_reads_the_pool_records(pool_with_pairs, make_api_key):
+    from core.pool.services import reservation_batch_create
+    from core.refill.models import RefillRun
+
+    pool = pool_with_pairs(pairs=20, refill_enabled=False)
+    RefillRun.objects.create(pool=pool, trigger="manual", outcome="succeeded", finished_at=timezone.now(),
+                             requested=20, inserted=20, tome_calls=3)
+    api_key, _ = make_api_key(scopes=["reserve"])
+    reservation_batch_create(pool=pool, api_key=api_key, count=10, idempotency_key=None)
+    measured = tome_call_impact()["measured"]
+    assert measured["cards_issued"] == 10
+    assert measured["tome_calls"] == 3
+    assert measured["calls_per_day"] == 15_000
