@@ -1,0 +1,42 @@
+"""Two approvers deciding on the same task at the same moment: exactly one decision is recorded."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+
+from core.onboarding.errors import TransitionNotAllowedFromState
+from core.onboarding.models import ApprovalDecision, OnboardingState as S, OnboardingTask, OnboardingTransition
+from core.onboarding.services import task_approve, task_reject, task_start, task_submit
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_approve_and_reject_serialise_on_the_task_row(onboarding_plan, lead, approver, make_onboarding_user):
+    other = make_onboarding_user("other-approver", approver=True)
+    task = task_submit(task=task_start(task=onboarding_plan["kms-onboarding-uat"], user=lead), user=lead)
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def decide(call):
+        try:
+            barrier.wait()
+            call()
+            outcomes.append("ok")
+        except TransitionNotAllowedFromState:
+            outcomes.append("refused")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=decide, args=(lambda: task_approve(task=task, user=approver),)),
+               threading.Thread(target=decide, args=(lambda: task_reject(task=task, user=other, note="no"),))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+
+    assert sorted(outcomes) == ["ok", "refused"]
+    task = OnboardingTask.objects.get(pk=task.pk)
+    assert task.state in (S.APPROVED, S.REJECTED)
+    assert ApprovalDecision.objects.filter(task=task).count() == 1
+    assert OnboardingTransition.objects.filter(task=task).count() == 3
