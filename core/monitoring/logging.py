@@ -57,14 +57,25 @@ def redact(value: object, key: str = "") -> object:
         return redact_text(value)
     if isinstance(value, (int, float, bool)) or value is None:
         return value
+    if hasattr(value, "method") and hasattr(value, "path") and hasattr(value, "META"):
+        return _describe_request(value)
     return redact_text(str(value))
 
 
 class CorrelationIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "correlation_id", None):
-            record.correlation_id = get_correlation_id()
+            # django.request logs 4xx/5xx after the correlation middleware has returned; the
+            # request it passes along still carries the id.
+            record.correlation_id = get_correlation_id() or getattr(
+                getattr(record, "request", None), "correlation_id", None)
         return True
+
+
+def _describe_request(value: object) -> str:
+    # Method and path only: the repr of a request would add the query string, where a client may
+    # have put anything.
+    return f"{getattr(value, 'method', '')} {redact_text(str(getattr(value, 'path', '')))}"
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,0 +1,77 @@
+"""Pool snapshots (the dashboard's history) and the monitoring schedules."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from django_q.models import Schedule
+
+from core.monitoring.models import PoolSnapshot
+from core.monitoring.schedules import (
+    ALERTS_SCHEDULE_NAME,
+    SNAPSHOT_SCHEDULE_NAME,
+    monitoring_schedules_ensure,
+)
+from core.monitoring.services import pool_snapshots_take
+from core.monitoring.tasks import alerts_evaluate_task, snapshots_take_task
+from core.pool.models import PairStatus, TokenPair
+from core.refill.models import RefillRun, RefillTrigger
+
+pytestmark = pytest.mark.django_db
+
+
+def test_snapshot_records_every_pools_counts(pool_with_pairs, pair_states):
+    pool = pool_with_pairs(pairs=25)
+    other = pool_with_pairs(pairs=3)
+    pair_states(pool, reserved=2, used=5, retired=1, direct=4)
+    RefillRun.objects.create(pool=pool, trigger=RefillTrigger.MANUAL, outcome="succeeded",
+                             finished_at=timezone.now(), requested=25, inserted=25, tome_calls=2)
+
+    snapshots = {s.pool_id: s for s in pool_snapshots_take()}
+    snap = snapshots[pool.pk]
+    for status, field in ((PairStatus.AVAILABLE, "available"), (PairStatus.RESERVED, "reserved"),
+                          (PairStatus.USED, "used"), (PairStatus.RETIRED, "retired")):
+        assert getattr(snap, field) == TokenPair.objects.filter(pool=pool, status=status).count()
+    assert (snap.available, snap.reserved, snap.used, snap.retired) == (17, 6, 5, 1)
+    assert snap.reserved_total == 12 and snap.reserved_direct == 4
+    assert snap.tome_calls_total == 2 + 2 * 4  # refill calls + NS1/NS2 per direct pair
+    assert snapshots[other.pk].available == 3
+
+
+def test_snapshot_task_prunes_old_history(pool_with_pairs, settings):
+    settings.MONITORING_SNAPSHOT_RETENTION_DAYS = 7
+    pool = pool_with_pairs(pairs=1)
+    pool_snapshots_take(now=timezone.now() - timedelta(days=8))
+    pool_snapshots_take(now=timezone.now() - timedelta(days=6))
+    assert snapshots_take_task() >= 1
+    taken = sorted(PoolSnapshot.objects.filter(pool=pool).values_list("taken_at", flat=True))
+    assert len(taken) == 2 and taken[0] > timezone.now() - timedelta(days=7)
+
+
+def test_alert_task_reports_what_it_did(pool_with_pairs, settings):
+    settings.ALERT_WEBHOOK_URL = ""
+    settings.ALERT_EMAILS = []
+    pool_with_pairs(pairs=0, target_size=10, low_watermark=5, critical_watermark=1)
+    result = alerts_evaluate_task()
+    assert result["opened"] >= 2
+
+
+def test_schedules_exist_once_after_migrate_and_are_idempotent(settings):
+    # The test database was built by migrate, whose post_migrate receiver created them.
+    for name in (SNAPSHOT_SCHEDULE_NAME, ALERTS_SCHEDULE_NAME):
+        assert Schedule.objects.filter(name=name).count() == 1
+    assert monitoring_schedules_ensure() == 0  # nothing to change
+
+    snap = Schedule.objects.get(name=SNAPSHOT_SCHEDULE_NAME)
+    assert (snap.func, snap.schedule_type, snap.minutes, snap.repeats) == (
+        "core.monitoring.tasks.snapshots_take_task", Schedule.MINUTES, 5, -1)
+
+    Schedule.objects.create(name=ALERTS_SCHEDULE_NAME, func="x.y", schedule_type=Schedule.ONCE)  # a stray copy
+    settings.MONITORING_SNAPSHOT_MINUTES = 10
+    assert monitoring_schedules_ensure() == 2
+    assert Schedule.objects.filter(name=ALERTS_SCHEDULE_NAME).count() == 1
+    assert Schedule.objects.get(name=SNAPSHOT_SCHEDULE_NAME).minutes == 10
+    call_command("migrate", verbosity=0)  # post_migrate again: still one of each
+    assert Schedule.objects.filter(name__startswith="monitoring:").count() == 2
