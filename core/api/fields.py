@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 __all__ = ["TOKEN_PATTERN", "StrictCharField", "StrictIntegerField", "TokenField"]
@@ -23,6 +24,7 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$", "maxLength": 128})
 class TokenField(StrictCharField):
     default_error_messages = {
         "invalid_token": "Must be 1 to 128 characters, each a letter, a digit, '_' or '-'.",

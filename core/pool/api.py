@@ -3,7 +3,7 @@ service or selector, serialize the output. Errors are raised, never built here."
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -108,6 +108,7 @@ class PoolHealthOutput(serializers.Serializer):
 class ReservationCreateApi(ScopedApiView):
     required_scope = ApiScope.RESERVE
 
+    @extend_schema_serializer(component_name="ReservationCreateInput")
     class InputSerializer(serializers.Serializer):
         pool = StrictCharField(required=False, max_length=64)
         owner_ref = StrictCharField(required=False, allow_null=True, max_length=128)
@@ -127,6 +128,7 @@ class ReservationCreateApi(ScopedApiView):
 class ReservationBatchCreateApi(ScopedApiView):
     required_scope = ApiScope.RESERVE
 
+    @extend_schema_serializer(component_name="ReservationBatchCreateInput")
     class InputSerializer(serializers.Serializer):
         count = StrictIntegerField(min_value=1, max_value=MAX_BATCH_RESERVATIONS)
         pool = StrictCharField(required=False, max_length=64)
@@ -158,6 +160,7 @@ class ReservationDetailApi(ScopedApiView):
 class ReservationConfirmApi(ScopedApiView):
     required_scope = ApiScope.RESERVE
 
+    @extend_schema_serializer(component_name="ReservationConfirmInput")
     class InputSerializer(serializers.Serializer):
         owner_ref = StrictCharField(required=False, allow_null=True, max_length=128)
 
@@ -173,10 +176,11 @@ class ReservationConfirmApi(ScopedApiView):
 class ReservationReleaseApi(ScopedApiView):
     required_scope = ApiScope.RESERVE
 
+    @extend_schema_serializer(component_name="ReservationReleaseInput")
     class InputSerializer(serializers.Serializer):
         pass
 
-    @extend_schema(operation_id="reservation_release", request=InputSerializer, parameters=[RESERVATION_ID],
+    @extend_schema(operation_id="reservation_release", request={"application/json": OpenApiTypes.OBJECT}, parameters=[RESERVATION_ID],
                    responses={200: ReservationOutput, **error_responses(400, 401, 403, 404, 409, 413, 415, 429)})
     def post(self, request: Request, reservation_id: str) -> Response:
         validated(self.InputSerializer, request.data)
@@ -189,6 +193,7 @@ class ReservationReleaseApi(ScopedApiView):
 class LookupApi(ScopedApiView):
     required_scope = ApiScope.LOOKUP
 
+    @extend_schema_serializer(component_name="LookupInput")
     class InputSerializer(serializers.Serializer):
         internal_token = TokenField()
 
@@ -202,6 +207,7 @@ class LookupApi(ScopedApiView):
 class DetokenizeApi(ScopedApiView):
     required_scope = ApiScope.DETOKENIZE
 
+    @extend_schema_serializer(component_name="DetokenizeInput")
     class InputSerializer(serializers.Serializer):
         external_ref_id = TokenField()
 
@@ -215,6 +221,7 @@ class DetokenizeApi(ScopedApiView):
 class LookupBatchApi(ScopedApiView):
     required_scope = ApiScope.LOOKUP
 
+    @extend_schema_serializer(component_name="LookupBatchInput")
     class InputSerializer(serializers.Serializer):
         internal_tokens = serializers.ListField(child=TokenField(), min_length=1, max_length=MAX_BATCH_TOKENS)
 
@@ -232,6 +239,7 @@ class LookupBatchApi(ScopedApiView):
 class DetokenizeBatchApi(ScopedApiView):
     required_scope = ApiScope.DETOKENIZE
 
+    @extend_schema_serializer(component_name="DetokenizeBatchInput")
     class InputSerializer(serializers.Serializer):
         external_ref_ids = serializers.ListField(child=TokenField(), min_length=1, max_length=MAX_BATCH_TOKENS)
 
