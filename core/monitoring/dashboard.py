@@ -50,6 +50,7 @@ class PoolCard:
     tome_calls_actual: int
     tome_calls_live: int
     chart_svg: str
+    chart_has_data: bool
     status: str  # ok | warning | critical
     status_label: str
 
@@ -97,6 +98,7 @@ def pool_card(*, pool: Pool, counts: PairCounts, range_hours: int) -> PoolCard:
     alerts = open_alerts(pool=pool)
     status, label = pool_status(pool=pool, counts=counts, alerts=alerts)
     direct = counts.reservations_by_source.get("direct", 0)
+    points = pool_chart_points(pool=pool, hours=range_hours)
     return PoolCard(
         pool=pool, counts=counts,
         consumption_1h=consumption_1h,
@@ -108,8 +110,9 @@ def pool_card(*, pool: Pool, counts: PairCounts, range_hours: int) -> PoolCard:
         alerts=alerts,
         tome_calls_actual=pool_tome_calls(pool=pool, direct_pairs=direct),
         tome_calls_live=LIVE_CALLS_PER_CARD * counts.reservations_total,
-        chart_svg=chart_svg(points=pool_chart_points(pool=pool, hours=range_hours), hours=range_hours,
-                            low_watermark=pool.low_watermark, target=pool.target_size),
+        chart_svg=chart_svg(points=points, hours=range_hours, low_watermark=pool.low_watermark,
+                            target=pool.target_size),
+        chart_has_data=len(points) >= 2,
         status=status, status_label=label,
     )
 

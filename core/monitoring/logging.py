@@ -34,6 +34,8 @@ _TEXT_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b[A-Za-z0-9]{8}\.[A-Za-z0-9]{32}\b"), REDACTED),
     # PostgreSQL constraint errors quote the offending values: "Key (col)=(value) already exists".
     (re.compile(r"(Key \([^)]*\)=\()(.*?)(\)( already exists| is not present| conflicts)?)"), r"\1" + REDACTED + r"\3"),
+    # ... and check-constraint errors quote the whole row.
+    (re.compile(r"(Failing row contains \().*(\))"), r"\1" + REDACTED + r"\2"),
     # NS2 external reference ids and NS1 numeric tokens (TOME formats, docs/tome-api.md).
     (re.compile(r"\bext_[A-Za-z0-9]{6,}\b"), REDACTED),
     (re.compile(r"\b\d{16,}\b"), REDACTED),

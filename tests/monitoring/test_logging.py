@@ -113,6 +113,7 @@ def test_formatter_redacts_fields_free_text_and_exceptions():
     ("key AbCdEfGh.0123456789abcdef0123456789abcdef used", "key [redacted] used"),
     ("Not Found: /api/v1/reservations/ext_3kqabcdefghij", "Not Found: /api/v1/reservations/[redacted]"),
     ("pool default has 1200 pairs", "pool default has 1200 pairs"),
+    ("DETAIL:  Failing row contains (7, abc-token, RESERVED, null).", "DETAIL:  Failing row contains ([redacted])."),
 ])
 def test_redact_text(text, expected):
     assert redact_text(text) == expected

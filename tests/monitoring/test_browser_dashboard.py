@@ -1,0 +1,122 @@
+"""The pool health dashboard in a real browser: log in, follow the link from the admin index, read
+the figures and compare them with the database; a screenshot lands in tests/artifacts/."""
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from core.monitoring.models import PoolAlert, PoolSnapshot
+from core.pool.models import PairStatus, TokenPair
+from core.refill.models import RefillRun, RefillTrigger
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PASSWORD = "dashboard-browser-pw"
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    # Playwright's sync API runs an event loop in this thread; the ORM calls between page steps are safe.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from django.db import connections
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+            connections.close_all()  # the connection Django opened for this thread during Playwright
+
+
+def _history(pool, *, hours: int) -> None:
+    """Snapshots every 15 minutes: demand peaking in the afternoon drains the pool, and a refill tops
+    it up to target whenever it falls below the low watermark (the sawtooth ops expect to see)."""
+    now = timezone.now()
+    steps = hours * 4
+    available, issued, rows = pool.target_size, 20_000, []
+    for i in range(steps, 0, -1):
+        at = now - timedelta(minutes=15 * i)
+        hour = at.hour + at.minute / 60
+        per_hour = 60 + 140 * max(0.0, math.sin((hour - 7) / 24 * 2 * math.pi))
+        taken = int(per_hour / 4)
+        available, issued = available - taken, issued + taken
+        if available < pool.low_watermark:
+            available = pool.target_size
+        rows.append(PoolSnapshot(pool=pool, taken_at=at, available=available, reserved=5, used=issued - 5,
+                                 retired=0, reserved_total=issued))
+    PoolSnapshot.objects.bulk_create(rows)
+
+
+def test_dashboard_shows_the_database_figures(transactional_db, live_server, browser, django_user_model,
+                                              pool_with_pairs, pair_states):
+    django_user_model.objects.create_superuser("ops", "ops@example.test", PASSWORD)
+    pool = pool_with_pairs("default", pairs=1600)
+    pool.target_size, pool.low_watermark, pool.critical_watermark = 2000, 1500, 300
+    pool.save()
+    pair_states(pool, used=200, reserved_at=timezone.now() - timedelta(hours=3))
+    pair_states(pool, reserved=12, used=90, retired=8, direct=3)
+    RefillRun.objects.create(pool=pool, trigger=RefillTrigger.STARTUP, outcome="succeeded", requested=1600,
+                             inserted=1600, tome_calls=4, finished_at=timezone.now())
+    PoolAlert.objects.create(pool=pool, condition="pool_low", severity="warning", opened_at=timezone.now(),
+                             details={"available": 1290, "low_watermark": 1500})
+    other = pool_with_pairs("production-cards", pairs=400, environment="PRODUCTION", target_size=500,
+                            low_watermark=100, critical_watermark=20)
+    _history(pool, hours=24 * 7)
+
+    base = live_server.url
+    page = browser.new_context(viewport={"width": 1360, "height": 1000}).new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{base}/admin/login/?next=/admin/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{base}/admin/")
+    page.click("text=Pool health dashboard")
+    page.wait_for_url(f"{base}/admin/dashboard/")
+
+    card = page.locator('[data-testid="pool-default"]')
+
+    def shown(testid: str) -> str:
+        return card.locator(f'[data-testid="{testid}"]').inner_text().strip()
+
+    def number(testid: str) -> int:
+        return int(shown(testid).replace(",", ""))
+
+    counts = {s: TokenPair.objects.filter(pool=pool, status=s).count() for s in PairStatus}
+    assert number("available") == counts[PairStatus.AVAILABLE] == 1290
+    assert number("reserved") == counts[PairStatus.RESERVED] == 15
+    assert number("used") == counts[PairStatus.USED] == 290
+    assert number("retired") == counts[PairStatus.RETIRED] == 8
+    issued = TokenPair.objects.filter(pool=pool, reserved_at__isnull=False).count()
+    assert number("cards-issued") == issued == 313
+    last_hour = TokenPair.objects.filter(pool=pool, reserved_at__gte=timezone.now() - timedelta(hours=1)).count()
+    assert number("consumption-1h") == last_hour == 113
+    assert shown("hours-to-empty") == f"{1290 / 113:.1f}"
+    assert number("tome-live") == 4 * issued
+    assert number("tome-actual") == 4 + 2 * 3
+    assert number("direct") == 3
+    outcome = card.locator('[data-testid="last-refill-outcome"]')
+    assert outcome.get_attribute("data-value") == "succeeded" and outcome.inner_text() == "Succeeded"
+    assert number("open-alerts") == PoolAlert.objects.filter(pool=pool, resolved_at__isnull=True).count() == 1
+    assert shown("status") == "Needs attention"
+    assert card.locator("svg.tp-chart polyline").count() == 2
+    assert page.locator('[data-testid="pool-production-cards"] [data-testid="available"]').inner_text() == "400"
+    assert other.pk
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "monitoring-dashboard.png"), full_page=True)
+
+    page.click('[data-testid="range-7d"]')
+    page.wait_for_url(f"{base}/admin/dashboard/?range=7d")
+    assert page.locator('[data-testid="range-7d"].on').count() == 1
+    assert page.locator('[data-testid="pool-default"] svg.tp-chart polyline').count() == 2
