@@ -40,6 +40,9 @@ def spawn(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 
 def stop_all(*_: object) -> None:
+    # A second Ctrl-C / SIGTERM (e.g. from `make` itself) must not abandon children mid-shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for proc in reversed(children):
         if proc.poll() is None:
             try:
@@ -92,6 +95,7 @@ def main() -> int:
     try:
         log("embedded PostgreSQL + migrations")
         manage("migrate", "--no-input", "-v0", env=env)
+        manage("collectstatic", "--no-input", "-v0", env=env)  # served by whitenoise
         password = admin_password()
         manage("ensure_admin", "--username", "admin", "--password", password, env=env)
 
@@ -113,9 +117,7 @@ def main() -> int:
         spawn("qcluster", [PY, "manage.py", "qcluster"], env)
         spawn("web", [PY, "-m", "gunicorn", "tokenpool.wsgi", "--bind", f"127.0.0.1:{port}",
                       "--worker-class", "gthread", "--workers", env.get("WEB_WORKERS", "2"),
-                      "--threads", env.get("WEB_THREADS", "4"), "--access-logfile", "-",
-                      "--access-logformat", '{"event": "access", "status": %(s)s, "path": "%(U)s"}',
-                      "--graceful-timeout", "10"], env)
+                      "--threads", env.get("WEB_THREADS", "4"), "--graceful-timeout", "10"], env)
         wait_http(f"http://127.0.0.1:{port}/healthz")
         base = f"http://127.0.0.1:{port}"
         print(
