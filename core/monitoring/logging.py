@@ -42,7 +42,21 @@ _TEXT_PATTERNS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+# Cheap tests that tell whether any pattern above could apply: most log text (routes, pool names,
+# event names) has none, and a combined case-insensitive regex costs ~15 µs per string on its own.
+_DIGITS = re.compile(r"\d{16}")
+_DOTTED = re.compile(r"\.[A-Za-z0-9]{32}")
+
+
+def _maybe_secret(text: str) -> bool:
+    lowered = text.lower()
+    return ("key" in lowered or "bearer" in lowered or "basic" in lowered or "ext_" in text
+            or "Failing row" in text or _DOTTED.search(text) is not None or _DIGITS.search(text) is not None)
+
+
 def redact_text(text: str) -> str:
+    if len(text) < 8 or not _maybe_secret(text):
+        return text
     for pattern, replacement in _TEXT_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
