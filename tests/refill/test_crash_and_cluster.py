@@ -1,0 +1,130 @@
+"""Real separate processes: a refill killed with SIGKILL mid-run, and a qcluster refilling a drained pool."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.pool.models import PairStatus, TokenPair
+from core.refill.models import RefillOutcome, RefillRun, RefillTrigger
+from core.refill.services import pool_refill_locked, refill_run
+
+from .test_refill_run import assert_whole_pairs
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {message}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        # SIGTERM to the leader only: qcluster's sentinel stops its own workers in order. Signalling
+        # the whole group kills the sentinel under the main process, which then waits forever.
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+def test_sigkill_mid_refill_leaves_only_whole_committed_batches_and_the_next_run_completes(
+        refill_ready, make_pool, child_env, tmp_path):
+    pool = make_pool("crash-pool", target_size=3000, low_watermark=100, batch_size=100)
+    refill_ready.set_faults(latency_ms=120)  # ~0.25 s per batch: a wide window to land the kill in
+    log = open(tmp_path / "refill.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "refill_pool", "--pool", pool.name, "--trigger", "manual"],
+        cwd=ROOT, env=child_env(refill_ready), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        run = wait_for(lambda: RefillRun.objects.filter(pool=pool, inserted__gte=300).first(), timeout=60,
+                       message="the child to commit three batches")
+        time.sleep(0.13)  # land somewhere inside a batch (TOME call or insert), not on a boundary
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        stop(proc)
+        log.close()
+        refill_ready.reset_faults()
+
+    run.refresh_from_db()
+    assert run.outcome == RefillOutcome.RUNNING and run.finished_at is None  # it never got to say
+    stored = TokenPair.objects.filter(pool=pool).count()
+    assert stored == run.inserted  # counters commit with their batch: the row is the truth
+    assert 300 <= stored < 3000 and stored % 100 == 0  # whole batches only, the one in flight is gone
+    assert_whole_pairs(pool)  # every row has both tokens, well-formed, unique, AVAILABLE
+    assert TokenPair.objects.exclude(pool=pool).filter(source="pool", status=PairStatus.AVAILABLE,
+                                                       created_at__gte=run.started_at).count() == 0
+    # The server noticed the dead session: its advisory lock is gone with it.
+    wait_for(lambda: not pool_refill_locked(pool_id=pool.pk), timeout=10, message="the lock to be released")
+
+    nxt = refill_run(pool=pool, trigger=RefillTrigger.SCHEDULED)
+    run.refresh_from_db()
+    assert run.outcome == RefillOutcome.FAILED and "Abandoned" in run.error
+    assert nxt.outcome == RefillOutcome.SUCCEEDED, nxt.error
+    assert nxt.requested == 3000 - stored
+    assert TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count() == 3000
+    assert_whole_pairs(pool)
+
+
+def test_a_real_qcluster_refills_a_pool_drained_by_reservations(refill_ready, make_pool, child_env, settings,
+                                                                 tmp_path):
+    from core.api.models import ApiKey
+    from core.pool.services import reservation_create
+
+    settings.REFILL_TRIGGER_MIN_INTERVAL_SECONDS = 0
+    pool = make_pool("e2e-pool", target_size=400, low_watermark=200, batch_size=100,
+                     refill_interval_minutes=60)
+    # Leave the scheduled refill for later: what must refill the pool here is the low-watermark trigger.
+    from django_q.models import Schedule
+    from django.utils import timezone
+    from datetime import timedelta
+
+    Schedule.objects.filter(name=f"refill:{pool.name}").update(next_run=timezone.now() + timedelta(hours=1))
+    assert refill_run(pool=pool, trigger=RefillTrigger.STARTUP).inserted == 400
+    key, _ = ApiKey.objects.create_key(name="e2e", scopes=["reserve"])
+
+    log = open(tmp_path / "qcluster.log", "wb")
+    cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT,
+                               env=child_env(refill_ready, Q_WORKERS="1"), stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for _ in range(250):  # 400 → 150 available, below the watermark of 200
+            reservation_create(pool=pool, api_key=key, idempotency_key=None, owner_ref=None)
+        drained_at = time.monotonic()
+        refilled = wait_for(
+            lambda: RefillRun.objects.filter(pool=pool, trigger=RefillTrigger.LOW_WATERMARK,
+                                             outcome=RefillOutcome.SUCCEEDED).first(),
+            timeout=60, interval=0.25, message="the qcluster to run the low-watermark refill",
+        )
+        elapsed = time.monotonic() - drained_at
+    finally:
+        stopping = time.monotonic()
+        stop(cluster)
+        stop_seconds = time.monotonic() - stopping
+        log.close()
+    assert cluster.returncode == 0 and stop_seconds < 15  # a clean, prompt shutdown on SIGTERM
+    # The refill topped up what was missing when it started; reservations made while it ran are not
+    # chased (the next dip below the watermark queues the next refill).
+    assert refilled.requested == refilled.inserted >= 200
+    stored = TokenPair.objects.filter(pool=pool).count()
+    inserted = sum(RefillRun.objects.filter(pool=pool).values_list("inserted", flat=True))
+    assert stored == inserted  # the startup fill + the on-demand refill(s), nothing else
+    assert TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count() >= pool.low_watermark
+    assert elapsed < 60
+    print(f"qcluster refilled the pool {elapsed:.1f} s after the drain ended")

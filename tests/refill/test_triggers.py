@@ -1,0 +1,159 @@
+"""The low-watermark trigger: cheap on the hot path, after commit, at most one refill queued or running."""
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from django_q.models import OrmQ
+
+from core.pool.models import PairStatus, TokenPair
+from core.refill.models import RefillLease, RefillOutcome, RefillRun, RefillTrigger
+from core.refill.services import TASK_ON_DEMAND, refill_request, refill_run
+from core.refill.triggers import on_pairs_reserved, pool_below_low_watermark
+
+
+def queued_refills(pool) -> list[dict]:
+    return [m.task for m in OrmQ.objects.all()
+            if m.task.get("func") == TASK_ON_DEMAND and m.task["args"][0] == pool.pk]
+
+
+def run_queued(task: dict):
+    """Do what a qcluster worker does with the message: call the function with its arguments."""
+    from pydoc import locate
+
+    return locate(task["func"])(*task["args"], **task["kwargs"])
+
+
+@pytest.fixture
+def api_key(db):
+    from core.api.models import ApiKey
+
+    key, _ = ApiKey.objects.create_key(name="refill-tests", scopes=["reserve"])
+    return key
+
+
+@pytest.fixture
+def no_rate_limit(settings):
+    # Every reservation checks the watermark, so the de-duplication below is the lease's doing,
+    # not the in-process rate limiter's (which other processes would not share).
+    settings.REFILL_TRIGGER_MIN_INTERVAL_SECONDS = 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_reservations_below_low_watermark_enqueue_exactly_one_refill(
+        refill_ready, make_pool, api_key, no_rate_limit):
+    from core.pool.services import reservation_create
+
+    pool = make_pool(target_size=300, low_watermark=250, batch_size=100)
+    assert refill_run(pool=pool, trigger=RefillTrigger.STARTUP).inserted == 300
+    threads_n, per_thread = 16, 8
+    barrier = threading.Barrier(threads_n)
+    errors: list[BaseException] = []
+
+    def reserve() -> None:
+        try:
+            barrier.wait()
+            for _ in range(per_thread):
+                reservation_create(pool=pool, api_key=api_key, idempotency_key=None, owner_ref=None)
+        except BaseException as exc:  # pragma: no cover
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=reserve) for _ in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count() == 300 - 128
+    [task] = queued_refills(pool)  # 78 reservations found the pool low; one refill was queued
+    lease = RefillLease.objects.get(pool=pool)
+    assert (lease.state, str(lease.token), lease.task_id) == ("queued", task["args"][1], task["id"])
+    assert task["kwargs"]["trigger"] == RefillTrigger.LOW_WATERMARK
+
+    # The worker runs it: the pool is topped up and the lease released for the next dip.
+    summary = run_queued(task)
+    assert summary["outcome"] == RefillOutcome.SUCCEEDED and summary["inserted"] == 128
+    assert not RefillLease.objects.filter(pool=pool).exists()
+    assert RefillRun.objects.get(pk=summary["run_id"]).trigger == RefillTrigger.LOW_WATERMARK
+    OrmQ.objects.all().delete()
+    for _ in range(60):
+        reservation_create(pool=pool, api_key=api_key, idempotency_key=None, owner_ref=None)
+    assert len(queued_refills(pool)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_refill_is_queued_above_the_low_watermark(refill_ready, make_pool, api_key, no_rate_limit):
+    from core.pool.services import reservation_create
+
+    pool = make_pool(target_size=300, low_watermark=100)
+    refill_run(pool=pool, trigger=RefillTrigger.STARTUP)
+    for _ in range(50):
+        reservation_create(pool=pool, api_key=api_key, idempotency_key=None, owner_ref=None)
+    assert queued_refills(pool) == []
+    assert not RefillLease.objects.filter(pool=pool).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_reservation_queues_nothing(make_pool, no_rate_limit):
+    pool = make_pool(low_watermark=100)  # empty, so far below the watermark
+    with pytest.raises(RuntimeError), transaction.atomic():
+        on_pairs_reserved(pool=pool, count=1)
+        raise RuntimeError("reservation failed after the trigger was called")
+    assert queued_refills(pool) == []
+    on_pairs_reserved(pool=pool, count=1)  # committed (no transaction): now it does
+    assert len(queued_refills(pool)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_disabled_pools_are_not_refilled_on_demand(make_pool, no_rate_limit):
+    pool = make_pool(low_watermark=100, refill_enabled=False)
+    on_pairs_reserved(pool=pool, count=1)
+    assert queued_refills(pool) == []
+
+
+@pytest.mark.django_db
+def test_a_stale_lease_never_blocks_refills_forever(make_pool):
+    pool = make_pool(low_watermark=100)
+    assert refill_request(pool=pool) is not None
+    assert refill_request(pool=pool) is None  # queued: de-duplicated
+    # The worker that should have run it died, or the message was lost: the lease runs out.
+    RefillLease.objects.filter(pool=pool).update(acquired_at=timezone.now() - timedelta(hours=1),
+                                                 expires_at=timezone.now() - timedelta(seconds=1))
+    assert refill_request(pool=pool) is not None
+    assert len(queued_refills(pool)) == 2
+
+
+@pytest.mark.django_db
+def test_the_hot_path_is_rate_limited_per_pool_and_process(make_pool, settings):
+    from core.refill.triggers import reset_rate_limit
+
+    settings.REFILL_TRIGGER_MIN_INTERVAL_SECONDS = 60
+    reset_rate_limit()
+    pool = make_pool(low_watermark=100)
+    with CaptureQueriesContext(connection) as first:
+        with transaction.atomic():  # the registration is deferred to commit; nothing queried yet
+            on_pairs_reserved(pool=pool, count=1)
+    with CaptureQueriesContext(connection) as second:
+        on_pairs_reserved(pool=pool, count=1)
+    assert len(second.captured_queries) == 0
+    reset_rate_limit()
+
+
+@pytest.mark.django_db
+def test_the_watermark_check_is_bounded(make_pool):
+    pool = make_pool(target_size=500, low_watermark=3, critical_watermark=0)
+    assert pool_below_low_watermark(pool=pool)
+    from core.pool.services import pairs_insert_bulk
+    from core.tome.client import TokenPair as Pair
+
+    pairs_insert_bulk(pool=pool, pairs=[Pair(f"{i:016d}", f"ext_{i:026d}") for i in range(3)])
+    assert not pool_below_low_watermark(pool=pool)
+    with CaptureQueriesContext(connection) as ctx:
+        pool_below_low_watermark(pool=pool)
+    assert "LIMIT" in ctx.captured_queries[0]["sql"]
