@@ -7,7 +7,6 @@ room's admin before this one.
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db import transaction
 from django.utils.html import format_html
 
 from core.pool.models import Pool
@@ -79,19 +78,15 @@ class RefillLeaseAdmin(_ReadOnlyAdmin):
 
 @admin.action(description="Refill now (queue a manual refill)", permissions=["change"])
 def refill_now(modeladmin, request, queryset) -> None:
-    for pool in queryset:
-        # After commit: the task must find the pool rows the request may still be writing.
-        transaction.on_commit(lambda p=pool: _enqueue_and_report(modeladmin, request, p))
-
-
-def _enqueue_and_report(modeladmin, request, pool: Pool) -> None:
     from core.refill.services import refill_enqueue_manual
 
-    task_id = refill_enqueue_manual(pool=pool)
-    modeladmin.message_user(
-        request, f"Refill of pool “{pool.name}” queued (task {task_id}); see Refill runs for its outcome.",
-        messages.SUCCESS,
-    )
+    for pool in queryset:
+        task_id = refill_enqueue_manual(pool=pool)
+        modeladmin.message_user(
+            request, f"Refill of pool “{pool.name}” queued (task {task_id}); its outcome appears under "
+                     f"Refill runs once a qcluster worker has run it.",
+            messages.SUCCESS,
+        )
 
 
 def _install_pool_action() -> None:
