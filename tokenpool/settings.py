@@ -163,6 +163,16 @@ if env("Q_REDIS_URL", default=""):
     Q_CLUSTER.pop("orm")
     Q_CLUSTER["redis"] = env("Q_REDIS_URL")
 
+# --- Refill (core/refill, docs/refill.md) --------------------------------------------------------
+REFILL_TIME_BUDGET_SECONDS = env.float("REFILL_TIME_BUDGET_SECONDS", default=300.0)  # < Q_TIMEOUT
+REFILL_BATCH_ATTEMPTS = env.int("REFILL_BATCH_ATTEMPTS", default=3)
+REFILL_BACKOFF_INITIAL_SECONDS = env.float("REFILL_BACKOFF_INITIAL_SECONDS", default=0.5)
+REFILL_BACKOFF_MAX_SECONDS = env.float("REFILL_BACKOFF_MAX_SECONDS", default=8.0)
+REFILL_TRIGGER_MIN_INTERVAL_SECONDS = env.float("REFILL_TRIGGER_MIN_INTERVAL_SECONDS", default=1.0)
+REFILL_QUEUE_LEASE_SECONDS = env.float("REFILL_QUEUE_LEASE_SECONDS", default=300.0)
+REFILL_RUN_LEASE_SECONDS = env.float("REFILL_RUN_LEASE_SECONDS", default=120.0)
+REFILL_COOLDOWN_SECONDS = env.float("REFILL_COOLDOWN_SECONDS", default=60.0)
+
 # --- E-mail and alert webhooks -------------------------------------------------------------
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="tokenpool@localhost")
