@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import time
 from typing import Iterable, Iterator
 
@@ -23,10 +25,20 @@ from core.monitoring.multiproc import ENV as MULTIPROC_ENV
 
 logger = logging.getLogger(__name__)
 
-if os.environ.get(MULTIPROC_ENV) and not getattr(values.ValueClass, "_multiprocess", False):
-    # prometheus_client was imported before settings exported the directory (a script importing
-    # it first): switch to the mmap-backed values now, before the first metric below is built.
-    values.ValueClass = values.MultiProcessValue()
+# Files are named after the writing process. A pid alone is not unique when containers share the
+# directory (docker/compose.yaml mounts one volume into web and qcluster, each with its own pid
+# namespace), so the host name goes in too; "_" is the library's field separator in file names.
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:63] or "host"
+
+
+def _process_identifier() -> str:
+    return f"{_HOST}-{os.getpid()}"
+
+
+if os.environ.get(MULTIPROC_ENV):
+    # Set explicitly (also covers a script that imported prometheus_client before the settings
+    # exported the directory); must happen before the first metric below is built.
+    values.ValueClass = values.MultiProcessValue(process_identifier=_process_identifier)
 
 # registry=None: these never go through a process-local registry; the scrape reads the files.
 TOME_CALLS = Counter(

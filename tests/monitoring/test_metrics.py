@@ -180,3 +180,13 @@ def test_database_collector_failure_still_serves_process_metrics(scrape, monkeyp
     monkeypatch.setattr(selectors, "metrics_snapshot", broken)
     text = scrape()
     assert sample_value(text, "tokenpool_database_up") == 0
+
+
+def test_metric_files_are_named_by_host_and_pid():
+    """Containers sharing the directory have separate pid namespaces: the pid alone could collide."""
+    import socket
+
+    record_tome_call(_call(f"ns-{secrets.token_hex(3)}"))
+    names = os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    assert f"counter_{socket.gethostname()}-{os.getpid()}.db" in names or any(
+        n.startswith("counter_") and n.endswith(f"-{os.getpid()}.db") for n in names)
