@@ -26,7 +26,7 @@ from core.monitoring.selectors import (
     pair_counts,
     pair_counts_exact_mode,
     pool_chart_points,
-    pool_consumption_rate,
+    pool_consumption_rates,
     pool_refill_rate,
     pool_tome_calls,
 )
@@ -94,7 +94,8 @@ def pool_status(*, pool: Pool, counts: PairCounts, alerts: list[PoolAlert]) -> t
 
 
 def pool_card(*, pool: Pool, counts: PairCounts, range_hours: int) -> PoolCard:
-    consumption_1h = pool_consumption_rate(pool=pool, hours=1)
+    consumption = pool_consumption_rates(pool=pool, windows=(1, 24), counts=counts)
+    consumption_1h = consumption[1]
     alerts = open_alerts(pool=pool)
     status, label = pool_status(pool=pool, counts=counts, alerts=alerts)
     direct = counts.reservations_by_source.get("direct", 0)
@@ -102,7 +103,7 @@ def pool_card(*, pool: Pool, counts: PairCounts, range_hours: int) -> PoolCard:
     return PoolCard(
         pool=pool, counts=counts,
         consumption_1h=consumption_1h,
-        consumption_24h=pool_consumption_rate(pool=pool, hours=24),
+        consumption_24h=consumption[24],
         refill_rate_1h=pool_refill_rate(pool=pool, hours=1),
         refill_rate_24h=pool_refill_rate(pool=pool, hours=24),
         hours_to_empty=hours_to_empty(available=counts.available, consumption_per_hour=consumption_1h),

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Max, Sum
+from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from core.monitoring.models import PoolAlert, PoolSnapshot
@@ -174,26 +174,27 @@ def metrics_snapshot() -> MetricsData:
 # ---- dashboard ------------------------------------------------------------------------------
 
 
-def reservations_since(*, pool: Pool, since: datetime) -> int:
-    """Pairs of ``pool`` handed out since ``since`` (used for consumption rates).
+def pool_consumption_rates(*, pool: Pool, windows: tuple[int, ...] = (1, 24),
+                           counts: PairCounts | None = None) -> dict[int, float]:
+    """Pairs handed out per hour over each window (hours), any source.
 
-    Exact count on a small table; on a large one the difference of cumulative counts between now
-    and the snapshot closest to ``since`` (no index on ``reserved_at``, by design of the hot path).
-    """
+    Small table: one exact count by ``reserved_at`` for all windows together. Large table (no index
+    on ``reserved_at``, by design of the hot path): cumulative reservations now minus those of the
+    snapshot nearest the window start, divided by the time actually between them."""
+    now = timezone.now()
     if pair_counts_exact_mode():
-        return TokenPair.objects.filter(pool=pool, reserved_at__gte=since).count()
-    snap = pool_snapshots_latest(pool_ids=[pool.pk], before=since).get(pool.pk)
-    if snap is None:
-        snap = PoolSnapshot.objects.filter(pool=pool).order_by("taken_at").first()
-    if snap is None:
-        return TokenPair.objects.filter(pool=pool, reserved_at__gte=since).count()
-    now_total = pair_counts(pools=[pool])[pool.pk].reservations_total
-    return max(now_total - snap.reserved_total, 0)
-
-
-def pool_consumption_rate(*, pool: Pool, hours: float) -> float:
-    """Pairs handed out per hour over the last ``hours`` hours."""
-    return reservations_since(pool=pool, since=timezone.now() - timedelta(hours=hours)) / hours
+        filters = {f"w{h}": Count("id", filter=Q(reserved_at__gte=now - timedelta(hours=h))) for h in windows}
+        longest = now - timedelta(hours=max(windows))
+        got = TokenPair.objects.filter(pool=pool, reserved_at__gte=longest).aggregate(**filters)
+        return {h: got[f"w{h}"] / h for h in windows}
+    total_now = (counts or pair_counts(pools=[pool])[pool.pk]).reservations_total
+    oldest = PoolSnapshot.objects.filter(pool=pool).order_by("taken_at").first()
+    rates: dict[int, float] = {}
+    for h in windows:
+        snap = pool_snapshots_latest(pool_ids=[pool.pk], before=now - timedelta(hours=h)).get(pool.pk) or oldest
+        elapsed_h = (now - snap.taken_at).total_seconds() / 3600 if snap else 0.0
+        rates[h] = max(total_now - snap.reserved_total, 0) / elapsed_h if snap and elapsed_h >= 1 / 60 else 0.0
+    return rates
 
 
 def pool_refill_rate(*, pool: Pool, hours: float) -> float:

@@ -104,3 +104,25 @@ def test_chart_points_are_inside_the_plot():
 def test_hours_to_empty():
     assert hours_to_empty(available=100, consumption_per_hour=0) is None
     assert hours_to_empty(available=100, consumption_per_hour=40) == 2.5
+
+
+def test_large_table_mode_rates_come_from_snapshot_differences(admin_client, pool_with_pairs, pair_states, settings):
+    """Above the exact-count threshold nothing scans by reserved_at: consumption is the growth of
+    the cumulative count since the snapshot nearest the window start."""
+    pool = pool_with_pairs("bigpool", pairs=100)
+    pair_states(pool, used=30)
+    TokenPair.objects.filter(pool=pool).update(created_at=timezone.now() - timedelta(days=2))
+    now = timezone.now()
+    PoolSnapshot.objects.bulk_create([
+        PoolSnapshot(pool=pool, taken_at=now - timedelta(hours=25), available=100, reserved=0, used=0, retired=0,
+                     reserved_total=0, anchor_id=TokenPair.objects.filter(pool=pool).order_by("-id").first().pk,
+                     rows_pool=100),
+        PoolSnapshot(pool=pool, taken_at=now - timedelta(hours=2), available=80, reserved=0, used=20, retired=0,
+                     reserved_total=20),
+    ])
+    settings.MONITORING_EXACT_COUNT_MAX_ROWS = -1
+    got = figures(admin_client.get("/admin/dashboard/").content.decode(), "bigpool")
+    assert int(got["cards-issued"]) == 30 and int(got["available"]) == 70
+    assert float(got["consumption-1h"]) == pytest.approx(10 / 2, rel=0.01)  # 10 more than 2 h ago
+    assert float(got["consumption-24h"]) == pytest.approx(30 / 25, rel=0.01)
+    assert int(got["used"]) == 20  # USED comes from the newest snapshot in this mode
