@@ -1,17 +1,21 @@
 """Reads of the pool room: pools, their health, reservations."""
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import F
+from django.db.models.signals import post_delete, post_save
 
 from core.api.models import ApiKey
 from core.errors import PoolNotFound, ReservationNotFound
 from core.pool.models import PairStatus, Pool, TokenPair
 
-__all__ = ["DEFAULT_POOL_NAME", "pool_get", "pool_available_count", "pool_status_counts",
+__all__ = ["DEFAULT_POOL_NAME", "pool_get", "pool_get_cached", "pool_cache_clear", "pool_available_count", "pool_status_counts",
            "pool_consumption_per_hour", "pool_health", "parse_reservation_id", "reservation_get"]
 
 DEFAULT_POOL_NAME = "default"
@@ -23,6 +27,32 @@ def pool_get(*, name: str | None) -> Pool:
         return Pool.objects.get(name=name or DEFAULT_POOL_NAME)
     except Pool.DoesNotExist:
         raise PoolNotFound() from None
+
+
+_pool_cache: dict[str, tuple[Pool, float]] = {}
+_pool_cache_lock = threading.Lock()
+
+
+def pool_get_cached(*, name: str | None) -> Pool:
+    """``pool_get`` for the reservation hot path: a pool row is configuration, read on every
+    reservation, and the SELECT costs as much as the claim itself. Cached in process for
+    ``POOL_CACHE_SECONDS`` (default 5 s); edits made in this process (admin) apply at once, edits
+    made elsewhere within that bound. Unknown names are never cached."""
+    key = name or DEFAULT_POOL_NAME
+    entry = _pool_cache.get(key)
+    if entry is not None and entry[1] > time.monotonic():
+        return entry[0]
+    pool = pool_get(name=key)
+    ttl = getattr(settings, "POOL_CACHE_SECONDS", 5.0)
+    if ttl > 0:
+        with _pool_cache_lock:
+            _pool_cache[key] = (pool, time.monotonic() + ttl)
+    return pool
+
+
+def pool_cache_clear() -> None:
+    with _pool_cache_lock:
+        _pool_cache.clear()
 
 
 def pool_available_count(*, pool: Pool) -> int:
@@ -98,3 +128,11 @@ def reservation_get(*, reservation_id: str | uuid.UUID, api_key: ApiKey) -> Toke
     if pair is None:
         raise ReservationNotFound()
     return pair
+
+
+def _pool_changed(sender: type[Pool], **kwargs: object) -> None:
+    pool_cache_clear()
+
+
+post_save.connect(_pool_changed, sender=Pool, dispatch_uid="core.pool.selectors.pool_saved")
+post_delete.connect(_pool_changed, sender=Pool, dispatch_uid="core.pool.selectors.pool_deleted")

@@ -36,6 +36,16 @@ def test_reserve_returns_201_with_the_contract_body(api, default_pool):
     assert pair.reserved_by_id == api.api_key.pk
 
 
+def test_the_hand_built_body_matches_the_documented_serializer(api, default_pool):
+    from core.pool.api import ReservationOutput, reservation_body
+    from core.pool.selectors import reservation_get
+
+    rid = _reserve(api, {"owner_ref": "x"})["reservation_id"]
+    api.post(f"/api/v1/reservations/{rid}/confirm")
+    pair = reservation_get(reservation_id=rid, api_key=api.api_key)
+    assert reservation_body(pair) == ReservationOutput(pair).data
+
+
 def test_lease_is_the_pools_reservation_ttl(api, pool_with_pairs):
     pool_with_pairs("short-lease", pairs=2, reservation_ttl=timedelta(minutes=3))
     body = _reserve(api, {"pool": "short-lease", "owner_ref": "order-42"})
@@ -248,3 +258,13 @@ def test_batch_of_500_is_allowed(api, pool_with_pairs):
     pool_with_pairs("big", pairs=500)
     response = api.post("/api/v1/reservations/batch", {"count": 500, "pool": "big"})
     assert response.status_code == 201 and len(response.json()["reservations"]) == 500
+
+
+def test_pool_edits_apply_to_the_next_reservation(api, pool_with_pairs):
+    pool = pool_with_pairs("editable", pairs=3)
+    _reserve(api, {"pool": "editable"})  # the pool is now cached for the hot path
+    pool.reservation_ttl = timedelta(minutes=2)
+    pool.save()
+    body = _reserve(api, {"pool": "editable"})
+    assert (timezone.datetime.fromisoformat(body["expires_at"])
+            - timezone.datetime.fromisoformat(body["reserved_at"])) == timedelta(minutes=2)

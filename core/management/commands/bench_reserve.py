@@ -1,0 +1,318 @@
+"""Measure reservation throughput and latency (docs/benchmarks.md, section "Reservation").
+
+    python manage.py bench_reserve --pairs 20000 --threads 1,4,16
+    python manage.py bench_reserve --bulk-insert-rows 100000 --skip-service --skip-http
+
+(a) the service call ``reservation_create`` with the claim as the one raw SQL statement (what ships)
+    and as the ORM variant (``select_for_update(skip_locked=True)`` + ``save()`` in ``atomic``);
+(b) HTTP ``POST /api/v1/reservations`` through a real gunicorn (gthread, 2 workers x 4 threads)
+    started here on a free port, driven by ``core/pool/loadgen.py`` in its own process (threads
+    with keep-alive httpx clients, one connection each);
+(c) optionally the bulk insert: COPY + ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` (what
+    ships) against a multi-row ``INSERT ... ON CONFLICT DO NOTHING``, 1,000-5,000 rows per transaction.
+
+Each run gets a fresh scratch pool of ``--pairs`` pairs (VACUUM ANALYZEd first) and makes exactly
+that many reservations, so the pool never runs dry and TOME is never called. Scratch pools, pairs
+and the bench API key are deleted afterwards. The load generator shares the machine's cores with
+gunicorn and PostgreSQL, like everything else here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from unittest import mock
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import connection, transaction
+from django.utils import timezone
+
+from core.api.models import ApiKey
+from core.pool import services
+from core.pool.models import PairStatus, Pool, TokenPair
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+# ---- the ORM variant of the claim, for comparison only ------------------------------------------
+
+def claim_pairs_orm(*, params: dict[str, Any], count: int) -> list[TokenPair]:
+    """What the claim would be with the ORM: SELECT ... FOR UPDATE SKIP LOCKED, then save() each
+    row, inside atomic (BEGIN, SELECT, UPDATE x count, COMMIT)."""
+    with transaction.atomic():
+        pairs = list(TokenPair.objects.select_for_update(skip_locked=True)
+                     .filter(pool_id=params["pool"], status=PairStatus.AVAILABLE).order_by("id")[:count])
+        if len(pairs) < count:
+            return []
+        now = timezone.now()
+        for index, pair in enumerate(pairs):
+            pair.status = PairStatus.RESERVED
+            pair.reservation_id = uuid.uuid4()
+            pair.reserved_by_id = params["api_key"]
+            pair.owner_ref = params["owner_ref"]
+            pair.idempotency_key = params["idempotency_key"]
+            pair.idempotency_index = index if params["idempotency_key"] else None
+            pair.request_fingerprint = params["fingerprint"]
+            pair.reserved_at = now
+            pair.expires_at = now + params["ttl"]
+            pair.save(update_fields=["status", "reservation_id", "reserved_by", "owner_ref", "idempotency_key",
+                                     "idempotency_index", "request_fingerprint", "reserved_at", "expires_at"])
+            pair.pool_name = None
+    return pairs
+
+
+def insert_bulk_multirow(*, pool: Pool, pairs: list[Any], rows_per_statement: int = 1000) -> int:
+    """The alternative bulk insert: multi-row INSERT ... ON CONFLICT DO NOTHING."""
+    inserted = 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        for start in range(0, len(pairs), rows_per_statement):
+            chunk = pairs[start:start + rows_per_statement]
+            values = ", ".join(["(%s, %s, %s, 'AVAILABLE', 'pool', now())"] * len(chunk))
+            params: list[Any] = []
+            for pair in chunk:
+                params.extend((pool.pk, pair.internal_token, pair.external_ref_id))
+            cursor.execute("INSERT INTO core_tokenpair (pool_id, internal_token, external_ref_id, status, source, "
+                           f"created_at) VALUES {values} ON CONFLICT DO NOTHING", params)
+            inserted += cursor.rowcount
+    return inserted
+
+
+# ---- helpers -------------------------------------------------------------------------------------------
+
+def percentiles(latencies: list[float]) -> tuple[float, float, float]:
+    if len(latencies) < 2:
+        value = latencies[0] * 1000 if latencies else 0.0
+        return value, value, value
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return cuts[49] * 1000, cuts[94] * 1000, cuts[98] * 1000
+
+
+def fake_pairs(count: int, tag: str) -> list[Any]:
+    from core.tome.client import TokenPair as TomePair
+
+    return [TomePair(f"b{tag}{i:011d}", f"ext_bench_{tag}_{i:011d}") for i in range(count)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def vacuum_pairs() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE core_tokenpair")
+
+
+class Command(BaseCommand):
+    help = "Benchmark reservations (service raw SQL vs ORM, HTTP through gunicorn) and the bulk insert."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--pairs", type=int, default=20_000, help="Reservations per run (and pool size).")
+        parser.add_argument("--threads", default="1,4,16", help="Comma-separated thread counts.")
+        parser.add_argument("--http-pairs", type=int, default=None,
+                            help="Reservations per HTTP run (default: --pairs).")
+        parser.add_argument("--skip-service", action="store_true")
+        parser.add_argument("--skip-http", action="store_true")
+        parser.add_argument("--skip-orm", action="store_true")
+        parser.add_argument("--workers", type=int, default=2)
+        parser.add_argument("--worker-threads", type=int, default=4)
+        parser.add_argument("--bulk-insert-rows", type=int, default=0,
+                            help="Also compare the two bulk inserts on this many rows (e.g. 100000).")
+        parser.add_argument("--bulk-batch", type=int, default=5000, help="Rows per transaction for the bulk insert.")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        thread_counts = [int(t) for t in opts["threads"].split(",") if t.strip()]
+        # SIGTERM → SystemExit, so the finally blocks stop gunicorn and delete the scratch data.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        self.stdout.write(f"bench_reserve: PostgreSQL {connection.pg_version}, {os.cpu_count()} CPUs, "
+                          f"pairs/run {opts['pairs']}, threads {thread_counts}")
+        key, raw_key = ApiKey.objects.create_key(name=f"bench-{secrets.token_hex(3)}", scopes=["reserve"],
+                                                 rate_limit_per_second=10_000_000)
+        pools: list[Pool] = []
+        try:
+            if opts["bulk_insert_rows"]:
+                self.bench_bulk_insert(rows=opts["bulk_insert_rows"], batch=opts["bulk_batch"], pools=pools)
+            if not opts["skip_service"]:
+                variants = [("raw SQL", None)] + ([] if opts["skip_orm"] else [("ORM", claim_pairs_orm)])
+                for label, claim in variants:
+                    for threads in thread_counts:
+                        self.bench_service(label=label, claim=claim, threads=threads, pairs=opts["pairs"],
+                                           api_key=key, pools=pools)
+            if not opts["skip_http"]:
+                with self.gunicorn(workers=opts["workers"], threads=opts["worker_threads"]) as base_url:
+                    for threads in thread_counts:
+                        self.bench_http(base_url=base_url, raw_key=raw_key, threads=threads,
+                                        pairs=opts["http_pairs"] or opts["pairs"], pools=pools)
+        finally:
+            self.cleanup(pools=pools, api_key=key)
+
+    # ---- scratch data ----------------------------------------------------------------------------------
+
+    def scratch_pool(self, *, pairs: int, pools: list[Pool]) -> Pool:
+        tag = secrets.token_hex(3)
+        pool = Pool.objects.create(name=f"bench-{tag}", refill_enabled=False, target_size=max(pairs, 2),
+                                   low_watermark=1, critical_watermark=0)
+        pools.append(pool)
+        batch = fake_pairs(pairs, tag)
+        for start in range(0, pairs, 5000):
+            services.pairs_insert_bulk(pool=pool, pairs=batch[start:start + 5000])
+        vacuum_pairs()
+        return pool
+
+    def cleanup(self, *, pools: list[Pool], api_key: ApiKey) -> None:
+        ids = [p.pk for p in pools]
+        if ids:
+            with connection.cursor() as cursor:
+                cursor.execute("DELETE FROM core_tokenpair WHERE pool_id = ANY(%s)", [ids])
+            for pool in pools:
+                pool.delete()
+        TokenPair.objects.filter(reserved_by=api_key).delete()
+        api_key.delete()
+        vacuum_pairs()
+
+    # ---- (a) the service call --------------------------------------------------------------------------
+
+    def bench_service(self, *, label: str, claim: Callable[..., Any] | None, threads: int, pairs: int,
+                      api_key: ApiKey, pools: list[Pool]) -> None:
+        pool = self.scratch_pool(pairs=pairs, pools=pools)
+        remaining = [pairs]
+        lock = threading.Lock()
+        latencies: list[float] = []
+        barrier = threading.Barrier(threads + 1)
+
+        def worker() -> None:
+            mine = []
+            try:
+                barrier.wait()
+                while True:
+                    with lock:
+                        if remaining[0] <= 0:
+                            break
+                        remaining[0] -= 1
+                    t0 = time.perf_counter()
+                    services.reservation_create(pool=pool, api_key=api_key, idempotency_key=None, owner_ref=None)
+                    mine.append(time.perf_counter() - t0)
+            finally:
+                connection.close()
+                with lock:
+                    latencies.extend(mine)
+
+        patch = mock.patch.object(services, "_claim_pairs", claim) if claim else _nullcontext()
+        with patch:
+            workers = [threading.Thread(target=worker) for _ in range(threads)]
+            for w in workers:
+                w.start()
+            barrier.wait()
+            started = time.perf_counter()
+            for w in workers:
+                w.join()
+            elapsed = time.perf_counter() - started
+        reserved = TokenPair.objects.filter(pool=pool, status=PairStatus.RESERVED).count()
+        assert reserved == pairs == len(latencies), (reserved, pairs, len(latencies))
+        self.report(f"service {label}", threads, len(latencies), elapsed, latencies)
+
+    # ---- (b) HTTP through gunicorn ---------------------------------------------------------------------
+
+    @contextmanager
+    def gunicorn(self, *, workers: int, threads: int) -> Iterator[str]:
+        port = free_port()
+        env = dict(os.environ)
+        # Same database as this process (DATABASE_URL or the embedded server), quiet logs.
+        env.setdefault("LOG_LEVEL", "WARNING")
+        log_path = ROOT / "var" / "bench_gunicorn.log"
+        log_path.parent.mkdir(exist_ok=True)
+        command = [sys.executable, "-m", "gunicorn", "tokenpool.wsgi", "--bind", f"127.0.0.1:{port}",
+                   "--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads),
+                   "--log-level", "warning"]
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            import httpx
+
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn did not start; see {log_path}")
+                time.sleep(0.2)
+            self.stdout.write(f"gunicorn gthread {workers} workers x {threads} threads on {base_url} "
+                              f"(pid {process.pid})")
+            yield base_url
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def bench_http(self, *, base_url: str, raw_key: str, threads: int, pairs: int, pools: list[Pool]) -> None:
+        pool = self.scratch_pool(pairs=pairs, pools=pools)
+        per_thread = pairs // threads
+        # Warm every worker's connection and caches on another pool first (not measured).
+        warm = self.scratch_pool(pairs=200, pools=pools)
+        self._run_load(base_url, raw_key, warm.name, threads=min(threads, 8), per_thread=200 // min(threads, 8))
+        elapsed, latencies, errors = self._run_load(base_url, raw_key, pool.name, threads=threads,
+                                                    per_thread=per_thread)
+        if errors:
+            self.stdout.write(self.style.WARNING(f"  {len(errors)} non-201 responses: {sorted(set(errors))}"))
+        self.report("HTTP gunicorn", threads, len(latencies) - len(errors), elapsed, latencies)
+
+    def _run_load(self, base_url: str, raw_key: str, pool: str, *, threads: int, per_thread: int) -> Any:
+        env = {**os.environ, "LOADGEN_API_KEY": raw_key}
+        result = subprocess.run(
+            [sys.executable, "-m", "core.pool.loadgen", "--base-url", base_url, "--pool", pool,
+             "--threads", str(threads), "--per-thread", str(per_thread)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=True)
+        data = json.loads(result.stdout.strip().splitlines()[-1])
+        return data["elapsed"], data["latencies"], data["errors"]
+
+    # ---- (c) bulk insert ----------------------------------------------------------------------------------
+
+    def bench_bulk_insert(self, *, rows: int, batch: int, pools: list[Pool]) -> None:
+        for label, insert in (("COPY + INSERT ... SELECT", services.pairs_insert_bulk),
+                              ("multi-row INSERT (1,000 rows/statement)", insert_bulk_multirow)):
+            pool = self.scratch_pool(pairs=0, pools=pools)
+            data = fake_pairs(rows, secrets.token_hex(3))
+            started = time.perf_counter()
+            inserted = 0
+            for start in range(0, rows, batch):
+                with transaction.atomic():  # one transaction per TOME batch, as the refill does
+                    inserted += insert(pool=pool, pairs=data[start:start + batch])
+            elapsed = time.perf_counter() - started
+            assert inserted == rows, (inserted, rows)
+            self.stdout.write(f"bulk insert {label}: {rows} rows in {elapsed:.2f} s = "
+                              f"{rows / elapsed:,.0f} rows/s ({batch} rows per transaction)")
+
+    def report(self, label: str, threads: int, count: int, elapsed: float, latencies: list[float]) -> None:
+        p50, p95, p99 = percentiles(latencies)
+        self.stdout.write(f"{label:<18} threads={threads:<3} n={count:<6} {count / elapsed:8,.0f} /s   "
+                          f"p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  p99 {p99:6.2f} ms")
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def _nullcontext() -> Iterator[None]:
+    yield
