@@ -187,8 +187,30 @@ def _registry() -> CollectorRegistry:
     return registry
 
 
+_primed = False
+
+
+def _prime_families() -> None:
+    """Give every contract family a sample from the first scrape on (a fresh deployment whose
+    processes have not called TOME yet must still list ``tokenpool_tome_calls_total``).
+
+    Zero-valued children in the scraping process's own file: they add nothing to the sums."""
+    global _primed
+    if _primed:
+        return
+    from django.conf import settings
+
+    for namespace in dict.fromkeys([settings.TOME_NS1, settings.TOME_NS2]):
+        for operation in ("generate", "tokenize", "detokenize", "lookup"):
+            for outcome in ("ok", "error"):
+                TOME_CALLS.labels(namespace, operation, outcome)
+    REQUEST_SECONDS.labels("/metrics", "GET")
+    _primed = True
+
+
 def metrics_render() -> bytes:
     """The /metrics body: multiprocess metrics plus the database-derived families."""
+    _prime_families()
     return generate_latest(_registry())
 
 

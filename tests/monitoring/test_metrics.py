@@ -190,3 +190,12 @@ def test_metric_files_are_named_by_host_and_pid():
     names = os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     assert f"counter_{socket.gethostname()}-{os.getpid()}.db" in names or any(
         n.startswith("counter_") and n.endswith(f"-{os.getpid()}.db") for n in names)
+
+
+def test_a_fresh_deployment_lists_every_contract_family(scrape, settings):
+    text = scrape()
+    for family in ("tokenpool_pool_pairs", "tokenpool_reservations_total", "tokenpool_tome_calls_total",
+                   "tokenpool_request_duration_seconds_bucket", "tokenpool_refill_runs_total"):
+        assert any(True for _ in samples(text, family)), family
+    assert sample_value(text, "tokenpool_tome_calls_total",
+                        {"namespace": settings.TOME_NS1, "operation": "lookup", "outcome": "error"}) is not None
