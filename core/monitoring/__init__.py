@@ -1,1 +1,2 @@
-"""Operations: metrics, alerts, pool snapshots, the admin dashboard and structured logs."""
+"""Operations: is the pool healthy, draining, refilled, saving TOME calls? Metrics, alerts,
+pool snapshots, the admin dashboard, tunable audit and structured (redacted) logs."""

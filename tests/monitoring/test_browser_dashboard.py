@@ -120,3 +120,15 @@ def test_dashboard_shows_the_database_figures(transactional_db, live_server, bro
     page.wait_for_url(f"{base}/admin/dashboard/?range=7d")
     assert page.locator('[data-testid="range-7d"].on').count() == 1
     assert page.locator('[data-testid="pool-default"] svg.tp-chart polyline').count() == 2
+
+    # Tunables from the card: a bad edit is a message on the field, not a 500, and nothing changes.
+    page.goto(f"{base}/admin/dashboard/")
+    card.locator("text=Edit tunables").click()
+    page.fill("#id_low_watermark", "2500")
+    page.click("input[name=_save]")
+    page.wait_for_selector(".errorlist")
+    assert "must be below the target size (2,000)" in page.inner_text(".field-low_watermark")
+    page.screenshot(path=str(ARTIFACTS / "monitoring-pool-validation.png"), full_page=False)
+    pool.refresh_from_db()
+    assert pool.low_watermark == 1500
+
