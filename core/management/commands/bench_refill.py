@@ -55,6 +55,9 @@ class Command(BaseCommand):
         parser.add_argument("--tome-url", default=None, help="Use this TOME instead of starting an emulator.")
         parser.add_argument("--environment", default=Environment.UAT, choices=Environment.values)
         parser.add_argument("--keep", action="store_true", help="Keep the scratch pool and its pairs.")
+        parser.add_argument("--compare-insert-methods", type=int, default=0, metavar="BATCHES",
+                            help="Also time pairs_insert_bulk against a plain COPY into core_tokenpair, "
+                                 "interleaved, for BATCHES batches each (e.g. 30).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         pairs, batch = options["pairs"], options["batch_size"]
@@ -110,6 +113,15 @@ class Command(BaseCommand):
             f"    COPY per {batch} rows, one tx each: {copy_batched:.2f} s → {pairs / copy_batched:,.0f} rows/s",
             f"  refill DB rate / batched COPY rate = {(run.inserted / run.db_seconds) / (pairs / copy_batched):.2f}",
         ]
+        if options["compare_insert_methods"]:
+            bulk, direct = self._bench_insert_methods(batches=options["compare_insert_methods"], batch=batch,
+                                                      environment=options["environment"])
+            lines += [
+                f"  insert methods, {options['compare_insert_methods']} interleaved batches of {batch} into core_tokenpair "
+                f"(median per batch, incl. commit):",
+                f"    pairs_insert_bulk (temp table + INSERT … ON CONFLICT): {bulk * 1000:.1f} ms → {batch / bulk:,.0f} rows/s",
+                f"    plain COPY core_tokenpair FROM STDIN:                  {direct * 1000:.1f} ms → {batch / direct:,.0f} rows/s",
+            ]
         self.stdout.write("\n".join(lines))
         if run.outcome != RefillOutcome.SUCCEEDED:
             raise CommandError(f"refill ended {run.outcome}: {run.error}")
@@ -189,3 +201,41 @@ class Command(BaseCommand):
             with connection.cursor() as cursor:
                 cursor.execute(f"DROP TABLE IF EXISTS {table}")
         return one, batched
+
+    def _bench_insert_methods(self, *, batches: int, batch: int, environment: str) -> tuple[float, float]:
+        import statistics
+
+        from core.pool.services import pairs_insert_bulk
+        from core.tome.client import TokenPair as Pair
+
+        rows = _fake_pairs(2 * batches * batch)
+        pool = Pool.objects.create(name=f"bench-insert-{os.getpid()}", environment=environment,
+                                   target_size=len(rows), low_watermark=0, critical_watermark=0,
+                                   batch_size=batch, refill_enabled=False)
+        columns = "(pool_id, internal_token, external_ref_id, status, source, created_at)"
+
+        def bulk(chunk: list[tuple[str, str]]) -> None:
+            with transaction.atomic():
+                pairs_insert_bulk(pool=pool, pairs=[Pair(i, e) for i, e in chunk])
+
+        def direct(chunk: list[tuple[str, str]]) -> None:
+            with transaction.atomic(), connection.cursor() as cursor:
+                with cursor.cursor.copy(f"COPY {TokenPair._meta.db_table} {columns} FROM STDIN") as cp:
+                    for internal, external in chunk:
+                        cp.write_row((pool.pk, internal, external, "AVAILABLE", "pool", "now"))
+
+        times: dict[str, list[float]] = {"bulk": [], "direct": []}
+        try:
+            for k in range(batches):
+                # Interleaved, so load from anything else on the machine hits both methods alike.
+                for name, method in (("bulk", bulk), ("direct", direct)):
+                    start = (2 * k + (name == "direct")) * batch
+                    chunk = rows[start:start + batch]
+                    t0 = time.perf_counter()
+                    method(chunk)
+                    times[name].append(time.perf_counter() - t0)
+        finally:
+            with transaction.atomic():
+                TokenPair.objects.filter(pool=pool).delete()
+                pool.delete()
+        return statistics.median(times["bulk"]), statistics.median(times["direct"])
