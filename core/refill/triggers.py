@@ -22,6 +22,9 @@ logger = logging.getLogger("tokenpool.refill")
 
 _last_check: dict[int, float] = {}
 _last_check_lock = threading.Lock()
+# A burst of reservations inside one rate-limit window must still end with a check, or a pool
+# drained in a second would wait for the next reservation to notice: one trailing timer per pool.
+_trailing: dict[int, threading.Timer] = {}
 
 
 def on_pairs_reserved(*, pool, count: int) -> None:
@@ -33,11 +36,26 @@ def on_pairs_reserved(*, pool, count: int) -> None:
     with _last_check_lock:
         last = _last_check.get(pool.pk)
         if last is not None and now - last < interval:
+            if pool.pk not in _trailing:
+                timer = threading.Timer(interval - (now - last), _trailing_check, kwargs={"pool": pool})
+                timer.daemon = True
+                _trailing[pool.pk] = timer
+                timer.start()
             return
         _last_check[pool.pk] = now
     # Runs at once when no transaction is open, else after the reservation commits (never if it
     # rolls back). robust: a failure here is logged and never fails the reservation.
     transaction.on_commit(partial(_check_and_request, pool=pool), robust=True)
+
+
+def _trailing_check(*, pool) -> None:
+    with _last_check_lock:
+        _trailing.pop(pool.pk, None)
+        _last_check[pool.pk] = time.monotonic()
+    try:
+        _check_and_request(pool=pool)
+    finally:
+        connection.close()  # this timer thread's own connection
 
 
 def _check_and_request(*, pool) -> None:
@@ -68,3 +86,6 @@ def reset_rate_limit() -> None:
     """Forget the per-process rate-limit state (tests)."""
     with _last_check_lock:
         _last_check.clear()
+        for timer in _trailing.values():
+            timer.cancel()
+        _trailing.clear()

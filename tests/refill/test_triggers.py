@@ -157,3 +157,29 @@ def test_the_watermark_check_is_bounded(make_pool):
     with CaptureQueriesContext(connection) as ctx:
         pool_below_low_watermark(pool=pool)
     assert "LIMIT" in ctx.captured_queries[0]["sql"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_inside_one_rate_limit_window_still_ends_with_a_check(make_pool, settings):
+    """The first reservation of a burst sees a full pool; the rest are rate-limited. A trailing
+    check after the window must notice the pool went low (no later reservation is needed)."""
+    import time
+
+    from core.refill.triggers import reset_rate_limit
+
+    settings.REFILL_TRIGGER_MIN_INTERVAL_SECONDS = 0.3
+    reset_rate_limit()
+    pool = make_pool(target_size=500, low_watermark=3, critical_watermark=0)
+    from core.pool.services import pairs_insert_bulk
+    from core.tome.client import TokenPair as Pair
+
+    pairs_insert_bulk(pool=pool, pairs=[Pair(f"{i:016d}", f"ext_{i:026d}") for i in range(5)])
+    on_pairs_reserved(pool=pool, count=1)  # checked now: 5 available, not low
+    assert queued_refills(pool) == []
+    TokenPair.objects.filter(pool=pool).delete()  # the rest of the burst drains the pool
+    on_pairs_reserved(pool=pool, count=1)  # inside the window: deferred, not dropped
+    deadline = time.monotonic() + 5
+    while not queued_refills(pool) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reset_rate_limit()
+    assert len(queued_refills(pool)) == 1
