@@ -163,9 +163,9 @@ def _run_locked(*, pool: Pool, trigger: str, count: int | None, budget: float, t
 def _fill(*, run: RefillRun, pool: Pool, deadline: float, budget: float, lock: "_LockSession",
           token: uuid.UUID, calls: "_Counter") -> None:
     from core.pool.services import pairs_insert_bulk
-    from core.tome.django import get_tome_client
+    from core.tome.django import tome_client_for_pool
 
-    client = get_tome_client()
+    client = tome_client_for_pool(pool)
     attempts_max = int(_setting("REFILL_BATCH_ATTEMPTS", 3))
     backoff_initial = _setting("REFILL_BACKOFF_INITIAL_SECONDS", 0.5)
     backoff_max = _setting("REFILL_BACKOFF_MAX_SECONDS", 8.0)

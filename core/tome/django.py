@@ -1,7 +1,7 @@
 """Django glue for the TokenizationLibrary: one client per process, built from settings.
 
-``get_tome_client()`` returns the process-wide ``HttpTokenizationLibrary`` (one pooled httpx
-client shared by every thread); ``reset_tome_client()`` drops it so the next call rebuilds it,
+``get_tome_client()`` returns the process-wide ``HttpTokenizationLibrary`` for a namespace pair (one
+pooled httpx client shared by every thread); ``reset_tome_client()`` drops it so the next call rebuilds it,
 which happens automatically when a ``TOME_*`` setting changes (``override_settings`` in tests).
 
 Every HTTP attempt is also announced through the ``tome_call`` signal (``sender`` is
@@ -21,15 +21,17 @@ from core.tome.client import CallRecord, HttpTokenizationLibrary, TomeClientConf
 tome_call = Signal()  # kwargs: record: CallRecord
 
 _lock = threading.Lock()
-_client: HttpTokenizationLibrary | None = None
+# One client per (NS1, NS2) namespace pair: pools may name their own namespaces (a PRODUCTION pool
+# must never be filled from UAT's), and each pair keeps its own connection pool and breaker.
+_clients: dict[tuple[str, str], HttpTokenizationLibrary] = {}
 
 
-def tome_client_config() -> TomeClientConfig:
+def tome_client_config(*, ns1: str | None = None, ns2: str | None = None) -> TomeClientConfig:
     return TomeClientConfig(
         base_url=settings.TOME_BASE_URL,
         api_token=settings.TOME_API_TOKEN,
-        ns1=settings.TOME_NS1,
-        ns2=settings.TOME_NS2,
+        ns1=ns1 or settings.TOME_NS1,
+        ns2=ns2 or settings.TOME_NS2,
         connect_timeout=settings.TOME_CONNECT_TIMEOUT,
         read_timeout=settings.TOME_READ_TIMEOUT,
         pool_timeout=settings.TOME_POOL_TIMEOUT,
@@ -40,23 +42,30 @@ def tome_client_config() -> TomeClientConfig:
     )
 
 
-def get_tome_client() -> HttpTokenizationLibrary:
-    global _client
-    client = _client
+def get_tome_client(*, ns1: str | None = None, ns2: str | None = None) -> HttpTokenizationLibrary:
+    """The process-wide client for a namespace pair (default: ``TOME_NS1``/``TOME_NS2``)."""
+    key = (ns1 or settings.TOME_NS1, ns2 or settings.TOME_NS2)
+    client = _clients.get(key)
     if client is not None:
         return client
     with _lock:
-        if _client is None:
-            _client = HttpTokenizationLibrary(tome_client_config(), on_call=_announce)
-        return _client
+        if key not in _clients:
+            _clients[key] = HttpTokenizationLibrary(tome_client_config(ns1=key[0], ns2=key[1]),
+                                                    on_call=_announce)
+        return _clients[key]
+
+
+def tome_client_for_pool(pool: object) -> HttpTokenizationLibrary:
+    """The client speaking to the pool's own NS1/NS2 namespaces."""
+    return get_tome_client(ns1=pool.ns1_namespace, ns2=pool.ns2_namespace)  # type: ignore[attr-defined]
 
 
 def reset_tome_client() -> None:
-    """Close and forget the process-wide client; the next ``get_tome_client()`` builds a new one."""
-    global _client
+    """Close and forget every client; the next ``get_tome_client()`` builds new ones."""
     with _lock:
-        client, _client = _client, None
-    if client is not None:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
         client.close()
 
 
