@@ -43,6 +43,20 @@ def test_fills_a_pool_to_target_in_tome_batches(refill_ready, make_pool):
     assert not RefillLease.objects.filter(pool=pool).exists()  # released: the next trigger may enqueue
 
 
+def test_a_pool_is_filled_from_its_own_namespaces(refill_ready, make_pool):
+    admin = refill_ready.admin
+    for name, fmt in (("prod-internal", {"format": "numeric16"}),
+                      ("prod-external", {"format": "prefixed", "prefix": "ext_"})):
+        assert admin.put(f"/v1/admin/namespaces/{name}", json=fmt).status_code in (200, 201)
+    pool = make_pool(target_size=120, batch_size=100, ns1_namespace="prod-internal",
+                     ns2_namespace="prod-external")
+    run = refill_run(pool=pool, trigger=RefillTrigger.MANUAL)
+    assert run.outcome == RefillOutcome.SUCCEEDED, run.error
+    assert refill_ready.calls("prod-internal", "generate") == 2
+    assert refill_ready.calls("prod-external", "tokenize") == 2
+    assert refill_ready.calls("ns1", "generate") == refill_ready.calls("ns2", "tokenize") == 0
+
+
 def test_tops_up_only_the_shortfall_and_then_has_nothing_to_do(refill_ready, make_pool):
     pool = make_pool(target_size=300, batch_size=100)
     refill_run(pool=pool, trigger=RefillTrigger.MANUAL, count=120)
