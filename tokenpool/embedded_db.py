@@ -45,3 +45,22 @@ def ensure_database(name: str, *, pgdata: Path | None = None) -> str:
             except psycopg.errors.DuplicateDatabase:  # another process won the race
                 pass
     return f"postgresql://postgres:@/{name}?host={quote(str(pgdata))}"
+
+
+def is_running(pgdata: Path | None = None) -> bool:
+    """Whether an embedded server is already up for ``pgdata`` (started by another process)."""
+    pid_file = socket_dir(pgdata) / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text().split()[0]), 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, owned by the server's own system user
+        return True
+    return True
+
+
+def stop_server(pgdata: Path | None = None) -> None:
+    """Stop the embedded server (fast shutdown; used by `make run` on exit if it started it)."""
+    _server(socket_dir(pgdata)).stop()

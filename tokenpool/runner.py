@@ -91,12 +91,20 @@ def main() -> int:
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    owns_database = False
+    if not env.get("DATABASE_URL"):
+        from tokenpool import embedded_db
+
+        # Stop the embedded server on exit only if this run started it (a test run may share it).
+        owns_database = not embedded_db.is_running()
+        embedded_db.ensure_database(env.get("EMBEDDED_DATABASE_NAME", "tokenpool"))
     try:
         log("embedded PostgreSQL + migrations")
         manage("migrate", "--no-input", "-v0", env=env)
         manage("collectstatic", "--no-input", "-v0", env=env)  # served by whitenoise
         password = admin_password()
-        manage("ensure_admin", "--username", "admin", "--password", password, env=env)
+        # The password travels in the environment, not argv, so `ps` never shows it.
+        manage("ensure_admin", "--username", "admin", env=dict(env, TOKENPOOL_ADMIN_PASSWORD=password))
 
         if not env.get("TOME_BASE_URL"):
             tome_port = env.get("TOME_PORT", "8900")
@@ -145,6 +153,11 @@ def main() -> int:
         return 1
     finally:
         stop_all()
+        if owns_database:
+            from tokenpool import embedded_db
+
+            embedded_db.stop_server()
+            log("embedded PostgreSQL stopped")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Create (or reset the password of) a development superuser. Used by `make run`."""
 from __future__ import annotations
 
+import os
+
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
@@ -10,10 +12,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--username", default="admin")
-        parser.add_argument("--password", required=True)
+        parser.add_argument("--password", default=None,
+                            help="Defaults to $TOKENPOOL_ADMIN_PASSWORD (preferred: argv is visible in ps).")
         parser.add_argument("--email", default="admin@localhost")
 
-    def handle(self, *args, username: str, password: str, email: str, **options) -> None:
+    def handle(self, *args, username: str, password: str | None, email: str, **options) -> None:
+        password = password or os.environ.get("TOKENPOOL_ADMIN_PASSWORD")
+        if not password:
+            raise CommandError("Give --password or set TOKENPOOL_ADMIN_PASSWORD.")
         user, created = get_user_model().objects.get_or_create(
             username=username, defaults={"email": email, "is_staff": True, "is_superuser": True}
         )
