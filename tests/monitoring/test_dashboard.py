@@ -33,7 +33,7 @@ def test_dashboard_is_staff_only(client, django_user_model):
 def test_admin_index_links_to_the_dashboard(admin_client):
     html = admin_client.get("/admin/").content.decode()
     assert 'href="/admin/dashboard/"' in html and "Pool health dashboard" in html
-    assert "Site administration" in html or "app-core" in html  # Django's own index is still there
+    assert 'href="/admin/core/pool/"' in html  # Django's own app list is still there
 
 
 def test_dashboard_figures_match_the_database(admin_client, pool_with_pairs, pair_states):
@@ -70,6 +70,17 @@ def test_dashboard_figures_match_the_database(admin_client, pool_with_pairs, pai
     assert int(got["open-alerts"]) == 1
     assert got["status"] == "warning"  # below low watermark, above critical
     assert "available below low watermark" in html
+
+
+def test_a_refill_blocked_by_onboarding_names_the_missing_approvals(admin_client, pool_with_pairs):
+    pool = pool_with_pairs("gated", pairs=0, target_size=200, low_watermark=150, critical_watermark=20)
+    RefillRun.objects.create(pool=pool, trigger=RefillTrigger.SCHEDULED, outcome="blocked_onboarding",
+                             finished_at=timezone.now(),
+                             error="Missing onboarding approvals (UAT): Master key creation - UAT")
+    html = admin_client.get("/admin/dashboard/").content.decode()
+    notice = re.search(r'data-testid="blocked-onboarding">(.*?)</div>', html, re.S)
+    assert notice and "Master key creation - UAT" in notice.group(1)
+    assert "/admin/core/onboardingtask/summary/UAT/" in notice.group(1)
 
 
 def test_chart_drawn_from_snapshots_for_both_ranges(admin_client, pool_with_pairs):
