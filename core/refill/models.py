@@ -67,7 +67,8 @@ class RefillLease(models.Model):
     pool = models.OneToOneField("core.Pool", on_delete=models.CASCADE, primary_key=True,
                                 related_name="refill_lease")
     token = models.UUIDField(help_text="Identifies the queued task (or running refill) holding the lease.")
-    state = models.CharField(max_length=8, choices=[("queued", "queued"), ("running", "running")])
+    state = models.CharField(max_length=8, choices=[("queued", "queued"), ("running", "running"),
+                                                    ("cooldown", "cooldown after a failure")])
     acquired_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     task_id = models.CharField(max_length=64, blank=True, default="")
@@ -76,6 +77,8 @@ class RefillLease(models.Model):
         constraints = [
             models.CheckConstraint(name="refilllease_expires_after_acquired",
                                    condition=Q(expires_at__gt=models.F("acquired_at"))),
+            models.CheckConstraint(name="refilllease_state_known",
+                                   condition=Q(state__in=["queued", "running", "cooldown"])),
         ]
 
     def __str__(self) -> str:
