@@ -7,6 +7,7 @@ whatever happens outside a DRF view (unknown URL, an oversize body, a crash in m
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -14,6 +15,7 @@ from http import HTTPStatus
 from typing import Any, Callable
 
 from django.conf import settings
+from django.core.handlers.wsgi import LimitedStream
 from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions as drf
@@ -178,6 +180,15 @@ class ApiErrorMiddleware:
             return error_response(status=400, detail="Invalid Content-Length header.")
         if declared > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
             return error_response(status=413, code=PayloadTooLarge.code, detail=PayloadTooLarge.detail)
+        if not declared and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # Django reads CONTENT_LENGTH bytes and would see a chunked body as empty: a request
+            # to a named pool would silently reserve from "default". Buffer it (bounded) instead.
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            body = request.META["wsgi.input"].read(limit + 1)
+            if len(body) > limit:
+                return error_response(status=413, code=PayloadTooLarge.code, detail=PayloadTooLarge.detail)
+            request.META["CONTENT_LENGTH"] = str(len(body))
+            request._stream = LimitedStream(io.BytesIO(body), len(body))
         response = self.get_response(request)
         if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
             kept = {name: response[name] for name in ("Allow", "Retry-After", "WWW-Authenticate") if response.has_header(name)}

@@ -9,6 +9,7 @@ import io
 from typing import Any
 
 from django.conf import settings
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 from core.errors import PayloadTooLarge
@@ -22,4 +23,7 @@ class BoundedJSONParser(JSONParser):
         raw = stream.read(limit + 1) if stream is not None else b""
         if len(raw) > limit:
             raise PayloadTooLarge()
-        return super().parse(io.BytesIO(raw), media_type, parser_context)
+        try:
+            return super().parse(io.BytesIO(raw), media_type, parser_context)
+        except RecursionError:  # pathologically nested JSON ([[[[…) is bad input, not a 500
+            raise ParseError("JSON parse error - nested too deeply.") from None

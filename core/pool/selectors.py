@@ -1,6 +1,7 @@
 """Reads of the pool room: pools, their health, reservations."""
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -19,12 +20,16 @@ __all__ = ["DEFAULT_POOL_NAME", "pool_get", "pool_get_cached", "pool_cache_clear
            "pool_consumption_per_hour", "pool_health", "parse_reservation_id", "reservation_get"]
 
 DEFAULT_POOL_NAME = "default"
+_POOL_NAME = re.compile(r"[-a-zA-Z0-9_]{1,64}")  # Pool.name is a SlugField(max_length=64)
 
 
 def pool_get(*, name: str | None) -> Pool:
     """The pool called ``name`` (None → "default"); raises PoolNotFound."""
+    name = name or DEFAULT_POOL_NAME
+    if not _POOL_NAME.fullmatch(name):  # e.g. a NUL byte in the URL: PostgreSQL would refuse it
+        raise PoolNotFound()
     try:
-        return Pool.objects.get(name=name or DEFAULT_POOL_NAME)
+        return Pool.objects.get(name=name)
     except Pool.DoesNotExist:
         raise PoolNotFound() from None
 

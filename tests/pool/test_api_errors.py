@@ -1,6 +1,7 @@
 """The contract's error body for every 4xx/5xx under /api/, and the correlation id on every response."""
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -176,3 +177,35 @@ def test_every_response_carries_a_correlation_id(api, api_as):
     for response in (api.get("/api/v1/nowhere"), api_as(None).post("/api/v1/lookup", {}),
                      api.client.get("/healthz")):
         assert response.has_header("X-Correlation-ID")
+
+
+def test_pathologically_nested_json_is_400_not_500(api, default_pool):
+    assert_error(raw_post(api, "/api/v1/lookup", "[" * 20000 + "]" * 20000), 400, "invalid_request")
+    body = '{"owner_ref": ' + "[" * 5000 + "]" * 5000 + "}"
+    assert_error(raw_post(api, "/api/v1/reservations", body), 400, "invalid_request")
+    assert not TokenPair.objects.exclude(status="AVAILABLE").exists()
+
+
+def chunked(body: str) -> dict:
+    """WSGI environ of a chunked request as gunicorn presents it: decoded stream, no length."""
+    return {"CONTENT_LENGTH": "", "HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input": io.BytesIO(body.encode())}
+
+
+def test_a_chunked_body_is_read_not_ignored(api, default_pool):
+    """gunicorn passes chunked bodies without Content-Length; Django alone would see them empty and
+    reserve from "default" although the body names another pool."""
+    response = raw_post(api, "/api/v1/reservations", "", **chunked(json.dumps({"pool": "nope"})))
+    assert_error(response, 404, "not_found")
+    assert not TokenPair.objects.exclude(status="AVAILABLE").exists()
+    response = raw_post(api, "/api/v1/reservations", "", **chunked(json.dumps({"owner_ref": "card-7"})))
+    assert response.status_code == 201 and response.json()["owner_ref"] == "card-7"
+
+
+def test_a_chunked_body_over_64_kib_is_413(api, default_pool):
+    body = json.dumps({"internal_token": "1" * 16, "pad": "x" * (64 * 1024)})
+    assert_error(raw_post(api, "/api/v1/lookup", "", **chunked(body)), 413, "payload_too_large")
+
+
+@pytest.mark.parametrize("name", ["%00", "a%00b", "x" * 300])
+def test_pool_names_that_cannot_exist_are_404(api, default_pool, name):
+    assert_error(api.get(f"/api/v1/pools/{name}"), 404, "not_found")
