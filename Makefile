@@ -16,7 +16,7 @@ $(STAMP): requirements/base.txt requirements/dev.txt
 venv: $(STAMP)
 
 run: $(STAMP)
-	PORT=$(PORT) $(PY) -m tokenpool.runner
+	PORT=$(PORT) exec $(PY) -m tokenpool.runner
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -82,7 +82,20 @@ def admin_password() -> str:
     return path.read_text().strip()
 
 
+def _die_with_parent() -> None:
+    """SIGTERM to `make` must stop the stack too: make does not forward signals to its recipe, so
+    ask the kernel to send us SIGTERM when our parent dies (Linux), and poll as a fallback."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> int:
+    _die_with_parent()
+    parent = os.getppid()
     port = int(os.environ.get("PORT", "8000"))
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="tokenpool.settings", PYTHONUNBUFFERED="1")
     metrics_dir = ROOT / "var" / "prometheus"
@@ -140,6 +153,9 @@ def main() -> int:
             flush=True,
         )
         while True:
+            if os.getppid() != parent:
+                log("parent process went away; stopping the stack")
+                return 1
             for proc in children:
                 if proc.poll() is not None:
                     log(f"{proc.name} exited with {proc.returncode}; stopping the stack")  # type: ignore[attr-defined]
