@@ -86,3 +86,12 @@ def test_full_pool_batch_never_calls_tome(api, pool_with_pairs, tome):
     pool_with_pairs("full", pairs=10)
     assert api.post("/api/v1/reservations/batch", {"pool": "full", "count": 10}).status_code == 201
     assert tome.stats().get("ns1", {}) == {}
+
+
+def test_the_fallback_uses_the_pools_own_namespaces(api, pool_with_pairs, tome):
+    pool_with_pairs("elsewhere", pairs=0, ns1_namespace="ns1-not-onboarded", ns2_namespace="ns2-not-onboarded")
+    response = api.post("/api/v1/reservations", {"pool": "elsewhere"})
+    # TOME refuses unknown namespaces: the pool cannot be served live, nothing is written
+    assert response.status_code == 503 and response.json()["code"] == "pool_unavailable"
+    assert tome.calls("ns1", "generate") == 0
+    assert not TokenPair.objects.filter(pool__name="elsewhere").exists()

