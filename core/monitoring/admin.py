@@ -7,21 +7,11 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from core.admin_mixins import ReadOnlyAdminMixin
 from core.monitoring.models import PoolAlert, PoolConfigChange, PoolSnapshot
 from core.monitoring.pool_config import PoolConfigAdminMixin
 from core.monitoring.services import alert_acknowledge
 from core.pool.models import Pool
-
-
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 class AlertStateFilter(admin.SimpleListFilter):
@@ -88,7 +78,7 @@ class PoolAlertAdmin(admin.ModelAdmin):
 
 
 @admin.register(PoolSnapshot)
-class PoolSnapshotAdmin(_ReadOnly):
+class PoolSnapshotAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("pool", "taken_at", "available", "reserved", "used", "retired", "reserved_total",
                     "reserved_direct", "tome_calls_total")
     list_filter = ("pool",)
@@ -97,7 +87,7 @@ class PoolSnapshotAdmin(_ReadOnly):
 
 
 @admin.register(PoolConfigChange)
-class PoolConfigChangeAdmin(_ReadOnly):
+class PoolConfigChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("changed_at", "pool", "field", "old", "new", "changed_by")
     list_filter = ("pool", "field")
     search_fields = ("field", "changed_by__username")

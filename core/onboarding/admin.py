@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from core.admin_mixins import ReadOnlyAdminMixin
 from core.errors import TokenPoolError
 from core.onboarding.models import (
     APPROVE_PERMISSION,
@@ -32,19 +33,10 @@ from core.onboarding.services import task_approve, task_reject, task_start, task
 SUMMARY_URL_NAME = "core_onboardingtask_summary"
 
 
-class _ReadOnlyInline(admin.TabularInline):
+class _ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class TransitionInline(_ReadOnlyInline):
@@ -217,28 +209,19 @@ def _summary_links(*, current: str | None = None) -> list[dict]:
 
 
 @admin.register(OnboardingSummary)
-class OnboardingSummaryAdmin(admin.ModelAdmin):
+class OnboardingSummaryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Admin-index entry for the summary page: its "list" is the summary itself."""
 
     def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
         return request.user.has_perm("core.view_onboardingtask") or request.user.has_perm(
             "core.change_onboardingtask")
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
     def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
         return HttpResponseRedirect(reverse(f"admin:{SUMMARY_URL_NAME}"))
 
 
 @admin.register(ApprovalDecision)
-class ApprovalDecisionAdmin(admin.ModelAdmin):
+class ApprovalDecisionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Append-only: viewable, never added, changed or deleted through the admin."""
 
     list_display = ("decided_at", "task", "decision", "decided_by", "note_short")
@@ -253,14 +236,6 @@ class ApprovalDecisionAdmin(admin.ModelAdmin):
     def note_short(self, obj: ApprovalDecision) -> str:
         return obj.note if len(obj.note) <= 80 else obj.note[:77] + "…"
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 @admin.register(OnboardingTransition)

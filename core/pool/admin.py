@@ -19,6 +19,7 @@ from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
+from core.admin_mixins import ReadOnlyAdminMixin
 from core.pool.models import AuditRecord, PairStatus, Pool, TokenPair
 
 # Above this, a filtered changelist shows "10,000+"-style paging instead of an exact count.
@@ -42,17 +43,6 @@ class EstimatedCountPaginator(Paginator):
         if isinstance(queryset, QuerySet):
             return queryset.order_by()[:COUNT_CAP].count()
         return len(queryset)
-
-
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(Pool)
@@ -85,7 +75,7 @@ class PoolAdmin(admin.ModelAdmin):
 
 
 @admin.register(TokenPair)
-class TokenPairAdmin(_ReadOnly):
+class TokenPairAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "pool", "status", "source", "internal_token", "external_ref_id", "reservation_id",
                     "reserved_by", "reserved_at", "expires_at", "used_at", "retired_at")
     list_filter = ("status", "source", "pool")
@@ -112,7 +102,7 @@ class TokenPairAdmin(_ReadOnly):
 
 
 @admin.register(AuditRecord)
-class AuditRecordAdmin(_ReadOnly):
+class AuditRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "created_at", "api_key", "action", "outcome", "pair", "correlation_id")
     list_filter = ("action", "outcome")
     list_select_related = ("api_key",)

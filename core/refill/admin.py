@@ -9,25 +9,13 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from core.admin_mixins import ReadOnlyAdminMixin
 from core.pool.models import Pool
 from core.refill.models import RefillLease, RefillRun
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written only by the refill service: visible to staff, never edited by hand."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
 @admin.register(RefillRun)
-class RefillRunAdmin(_ReadOnlyAdmin):
+class RefillRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "pool", "trigger", "outcome_badge", "started_at", "duration", "requested",
                     "inserted", "tome_calls", "tome_seconds_fmt", "db_seconds_fmt", "error_short")
     list_filter = ("outcome", "trigger", "pool", "started_at")
@@ -66,7 +54,7 @@ class RefillRunAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(RefillLease)
-class RefillLeaseAdmin(_ReadOnlyAdmin):
+class RefillLeaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("pool", "state", "acquired_at", "expires_at", "task_id")
     readonly_fields = ("pool", "token", "state", "acquired_at", "expires_at", "task_id")
 
