@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.refill",
     "tests.fixtures.onboarding",
     "tests.fixtures.monitoring",
+    "tests.fixtures.browser",
 ]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -12,30 +11,11 @@ from django.utils import timezone
 from core.monitoring.models import PoolAlert, PoolSnapshot
 from core.pool.models import PairStatus, TokenPair
 from core.refill.models import RefillRun, RefillTrigger
+from tests.fixtures.browser import admin_login, artifact
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PASSWORD = "dashboard-browser-pw"
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    # Playwright's sync API runs an event loop in this thread; the ORM calls between page steps are safe.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from django.db import connections
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-            connections.close_all()  # the connection Django opened for this thread during Playwright
 
 
 def _history(pool, *, hours: int) -> None:
@@ -57,7 +37,7 @@ def _history(pool, *, hours: int) -> None:
     PoolSnapshot.objects.bulk_create(rows)
 
 
-def test_dashboard_shows_the_database_figures(transactional_db, live_server, browser, django_user_model,
+def test_dashboard_shows_the_database_figures(transactional_db, live_server, browser_page, django_user_model,
                                               pool_with_pairs, pair_states):
     django_user_model.objects.create_superuser("ops", "ops@example.test", PASSWORD)
     pool = pool_with_pairs("default", pairs=1600)
@@ -74,13 +54,7 @@ def test_dashboard_shows_the_database_figures(transactional_db, live_server, bro
     _history(pool, hours=24 * 7)
 
     base = live_server.url
-    page = browser.new_context(viewport={"width": 1360, "height": 1000}).new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{base}/admin/login/?next=/admin/")
-    page.fill("#id_username", "ops")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{base}/admin/")
+    page = admin_login(browser_page(viewport={"width": 1360, "height": 1000}), live_server, "ops", PASSWORD)
     page.click("text=Pool health dashboard")
     page.wait_for_url(f"{base}/admin/dashboard/")
 
@@ -113,8 +87,7 @@ def test_dashboard_shows_the_database_figures(transactional_db, live_server, bro
     assert page.locator('[data-testid="pool-production-cards"] [data-testid="available"]').inner_text() == "400"
     assert other.pk
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "monitoring-dashboard.png"), full_page=True)
+    page.screenshot(path=artifact("monitoring-dashboard.png"), full_page=True)
 
     page.click('[data-testid="range-7d"]')
     page.wait_for_url(f"{base}/admin/dashboard/?range=7d")
@@ -128,7 +101,7 @@ def test_dashboard_shows_the_database_figures(transactional_db, live_server, bro
     page.click("input[name=_save]")
     page.wait_for_selector(".errorlist")
     assert "must be below the target size (2,000)" in page.inner_text(".field-low_watermark")
-    page.screenshot(path=str(ARTIFACTS / "monitoring-pool-validation.png"), full_page=False)
+    page.screenshot(path=artifact("monitoring-pool-validation.png"), full_page=False)
     pool.refresh_from_db()
     assert pool.low_watermark == 1500
 

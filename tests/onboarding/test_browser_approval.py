@@ -1,51 +1,14 @@
 """Four-eyes approval in a real browser: staff user A submits a task, approver B approves it."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from core.onboarding.models import ApprovalDecision, OnboardingState as S, OnboardingTask
+from tests.fixtures.browser import admin_login, artifact
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PASSWORD = "browser-test-password"
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    # Playwright's sync API runs an asyncio loop (in a greenlet) in this thread: Django must be told
-    # the ORM calls this test makes between page steps are fine.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from django.db import connections
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-            # ORM calls made while Playwright runs get their own context-local connection, which
-            # nothing else would close; left open, it blocks dropping the test database.
-            connections.close_all()
-
-
-def _login(browser, base_url: str, username: str):
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{base_url}/admin/login/?next=/admin/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{base_url}/admin/")
-    return page
 
 
 def _run_action(page, base_url: str, task: OnboardingTask, action: str) -> None:
@@ -56,13 +19,13 @@ def _run_action(page, base_url: str, task: OnboardingTask, action: str) -> None:
 
 
 def test_one_staff_user_submits_and_another_approves_in_the_admin(
-        transactional_db, live_server, browser, make_onboarding_user, onboarding_plan):
+        transactional_db, live_server, browser_page, make_onboarding_user, onboarding_plan):
     alice = make_onboarding_user("alice", password=PASSWORD)
     bob = make_onboarding_user("bob", approver=True, password=PASSWORD)
     task = onboarding_plan["kms-onboarding-uat"]
     base = live_server.url
 
-    page_a = _login(browser, base, "alice")
+    page_a = admin_login(browser_page(), live_server, "alice", PASSWORD)
     _run_action(page_a, base, task, "start_tasks")
     page_a.wait_for_selector("text=Started 1 task(s)")
     _run_action(page_a, base, task, "submit_tasks")
@@ -71,7 +34,7 @@ def test_one_staff_user_submits_and_another_approves_in_the_admin(
     assert "approve_tasks" not in page_a.inner_html("select[name=action]")
     assert OnboardingTask.objects.get(pk=task.pk).state == S.AWAITING_APPROVAL
 
-    page_b = _login(browser, base, "bob")
+    page_b = admin_login(browser_page(), live_server, "bob", PASSWORD)
     _run_action(page_b, base, task, "approve_tasks")
     page_b.wait_for_selector("#decision-form")
     page_b.fill("textarea[name=note]", "Verified the KMS onboarding ticket")
@@ -81,8 +44,7 @@ def test_one_staff_user_submits_and_another_approves_in_the_admin(
     page_b.goto(f"{base}/admin/core/onboardingtask/summary/UAT/")
     page_b.wait_for_selector("#ob-progress")
     assert "1 of 4" in page_b.inner_text("#ob-progress")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page_b.screenshot(path=str(ARTIFACTS / "onboarding-approval-summary.png"), full_page=True)
+    page_b.screenshot(path=artifact("onboarding-approval-summary.png"), full_page=True)
 
     task = OnboardingTask.objects.get(pk=task.pk)
     assert task.state == S.APPROVED
