@@ -139,6 +139,21 @@ def task_reject(*, task: OnboardingTask, user: AbstractBaseUser, note: str) -> O
                        checks=(lambda t: _check_approver(t, user, "reject"),))
 
 
+def task_drive_to_approved(*, task: OnboardingTask, submitter: AbstractBaseUser, approver: AbstractBaseUser,
+                           note: str = "") -> OnboardingTask:
+    """Take a task from wherever it stands to APPROVED through the normal four-eyes steps: started and
+    submitted by ``submitter``, approved by ``approver``. For demo data and tests; every rule still
+    applies, so an unapproved prerequisite raises as it would in the admin."""
+    task.refresh_from_db()
+    if task.state in (OnboardingState.NOT_STARTED, OnboardingState.REJECTED):
+        task = task_start(task=task, user=submitter)
+    if task.state == OnboardingState.IN_PROGRESS:
+        task = task_submit(task=task, user=submitter)
+    if task.state == OnboardingState.AWAITING_APPROVAL:
+        task = task_approve(task=task, user=approver, note=note)
+    return task
+
+
 # --- the plan ------------------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 
 from core.onboarding.errors import NoteRequired, TransitionNotAllowedFromState
 from core.onboarding.models import ApprovalDecision, OnboardingState as S, OnboardingTask, OnboardingTransition
-from core.onboarding.services import task_approve, task_reject, task_start, task_submit
+from core.onboarding.services import task_approve, task_drive_to_approved, task_reject, task_start, task_submit
 
 pytestmark = pytest.mark.django_db
 
@@ -147,3 +147,17 @@ def test_audit_rows_are_append_only_in_python_and_in_the_database(kms_uat, lead,
             model.objects.filter(task=task).delete()
     assert ApprovalDecision.objects.get(pk=decision.pk).note == ""
     assert OnboardingTransition.objects.filter(task=task).count() == 3
+
+
+@pytest.mark.parametrize("start_in", [S.NOT_STARTED, S.IN_PROGRESS, S.AWAITING_APPROVAL, S.REJECTED, S.APPROVED])
+def test_drive_to_approved_finishes_the_four_eyes_path_from_any_state(kms_uat, lead, approver, put_in_state,
+                                                                      start_in):
+    put_in_state(kms_uat, start_in)
+    before = OnboardingTransition.objects.filter(task=kms_uat).count()
+    task = task_drive_to_approved(task=kms_uat, submitter=lead, approver=approver, note="demo")
+    assert (task.state, task.submitted_by, task.approved_by) == (S.APPROVED, lead, approver)
+    steps = {S.NOT_STARTED: 3, S.REJECTED: 3, S.IN_PROGRESS: 2, S.AWAITING_APPROVAL: 1, S.APPROVED: 0}[start_in]
+    assert OnboardingTransition.objects.filter(task=task).count() == before + steps
+    # An already approved task is left alone: its original decision (no note) stays the only one.
+    expected_note = "" if start_in == S.APPROVED else "demo"
+    assert ApprovalDecision.objects.filter(task=task, decision="approve").get().note == expected_note

@@ -10,13 +10,7 @@ from django.db import transaction
 
 from core.errors import TokenPoolError
 from core.onboarding.models import OnboardingEnvironment, OnboardingGroup, OnboardingState, OnboardingTask
-from core.onboarding.services import (
-    PLAN_PATH,
-    plan_load,
-    task_approve,
-    task_start,
-    task_submit,
-)
+from core.onboarding.services import PLAN_PATH, plan_load, task_drive_to_approved
 
 DEMO_SUBMITTER = "demo-lead"
 DEMO_APPROVER = "demo-approver"
@@ -80,7 +74,7 @@ class Command(BaseCommand):
             progressed, still = False, []
             for task in pending:
                 try:
-                    self._drive_to_approved(task=task, lead=lead, approver=approver)
+                    task_drive_to_approved(task=task, submitter=lead, approver=approver, note=DEMO_NOTE)
                 except TokenPoolError as exc:
                     still.append((task, exc))
                     continue
@@ -93,13 +87,3 @@ class Command(BaseCommand):
                 raise CommandError(f"Cannot approve {environment} onboarding: {reasons}")
             pending = [t for t, _ in still]
         return approved, already
-
-    @staticmethod
-    def _drive_to_approved(*, task: OnboardingTask, lead, approver) -> None:
-        task.refresh_from_db()
-        if task.state in (OnboardingState.NOT_STARTED, OnboardingState.REJECTED):
-            task = task_start(task=task, user=lead)
-        if task.state == OnboardingState.IN_PROGRESS:
-            task = task_submit(task=task, user=lead)
-        if task.state == OnboardingState.AWAITING_APPROVAL:
-            task_approve(task=task, user=approver, note=DEMO_NOTE)
