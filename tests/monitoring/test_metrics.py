@@ -145,7 +145,8 @@ def test_large_table_mode_keeps_counters_exact_without_a_full_scan(pool_with_pai
     pair_states(pool, used=5, retired=1)
     # Rows older than the anchor margin, as they would be on a real deployment.
     TokenPair.objects.filter(pool=pool).update(created_at=timezone.now() - timedelta(minutes=30))
-    pool_snapshots_take()
+    taken_at = timezone.now() - timedelta(minutes=10)  # an older snapshot, so its age is visible
+    pool_snapshots_take(now=taken_at)
     snapshot = pool.snapshots.get()
     assert snapshot.anchor_id == TokenPair.objects.filter(pool=pool).order_by("-id").first().pk
     assert (snapshot.rows_pool, snapshot.rows_direct, snapshot.used) == (40, 0, 5)
@@ -154,7 +155,9 @@ def test_large_table_mode_keeps_counters_exact_without_a_full_scan(pool_with_pai
     pool_with_pairs(pool.name, pairs=10)
 
     settings.MONITORING_EXACT_COUNT_MAX_ROWS = -1  # force the large-table path
+    before = timezone.now()
     text = scrape()
+    after = timezone.now()
     exact = {s: TokenPair.objects.filter(pool=pool, status=s).count() for s in PairStatus}
 
     def value(name: str, **labels: str) -> float | None:
@@ -168,7 +171,9 @@ def test_large_table_mode_keeps_counters_exact_without_a_full_scan(pool_with_pai
     # USED/RETIRED: as of the snapshot (5 and 1), not the 9 USED now.
     assert value("tokenpool_pool_pairs", status="USED") == snapshot.used == 5
     assert value("tokenpool_pool_pairs", status="RETIRED") == 1
-    assert value("tokenpool_pool_counts_age_seconds") >= 0
+    # The age is the snapshot's: between its age when the scrape started and when it ended.
+    age = value("tokenpool_pool_counts_age_seconds")
+    assert (before - taken_at).total_seconds() <= age <= (after - taken_at).total_seconds()
 
 
 def test_database_collector_failure_still_serves_process_metrics(scrape, monkeypatch):

@@ -1,6 +1,7 @@
 """Pool snapshots (the dashboard's history) and the monitoring schedules."""
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 
 import pytest
@@ -8,7 +9,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import Schedule
 
-from core.monitoring.models import PoolSnapshot
+from core.monitoring.models import PoolAlert, PoolSnapshot
 from core.monitoring.schedules import (
     ALERTS_SCHEDULE_NAME,
     SNAPSHOT_SCHEDULE_NAME,
@@ -16,7 +17,7 @@ from core.monitoring.schedules import (
 )
 from core.monitoring.services import pool_snapshots_take
 from core.monitoring.tasks import alerts_evaluate_task, snapshots_take_task
-from core.pool.models import PairStatus, TokenPair
+from core.pool.models import PairStatus, Pool, TokenPair
 from core.refill.models import RefillRun, RefillTrigger
 
 pytestmark = pytest.mark.django_db
@@ -43,19 +44,33 @@ def test_snapshot_records_every_pools_counts(pool_with_pairs, pair_states):
 def test_snapshot_task_prunes_old_history(pool_with_pairs, settings):
     settings.MONITORING_SNAPSHOT_RETENTION_DAYS = 7
     pool = pool_with_pairs(pairs=1)
-    pool_snapshots_take(now=timezone.now() - timedelta(days=8))
-    pool_snapshots_take(now=timezone.now() - timedelta(days=6))
-    assert snapshots_take_task() >= 1
+    Pool.objects.exclude(pk=pool.pk).delete()  # the migration's "default" pool, when present
+    eight_days_ago, six_days_ago = timezone.now() - timedelta(days=8), timezone.now() - timedelta(days=6)
+    pool_snapshots_take(now=eight_days_ago)
+    pool_snapshots_take(now=six_days_ago)
+    started = timezone.now()
+    assert snapshots_take_task() == 1  # one snapshot per pool
     taken = sorted(PoolSnapshot.objects.filter(pool=pool).values_list("taken_at", flat=True))
-    assert len(taken) == 2 and taken[0] > timezone.now() - timedelta(days=7)
+    assert len(taken) == 2
+    assert taken[0] == six_days_ago and taken[1] >= started  # the 8-day-old one was pruned
 
 
 def test_alert_task_reports_what_it_did(pool_with_pairs, settings):
     settings.ALERT_WEBHOOK_URL = ""
     settings.ALERT_EMAILS = []
-    pool_with_pairs(pairs=0, target_size=10, low_watermark=5, critical_watermark=1)
-    result = alerts_evaluate_task()
-    assert result["opened"] >= 2
+    # Namespaces of its own: no other test's TOME call history can open a tome_unavailable alert here.
+    pool = pool_with_pairs(pairs=0, target_size=10, low_watermark=5, critical_watermark=1,
+                           ns1_namespace=f"ns1-{secrets.token_hex(3)}", ns2_namespace=f"ns2-{secrets.token_hex(3)}")
+    Pool.objects.exclude(pk=pool.pk).delete()  # the migration's "default" pool, when present
+    assert alerts_evaluate_task() == {"opened": 2, "resolved": 0}
+    open_alerts = PoolAlert.objects.filter(pool=pool, resolved_at__isnull=True)
+    assert set(open_alerts.values_list("condition", "severity")) == {
+        ("pool_low", "warning"), ("pool_critical", "critical")}
+
+    assert alerts_evaluate_task() == {"opened": 0, "resolved": 0}  # still open: nothing new to report
+    pool_with_pairs(pool.name, pairs=10)
+    assert alerts_evaluate_task() == {"opened": 0, "resolved": 2}
+    assert not open_alerts.exists()
 
 
 def test_schedules_exist_once_after_migrate_and_are_idempotent(settings):

@@ -16,9 +16,10 @@ RESERVATION_FIELDS = {"reservation_id", "pool", "internal_token", "external_ref_
                       "owner_ref", "reserved_at", "expires_at", "used_at"}
 
 
-def _reserve(api, body=None, **headers):
+def _reserve(api, body=None, *, expect: int, **headers):
+    """POST one reservation; ``expect`` is 201 for a new reservation, 200 for an idempotent replay."""
     response = api.post("/api/v1/reservations", body or {}, **headers)
-    assert response.status_code in (200, 201), response.content
+    assert response.status_code == expect, response.content
     return response.json()
 
 
@@ -40,7 +41,7 @@ def test_the_hand_built_body_matches_the_documented_serializer(api, default_pool
     from core.pool.api import ReservationOutput, reservation_body
     from core.pool.selectors import reservation_get
 
-    rid = _reserve(api, {"owner_ref": "x"})["reservation_id"]
+    rid = _reserve(api, {"owner_ref": "x"}, expect=201)["reservation_id"]
     api.post(f"/api/v1/reservations/{rid}/confirm")
     pair = reservation_get(reservation_id=rid, api_key=api.api_key)
     assert reservation_body(pair) == ReservationOutput(pair).data
@@ -48,7 +49,7 @@ def test_the_hand_built_body_matches_the_documented_serializer(api, default_pool
 
 def test_lease_is_the_pools_reservation_ttl(api, pool_with_pairs):
     pool_with_pairs("short-lease", pairs=2, reservation_ttl=timedelta(minutes=3))
-    body = _reserve(api, {"pool": "short-lease", "owner_ref": "order-42"})
+    body = _reserve(api, {"pool": "short-lease", "owner_ref": "order-42"}, expect=201)
     reserved = timezone.datetime.fromisoformat(body["reserved_at"])
     expires = timezone.datetime.fromisoformat(body["expires_at"])
     assert expires - reserved == timedelta(minutes=3)
@@ -56,7 +57,7 @@ def test_lease_is_the_pools_reservation_ttl(api, pool_with_pairs):
 
 
 def test_default_lease_is_fifteen_minutes(api, default_pool):
-    body = _reserve(api)
+    body = _reserve(api, expect=201)
     assert (timezone.datetime.fromisoformat(body["expires_at"])
             - timezone.datetime.fromisoformat(body["reserved_at"])) == timedelta(minutes=15)
 
@@ -73,7 +74,7 @@ def test_unknown_pool_is_404(api, default_pool):
 
 
 def test_get_returns_the_reservation(api, default_pool):
-    body = _reserve(api)
+    body = _reserve(api, expect=201)
     response = api.get(f"/api/v1/reservations/{body['reservation_id']}")
     assert response.status_code == 200 and response.json() == body
 
@@ -87,7 +88,7 @@ def test_unknown_or_malformed_reservation_id_is_404(api, default_pool, reservati
 
 
 def test_another_keys_reservation_is_404(api, default_pool, make_api_key, api_as):
-    body = _reserve(api)
+    body = _reserve(api, expect=201)
     _, other_raw = make_api_key(scopes=["reserve"])
     other = api_as(other_raw)
     rid = body["reservation_id"]
@@ -98,7 +99,7 @@ def test_another_keys_reservation_is_404(api, default_pool, make_api_key, api_as
 
 
 def test_confirm_marks_used_and_is_idempotent(api, default_pool):
-    rid = _reserve(api, {"owner_ref": "first"})["reservation_id"]
+    rid = _reserve(api, {"owner_ref": "first"}, expect=201)["reservation_id"]
     first = api.post(f"/api/v1/reservations/{rid}/confirm", {"owner_ref": "card-7"})
     assert first.status_code == 200
     assert first.json()["status"] == "USED" and first.json()["used_at"] is not None
@@ -109,12 +110,12 @@ def test_confirm_marks_used_and_is_idempotent(api, default_pool):
 
 
 def test_confirm_without_owner_ref_keeps_the_reservations(api, default_pool):
-    rid = _reserve(api, {"owner_ref": "kept"})["reservation_id"]
+    rid = _reserve(api, {"owner_ref": "kept"}, expect=201)["reservation_id"]
     assert api.post(f"/api/v1/reservations/{rid}/confirm").json()["owner_ref"] == "kept"
 
 
 def test_release_retires_and_is_idempotent(api, default_pool):
-    rid = _reserve(api)["reservation_id"]
+    rid = _reserve(api, expect=201)["reservation_id"]
     first = api.post(f"/api/v1/reservations/{rid}/release", {})
     assert first.status_code == 200 and first.json()["status"] == "RETIRED"
     again = api.post(f"/api/v1/reservations/{rid}/release")
@@ -124,14 +125,14 @@ def test_release_retires_and_is_idempotent(api, default_pool):
 
 
 def test_confirming_a_retired_reservation_is_409(api, default_pool):
-    rid = _reserve(api)["reservation_id"]
+    rid = _reserve(api, expect=201)["reservation_id"]
     api.post(f"/api/v1/reservations/{rid}/release")
     response = api.post(f"/api/v1/reservations/{rid}/confirm")
     assert response.status_code == 409 and response.json()["code"] == "reservation_not_active"
 
 
 def test_releasing_a_used_reservation_is_409(api, default_pool):
-    rid = _reserve(api)["reservation_id"]
+    rid = _reserve(api, expect=201)["reservation_id"]
     api.post(f"/api/v1/reservations/{rid}/confirm")
     response = api.post(f"/api/v1/reservations/{rid}/release")
     assert response.status_code == 409 and response.json()["code"] == "reservation_not_active"
@@ -139,7 +140,7 @@ def test_releasing_a_used_reservation_is_409(api, default_pool):
 
 
 def test_confirming_an_expired_lease_before_the_sweep_retires_it_and_is_409(api, default_pool):
-    rid = _reserve(api)["reservation_id"]
+    rid = _reserve(api, expect=201)["reservation_id"]
     TokenPair.objects.filter(reservation_id=rid).update(expires_at=timezone.now() - timedelta(seconds=1))
     response = api.post(f"/api/v1/reservations/{rid}/confirm")
     assert response.status_code == 409 and response.json()["code"] == "reservation_not_active"
@@ -147,8 +148,8 @@ def test_confirming_an_expired_lease_before_the_sweep_retires_it_and_is_409(api,
 
 
 def test_expiry_sweep_retires_past_leases_and_never_makes_them_available(api, default_pool):
-    expired = _reserve(api)["reservation_id"]
-    live = _reserve(api)["reservation_id"]
+    expired = _reserve(api, expect=201)["reservation_id"]
+    live = _reserve(api, expect=201)["reservation_id"]
     TokenPair.objects.filter(reservation_id=expired).update(expires_at=timezone.now() - timedelta(minutes=1))
     available_before = TokenPair.objects.filter(pool=default_pool, status=PairStatus.AVAILABLE).count()
 
@@ -163,7 +164,7 @@ def test_expiry_sweep_retires_past_leases_and_never_makes_them_available(api, de
 
 def test_expiry_sweep_respects_its_limit(api, default_pool):
     for _ in range(3):
-        _reserve(api)
+        _reserve(api, expect=201)
     later = timezone.now() + timedelta(hours=1)
     assert reservations_expire(now=later, limit=2) == 2
     assert reservations_expire(now=later, limit=2) == 1
@@ -172,7 +173,7 @@ def test_expiry_sweep_respects_its_limit(api, default_pool):
 
 def test_a_pair_leaves_available_only_once(api, pool_with_pairs):
     pool = pool_with_pairs("tiny", pairs=3)
-    ids = {_reserve(api, {"pool": "tiny"})["internal_token"] for _ in range(3)}
+    ids = {_reserve(api, {"pool": "tiny"}, expect=201)["internal_token"] for _ in range(3)}
     assert len(ids) == 3
     assert not TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).exists()
 
@@ -180,21 +181,20 @@ def test_a_pair_leaves_available_only_once(api, pool_with_pairs):
 # ---- idempotency ------------------------------------------------------------------------------------
 
 def test_same_idempotency_key_and_body_returns_the_same_reservation(api, default_pool):
-    first = api.post("/api/v1/reservations", {"owner_ref": "o-1"}, HTTP_IDEMPOTENCY_KEY="req-1")
-    second = api.post("/api/v1/reservations", {"owner_ref": "o-1"}, HTTP_IDEMPOTENCY_KEY="req-1")
-    assert first.status_code == 201 and second.status_code == 200
-    assert second.json() == first.json()
+    first = _reserve(api, {"owner_ref": "o-1"}, expect=201, HTTP_IDEMPOTENCY_KEY="req-1")
+    second = _reserve(api, {"owner_ref": "o-1"}, expect=200, HTTP_IDEMPOTENCY_KEY="req-1")
+    assert second == first
     assert TokenPair.objects.filter(idempotency_key="req-1").count() == 1
 
 
 def test_defaults_make_equivalent_bodies_the_same_request(api, default_pool):
-    first = api.post("/api/v1/reservations", {}, HTTP_IDEMPOTENCY_KEY="req-2")
-    second = api.post("/api/v1/reservations", {"pool": "default", "ignored": 1}, HTTP_IDEMPOTENCY_KEY="req-2")
-    assert second.status_code == 200 and second.json()["reservation_id"] == first.json()["reservation_id"]
+    first = _reserve(api, expect=201, HTTP_IDEMPOTENCY_KEY="req-2")
+    second = _reserve(api, {"pool": "default", "ignored": 1}, expect=200, HTTP_IDEMPOTENCY_KEY="req-2")
+    assert second["reservation_id"] == first["reservation_id"]
 
 
 def test_same_idempotency_key_with_another_body_is_422(api, default_pool):
-    api.post("/api/v1/reservations", {"owner_ref": "a"}, HTTP_IDEMPOTENCY_KEY="req-3")
+    _reserve(api, {"owner_ref": "a"}, expect=201, HTTP_IDEMPOTENCY_KEY="req-3")
     response = api.post("/api/v1/reservations", {"owner_ref": "b"}, HTTP_IDEMPOTENCY_KEY="req-3")
     assert response.status_code == 422 and response.json()["code"] == "idempotency_key_reused"
     batch = api.post("/api/v1/reservations/batch", {"count": 1, "owner_ref": "a"}, HTTP_IDEMPOTENCY_KEY="req-3")
@@ -202,18 +202,16 @@ def test_same_idempotency_key_with_another_body_is_422(api, default_pool):
 
 
 def test_idempotency_keys_are_scoped_to_the_api_key(api, default_pool, make_api_key, api_as):
-    first = api.post("/api/v1/reservations", {}, HTTP_IDEMPOTENCY_KEY="shared")
+    first = _reserve(api, expect=201, HTTP_IDEMPOTENCY_KEY="shared")
     other = api_as(make_api_key(scopes=["reserve"])[1])
-    second = other.post("/api/v1/reservations", {}, HTTP_IDEMPOTENCY_KEY="shared")
-    assert second.status_code == 201
-    assert second.json()["reservation_id"] != first.json()["reservation_id"]
+    second = _reserve(other, expect=201, HTTP_IDEMPOTENCY_KEY="shared")  # new for this key, not a replay
+    assert second["reservation_id"] != first["reservation_id"]
 
 
 def test_replay_reflects_the_current_state(api, default_pool):
-    rid = api.post("/api/v1/reservations", {}, HTTP_IDEMPOTENCY_KEY="req-4").json()["reservation_id"]
+    rid = _reserve(api, expect=201, HTTP_IDEMPOTENCY_KEY="req-4")["reservation_id"]
     api.post(f"/api/v1/reservations/{rid}/confirm")
-    replay = api.post("/api/v1/reservations", {}, HTTP_IDEMPOTENCY_KEY="req-4")
-    assert replay.status_code == 200 and replay.json()["status"] == "USED"
+    assert _reserve(api, expect=200, HTTP_IDEMPOTENCY_KEY="req-4")["status"] == "USED"
 
 
 @pytest.mark.parametrize("key", ["", "k" * 256])
@@ -262,9 +260,9 @@ def test_batch_of_500_is_allowed(api, pool_with_pairs):
 
 def test_pool_edits_apply_to_the_next_reservation(api, pool_with_pairs):
     pool = pool_with_pairs("editable", pairs=3)
-    _reserve(api, {"pool": "editable"})  # the pool is now cached for the hot path
+    _reserve(api, {"pool": "editable"}, expect=201)  # the pool is now cached for the hot path
     pool.reservation_ttl = timedelta(minutes=2)
     pool.save()
-    body = _reserve(api, {"pool": "editable"})
+    body = _reserve(api, {"pool": "editable"}, expect=201)
     assert (timezone.datetime.fromisoformat(body["expires_at"])
             - timezone.datetime.fromisoformat(body["reserved_at"])) == timedelta(minutes=2)
