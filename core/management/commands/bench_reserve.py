@@ -13,6 +13,9 @@
 (r) for reference, the same claim SQL through ``pgbench`` (the binary shipped with the embedded
     PostgreSQL; same clients, same number of transactions) and ``GET /healthz`` through the same
     gunicorn with wrk (plain Django through the whole middleware stack, no database);
+(p) optionally (``--inprocess N``) CPU and wall time per request without network: Django's
+    WSGIHandler called directly N times for an authenticated DRF no-op (a ScopedApiView mounted
+    only for this measurement) and for the reservation;
 (c) optionally the bulk insert: a direct COPY into the table (what ships; it falls back to the
     staged path on a duplicate), COPY into a staging table + ``INSERT ... SELECT ... ON CONFLICT DO
     NOTHING``, and a multi-row ``INSERT ... ON CONFLICT DO NOTHING``, in transactions of
@@ -159,6 +162,8 @@ class Command(BaseCommand):
         parser.add_argument("--http-seconds", type=int, default=10, help="Duration of each wrk run.")
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--worker-threads", type=int, default=4)
+        parser.add_argument("--inprocess", type=int, default=0,
+                            help="Also time N in-process WSGI requests (no-op vs reservation), CPU and wall.")
         parser.add_argument("--bulk-insert-rows", type=int, default=0,
                             help="Also compare the two bulk inserts on this many rows (e.g. 100000).")
         parser.add_argument("--bulk-batch", type=int, default=5000, help="Rows per transaction for the bulk insert.")
@@ -173,6 +178,8 @@ class Command(BaseCommand):
                                                  rate_limit_per_second=10_000_000)
         pools: list[Pool] = []
         try:
+            if opts["inprocess"]:
+                self.bench_inprocess(requests=opts["inprocess"], raw_key=raw_key, pools=pools)
             if opts["bulk_insert_rows"]:
                 self.bench_bulk_insert(rows=opts["bulk_insert_rows"], batch=opts["bulk_batch"], pools=pools)
             if not opts["skip_service"]:
@@ -365,6 +372,62 @@ class Command(BaseCommand):
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=True)
         data = json.loads(result.stdout.strip().splitlines()[-1])
         return data["elapsed"], data["latencies"], data["errors"]
+
+    # ---- (p) in process ----------------------------------------------------------------------------------
+
+    def bench_inprocess(self, *, requests: int, raw_key: str, pools: list[Pool]) -> None:
+        import io
+        import types
+
+        from django.core.handlers.wsgi import WSGIHandler
+        from django.test.utils import override_settings
+        from django.urls import clear_url_caches, path
+        from rest_framework.response import Response
+
+        from core.api.base import ScopedApiView
+
+        class NoopApi(ScopedApiView):
+            required_scope = "reserve"
+
+            def post(self, request: Any) -> Response:
+                return Response({"ok": True}, status=201)
+
+        import tokenpool.urls
+
+        urls = types.ModuleType("bench_reserve_urls")
+        urls.urlpatterns = [path("api/v1/bench-noop", NoopApi.as_view()), *tokenpool.urls.urlpatterns]
+        sys.modules[urls.__name__] = urls
+        pool = self.scratch_pool(pairs=requests + 100, pools=pools)
+        body = json.dumps({"pool": pool.name}).encode()
+        handler = WSGIHandler()
+
+        def call(path_info: str) -> str:
+            status: list[str] = []
+            environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path_info, "SERVER_NAME": "127.0.0.1",
+                       "SERVER_PORT": "8000", "HTTP_HOST": "127.0.0.1", "REMOTE_ADDR": "127.0.0.1",
+                       "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
+                       "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/json",
+                       "HTTP_AUTHORIZATION": f"Api-Key {raw_key}"}
+            result = handler(environ, lambda s, h: status.append(s))
+            b"".join(result)
+            result.close()
+            return status[0]
+
+        with override_settings(ROOT_URLCONF=urls.__name__):
+            clear_url_caches()
+            try:
+                for label, path_info in (("no-op (auth)", "/api/v1/bench-noop"), ("reservation", "/api/v1/reservations")):
+                    for _ in range(50):
+                        assert call("/api/v1/bench-noop").startswith("201")
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    for _ in range(requests):
+                        assert call(path_info).startswith("201")
+                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                    self.stdout.write(f"in-process {label:<14} n={requests:<6} CPU {cpu / requests * 1000:.3f} ms/request"
+                                      f"   wall {wall / requests * 1000:.3f} ms/request")
+            finally:
+                clear_url_caches()
+                sys.modules.pop(urls.__name__, None)
 
     # ---- (r) pgbench ------------------------------------------------------------------------------------
 
