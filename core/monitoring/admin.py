@@ -99,12 +99,9 @@ def _install_pool_config_admin() -> None:
 
     The registered instance is kept (other rooms add actions to it, e.g. refill's "Refill now");
     only its class gains ``PoolConfigAdminMixin`` in front of its own."""
-    pool_admin = admin.site._registry.get(Pool)
-    if pool_admin is None:
-        @admin.register(Pool)
-        class PoolAdmin(PoolConfigAdminMixin, admin.ModelAdmin):
-            pass
-        return
+    # core/admin.py imports core.pool.admin before this module, so the Pool admin is registered
+    # (get_model_admin raises NotRegistered otherwise, rather than silently building another one).
+    pool_admin = admin.site.get_model_admin(Pool)
     if not isinstance(pool_admin, PoolConfigAdminMixin):
         base = type(pool_admin)
         pool_admin.__class__ = type(base.__name__, (PoolConfigAdminMixin, base), {"__module__": base.__module__})

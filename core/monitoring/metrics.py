@@ -15,7 +15,7 @@ import os
 import re
 import socket
 import time
-from typing import Iterable, Iterator
+from typing import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -212,23 +212,3 @@ def metrics_render() -> bytes:
     """The /metrics body: multiprocess metrics plus the database-derived families."""
     _prime_families()
     return generate_latest(_registry())
-
-
-def sample_value(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
-    """A sample's value from exposition text (used by tests and the dashboard); None if absent."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and (labels is None or all(sample.labels.get(k) == v for k, v in labels.items())):
-                return sample.value
-    return None
-
-
-def samples(text: str, name: str) -> Iterable[tuple[dict[str, str], float]]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                yield dict(sample.labels), sample.value

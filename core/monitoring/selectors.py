@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from core.monitoring.models import PoolAlert, PoolSnapshot
@@ -266,7 +266,3 @@ def open_alerts(*, pool: Pool | None = None) -> list[PoolAlert]:
     if pool is not None:
         qs = qs.filter(pool=pool)
     return list(qs.order_by("-opened_at"))
-
-
-def latest_snapshot_time() -> datetime | None:
-    return PoolSnapshot.objects.aggregate(t=Max("taken_at"))["t"]

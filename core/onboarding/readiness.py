@@ -22,7 +22,3 @@ def missing_approvals(*, environment: str) -> list[str]:
     if not rows:
         return [f"Onboarding plan for environment {env or '(none)'} (not loaded; run manage.py load_onboarding_plan)"]
     return [title for title, state in rows if state != OnboardingState.APPROVED]
-
-
-def is_ready(*, environment: str) -> bool:
-    return not missing_approvals(environment=environment)

@@ -78,15 +78,9 @@ def refill_now(modeladmin, request, queryset) -> None:
 
 
 def _install_pool_action() -> None:
-    pool_admin = admin.site._registry.get(Pool)
-    if pool_admin is None:
-        # The pool room has not registered its admin (yet): give pools a minimal one.
-        @admin.register(Pool)
-        class PoolAdmin(admin.ModelAdmin):
-            list_display = ("name", "environment", "target_size", "low_watermark", "batch_size",
-                            "refill_interval_minutes", "refill_enabled")
-            actions = [refill_now]
-        return
+    # core/admin.py imports core.pool.admin before this module, so the Pool admin is registered
+    # (get_model_admin raises NotRegistered otherwise, rather than silently building another one).
+    pool_admin = admin.site.get_model_admin(Pool)
     actions = list(pool_admin.actions or [])
     if refill_now not in actions:
         pool_admin.actions = [*actions, refill_now]

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from core.monitoring.metrics import record_tome_call, sample_value, samples
+from core.monitoring.metrics import record_tome_call
 from core.pool.models import PairSource, PairStatus, TokenPair
 from core.refill.models import RefillOutcome, RefillRun, RefillTrigger
 from core.tome.client import CallRecord
+from tests.fixtures.monitoring import sample_value, samples
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db
