@@ -17,6 +17,8 @@ from core.monitoring.metrics import observe_request
 logger = logging.getLogger("tokenpool.request")
 
 UNMATCHED = "<unmatched>"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+OTHER_METHOD = "other"
 
 
 def request_endpoint(request: HttpRequest) -> str:
@@ -30,6 +32,15 @@ def request_endpoint(request: HttpRequest) -> str:
     return "/" + match.route.lstrip("^").rstrip("$")
 
 
+def request_method(request: HttpRequest) -> str:
+    """The request's method if it is a standard HTTP one, else ``other``.
+
+    Clients may send any token as the method (``PROPFIND``, random strings): as a metric label each
+    would become a new time series, so the label set is kept to these ten values."""
+    method = request.method or ""
+    return method if method in HTTP_METHODS else OTHER_METHOD
+
+
 class RequestLogMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -39,7 +50,7 @@ class RequestLogMiddleware:
         response = self.get_response(request)
         elapsed = time.perf_counter() - started
         endpoint = request_endpoint(request)
-        observe_request(endpoint=endpoint, method=request.method or "", seconds=elapsed)
+        observe_request(endpoint=endpoint, method=request_method(request), seconds=elapsed)
         level = logging.ERROR if response.status_code >= 500 else logging.INFO
         logger.log(level, "request", extra={
             "api_key_name": getattr(request, "api_key_name", None),

@@ -114,6 +114,25 @@ def test_request_duration_is_labelled_by_route_not_raw_path(api, scrape):
     assert not any(raw_id in endpoint for raw_id in raw_ids for endpoint in endpoints)
 
 
+def test_request_duration_method_label_is_a_standard_method_or_other(client, scrape):
+    route = "/api/v1/reservations/<str:reservation_id>"
+    odd_methods = ["PROPFIND", f"X{secrets.token_hex(6).upper()}"]
+
+    def count(method: str) -> float:
+        return sample_value(scrape(), "tokenpool_request_duration_seconds_count",
+                            {"endpoint": route, "method": method}) or 0
+
+    other_before, get_before = count("other"), count("GET")
+    for method in odd_methods:
+        client.generic(method, "/api/v1/reservations/some-id")
+    client.get("/api/v1/reservations/some-id")
+    assert count("other") == other_before + 2
+    assert count("GET") == get_before + 1
+    methods = {labels["method"] for labels, _ in samples(scrape(), "tokenpool_request_duration_seconds_count")}
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "other"}
+    assert not methods & set(odd_methods)
+
+
 def test_counters_written_by_another_process_are_summed(scrape):
     """A separate OS process (as a gunicorn worker or the qcluster would be) increments the same
     counter in the shared directory; one scrape answers the total."""
