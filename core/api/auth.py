@@ -155,12 +155,6 @@ class ApiKeyAuthentication(BaseAuthentication):
         return ApiKeyPrincipal(api_key), api_key
 
     def _verify(self, request: Request, *, keyword: str, raw_key: str, digest: str) -> ApiKey:
-        address = _client_address(request)
-        limit = settings.API_AUTH_FAILURE_RATE_PER_MINUTE
-        # An address that keeps failing is refused before its next guess is even checked.
-        wait = _auth_failures.take(address, rate=limit, per=60.0, peek=True)
-        if wait:
-            raise _throttled(wait)
         api_key = None
         if keyword.lower() == KEYWORD.lower() and raw_key:
             try:
@@ -170,7 +164,12 @@ class ApiKeyAuthentication(BaseAuthentication):
             if api_key is not None and api_key.has_expired:
                 api_key = None
         if api_key is None:
-            _auth_failures.take(address, rate=limit, per=60.0)
+            # Only failures are limited per address: behind a shared proxy address, one client's
+            # key-guessing loop must not lock out every valid key (a valid key proves itself).
+            wait = _auth_failures.take(_client_address(request),
+                                       rate=settings.API_AUTH_FAILURE_RATE_PER_MINUTE, per=60.0)
+            if wait:
+                raise _throttled(wait)
             raise exceptions.AuthenticationFailed("Missing, unknown or revoked API key.")
         _key_cache.put(digest, api_key)
         return api_key
