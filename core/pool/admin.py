@@ -7,7 +7,6 @@ count) and searches by exact token through the unique indexes (Django's `=` sear
 monitoring links) from their own admin modules; keep this one to the pool's own concerns."""
 from __future__ import annotations
 
-import hashlib
 import uuid
 
 from django.contrib import admin
@@ -21,6 +20,7 @@ from django.utils.functional import cached_property
 
 from core.admin_mixins import ReadOnlyAdminMixin
 from core.pool.models import AuditRecord, PairStatus, Pool, TokenPair
+from core.pool.services import audit_token_digest
 
 # Above this, a filtered changelist shows "10,000+"-style paging instead of an exact count.
 COUNT_CAP = 10_000
@@ -118,5 +118,5 @@ class AuditRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        digest = hashlib.sha256(term.encode()).hexdigest()
+        digest = audit_token_digest(term)
         return queryset.filter(Q(token_digest=digest) | Q(token_digest=term) | Q(correlation_id=term)), False

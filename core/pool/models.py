@@ -175,7 +175,7 @@ class AuditRecord(models.Model):
     api_key = models.ForeignKey("core.ApiKey", on_delete=models.PROTECT, related_name="+", db_index=False)
     action = models.CharField(max_length=16, choices=AuditAction.choices)
     pair = models.ForeignKey(TokenPair, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    token_digest = models.CharField(max_length=64, help_text="SHA-256 (hex) of the token asked about.")
+    token_digest = models.CharField(max_length=64, help_text="HMAC-SHA-256 (hex, keyed by SECRET_KEY) of the token asked about.")
     correlation_id = models.CharField(max_length=128, blank=True, default="")
     outcome = models.CharField(max_length=24, choices=AuditOutcome.choices)
     created_at = models.DateTimeField(auto_now_add=True)

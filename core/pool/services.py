@@ -6,6 +6,7 @@ transaction left open while waiting on the network holds back VACUUM for every o
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import uuid
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Sequence
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -497,8 +499,10 @@ def pair_detokenize_batch(*, external_ref_ids: Sequence[str], api_key: ApiKey) -
     return _resolve(action=AuditAction.DETOKENIZE, tokens=external_ref_ids, api_key=api_key, single=False)
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def audit_token_digest(token: str) -> str:
+    """HMAC-SHA-256 of a token under the server's secret: an investigator with the token can find
+    its audit rows, but the audit table alone cannot be brute-forced back to 16-digit tokens."""
+    return hmac.new(settings.SECRET_KEY.encode(), token.encode(), hashlib.sha256).hexdigest()
 
 
 def _resolve(*, action: str, tokens: Sequence[str], api_key: ApiKey, single: bool) -> list[PairResult | None]:
@@ -569,7 +573,7 @@ def _tome_resolve(*, action: str, tokens: list[str], single: bool) -> list[str |
 def _audit(*, api_key: ApiKey, action: str, entries: Sequence[tuple[str, int | None, str]]) -> None:
     correlation_id = get_correlation_id() or ""
     records = [
-        AuditRecord(api_key_id=api_key.pk, action=action, pair_id=pair_id, token_digest=_digest(token),
+        AuditRecord(api_key_id=api_key.pk, action=action, pair_id=pair_id, token_digest=audit_token_digest(token),
                     correlation_id=correlation_id, outcome=outcome)
         for token, pair_id, outcome in entries
     ]

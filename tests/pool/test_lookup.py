@@ -13,7 +13,11 @@ pytestmark = pytest.mark.django_db
 
 
 def digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    from core.pool.services import audit_token_digest
+
+    digest = audit_token_digest(token)
+    assert digest != hashlib.sha256(token.encode()).hexdigest()  # keyed: not reversible from the table alone
+    return digest
 
 
 @pytest.fixture
