@@ -16,8 +16,7 @@ from core.api.models import ApiKey
 from core.errors import PoolNotFound, ReservationNotFound
 from core.pool.models import PairStatus, Pool, TokenPair
 
-__all__ = ["DEFAULT_POOL_NAME", "pool_get", "pool_get_cached", "pool_cache_clear", "pool_available_count", "pool_status_counts",
-           "pool_consumption_per_hour", "pool_health", "parse_reservation_id", "reservation_get"]
+__all__ = ["DEFAULT_POOL_NAME", "pool_get", "pool_get_cached", "pool_cache_clear", "pool_health", "parse_reservation_id", "reservation_get"]
 
 DEFAULT_POOL_NAME = "default"
 _POOL_NAME = re.compile(r"[-a-zA-Z0-9_]{1,64}")  # Pool.name is a SlugField(max_length=64)
@@ -60,42 +59,17 @@ def pool_cache_clear() -> None:
         _pool_cache.clear()
 
 
-def pool_available_count(*, pool: Pool) -> int:
-    """AVAILABLE pairs: an index-only count over the small partial index `pair_available_idx`."""
-    return TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count()
-
-
-def pool_status_counts(*, pool: Pool) -> dict[str, int]:
-    """Pairs per status, all four statuses present (zeros included).
-
-    Scans the pool's rows (USED/RETIRED are not indexed on purpose, see models): fine for an ops
-    endpoint or a scrape every 15 s into the tens of millions of rows, not for a hot path."""
-    counts = {status.value: 0 for status in PairStatus}
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT status, count(*) FROM core_tokenpair WHERE pool_id = %s GROUP BY status", [pool.pk])
-        counts.update(dict(cursor.fetchall()))
-    return counts
-
-
-def pool_consumption_per_hour(*, pool: Pool, hours: float = 1.0) -> float:
-    """Pairs reserved per hour over the last ``hours`` (by ``reserved_at``, any source)."""
-    if hours <= 0:
-        raise ValueError("hours must be positive")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM core_tokenpair WHERE pool_id = %s AND reserved_at >= now() - %s",
-            [pool.pk, timedelta(hours=hours)],
-        )
-        reserved = cursor.fetchone()[0]
-    return reserved / hours
-
-
 def pool_health(*, pool: Pool) -> dict:
     """The contract's pool health body (GET /api/v1/pools/{name})."""
     from core.refill.models import RefillOutcome, RefillRun
 
-    counts = pool_status_counts(pool=pool)
-    consumption = pool_consumption_per_hour(pool=pool)
+    # The monitoring room's counts: exact on small tables, index + snapshot based on large ones,
+    # so this endpoint never scans tens of millions of USED rows per call.
+    from core.monitoring.selectors import pair_counts, pool_consumption_rates
+
+    pair = pair_counts(pools=[pool])[pool.pk]
+    counts = pair.by_status
+    consumption = pool_consumption_rates(pool=pool, windows=(1,), counts=pair)[1]
     last_run = (RefillRun.objects.filter(pool=pool, finished_at__isnull=False)
                 .exclude(outcome=RefillOutcome.RUNNING).order_by("-finished_at").first())
     return {

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from core.pool.models import AuditRecord, PairStatus, Pool, TokenPair
-from core.pool.selectors import pool_consumption_per_hour, pool_get, pool_health, pool_status_counts
+from core.pool.selectors import pool_get, pool_health
 from core.pool.services import pairs_insert_bulk
 from core.errors import PoolNotFound
 from tests.fixtures.pool import fake_pairs
@@ -51,19 +51,20 @@ def test_pool_get(pool_with_pairs):
         pool_get(name="missing")
 
 
-def test_status_counts_include_zeros_and_consumption_uses_reserved_at(api, pool_with_pairs):
+def test_health_counts_every_status_and_consumption_uses_reserved_at(api, pool_with_pairs):
     pool = pool_with_pairs("counted", pairs=10)
-    assert pool_status_counts(pool=pool) == {"AVAILABLE": 10, "RESERVED": 0, "USED": 0, "RETIRED": 0}
-    assert pool_consumption_per_hour(pool=pool) == 0.0
-    assert pool_health(pool=pool)["estimated_hours_to_empty"] is None
+    health = pool_health(pool=pool)
+    assert [health[k] for k in ("available", "reserved", "used", "retired")] == [10, 0, 0, 0]
+    assert health["consumption_per_hour"] == 0.0 and health["estimated_hours_to_empty"] is None
     ids = [api.post("/api/v1/reservations", {"pool": "counted"}).json()["reservation_id"] for _ in range(4)]
     api.post(f"/api/v1/reservations/{ids[0]}/confirm")
     api.post(f"/api/v1/reservations/{ids[1]}/release")
     TokenPair.objects.filter(reservation_id=ids[2]).update(reserved_at=timezone.now() - timedelta(hours=3),
                                                            expires_at=timezone.now() - timedelta(hours=2))
-    assert pool_status_counts(pool=pool) == {"AVAILABLE": 6, "RESERVED": 2, "USED": 1, "RETIRED": 1}
-    assert pool_consumption_per_hour(pool=pool) == 3.0
-    assert pool_consumption_per_hour(pool=pool, hours=4) == 1.0
+    health = pool_health(pool=pool)
+    assert [health[k] for k in ("available", "reserved", "used", "retired")] == [6, 2, 1, 1]
+    assert health["consumption_per_hour"] == 3.0  # the pair reserved 3 h ago is outside the last hour
+    assert health["estimated_hours_to_empty"] == 2.0
 
 
 def test_pool_health_reports_the_latest_finished_refill(pool_with_pairs):
