@@ -96,6 +96,12 @@ def _pair_body(result: PairResult) -> dict[str, str]:
             "status": result.status, "source": result.source}
 
 
+def _batch_body(*, keys: list[str], results: list[PairResult | None], key_field: str) -> dict[str, list]:
+    """One entry per requested key, in request order: the pair, or ``{key_field: key, "code": "not_found"}``."""
+    return {"results": [_pair_body(r) if r is not None else {key_field: k, "code": "not_found"}
+                        for k, r in zip(keys, results)]}
+
+
 class LookupBatchItem(serializers.Serializer):
     internal_token = serializers.CharField()
     external_ref_id = serializers.CharField(required=False)
@@ -260,10 +266,7 @@ class LookupBatchApi(ScopedApiView):
     def post(self, request: Request) -> Response:
         tokens = validated(self.InputSerializer, request.data)["internal_tokens"]
         results = pair_lookup_batch(internal_tokens=tokens, api_key=request.auth)
-        return Response({"results": [
-            _pair_body(r) if r is not None else {"internal_token": t, "code": "not_found"}
-            for t, r in zip(tokens, results)
-        ]})
+        return Response(_batch_body(keys=tokens, results=results, key_field="internal_token"))
 
 
 class DetokenizeBatchApi(ScopedApiView):
@@ -278,10 +281,7 @@ class DetokenizeBatchApi(ScopedApiView):
     def post(self, request: Request) -> Response:
         ids = validated(self.InputSerializer, request.data)["external_ref_ids"]
         results = pair_detokenize_batch(external_ref_ids=ids, api_key=request.auth)
-        return Response({"results": [
-            _pair_body(r) if r is not None else {"external_ref_id": e, "code": "not_found"}
-            for e, r in zip(ids, results)
-        ]})
+        return Response(_batch_body(keys=ids, results=results, key_field="external_ref_id"))
 
 
 # ---- pools -------------------------------------------------------------------------------------------

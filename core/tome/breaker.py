@@ -72,10 +72,7 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         with self._lock:
-            self._failures = 0
-            self._trial_in_flight = False
-            if self._state != CLOSED:
-                self._transition(CLOSED)
+            self._close()
 
     def record_failure(self) -> None:
         with self._lock:
@@ -94,10 +91,13 @@ class CircuitBreaker:
 
     def reset(self) -> None:
         with self._lock:
-            self._failures = 0
-            self._trial_in_flight = False
-            if self._state != CLOSED:
-                self._transition(CLOSED)
+            self._close()
+
+    def _close(self) -> None:
+        self._failures = 0
+        self._trial_in_flight = False
+        if self._state != CLOSED:
+            self._transition(CLOSED)
 
     def _open(self) -> None:
         self._opened_at = self._clock()
