@@ -121,22 +121,34 @@ def estimate_totals() -> list[dict[str, Any]]:
     return out
 
 
-def _measured_prefetch_calls() -> tuple[int, int] | None:
-    """(cards issued, TOME HTTP calls made for them) from the pool's own records, or None.
+def _measured_prefetch_calls() -> tuple[int, float] | None:
+    """(cards issued, TOME HTTP calls attributable to them) from the pool's own records, or None.
 
-    Cards: every pair ever handed out (pool or direct fallback). Calls: every refill run's TOME
-    calls plus the direct fallback's, as the monitoring room counts them (database-backed, so the
-    same in every process and across restarts)."""
-    from core.monitoring.selectors import pair_counts, pool_tome_calls
+    Cards: every pair ever handed out (pool or direct fallback). Calls: the refill runs' TOME calls
+    amortised over the pairs they prefetched (a card consumed one pair: its share of a batch call),
+    plus the direct fallback's live calls. Charging a whole startup fill of 10,000 pairs to the
+    first few cards would overstate the prefetch approach's cost by orders of magnitude."""
+    from django.db.models import Sum
+
+    from core.monitoring.selectors import DIRECT_CALLS_PER_PAIR, pair_counts
     from core.pool.models import Pool
+    from core.refill.models import RefillRun
 
     pools = list(Pool.objects.all())
     if not pools:
         return None
     counts = pair_counts(pools=pools)
-    cards = sum(counts[p.pk].reservations_total for p in pools)
-    calls = sum(pool_tome_calls(pool=p, direct_pairs=counts[p.pk].reservations_by_source.get("direct", 0))
-                for p in pools)
+    runs = {row["pool_id"]: row for row in RefillRun.objects.filter(pool__in=pools).values("pool_id")
+            .annotate(calls=Sum("tome_calls"), inserted=Sum("inserted")).order_by()}
+    cards, calls = 0, 0.0
+    for pool in pools:
+        by_source = counts[pool.pk].reservations_by_source
+        pool_cards, direct_cards = by_source.get("pool", 0), by_source.get("direct", 0)
+        run = runs.get(pool.pk) or {"calls": 0, "inserted": 0}
+        if run["inserted"]:
+            calls += (run["calls"] or 0) * pool_cards / run["inserted"]
+        calls += DIRECT_CALLS_PER_PAIR * direct_cards
+        cards += pool_cards + direct_cards
     return cards, calls
 
 
@@ -180,7 +192,7 @@ def tome_call_impact(*, cards_per_day: int = 50_000,
         impact["basis"] = "projected and measured"
         impact["measured"] = {
             "cards_issued": cards,
-            "tome_calls": calls,
+            "tome_calls": round(calls, 2),
             "calls_per_card": round(per_card, 4),
             "calls_per_day": per_day,
             "reduction_percent": round(100 * (jar - per_day) / jar, 1) if jar else 0.0,
