@@ -1,40 +1,14 @@
-"""The current request's correlation id, shared by logs, the API and TOME calls.
+"""Re-export of ``tokenpool_tome.correlation``: the current request's correlation id.
 
-Kept free of Django imports so the TokenizationLibrary can read it when used on its own.
+The contextvar lives only there (``_current`` below is the same object, not a second ContextVar),
+so ids bound through either import path are seen by logs, the API and TOME calls alike.
 """
-from __future__ import annotations
-
-import re
-import uuid
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Iterator
-
-CORRELATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_current: ContextVar[str | None] = ContextVar("correlation_id", default=None)
-
-
-def new_correlation_id() -> str:
-    return uuid.uuid4().hex
-
-
-def accept_or_generate(candidate: str | None) -> str:
-    """The caller's id when it is well-formed, otherwise a fresh one (contract rule)."""
-    if candidate and CORRELATION_ID_PATTERN.fullmatch(candidate):
-        return candidate
-    return new_correlation_id()
-
-
-def get_correlation_id() -> str | None:
-    return _current.get()
-
-
-@contextmanager
-def correlation_scope(correlation_id: str | None = None) -> Iterator[str]:
-    """Bind a correlation id for the duration of a block (a request, a task, a refill run)."""
-    value = correlation_id or new_correlation_id()
-    token = _current.set(value)
-    try:
-        yield value
-    finally:
-        _current.reset(token)
+from tokenpool_tome.correlation import *  # noqa: F401,F403
+from tokenpool_tome.correlation import (  # noqa: F401
+    CORRELATION_ID_PATTERN,
+    _current,
+    accept_or_generate,
+    correlation_scope,
+    get_correlation_id,
+    new_correlation_id,
+)

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import Signal, receiver
 
-from core.tome.client import CallRecord, HttpTokenizationLibrary, TomeClientConfig
+from tokenpool_tome.client import CallRecord, HttpTokenizationLibrary, TomeClientConfig
 
 tome_call = Signal()  # kwargs: record: CallRecord
 
