@@ -21,7 +21,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions as drf
 from rest_framework.views import set_rollback
 
-from core.correlation import get_correlation_id, new_correlation_id
+from tokenpool_tome.correlation import get_correlation_id, new_correlation_id
 from core.errors import PayloadTooLarge, TokenPoolError
 
 __all__ = ["exception_handler", "error_response", "ApiErrorMiddleware", "API_PREFIX"]

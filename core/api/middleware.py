@@ -5,7 +5,7 @@ from typing import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from core.correlation import accept_or_generate, correlation_scope
+from tokenpool_tome.correlation import accept_or_generate, correlation_scope
 
 
 class CorrelationIdMiddleware:

@@ -17,7 +17,7 @@ import re
 import traceback
 from datetime import datetime, timezone
 
-from core.correlation import get_correlation_id
+from tokenpool_tome.correlation import get_correlation_id
 
 # Keys whose values are secrets or token material: logged as "[redacted]" whatever the caller passed.
 REDACTED_KEYS = frozenset(

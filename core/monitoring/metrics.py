@@ -74,7 +74,7 @@ def tome_call_unavailable(*, outcome: str, status_code: int | None) -> bool:
 
 
 def record_tome_call(record: object) -> None:
-    """``on_call`` hook of the TOME client (a ``core.tome.client.CallRecord``); never raises."""
+    """``on_call`` hook of the TOME client (a ``tokenpool_tome.client.CallRecord``); never raises."""
     try:
         namespace, operation = record.namespace, record.operation  # type: ignore[attr-defined]
         outcome = record.outcome  # type: ignore[attr-defined]

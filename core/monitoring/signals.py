@@ -14,7 +14,7 @@ logger = logging.getLogger("tokenpool.monitoring")
 
 
 @receiver(tome_call, dispatch_uid="monitoring_count_tome_calls")
-def _tome_call(*, record, **kwargs) -> None:  # noqa: ANN001 - a core.tome.client.CallRecord
+def _tome_call(*, record, **kwargs) -> None:  # noqa: ANN001 - a tokenpool_tome.client.CallRecord
     record_tome_call(record)
 
 

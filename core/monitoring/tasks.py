@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from core.correlation import correlation_scope
+from tokenpool_tome.correlation import correlation_scope
 
 logger = logging.getLogger("tokenpool.monitoring")
 

@@ -20,7 +20,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.api.models import ApiKey
-from core.correlation import get_correlation_id
+from tokenpool_tome.correlation import get_correlation_id
 from core.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
@@ -34,7 +34,7 @@ from core.pool.models import AuditAction, AuditOutcome, AuditRecord, PairSource,
 from core.pool.selectors import parse_reservation_id, reservation_get
 
 if TYPE_CHECKING:  # the TOME client is imported lazily: only the fallback and misses need it
-    from core.tome.client import TokenPair as TomePair
+    from tokenpool_tome.client import TokenPair as TomePair
 
 __all__ = [
     "PairResult",
@@ -260,7 +260,7 @@ def _available_count(*, pool: Pool, limit: int) -> int:
 
 def _generate_live(*, pool: Pool, count: int) -> list[TomePair]:
     from core.tome.django import tome_client_for_pool
-    from core.tome.errors import TomeError, TomeUnavailable
+    from tokenpool_tome.errors import TomeError, TomeUnavailable
 
     if connection.in_atomic_block:  # a TOME call inside a transaction would hold back VACUUM
         logger.warning("TOME generate called inside a transaction", extra={"pool": pool.name})
@@ -556,7 +556,7 @@ def _tome_resolve(*, action: str, tokens: list[str], single: bool) -> list[str |
     # A token the database does not hold belongs to no pool, so the deployment's default NS2
     # (settings.TOME_NS2) is asked: tokens issued before the pool existed live there.
     from core.tome.django import get_tome_client
-    from core.tome.errors import TomeError, TomeUnavailable
+    from tokenpool_tome.errors import TomeError, TomeUnavailable
 
     client = get_tome_client()
     try:

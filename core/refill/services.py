@@ -31,10 +31,10 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.dispatch import receiver
 from django.utils import timezone
 
-from core.correlation import CORRELATION_ID_PATTERN, correlation_scope, get_correlation_id
+from tokenpool_tome.correlation import CORRELATION_ID_PATTERN, correlation_scope, get_correlation_id
 from core.pool.models import PairStatus, Pool, TokenPair
 from core.refill.models import RefillLease, RefillOutcome, RefillRun, RefillTrigger
-from core.tome.errors import CircuitOpenError, TomeError, TomeRequestError, TomeResponseError, TomeUnavailable
+from tokenpool_tome.errors import CircuitOpenError, TomeError, TomeRequestError, TomeResponseError, TomeUnavailable
 
 __all__ = [
     "REFILL_LOCK_CLASS",

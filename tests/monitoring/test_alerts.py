@@ -17,7 +17,7 @@ from core.monitoring.models import AlertCondition, PoolAlert
 from core.monitoring.notifications import webhook_post
 from core.pool.models import Pool
 from core.refill.models import RefillOutcome, RefillRun, RefillTrigger
-from core.tome.client import CallRecord
+from tokenpool_tome.client import CallRecord
 
 
 def _quiet_pool(pool_with_pairs, *, pairs: int = 100, **fields) -> Pool:

@@ -10,10 +10,10 @@ import sys
 import httpx
 import pytest
 
-from core.correlation import correlation_scope
+from tokenpool_tome.correlation import correlation_scope
 from core.monitoring.logging import JsonFormatter, redact_text
 from core.pool.models import TokenPair
-from core.tome.client import HttpTokenizationLibrary, TomeClientConfig
+from tokenpool_tome.client import HttpTokenizationLibrary, TomeClientConfig
 
 
 def _lines(stream) -> list[dict]:

@@ -15,7 +15,7 @@ from django.utils import timezone
 from core.monitoring.metrics import record_tome_call
 from core.pool.models import PairSource, PairStatus, TokenPair
 from core.refill.models import RefillOutcome, RefillRun, RefillTrigger
-from core.tome.client import CallRecord
+from tokenpool_tome.client import CallRecord
 from tests.fixtures.monitoring import sample_value, samples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,7 +141,7 @@ def test_counters_written_by_another_process_are_summed(scrape):
         record_tome_call(_call(namespace, "detokenize"))
     child = (
         "from core.monitoring.metrics import record_tome_call\n"
-        "from core.tome.client import CallRecord\n"
+        "from tokenpool_tome.client import CallRecord\n"
         f"for _ in range(5): record_tome_call(CallRecord(namespace={namespace!r}, operation='detokenize', "
         "batch_size=1, attempt=1, latency_seconds=0.01, outcome='ok', status_code=200, error=None))\n"
         "import os; print(os.getpid())\n"

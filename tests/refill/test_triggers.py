@@ -150,7 +150,7 @@ def test_the_watermark_check_is_bounded(make_pool):
     pool = make_pool(target_size=500, low_watermark=3, critical_watermark=0)
     assert pool_below_low_watermark(pool=pool)
     from core.pool.services import pairs_insert_bulk
-    from core.tome.client import TokenPair as Pair
+    from tokenpool_tome.client import TokenPair as Pair
 
     pairs_insert_bulk(pool=pool, pairs=[Pair(f"{i:016d}", f"ext_{i:026d}") for i in range(3)])
     assert not pool_below_low_watermark(pool=pool)
@@ -171,7 +171,7 @@ def test_a_burst_inside_one_rate_limit_window_still_ends_with_a_check(make_pool,
     reset_rate_limit()
     pool = make_pool(target_size=500, low_watermark=3, critical_watermark=0)
     from core.pool.services import pairs_insert_bulk
-    from core.tome.client import TokenPair as Pair
+    from tokenpool_tome.client import TokenPair as Pair
 
     pairs_insert_bulk(pool=pool, pairs=[Pair(f"{i:016d}", f"ext_{i:026d}") for i in range(5)])
     on_pairs_reserved(pool=pool, count=1)  # checked now: 5 available, not low

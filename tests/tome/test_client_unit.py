@@ -11,16 +11,16 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from core.correlation import correlation_scope
+from tokenpool_tome.correlation import correlation_scope
 from core.monitoring.logging import JsonFormatter
-from core.tome.client import (
+from tokenpool_tome.client import (
     CallRecord,
     HttpTokenizationLibrary,
     TokenizationLibrary,
     TokenPair,
     TomeClientConfig,
 )
-from core.tome.errors import (
+from tokenpool_tome.errors import (
     CircuitOpenError,
     NamespaceNotFound,
     TomeError,

@@ -206,7 +206,7 @@ class Command(BaseCommand):
         import statistics
 
         from core.pool.services import pairs_insert_bulk
-        from core.tome.client import TokenPair as Pair
+        from tokenpool_tome.client import TokenPair as Pair
 
         rows = _fake_pairs(2 * batches * batch)
         pool = Pool.objects.create(name=f"bench-insert-{os.getpid()}", environment=environment,

@@ -129,7 +129,7 @@ def percentiles(latencies: list[float]) -> tuple[float, float, float]:
 
 
 def fake_pairs(count: int, tag: str) -> list[Any]:
-    from core.tome.client import TokenPair as TomePair
+    from tokenpool_tome.client import TokenPair as TomePair
 
     return [TomePair(f"b{tag}{i:011d}", f"ext_bench_{tag}_{i:011d}") for i in range(count)]
 
