@@ -31,9 +31,9 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.dispatch import receiver
 from django.utils import timezone
 
-from tokenpool_tome.correlation import CORRELATION_ID_PATTERN, correlation_scope, get_correlation_id
 from core.pool.models import PairStatus, Pool, TokenPair
 from core.refill.models import RefillLease, RefillOutcome, RefillRun, RefillTrigger
+from tokenpool_tome.correlation import CORRELATION_ID_PATTERN, correlation_scope, get_correlation_id
 from tokenpool_tome.errors import CircuitOpenError, TomeError, TomeRequestError, TomeResponseError, TomeUnavailable
 
 __all__ = [
@@ -394,39 +394,37 @@ def lease_try_acquire(*, pool_id: int, seconds: float) -> uuid.UUID | None:
     One statement, so two processes racing for it cannot both win: the loser's INSERT waits for
     the winner's row and its ``WHERE`` then sees a live lease."""
     token = uuid.uuid4()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {RefillLease._meta.db_table} AS l
-                (pool_id, token, state, acquired_at, expires_at, task_id)
-            VALUES (%s, %s, 'queued', now(), now() + make_interval(secs => %s), '')
-            ON CONFLICT (pool_id) DO UPDATE
-                SET token = EXCLUDED.token, state = EXCLUDED.state, acquired_at = EXCLUDED.acquired_at,
-                    expires_at = EXCLUDED.expires_at, task_id = ''
-                WHERE l.expires_at < now()
-            RETURNING token
-            """,
-            [pool_id, token, float(seconds)],
-        )
-        row = cursor.fetchone()
-    return token if row else None
+    return token if _lease_upsert(pool_id=pool_id, token=token, state="queued", seconds=seconds,
+                                  only_if_expired=True) else None
 
 
 def _lease_take_running(*, pool_id: int, token: uuid.UUID) -> None:
     """The run holds the pool's lock now: the lease says "running" under this run's token, so no
     trigger enqueues another refill while it works (whoever queued the lease before)."""
+    _lease_upsert(pool_id=pool_id, token=token, state="running",
+                  seconds=_setting("REFILL_RUN_LEASE_SECONDS", 120.0), only_if_expired=False)
+
+
+def _lease_upsert(*, pool_id: int, token: uuid.UUID, state: str, seconds: float, only_if_expired: bool) -> bool:
+    """Write the pool's lease row; with ``only_if_expired`` an existing live lease is left alone.
+    Returns whether the row is now ours."""
+    # A fresh "queued" lease forgets the old task id; a run taking over keeps the id of its task.
+    guard, task_reset = ("WHERE l.expires_at < now()", ", task_id = ''") if only_if_expired else ("", "")
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {RefillLease._meta.db_table} AS l
                 (pool_id, token, state, acquired_at, expires_at, task_id)
-            VALUES (%s, %s, 'running', now(), now() + make_interval(secs => %s), '')
+            VALUES (%s, %s, %s, now(), now() + make_interval(secs => %s), '')
             ON CONFLICT (pool_id) DO UPDATE
                 SET token = EXCLUDED.token, state = EXCLUDED.state, acquired_at = EXCLUDED.acquired_at,
-                    expires_at = EXCLUDED.expires_at
+                    expires_at = EXCLUDED.expires_at{task_reset}
+                {guard}
+            RETURNING token
             """,
-            [pool_id, token, float(_setting("REFILL_RUN_LEASE_SECONDS", 120.0))],
+            [pool_id, token, state, float(seconds)],
         )
+        return cursor.fetchone() is not None
 
 
 def _lease_finish(*, pool_id: int, token: uuid.UUID, cooldown_seconds: float) -> None:
