@@ -5,7 +5,6 @@ import re
 import threading
 import time
 import uuid
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
@@ -16,7 +15,7 @@ from core.api.models import ApiKey
 from core.errors import PoolNotFound, ReservationNotFound
 from core.pool.models import PairStatus, Pool, TokenPair
 
-__all__ = ["DEFAULT_POOL_NAME", "pool_get", "pool_get_cached", "pool_cache_clear", "pool_health", "parse_reservation_id", "reservation_get"]
+__all__ = ["DEFAULT_POOL_NAME", "pool_get", "pool_get_cached", "pool_cache_clear", "pool_available_up_to", "pool_health", "parse_reservation_id", "reservation_get"]
 
 DEFAULT_POOL_NAME = "default"
 _POOL_NAME = re.compile(r"[-a-zA-Z0-9_]{1,64}")  # Pool.name is a SlugField(max_length=64)
@@ -59,13 +58,23 @@ def pool_cache_clear() -> None:
         _pool_cache.clear()
 
 
+def pool_available_up_to(*, pool: Pool, limit: int) -> int:
+    """AVAILABLE pairs of ``pool``, counted no further than ``limit``.
+
+    The inner ``LIMIT`` stops the index-only walk of ``pair_available_idx`` after ``limit`` entries,
+    so the cost is bounded by the question ("at least N left?"), not by the pool's size."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM (SELECT 1 FROM core_tokenpair WHERE pool_id = %s"
+                       " AND status = 'AVAILABLE' LIMIT %s) AS a", [pool.pk, limit])
+        return cursor.fetchone()[0]
+
+
 def pool_health(*, pool: Pool) -> dict:
     """The contract's pool health body (GET /api/v1/pools/{name})."""
-    from core.refill.models import RefillOutcome, RefillRun
-
     # The monitoring room's counts: exact on small tables, index + snapshot based on large ones,
     # so this endpoint never scans tens of millions of USED rows per call.
     from core.monitoring.selectors import pair_counts, pool_consumption_rates
+    from core.refill.models import RefillOutcome, RefillRun
 
     pair = pair_counts(pools=[pool])[pool.pk]
     counts = pair.by_status

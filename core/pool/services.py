@@ -20,18 +20,17 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.api.models import ApiKey
-from tokenpool_tome.correlation import get_correlation_id
 from core.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
     PairNotFound,
     PoolUnavailable,
     ReservationNotActive,
-    ReservationNotFound,
     UpstreamUnavailable,
 )
 from core.pool.models import AuditAction, AuditOutcome, AuditRecord, PairSource, PairStatus, Pool, TokenPair
-from core.pool.selectors import parse_reservation_id, reservation_get
+from core.pool.selectors import parse_reservation_id, pool_available_up_to, reservation_get
+from tokenpool_tome.correlation import get_correlation_id
 
 if TYPE_CHECKING:  # the TOME client is imported lazily: only the fallback and misses need it
     from tokenpool_tome.client import TokenPair as TomePair
@@ -236,7 +235,7 @@ def _reserve_with_fallback(*, pool: Pool, params: dict[str, object], count: int,
     for round_no in range(1, _FALLBACK_ROUNDS + 1):
         from_pool = count - len(live)
         # Last round: stop competing for pool pairs and make the rest live.
-        available = _available_count(pool=pool, limit=from_pool) if round_no < _FALLBACK_ROUNDS else 0
+        available = pool_available_up_to(pool=pool, limit=from_pool) if round_no < _FALLBACK_ROUNDS else 0
         if from_pool - available > 0:
             live.extend(_generate_live(pool=pool, count=from_pool - available))
             from_pool = count - len(live)
@@ -250,12 +249,6 @@ def _reserve_with_fallback(*, pool: Pool, params: dict[str, object], count: int,
         live.clear()
         return claimed + direct
     raise AssertionError("unreachable: the last round takes nothing from the pool")
-
-
-def _available_count(*, pool: Pool, limit: int) -> int:
-    rows = _fetch("SELECT count(*) FROM (SELECT 1 FROM core_tokenpair WHERE pool_id = %(pool)s "
-                  "AND status = 'AVAILABLE' LIMIT %(limit)s) AS a", {"pool": pool.pk, "limit": limit})
-    return rows[0][0]
 
 
 def _generate_live(*, pool: Pool, count: int) -> list[TomePair]:
@@ -319,8 +312,9 @@ def _idempotent_replay(*, api_key: ApiKey, idempotency_key: str, fingerprint: st
 def _notify_reserved(*, pool: Pool, count: int) -> None:
     from core.refill.triggers import on_pairs_reserved
 
-    # robust: a refill trigger that fails must not turn a committed reservation into an error.
-    transaction.on_commit(lambda: on_pairs_reserved(pool=pool, count=count), robust=True)
+    # The trigger itself defers its database work until this reservation commits (never if it
+    # rolls back) and never raises into it: nothing to wrap here.
+    on_pairs_reserved(pool=pool, count=count)
 
 
 # ---- lifecycle ------------------------------------------------------------------------------------

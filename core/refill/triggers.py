@@ -15,7 +15,7 @@ from functools import partial
 from django.conf import settings
 from django.db import connection, transaction
 
-from core.pool.models import PairStatus, TokenPair
+from core.pool.selectors import pool_available_up_to
 from core.refill.models import RefillTrigger
 
 logger = logging.getLogger("tokenpool.refill")
@@ -69,17 +69,8 @@ def _check_and_request(*, pool) -> None:
 
 
 def pool_below_low_watermark(*, pool) -> bool:
-    """``available < low_watermark`` without counting the whole pool.
-
-    The inner ``LIMIT`` stops the index-only walk of ``pair_available_idx`` after ``low_watermark``
-    entries, so the cost is bounded by the watermark, not by the pool's size."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM {TokenPair._meta.db_table}"
-            " WHERE pool_id = %s AND status = %s LIMIT %s) s",
-            [pool.pk, PairStatus.AVAILABLE, pool.low_watermark],
-        )
-        return cursor.fetchone()[0] < pool.low_watermark
+    """``available < low_watermark`` without counting the whole pool (bounded by the watermark)."""
+    return pool_available_up_to(pool=pool, limit=pool.low_watermark) < pool.low_watermark
 
 
 def reset_rate_limit() -> None:

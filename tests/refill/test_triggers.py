@@ -136,11 +136,12 @@ def test_the_hot_path_is_rate_limited_per_pool_and_process(make_pool, settings):
     settings.REFILL_TRIGGER_MIN_INTERVAL_SECONDS = 60
     reset_rate_limit()
     pool = make_pool(low_watermark=100)
-    with CaptureQueriesContext(connection) as first:
-        with transaction.atomic():  # the registration is deferred to commit; nothing queried yet
+    with transaction.atomic():  # the registration is deferred to commit; nothing queried yet
+        with CaptureQueriesContext(connection) as first:
             on_pairs_reserved(pool=pool, count=1)
     with CaptureQueriesContext(connection) as second:
         on_pairs_reserved(pool=pool, count=1)
+    assert len(first.captured_queries) == 0  # the reservation's own call never queries
     assert len(second.captured_queries) == 0
     reset_rate_limit()
 
