@@ -12,8 +12,23 @@ import json
 import os
 import threading
 import time
+from typing import Callable
 
 import httpx
+
+
+def run_timed(worker: Callable[[], None], *, threads: int, barrier: threading.Barrier) -> float:
+    """Start ``threads`` workers that each wait on ``barrier`` (sized threads + 1), release them
+    together and return the seconds until the last one finishes (set-up before the barrier is
+    not timed). Shared with ``bench_reserve``'s in-process service benchmark."""
+    workers = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - started
 
 
 def run(*, base_url: str, key: str, pool: str, threads: int, per_thread: int) -> dict:
@@ -40,14 +55,8 @@ def run(*, base_url: str, key: str, pool: str, threads: int, per_thread: int) ->
             latencies.extend(mine)
             errors.extend(bad)
 
-    workers = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for w in workers:
-        w.join()
-    return {"elapsed": time.perf_counter() - started, "latencies": latencies, "errors": errors}
+    elapsed = run_timed(worker, threads=threads, barrier=barrier)
+    return {"elapsed": elapsed, "latencies": latencies, "errors": errors}
 
 
 def main() -> None:

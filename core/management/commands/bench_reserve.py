@@ -46,13 +46,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from unittest import mock
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection, transaction
 from django.utils import timezone
 
 from core.api.models import ApiKey
 from core.pool import services
+from core.pool.loadgen import run_timed
 from core.pool.models import PairStatus, Pool, TokenPair
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -259,14 +259,7 @@ class Command(BaseCommand):
 
         patch = mock.patch.object(services, "_claim_pairs", claim) if claim else _nullcontext()
         with patch:
-            workers = [threading.Thread(target=worker) for _ in range(threads)]
-            for w in workers:
-                w.start()
-            barrier.wait()
-            started = time.perf_counter()
-            for w in workers:
-                w.join()
-            elapsed = time.perf_counter() - started
+            elapsed = run_timed(worker, threads=threads, barrier=barrier)
         reserved = TokenPair.objects.filter(pool=pool, status=PairStatus.RESERVED).count()
         assert reserved == pairs == len(latencies), (reserved, pairs, len(latencies))
         self.report(f"service {label}", threads, len(latencies), elapsed, latencies)
