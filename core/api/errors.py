@@ -15,14 +15,14 @@ from http import HTTPStatus
 from typing import Any, Callable
 
 from django.conf import settings
-from django.core.handlers.wsgi import LimitedStream
 from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.core.handlers.wsgi import LimitedStream
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions as drf
 from rest_framework.views import set_rollback
 
-from tokenpool_tome.correlation import get_correlation_id, new_correlation_id
 from core.errors import PayloadTooLarge, TokenPoolError
+from tokenpool_tome.correlation import get_correlation_id, new_correlation_id
 
 __all__ = ["exception_handler", "error_response", "ApiErrorMiddleware", "API_PREFIX"]
 

@@ -10,10 +10,10 @@ import sys
 import httpx
 import pytest
 
-from tokenpool_tome.correlation import correlation_scope
 from core.monitoring.logging import JsonFormatter, redact_text
 from core.pool.models import TokenPair
 from tokenpool_tome.client import HttpTokenizationLibrary, TomeClientConfig
+from tokenpool_tome.correlation import correlation_scope
 
 
 def _lines(stream) -> list[dict]:

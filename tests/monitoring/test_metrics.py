@@ -15,8 +15,8 @@ from django.utils import timezone
 from core.monitoring.metrics import record_tome_call
 from core.pool.models import PairSource, PairStatus, TokenPair
 from core.refill.models import RefillOutcome, RefillRun, RefillTrigger
-from tokenpool_tome.client import CallRecord
 from tests.fixtures.monitoring import sample_value, samples
+from tokenpool_tome.client import CallRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db

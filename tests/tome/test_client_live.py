@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 import pytest
 
-from tokenpool_tome.correlation import correlation_scope
 from tokenpool_tome.client import CallRecord, HttpTokenizationLibrary, TokenPair, TomeClientConfig
+from tokenpool_tome.correlation import correlation_scope
 from tokenpool_tome.errors import CircuitOpenError, NamespaceNotFound, TomeRequestError, TomeUnavailable
 
 EXTERNAL_REF = re.compile(r"^ext_[a-z2-7]{26}$")

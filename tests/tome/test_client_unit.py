@@ -11,7 +11,6 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from tokenpool_tome.correlation import correlation_scope
 from core.monitoring.logging import JsonFormatter
 from tokenpool_tome.client import (
     CallRecord,
@@ -20,6 +19,7 @@ from tokenpool_tome.client import (
     TokenPair,
     TomeClientConfig,
 )
+from tokenpool_tome.correlation import correlation_scope
 from tokenpool_tome.errors import (
     CircuitOpenError,
     NamespaceNotFound,

@@ -21,10 +21,10 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from tokenpool_tome.correlation import accept_or_generate
 from core.tome.emulator import tokens as token_shapes
 from core.tome.emulator.faults import ERROR_CODES, Faults, InvalidFaults, Telemetry
 from core.tome.emulator.vault import Vault, VaultError
+from tokenpool_tome.correlation import accept_or_generate
 
 logger = logging.getLogger("tome.emulator")
 
