@@ -6,6 +6,7 @@ USED, a pool's worth AVAILABLE, a few RESERVED) and times the query shapes of
 ``core/monitoring/selectors.py`` and ``services.py`` (best of 3).
 
     python manage.py bench_monitoring --rows 5000000
+    python manage.py bench_monitoring --request-costs   # /metrics scrape + one request log line
 """
 from __future__ import annotations
 
@@ -23,8 +24,15 @@ class Command(BaseCommand):
         parser.add_argument("--rows", type=int, default=1_000_000)
         parser.add_argument("--available", type=int, default=10_000)
         parser.add_argument("--keep", action="store_true", help="keep the scratch database afterwards")
+        parser.add_argument("--request-costs", action="store_true",
+                            help="instead: time a /metrics scrape (this database, read-only) and the "
+                                 "formatting of one JSON request log line")
 
-    def handle(self, *args: object, rows: int, available: int, keep: bool, **options: object) -> None:
+    def handle(self, *args: object, rows: int, available: int, keep: bool, request_costs: bool = False,
+               **options: object) -> None:
+        if request_costs:
+            self._request_costs()
+            return
         import os
 
         import psycopg
@@ -99,3 +107,36 @@ class Command(BaseCommand):
         started = time.perf_counter()
         conn.execute(sql).fetchall()
         return time.perf_counter() - started
+
+    def _request_costs(self) -> None:
+        import logging
+        import statistics
+        import timeit
+
+        from django.test import Client
+
+        from core.monitoring.logging import CorrelationIdFilter, JsonFormatter
+        from core.pool.models import TokenPair
+
+        client = Client()
+        client.get("/metrics")  # warm-up: imports, first connection
+        scrapes = []
+        for _ in range(10):
+            started = time.perf_counter()
+            client.get("/metrics")
+            scrapes.append(time.perf_counter() - started)
+        self.stdout.write(f"/metrics scrape, {TokenPair.objects.count():,} pairs: median "
+                          f"{statistics.median(scrapes) * 1000:.1f} ms over 10 (in process, no network)")
+        record = logging.makeLogRecord({
+            "name": "tokenpool.request", "msg": "request", "levelname": "INFO", "api_key_name": "svc",
+            "endpoint": "/api/v1/reservations", "method": "POST", "status": 201, "duration_ms": 3.1})
+        formatter, correlation = JsonFormatter(), CorrelationIdFilter()
+        n = 20_000
+        seconds = timeit.timeit(lambda: (correlation.filter(record), formatter.format(record)), number=n)
+        self.stdout.write(f"request log line (filter + JSON format): {seconds / n * 1e6:.1f} µs")
+        from core.monitoring.metrics import observe_request
+
+        seconds = timeit.timeit(lambda: observe_request(endpoint="/api/v1/reservations", method="POST",
+                                                        seconds=0.003), number=n)
+        self.stdout.write(f"request histogram observation: {seconds / n * 1e6:.1f} µs "
+                          "(multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set)")
