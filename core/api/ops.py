@@ -7,6 +7,8 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
+from core.pool.selectors import pools_without_available_pairs
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["healthz", "readyz"]
@@ -40,16 +42,6 @@ def _tome_ok() -> bool:
         return False
 
 
-def _empty_pools() -> list[str]:
-    # NOT EXISTS over the partial AVAILABLE index: one index probe per pool however big the table.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT p.name FROM core_pool AS p WHERE NOT EXISTS ("
-            "SELECT 1 FROM core_tokenpair AS t WHERE t.pool_id = p.id AND t.status = 'AVAILABLE')"
-        )
-        return [row[0] for row in cursor.fetchall()]
-
-
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
     """200 while the database and TOME answer, else 503. ``status``: ``down`` without the
@@ -60,7 +52,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
     pools = DOWN
     if database:
         try:
-            pools = DEGRADED if _empty_pools() else OK
+            pools = DEGRADED if pools_without_available_pairs() else OK
         except Exception:
             logger.warning("readiness: pool check failed", exc_info=True)
     if not database:

@@ -15,7 +15,7 @@ from core.api.models import ApiKey
 from core.errors import PoolNotFound, ReservationNotFound
 from core.pool.models import PairStatus, Pool, TokenPair
 
-__all__ = ["DEFAULT_POOL_NAME", "pool_get", "pool_get_cached", "pool_cache_clear", "pool_available_up_to", "pool_health", "parse_reservation_id", "reservation_get"]
+__all__ = ["DEFAULT_POOL_NAME", "pool_get", "pool_get_cached", "pool_cache_clear", "pool_available_up_to", "pools_without_available_pairs", "pool_health", "parse_reservation_id", "reservation_get"]
 
 DEFAULT_POOL_NAME = "default"
 _POOL_NAME = re.compile(r"[-a-zA-Z0-9_]{1,64}")  # Pool.name is a SlugField(max_length=64)
@@ -67,6 +67,17 @@ def pool_available_up_to(*, pool: Pool, limit: int) -> int:
         cursor.execute("SELECT count(*) FROM (SELECT 1 FROM core_tokenpair WHERE pool_id = %s"
                        " AND status = 'AVAILABLE' LIMIT %s) AS a", [pool.pk, limit])
         return cursor.fetchone()[0]
+
+
+def pools_without_available_pairs() -> list[str]:
+    """Names of pools with no AVAILABLE pair (readiness). NOT EXISTS over the partial AVAILABLE
+    index: one index probe per pool however big the table."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.name FROM core_pool AS p WHERE NOT EXISTS ("
+            "SELECT 1 FROM core_tokenpair AS t WHERE t.pool_id = p.id AND t.status = 'AVAILABLE')"
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def pool_health(*, pool: Pool) -> dict:
