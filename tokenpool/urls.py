@@ -1,15 +1,14 @@
+"""Site routes: each domain room owns its urls.py; this module only includes them by string."""
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from core.api import ops
-
 urlpatterns = [
-    path("", include("core.monitoring.urls")),  # /metrics and /admin/dashboard/ (before admin/)
+    # /metrics, /healthz, /readyz and /admin/dashboard/ (before admin/)
+    path("", include("core.monitoring.urls")),
     path("admin/", admin.site.urls),
-    path("healthz", ops.healthz, name="healthz"),
-    path("readyz", ops.readyz, name="readyz"),
-    path("api/v1/", include("core.api.urls")),
+    path("api/v1/", include("core.pool.urls")),
+    path("api/v1/", include("core.monitoring.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]

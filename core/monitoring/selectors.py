@@ -266,3 +266,29 @@ def open_alerts(*, pool: Pool | None = None) -> list[PoolAlert]:
     if pool is not None:
         qs = qs.filter(pool=pool)
     return list(qs.order_by("-opened_at"))
+
+
+def pool_health(*, pool: Pool) -> dict:
+    """The contract's pool health body (GET /api/v1/pools/{name})."""
+    # The monitoring counts: exact on small tables, index + snapshot based on large ones, so this
+    # endpoint never scans tens of millions of USED rows per call.
+    pair = pair_counts(pools=[pool])[pool.pk]
+    counts = pair.by_status
+    consumption = pool_consumption_rates(pool=pool, windows=(1,), counts=pair)[1]
+    last_run = (RefillRun.objects.filter(pool=pool, finished_at__isnull=False)
+                .exclude(outcome=RefillOutcome.RUNNING).order_by("-finished_at").first())
+    return {
+        "name": pool.name,
+        "environment": pool.environment,
+        "available": counts[PairStatus.AVAILABLE],
+        "reserved": counts[PairStatus.RESERVED],
+        "used": counts[PairStatus.USED],
+        "retired": counts[PairStatus.RETIRED],
+        "target_size": pool.target_size,
+        "low_watermark": pool.low_watermark,
+        "refill_enabled": pool.refill_enabled,
+        "last_refill_at": last_run.finished_at if last_run else None,
+        "last_refill_status": last_run.outcome if last_run else None,
+        "consumption_per_hour": consumption,
+        "estimated_hours_to_empty": (counts[PairStatus.AVAILABLE] / consumption) if consumption else None,
+    }

@@ -3,9 +3,12 @@
 from django.urls import path
 
 from core.monitoring.dashboard import dashboard_view
+from core.monitoring.health import healthz, readyz
 from core.monitoring.views import metrics_view
 
 urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("admin/dashboard/", dashboard_view, name="monitoring-dashboard"),
 ]

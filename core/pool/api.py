@@ -15,7 +15,7 @@ from core.api.base import ScopedApiView, error_responses, validated
 from core.api.fields import StrictCharField, StrictIntegerField, TokenField
 from core.api.models import ApiScope
 from core.pool.models import TokenPair
-from core.pool.selectors import pool_get, pool_get_cached, pool_health, reservation_get
+from core.pool.selectors import pool_get_cached, reservation_get
 from core.pool.services import (
     PairResult,
     pair_detokenize,
@@ -121,22 +121,6 @@ class DetokenizeBatchItem(LookupBatchItem):
 
 class DetokenizeBatchOutput(serializers.Serializer):
     results = DetokenizeBatchItem(many=True)
-
-
-class PoolHealthOutput(serializers.Serializer):
-    name = serializers.CharField()
-    environment = serializers.CharField()
-    available = serializers.IntegerField()
-    reserved = serializers.IntegerField()
-    used = serializers.IntegerField()
-    retired = serializers.IntegerField()
-    target_size = serializers.IntegerField()
-    low_watermark = serializers.IntegerField()
-    refill_enabled = serializers.BooleanField()
-    last_refill_at = serializers.DateTimeField(allow_null=True)
-    last_refill_status = serializers.CharField(allow_null=True)
-    consumption_per_hour = serializers.FloatField()
-    estimated_hours_to_empty = serializers.FloatField(allow_null=True)
 
 
 # ---- reservations ----------------------------------------------------------------------------------
@@ -282,13 +266,3 @@ class DetokenizeBatchApi(ScopedApiView):
         ids = validated(self.InputSerializer, request.data)["external_ref_ids"]
         results = pair_detokenize_batch(external_ref_ids=ids, api_key=request.auth)
         return Response(_batch_body(keys=ids, results=results, key_field="external_ref_id"))
-
-
-# ---- pools -------------------------------------------------------------------------------------------
-
-class PoolDetailApi(ScopedApiView):
-    required_scope = ApiScope.POOLS_READ
-
-    @extend_schema(operation_id="pool_get", responses={200: PoolHealthOutput, **error_responses(401, 403, 404, 429)})
-    def get(self, request: Request, name: str) -> Response:
-        return Response(PoolHealthOutput(pool_health(pool=pool_get(name=name))).data)

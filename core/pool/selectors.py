@@ -1,4 +1,4 @@
-"""Reads of the pool room: pools, their health, reservations."""
+"""Reads of the pool room: pools and reservations."""
 from __future__ import annotations
 
 import re
@@ -15,7 +15,7 @@ from core.api.models import ApiKey
 from core.errors import PoolNotFound, ReservationNotFound
 from core.pool.models import PairStatus, Pool, TokenPair
 
-__all__ = ["DEFAULT_POOL_NAME", "pool_get", "pool_get_cached", "pool_cache_clear", "pool_available_up_to", "pools_without_available_pairs", "pool_health", "parse_reservation_id", "reservation_get"]
+__all__ = ["DEFAULT_POOL_NAME", "pool_get", "pool_get_cached", "pool_cache_clear", "pool_available_up_to", "pools_without_available_pairs", "parse_reservation_id", "reservation_get"]
 
 DEFAULT_POOL_NAME = "default"
 _POOL_NAME = re.compile(r"[-a-zA-Z0-9_]{1,64}")  # Pool.name is a SlugField(max_length=64)
@@ -78,35 +78,6 @@ def pools_without_available_pairs() -> list[str]:
             "SELECT 1 FROM core_tokenpair AS t WHERE t.pool_id = p.id AND t.status = 'AVAILABLE')"
         )
         return [row[0] for row in cursor.fetchall()]
-
-
-def pool_health(*, pool: Pool) -> dict:
-    """The contract's pool health body (GET /api/v1/pools/{name})."""
-    # The monitoring room's counts: exact on small tables, index + snapshot based on large ones,
-    # so this endpoint never scans tens of millions of USED rows per call.
-    from core.monitoring.selectors import pair_counts, pool_consumption_rates
-    from core.refill.models import RefillOutcome, RefillRun
-
-    pair = pair_counts(pools=[pool])[pool.pk]
-    counts = pair.by_status
-    consumption = pool_consumption_rates(pool=pool, windows=(1,), counts=pair)[1]
-    last_run = (RefillRun.objects.filter(pool=pool, finished_at__isnull=False)
-                .exclude(outcome=RefillOutcome.RUNNING).order_by("-finished_at").first())
-    return {
-        "name": pool.name,
-        "environment": pool.environment,
-        "available": counts[PairStatus.AVAILABLE],
-        "reserved": counts[PairStatus.RESERVED],
-        "used": counts[PairStatus.USED],
-        "retired": counts[PairStatus.RETIRED],
-        "target_size": pool.target_size,
-        "low_watermark": pool.low_watermark,
-        "refill_enabled": pool.refill_enabled,
-        "last_refill_at": last_run.finished_at if last_run else None,
-        "last_refill_status": last_run.outcome if last_run else None,
-        "consumption_per_hour": consumption,
-        "estimated_hours_to_empty": (counts[PairStatus.AVAILABLE] / consumption) if consumption else None,
-    }
 
 
 def parse_reservation_id(reservation_id: str | uuid.UUID) -> uuid.UUID:

@@ -12,6 +12,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Sequence
 
 from django.conf import settings
@@ -30,6 +31,7 @@ from core.errors import (
 )
 from core.pool.models import AuditAction, AuditOutcome, AuditRecord, PairSource, PairStatus, Pool, TokenPair
 from core.pool.selectors import parse_reservation_id, pool_available_up_to, reservation_get
+from core.pool.signals import pairs_reserved
 from tokenpool_tome.correlation import get_correlation_id
 
 if TYPE_CHECKING:  # the TOME client is imported lazily: only the fallback and misses need it
@@ -310,11 +312,9 @@ def _idempotent_replay(*, api_key: ApiKey, idempotency_key: str, fingerprint: st
 
 
 def _notify_reserved(*, pool: Pool, count: int) -> None:
-    from core.refill.triggers import on_pairs_reserved
-
-    # The trigger itself defers its database work until this reservation commits (never if it
-    # rolls back) and never raises into it: nothing to wrap here.
-    on_pairs_reserved(pool=pool, count=count)
+    # After commit (at once in autocommit, never if the reservation rolls back); robust: a
+    # listener's failure (refill's low-watermark trigger) is logged, never fails the reservation.
+    transaction.on_commit(partial(pairs_reserved.send, sender=Pool, pool=pool, count=count), robust=True)
 
 
 # ---- lifecycle ------------------------------------------------------------------------------------

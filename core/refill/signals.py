@@ -1,4 +1,5 @@
-"""Keep the django-q2 Schedules in step with the pools (imported once by ``core.apps``)."""
+"""The refill room's listeners (imported once by ``core.apps``): the low-watermark trigger on each
+committed reservation, and the django-q2 Schedules kept in step with the pools."""
 from __future__ import annotations
 
 import logging
@@ -8,8 +9,15 @@ from django.db.models.signals import post_delete, post_migrate, post_save
 from django.dispatch import receiver
 
 from core.pool.models import Pool
+from core.pool.signals import pairs_reserved
+from core.refill.triggers import on_pairs_reserved
 
 logger = logging.getLogger("tokenpool.refill")
+
+
+@receiver(pairs_reserved, dispatch_uid="refill_low_watermark_on_reservation")
+def _pairs_reserved(*, pool: Pool, count: int, **kwargs) -> None:
+    on_pairs_reserved(pool=pool, count=count)
 
 
 @receiver(post_save, sender=Pool, dispatch_uid="refill_schedule_on_pool_save")

@@ -1,5 +1,8 @@
 """The low-watermark trigger: after a reservation, queue a refill when the pool runs low.
 
+Wired to the pool room's ``pairs_reserved`` signal (sent after the reservation commits) by
+``core/refill/signals.py``: pool never imports refill.
+
 This sits on the reservation hot path, so it costs almost nothing there: an in-memory rate limit
 per pool and process, and (at most once a second per pool and process) a registration with
 ``transaction.on_commit``. The database work — a bounded count and, when low, the lease + enqueue
@@ -28,7 +31,7 @@ _trailing: dict[int, threading.Timer] = {}
 
 
 def on_pairs_reserved(*, pool, count: int) -> None:
-    """Called by the reservation service after each successful reservation of ``count`` pairs."""
+    """Called (through ``pairs_reserved``) after each committed reservation of ``count`` pairs."""
     if not pool.refill_enabled or pool.low_watermark <= 0:
         return
     interval = getattr(settings, "REFILL_TRIGGER_MIN_INTERVAL_SECONDS", 1.0)

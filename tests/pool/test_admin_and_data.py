@@ -11,7 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from core.pool.models import AuditRecord, PairStatus, Pool, TokenPair
-from core.pool.selectors import pool_get, pool_health
+from core.monitoring.selectors import pool_health
+from core.pool.selectors import pool_get
 from core.pool.services import pairs_insert_bulk
 from core.errors import PoolNotFound
 from tests.fixtures.pool import fake_pairs

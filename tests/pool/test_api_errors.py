@@ -136,12 +136,12 @@ def test_pages_outside_api_keep_djangos_errors(api):
 
 
 def test_unexpected_errors_are_500_without_internals(api, default_pool, monkeypatch):
-    from core.pool import api as pool_api
+    from core.monitoring import api as monitoring_api
 
     def explode(**kwargs):
         raise RuntimeError("secret internals: password=hunter2")
 
-    monkeypatch.setattr(pool_api, "pool_health", explode)
+    monkeypatch.setattr(monitoring_api, "pool_health", explode)
     response = api.get("/api/v1/pools/default")
     body = assert_error(response, 500, "internal_error")
     assert "secret" not in response.content.decode() and "Traceback" not in response.content.decode()

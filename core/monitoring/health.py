@@ -1,4 +1,6 @@
-"""Operations endpoints without an API key (contract section 3): liveness and readiness."""
+"""Operations endpoints without an API key (contract section 3): liveness and readiness.
+
+In the monitoring room because readiness reads the database, TOME and every pool."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +10,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from core.pool.selectors import pools_without_available_pairs
+from core.tome.django import get_tome_client
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +36,6 @@ def _database_ok() -> bool:
 
 
 def _tome_ok() -> bool:
-    from core.tome.django import get_tome_client
-
     try:
         return bool(get_tome_client().ping())
     except Exception:

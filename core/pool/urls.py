@@ -1,4 +1,5 @@
-"""Routes of /api/v1/ (contract section 2)."""
+"""Routes of the pool room under /api/v1/ (contract section 2): reservations, lookup, detokenize.
+Included by ``tokenpool/urls.py``; a pool's health (pools/<name>) is the monitoring room's."""
 from django.urls import path
 
 from core.pool import api as pool_api
@@ -16,5 +17,4 @@ urlpatterns: list = [
     path("lookup/batch", pool_api.LookupBatchApi.as_view(), name="lookup-batch"),
     path("detokenize", pool_api.DetokenizeApi.as_view(), name="detokenize"),
     path("detokenize/batch", pool_api.DetokenizeBatchApi.as_view(), name="detokenize-batch"),
-    path("pools/<str:name>", pool_api.PoolDetailApi.as_view(), name="pool-detail"),
 ]
