@@ -1,4 +1,8 @@
-"""tokenpool-tome-client: the typed Python client of TOME (dual-namespace tokenization).
+"""tokenpool-tome-client: the typed Python clients of TOME and of TokenPool.
+
+- ``HttpTokenizationLibrary`` (the library approach): live tokenization against TOME.
+- ``TokenPoolClient`` (the pool approach): reservations and lookups through TokenPool's API, with
+  an optional fallback to a TokenizationLibrary while TokenPool is unreachable.
 
 Django-free; ships alone as the ``tokenpool-tome-client`` wheel and is also what the TokenPool
 service itself uses (its Django glue lives in ``core/tome/django.py``). Usage: docs/client-library.md.
@@ -7,5 +11,7 @@ from tokenpool_tome.client import *  # noqa: F401,F403  (client.__all__ also nam
 from tokenpool_tome.client import __all__ as _client_api
 from tokenpool_tome.client import __version__
 from tokenpool_tome.correlation import correlation_scope, get_correlation_id
+from tokenpool_tome.pool_client import *  # noqa: F401,F403
+from tokenpool_tome.pool_client import __all__ as _pool_client_api
 
-__all__ = [*_client_api, "__version__", "correlation_scope", "get_correlation_id"]
+__all__ = [*_client_api, *_pool_client_api, "__version__", "correlation_scope", "get_correlation_id"]

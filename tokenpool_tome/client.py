@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar, runtime_checkable
 from urllib.parse import quote
@@ -65,8 +65,17 @@ ERROR = "error"
 
 @dataclass(frozen=True, slots=True)
 class TokenPair:
+    """A pair of tokens: ``internal_token`` (NS1) and ``external_ref_id`` (NS2).
+
+    ``status`` and ``source`` are filled only by TokenPoolClient lookups (the server's pair body,
+    or ``source="client_direct"`` for its TOME fallback). They take no part in equality or hashing:
+    a pair is its two tokens, wherever it was read from.
+    """
+
     internal_token: str
     external_ref_id: str
+    status: str | None = field(default=None, compare=False)
+    source: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
