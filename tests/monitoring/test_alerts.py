@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from datetime import timedelta
 
 import pytest
 from django.core import mail
-from django.db import connection
 from django.utils import timezone
 
 from core.monitoring.alerts import alerts_evaluate
@@ -20,12 +18,12 @@ from core.refill.models import RefillOutcome, RefillRun, RefillTrigger
 from tokenpool_tome.client import CallRecord
 
 
-def _quiet_pool(pool_with_pairs, *, pairs: int = 100, **fields) -> Pool:
+def _quiet_pool(make_pool, *, pairs: int = 100, **fields) -> Pool:
     """A pool whose TOME namespaces are unique to the test (metrics files are shared by the run)."""
     tag = secrets.token_hex(3)
     fields = {"target_size": 200, "low_watermark": 50, "critical_watermark": 20,
               "ns1_namespace": f"ns1-{tag}", "ns2_namespace": f"ns2-{tag}", **fields}
-    return pool_with_pairs(f"alerts-{tag}", pairs=pairs, **fields)
+    return make_pool(f"alerts-{tag}", pairs=pairs, **fields)
 
 
 def _conditions(pool: Pool, *, open_only: bool = True) -> list[str]:
@@ -49,8 +47,8 @@ def alert_mail(settings):
 
 
 @pytest.mark.django_db
-def test_low_and_critical_open_once_notify_and_resolve(pool_with_pairs, pair_states, alert_mail, webhook_server):
-    pool = _quiet_pool(pool_with_pairs, pairs=60)
+def test_low_and_critical_open_once_notify_and_resolve(make_pool, pair_states, alert_mail, webhook_server):
+    pool = _quiet_pool(make_pool, pairs=60)
     pair_states(pool, used=45)  # 15 available: below low (50) and critical (20)
 
     first = alerts_evaluate(probe=lambda: True)
@@ -68,7 +66,7 @@ def test_low_and_critical_open_once_notify_and_resolve(pool_with_pairs, pair_sta
     hooks = [h for h in webhook_server.delivered if pool.name in h["text"]]
     assert len(hooks) == 2 and set(hooks[0]) == {"text"}
 
-    pool_with_pairs(pool.name, pairs=100)  # refilled: 115 available
+    make_pool(pool.name, pairs=100)  # refilled: 115 available
     resolved = alerts_evaluate(probe=lambda: True)
     assert {a.condition for a in resolved.resolved if a.pool_id == pool.pk} == {"pool_low", "pool_critical"}
     assert _conditions(pool) == []
@@ -83,16 +81,16 @@ def test_low_and_critical_open_once_notify_and_resolve(pool_with_pairs, pair_sta
 
 
 @pytest.mark.django_db
-def test_disabled_never_used_pool_raises_no_watermark_alerts(pool_with_pairs):
-    pool = _quiet_pool(pool_with_pairs, pairs=0, refill_enabled=False)
+def test_disabled_never_used_pool_raises_no_watermark_alerts(make_pool):
+    pool = _quiet_pool(make_pool, pairs=0, refill_enabled=False)
     alerts_evaluate(probe=lambda: True, notify=False)
     assert _conditions(pool) == []
 
 
 @pytest.mark.django_db
-def test_refill_failing_after_n_consecutive_failures(pool_with_pairs, settings):
+def test_refill_failing_after_n_consecutive_failures(make_pool, settings):
     settings.ALERT_REFILL_FAILURES = 3
-    pool = _quiet_pool(pool_with_pairs)
+    pool = _quiet_pool(make_pool)
     _run(pool, RefillOutcome.SUCCEEDED)
     _run(pool, RefillOutcome.FAILED)
     _run(pool, RefillOutcome.FAILED)
@@ -111,9 +109,9 @@ def test_refill_failing_after_n_consecutive_failures(pool_with_pairs, settings):
 
 
 @pytest.mark.django_db
-def test_direct_fallback_opens_while_recent_and_resolves_after_window(pool_with_pairs, pair_states, settings):
+def test_direct_fallback_opens_while_recent_and_resolves_after_window(make_pool, pair_states, settings):
     settings.ALERT_DIRECT_WINDOW_MINUTES = 15
-    pool = _quiet_pool(pool_with_pairs)
+    pool = _quiet_pool(make_pool)
     pair_states(pool, direct=2)
     alerts_evaluate(probe=lambda: True, notify=False)
     alert = PoolAlert.objects.get(pool=pool, condition="direct_fallback", resolved_at__isnull=True)
@@ -131,8 +129,8 @@ def _tome_call(namespace: str, *, ok: bool) -> CallRecord:
 
 
 @pytest.mark.django_db
-def test_tome_unavailable_follows_the_newest_evidence_of_any_process(pool_with_pairs):
-    pool = _quiet_pool(pool_with_pairs)
+def test_tome_unavailable_follows_the_newest_evidence_of_any_process(make_pool):
+    pool = _quiet_pool(make_pool)
     record_tome_call(_tome_call(pool.ns1_namespace, ok=True))
     alerts_evaluate(probe=lambda: True, notify=False)
     assert "tome_unavailable" not in _conditions(pool)
@@ -149,8 +147,8 @@ def test_tome_unavailable_follows_the_newest_evidence_of_any_process(pool_with_p
 
 
 @pytest.mark.django_db
-def test_a_stale_tome_failure_is_rechecked_with_a_probe(pool_with_pairs):
-    pool = _quiet_pool(pool_with_pairs)
+def test_a_stale_tome_failure_is_rechecked_with_a_probe(make_pool):
+    pool = _quiet_pool(make_pool)
     TOME_LAST_OK.labels(pool.ns2_namespace).set(time.time() - 3600)
     TOME_LAST_UNAVAILABLE.labels(pool.ns2_namespace).set(time.time() - 1800)  # nobody called TOME since
     probes = []
@@ -161,29 +159,11 @@ def test_a_stale_tome_failure_is_rechecked_with_a_probe(pool_with_pairs):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_evaluators_open_and_notify_once(pool_with_pairs, pair_states, webhook_server):
-    pool = _quiet_pool(pool_with_pairs, pairs=60)
+def test_concurrent_evaluators_open_and_notify_once(make_pool, pair_states, webhook_server, run_concurrently):
+    pool = _quiet_pool(make_pool, pairs=60)
     pair_states(pool, used=50)
-    barrier = threading.Barrier(4)
-    opened: list[str] = []
-    errors: list[BaseException] = []
-
-    def evaluate() -> None:
-        try:
-            barrier.wait()
-            result = alerts_evaluate(probe=lambda: True)
-            opened.extend(a.condition for a in result.opened if a.pool_id == pool.pk)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=evaluate) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    results = run_concurrently(lambda: alerts_evaluate(probe=lambda: True), threads=4)
+    opened = [a.condition for result in results for a in result.opened if a.pool_id == pool.pk]
     assert sorted(opened) == ["pool_critical", "pool_low"]
     assert PoolAlert.objects.filter(pool=pool).count() == 2
     assert len([h for h in webhook_server.delivered if pool.name in h["text"]]) == 2
@@ -211,12 +191,12 @@ def test_webhook_client_error_is_not_retried(webhook_server):
 
 
 @pytest.mark.django_db
-def test_failing_notifications_never_break_evaluation(pool_with_pairs, pair_states, settings, alert_mail):
+def test_failing_notifications_never_break_evaluation(make_pool, pair_states, settings, alert_mail):
     settings.ALERT_WEBHOOK_URL = "http://127.0.0.1:9/unreachable"
     settings.ALERT_WEBHOOK_ATTEMPTS = 2
     settings.ALERT_WEBHOOK_BACKOFF_SECONDS = 0.01
     settings.EMAIL_BACKEND = "tests.monitoring.test_alerts.BrokenEmailBackend"
-    pool = _quiet_pool(pool_with_pairs, pairs=10)
+    pool = _quiet_pool(make_pool, pairs=10)
     result = alerts_evaluate(probe=lambda: True)
     assert {a.condition for a in result.opened if a.pool_id == pool.pk} == {"pool_low", "pool_critical"}
     assert PoolAlert.objects.get(pool=pool, condition="pool_low").last_notified_at is None
@@ -231,8 +211,8 @@ class BrokenEmailBackend:
 
 
 @pytest.mark.django_db
-def test_acknowledge_from_the_admin_list(admin_client, admin_user, pool_with_pairs):
-    pool = _quiet_pool(pool_with_pairs)
+def test_acknowledge_from_the_admin_list(admin_client, admin_user, make_pool):
+    pool = _quiet_pool(make_pool)
     alert = PoolAlert.objects.create(pool=pool, condition=AlertCondition.POOL_LOW, severity="warning",
                                      opened_at=timezone.now())
     response = admin_client.post("/admin/core/poolalert/", {"action": "acknowledge", "_selected_action": [alert.pk]})

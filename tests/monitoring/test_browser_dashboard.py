@@ -38,9 +38,9 @@ def _history(pool, *, hours: int) -> None:
 
 
 def test_dashboard_shows_the_database_figures(transactional_db, live_server, browser_page, django_user_model,
-                                              pool_with_pairs, pair_states):
+                                              make_pool, pair_states):
     django_user_model.objects.create_superuser("ops", "ops@example.test", PASSWORD)
-    pool = pool_with_pairs("default", pairs=1600)
+    pool = make_pool("default", pairs=1600)
     pool.target_size, pool.low_watermark, pool.critical_watermark = 2000, 1500, 300
     pool.save()
     pair_states(pool, used=200, reserved_at=timezone.now() - timedelta(hours=3))
@@ -49,7 +49,7 @@ def test_dashboard_shows_the_database_figures(transactional_db, live_server, bro
                              inserted=1600, tome_calls=4, finished_at=timezone.now())
     PoolAlert.objects.create(pool=pool, condition="pool_low", severity="warning", opened_at=timezone.now(),
                              details={"available": 1290, "low_watermark": 1500})
-    other = pool_with_pairs("production-cards", pairs=400, environment="PRODUCTION", target_size=500,
+    other = make_pool("production-cards", pairs=400, environment="PRODUCTION", target_size=500,
                             low_watermark=100, critical_watermark=20)
     _history(pool, hours=24 * 7)
 

@@ -36,8 +36,8 @@ def test_admin_index_links_to_the_dashboard(admin_client):
     assert 'href="/admin/core/pool/"' in html  # Django's own app list is still there
 
 
-def test_dashboard_figures_match_the_database(admin_client, pool_with_pairs, pair_states):
-    pool = pool_with_pairs("dash", pairs=120, target_size=200, low_watermark=150, critical_watermark=20)
+def test_dashboard_figures_match_the_database(admin_client, make_pool, pair_states):
+    pool = make_pool("dash", pairs=120, target_size=200, low_watermark=150, critical_watermark=20)
     two_hours_ago = timezone.now() - timedelta(hours=2)
     pair_states(pool, used=10, reserved_at=two_hours_ago)  # consumed before the last hour
     pair_states(pool, reserved=3, used=6, retired=2, direct=4)  # consumed within the last hour
@@ -72,8 +72,8 @@ def test_dashboard_figures_match_the_database(admin_client, pool_with_pairs, pai
     assert "available below low watermark" in html
 
 
-def test_a_refill_blocked_by_onboarding_names_the_missing_approvals(admin_client, pool_with_pairs):
-    pool = pool_with_pairs("gated", pairs=0, target_size=200, low_watermark=150, critical_watermark=20)
+def test_a_refill_blocked_by_onboarding_names_the_missing_approvals(admin_client, make_pool):
+    pool = make_pool("gated", pairs=0, target_size=200, low_watermark=150, critical_watermark=20)
     RefillRun.objects.create(pool=pool, trigger=RefillTrigger.SCHEDULED, outcome="blocked_onboarding",
                              finished_at=timezone.now(),
                              error="Missing onboarding approvals (UAT): Master key creation - UAT")
@@ -83,8 +83,8 @@ def test_a_refill_blocked_by_onboarding_names_the_missing_approvals(admin_client
     assert "/admin/core/onboardingtask/summary/UAT/" in notice.group(1)
 
 
-def test_chart_drawn_from_snapshots_for_both_ranges(admin_client, pool_with_pairs):
-    pool = pool_with_pairs("charted", pairs=10)
+def test_chart_drawn_from_snapshots_for_both_ranges(admin_client, make_pool):
+    pool = make_pool("charted", pairs=10)
     now = timezone.now()
     PoolSnapshot.objects.bulk_create([
         PoolSnapshot(pool=pool, taken_at=now - timedelta(hours=h), available=2000 - 50 * h, reserved=0, used=50 * h,
@@ -96,7 +96,7 @@ def test_chart_drawn_from_snapshots_for_both_ranges(admin_client, pool_with_pair
         card = re.search(r'data-testid="pool-charted".*?</section>', html, re.S).group(0)
         assert "<svg" in card and card.count("<polyline") == 2, range_key
         assert f'data-testid="range-{range_key}"' in html
-    empty = pool_with_pairs("uncharted", pairs=1)
+    empty = make_pool("uncharted", pairs=1)
     html = admin_client.get("/admin/dashboard/").content.decode()
     assert "Not enough snapshots yet" in re.search(r'data-testid="pool-uncharted".*?</section>', html, re.S).group(0)
     assert empty.pk
@@ -117,10 +117,10 @@ def test_hours_to_empty():
     assert hours_to_empty(available=100, consumption_per_hour=40) == 2.5
 
 
-def test_large_table_mode_rates_come_from_snapshot_differences(admin_client, pool_with_pairs, pair_states, settings):
+def test_large_table_mode_rates_come_from_snapshot_differences(admin_client, make_pool, pair_states, settings):
     """Above the exact-count threshold nothing scans by reserved_at: consumption is the growth of
     the cumulative count since the snapshot nearest the window start."""
-    pool = pool_with_pairs("bigpool", pairs=100)
+    pool = make_pool("bigpool", pairs=100)
     pair_states(pool, used=30)
     TokenPair.objects.filter(pool=pool).update(created_at=timezone.now() - timedelta(days=2))
     now = timezone.now()

@@ -21,9 +21,9 @@ def _lines(stream) -> list[dict]:
 
 
 @pytest.mark.django_db
-def test_requests_carrying_keys_and_tokens_leave_none_in_the_logs(pool_with_pairs, pair_states, make_api_key,
+def test_requests_carrying_keys_and_tokens_leave_none_in_the_logs(make_pool, pair_states, make_api_key,
                                                                   api_as, log_capture, client):
-    pool = pool_with_pairs("default", pairs=5)
+    pool = make_pool("default", pairs=5)
     pair_states(pool, used=2)
     used = list(TokenPair.objects.filter(pool=pool, status="USED"))
     key, raw_key = make_api_key(name="billing-service")

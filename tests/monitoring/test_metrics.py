@@ -40,8 +40,8 @@ def test_metrics_is_prometheus_text_without_api_key(client):
     assert client.post("/metrics").status_code == 405
 
 
-def test_pool_pairs_and_reservations_equal_the_database(pool_with_pairs, pair_states, scrape):
-    pool = pool_with_pairs(pairs=30)
+def test_pool_pairs_and_reservations_equal_the_database(make_pool, pair_states, scrape):
+    pool = make_pool(pairs=30)
     pair_states(pool, reserved=4, used=7, retired=2, direct=3)
     text = scrape()
 
@@ -56,8 +56,8 @@ def test_pool_pairs_and_reservations_equal_the_database(pool_with_pairs, pair_st
     assert "# TYPE tokenpool_reservations_total counter" in text
 
 
-def test_label_sets_match_the_contract(pool_with_pairs, scrape, client):
-    pool = pool_with_pairs(pairs=1)
+def test_label_sets_match_the_contract(make_pool, scrape, client):
+    pool = make_pool(pairs=1)
     namespace = f"ns-{secrets.token_hex(3)}"
     record_tome_call(_call(namespace))
     _finished_run(pool, RefillOutcome.SUCCEEDED)
@@ -78,8 +78,8 @@ def test_label_sets_match_the_contract(pool_with_pairs, scrape, client):
     assert sources == {"pool", "direct"}
 
 
-def test_refill_runs_counted_by_outcome_and_running_ones_left_out(pool_with_pairs, scrape):
-    pool = pool_with_pairs(pairs=1)
+def test_refill_runs_counted_by_outcome_and_running_ones_left_out(make_pool, scrape):
+    pool = make_pool(pairs=1)
     for outcome in (RefillOutcome.SUCCEEDED, RefillOutcome.SUCCEEDED, RefillOutcome.FAILED):
         _finished_run(pool, outcome)
     RefillRun.objects.create(pool=pool, trigger=RefillTrigger.MANUAL)  # still running
@@ -155,13 +155,13 @@ def test_counters_written_by_another_process_are_summed(scrape):
                         {"namespace": namespace, "operation": "detokenize", "outcome": "ok"}) == 7
 
 
-def test_large_table_mode_keeps_counters_exact_without_a_full_scan(pool_with_pairs, pair_states, scrape, settings):
+def test_large_table_mode_keeps_counters_exact_without_a_full_scan(make_pool, pair_states, scrape, settings):
     """Above MONITORING_EXACT_COUNT_MAX_ROWS, AVAILABLE/RESERVED and the reservation counters are
     still exact (partial indexes + rows inserted after the snapshot's anchor); USED/RETIRED come
     from the latest snapshot."""
     from core.monitoring.services import pool_snapshots_take
 
-    pool = pool_with_pairs(pairs=40)
+    pool = make_pool(pairs=40)
     pair_states(pool, used=5, retired=1)
     # Rows older than the anchor margin, as they would be on a real deployment.
     TokenPair.objects.filter(pool=pool).update(created_at=timezone.now() - timedelta(minutes=30))
@@ -172,7 +172,7 @@ def test_large_table_mode_keeps_counters_exact_without_a_full_scan(pool_with_pai
     assert (snapshot.rows_pool, snapshot.rows_direct, snapshot.used) == (40, 0, 5)
     # After the snapshot: more reservations, direct pairs and a refill's new rows.
     pair_states(pool, reserved=3, used=4, direct=2)
-    pool_with_pairs(pool.name, pairs=10)
+    make_pool(pool.name, pairs=10)
 
     settings.MONITORING_EXACT_COUNT_MAX_ROWS = -1  # force the large-table path
     before = timezone.now()

@@ -23,9 +23,9 @@ from core.refill.models import RefillRun, RefillTrigger
 pytestmark = pytest.mark.django_db
 
 
-def test_snapshot_records_every_pools_counts(pool_with_pairs, pair_states):
-    pool = pool_with_pairs(pairs=25)
-    other = pool_with_pairs(pairs=3)
+def test_snapshot_records_every_pools_counts(make_pool, pair_states):
+    pool = make_pool(pairs=25)
+    other = make_pool(pairs=3)
     pair_states(pool, reserved=2, used=5, retired=1, direct=4)
     RefillRun.objects.create(pool=pool, trigger=RefillTrigger.MANUAL, outcome="succeeded",
                              finished_at=timezone.now(), requested=25, inserted=25, tome_calls=2)
@@ -41,9 +41,9 @@ def test_snapshot_records_every_pools_counts(pool_with_pairs, pair_states):
     assert snapshots[other.pk].available == 3
 
 
-def test_snapshot_task_prunes_old_history(pool_with_pairs, settings):
+def test_snapshot_task_prunes_old_history(make_pool, settings):
     settings.MONITORING_SNAPSHOT_RETENTION_DAYS = 7
-    pool = pool_with_pairs(pairs=1)
+    pool = make_pool(pairs=1)
     Pool.objects.exclude(pk=pool.pk).delete()  # the migration's "default" pool, when present
     eight_days_ago, six_days_ago = timezone.now() - timedelta(days=8), timezone.now() - timedelta(days=6)
     pool_snapshots_take(now=eight_days_ago)
@@ -55,11 +55,11 @@ def test_snapshot_task_prunes_old_history(pool_with_pairs, settings):
     assert taken[0] == six_days_ago and taken[1] >= started  # the 8-day-old one was pruned
 
 
-def test_alert_task_reports_what_it_did(pool_with_pairs, settings):
+def test_alert_task_reports_what_it_did(make_pool, settings):
     settings.ALERT_WEBHOOK_URL = ""
     settings.ALERT_EMAILS = []
     # Namespaces of its own: no other test's TOME call history can open a tome_unavailable alert here.
-    pool = pool_with_pairs(pairs=0, target_size=10, low_watermark=5, critical_watermark=1,
+    pool = make_pool(pairs=0, target_size=10, low_watermark=5, critical_watermark=1,
                            ns1_namespace=f"ns1-{secrets.token_hex(3)}", ns2_namespace=f"ns2-{secrets.token_hex(3)}")
     Pool.objects.exclude(pk=pool.pk).delete()  # the migration's "default" pool, when present
     assert alerts_evaluate_task() == {"opened": 2, "resolved": 0}
@@ -68,7 +68,7 @@ def test_alert_task_reports_what_it_did(pool_with_pairs, settings):
         ("pool_low", "warning"), ("pool_critical", "critical")}
 
     assert alerts_evaluate_task() == {"opened": 0, "resolved": 0}  # still open: nothing new to report
-    pool_with_pairs(pool.name, pairs=10)
+    make_pool(pool.name, pairs=10)
     assert alerts_evaluate_task() == {"opened": 0, "resolved": 2}
     assert not open_alerts.exists()
 

@@ -1,10 +1,7 @@
 """Two approvers deciding on the same task at the same moment: exactly one decision is recorded."""
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection
 
 from core.onboarding.errors import TransitionNotAllowedFromState
 from core.onboarding.models import ApprovalDecision, OnboardingState as S, OnboardingTask, OnboardingTransition
@@ -12,28 +9,22 @@ from core.onboarding.services import task_approve, task_reject, task_start, task
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_approve_and_reject_serialise_on_the_task_row(onboarding_plan, lead, approver, make_onboarding_user):
+def test_concurrent_approve_and_reject_serialise_on_the_task_row(onboarding_plan, lead, approver,
+                                                                  make_onboarding_user, run_concurrently):
     other = make_onboarding_user("other-approver", approver=True)
     task = task_submit(task=task_start(task=onboarding_plan["kms-onboarding-uat"], user=lead), user=lead)
-    barrier = threading.Barrier(2)
-    outcomes: list[str] = []
 
-    def decide(call):
-        try:
-            barrier.wait()
-            call()
-            outcomes.append("ok")
-        except TransitionNotAllowedFromState:
-            outcomes.append("refused")
-        finally:
-            connection.close()
+    def deciding(call):
+        def decide() -> str:
+            try:
+                call()
+                return "ok"
+            except TransitionNotAllowedFromState:
+                return "refused"
+        return decide
 
-    threads = [threading.Thread(target=decide, args=(lambda: task_approve(task=task, user=approver),)),
-               threading.Thread(target=decide, args=(lambda: task_reject(task=task, user=other, note="no"),))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    outcomes = run_concurrently(deciding(lambda: task_approve(task=task, user=approver)),
+                                deciding(lambda: task_reject(task=task, user=other, note="no")), timeout=30)
 
     assert sorted(outcomes) == ["ok", "refused"]
     task = OnboardingTask.objects.get(pk=task.pk)

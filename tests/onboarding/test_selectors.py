@@ -85,11 +85,11 @@ def test_impact_survives_a_broken_counter_source():
     assert impact["basis"] == "projected" and impact["measured"] is None
 
 
-def test_impact_reads_the_pool_records(pool_with_pairs, make_api_key):
+def test_impact_reads_the_pool_records(make_pool, make_api_key):
     from core.pool.services import reservation_batch_create
     from core.refill.models import RefillRun
 
-    pool = pool_with_pairs(pairs=20, refill_enabled=False)
+    pool = make_pool(pairs=20, refill_enabled=False)
     RefillRun.objects.create(pool=pool, trigger="manual", outcome="succeeded", finished_at=timezone.now(),
                              requested=20, inserted=20, tome_calls=3)
     api_key, _ = make_api_key(scopes=["reserve"])

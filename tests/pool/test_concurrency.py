@@ -3,34 +3,15 @@ identical idempotent requests racing each other produce one reservation."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
 
 import pytest
-from django.db import connection
 
 from core.errors import PoolUnavailable
 from core.pool.models import PairStatus, TokenPair
 from core.pool.services import reservation_batch_create, reservation_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run_threads(n: int, target: Callable[[threading.Barrier], Any]) -> list[Any]:
-    """Run ``target`` in ``n`` threads released together; each closes its own DB connection."""
-    barrier = threading.Barrier(n)
-
-    def wrapped() -> Any:
-        try:
-            return target(barrier)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=n) as executor:
-        futures = [executor.submit(wrapped) for _ in range(n)]
-        return [f.result(timeout=120) for f in futures]
 
 
 @pytest.fixture
@@ -43,14 +24,13 @@ def tome_unreachable(settings):
     settings.TOME_MAX_ATTEMPTS = 1
 
 
-def test_32_threads_drain_a_5000_pair_pool_and_every_pair_is_issued_once(pool_with_pairs, api_key,
+def test_32_threads_drain_a_5000_pair_pool_and_every_pair_is_issued_once(run_concurrently, make_pool, api_key,
                                                                          tome_unreachable):
-    pool = pool_with_pairs("race", pairs=5000)
+    pool = make_pool("race", pairs=5000)
     key = api_key[0]
 
-    def reserve_until_empty(barrier: threading.Barrier) -> list[str]:
+    def reserve_until_empty() -> list[str]:
         issued = []
-        barrier.wait()
         while True:
             try:
                 pair, created = reservation_create(pool=pool, api_key=key, idempotency_key=None, owner_ref=None)
@@ -59,7 +39,7 @@ def test_32_threads_drain_a_5000_pair_pool_and_every_pair_is_issued_once(pool_wi
             assert created and pair.source == "pool"
             issued.append(pair.internal_token)
 
-    per_thread = run_threads(32, reserve_until_empty)
+    per_thread = run_concurrently(reserve_until_empty, threads=32)
     issued = [token for tokens in per_thread for token in tokens]
     assert len(issued) == len(set(issued)) == 5000
     assert sum(1 for tokens in per_thread if tokens) > 1  # the threads really competed
@@ -71,13 +51,13 @@ def test_32_threads_drain_a_5000_pair_pool_and_every_pair_is_issued_once(pool_wi
     assert TokenPair.objects.filter(pool=pool).values("reservation_id").distinct().count() == 5000
 
 
-def test_concurrent_batches_are_all_or_nothing_and_never_overlap(pool_with_pairs, api_key, tome_unreachable):
-    pool = pool_with_pairs("batch-race", pairs=1000)
+def test_concurrent_batches_are_all_or_nothing_and_never_overlap(run_concurrently, make_pool, api_key,
+                                                                 tome_unreachable):
+    pool = make_pool("batch-race", pairs=1000)
     key = api_key[0]
 
-    def reserve_batches(barrier: threading.Barrier) -> list[list[str]]:
+    def reserve_batches() -> list[list[str]]:
         batches = []
-        barrier.wait()
         while True:
             try:
                 pairs, _ = reservation_batch_create(pool=pool, api_key=key, count=7, idempotency_key=None)
@@ -85,7 +65,7 @@ def test_concurrent_batches_are_all_or_nothing_and_never_overlap(pool_with_pairs
                 return batches
             batches.append([p.internal_token for p in pairs])
 
-    batches = [b for per_thread in run_threads(16, reserve_batches) for b in per_thread]
+    batches = [b for per_thread in run_concurrently(reserve_batches, threads=16) for b in per_thread]
     issued = [t for batch in batches for t in batch]
     assert all(len(batch) == 7 for batch in batches)
     assert len(issued) == len(set(issued))
@@ -95,18 +75,17 @@ def test_concurrent_batches_are_all_or_nothing_and_never_overlap(pool_with_pairs
     assert available < 7  # drained as far as whole batches go
 
 
-def test_16_identical_idempotent_requests_make_one_reservation(pool_with_pairs, api_key, api_as):
-    pool = pool_with_pairs("idem", pairs=100)
+def test_16_identical_idempotent_requests_make_one_reservation(run_concurrently, make_pool, api_key, api_as):
+    pool = make_pool("idem", pairs=100)
     raw = api_key[1]
 
-    def post(barrier: threading.Barrier) -> tuple[int, dict]:
+    def post() -> tuple[int, dict]:
         caller = api_as(raw)
-        barrier.wait()
         response = caller.post("/api/v1/reservations", {"pool": "idem", "owner_ref": "card-9"},
                                HTTP_IDEMPOTENCY_KEY="one-and-only")
         return response.status_code, response.json()
 
-    results = run_threads(16, post)
+    results = run_concurrently(post, threads=16)
     statuses = Counter(status for status, _ in results)
     assert statuses == {201: 1, 200: 15}, statuses
     assert len({body["reservation_id"] for _, body in results}) == 1
@@ -115,35 +94,33 @@ def test_16_identical_idempotent_requests_make_one_reservation(pool_with_pairs, 
     assert TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count() == 99  # losers claimed nothing
 
 
-def test_identical_idempotent_batches_racing_make_one_set(pool_with_pairs, api_key, api_as):
-    pool = pool_with_pairs("idem-batch", pairs=100)
+def test_identical_idempotent_batches_racing_make_one_set(run_concurrently, make_pool, api_key, api_as):
+    pool = make_pool("idem-batch", pairs=100)
     raw = api_key[1]
 
-    def post(barrier: threading.Barrier) -> tuple[int, dict]:
+    def post() -> tuple[int, dict]:
         caller = api_as(raw)
-        barrier.wait()
         response = caller.post("/api/v1/reservations/batch", {"pool": "idem-batch", "count": 5},
                                HTTP_IDEMPOTENCY_KEY="batch-once")
         return response.status_code, response.json()
 
-    results = run_threads(8, post)
+    results = run_concurrently(post, threads=8)
     assert Counter(s for s, _ in results) == {201: 1, 200: 7}
     assert len({tuple(r["reservation_id"] for r in body["reservations"]) for _, body in results}) == 1
     assert TokenPair.objects.filter(pool=pool, status=PairStatus.RESERVED).count() == 5
 
 
-def test_identical_idempotent_requests_on_an_empty_pool_make_one_direct_reservation(pool_with_pairs, api_key,
-                                                                                   api_as, tome):
-    pool = pool_with_pairs("idem-empty", pairs=0)
+def test_identical_idempotent_requests_on_an_empty_pool_make_one_direct_reservation(run_concurrently, make_pool,
+                                                                                   api_key, api_as, tome):
+    pool = make_pool("idem-empty", pairs=0)
     raw = api_key[1]
 
-    def post(barrier: threading.Barrier) -> tuple[int, dict]:
+    def post() -> tuple[int, dict]:
         caller = api_as(raw)
-        barrier.wait()
         response = caller.post("/api/v1/reservations", {"pool": "idem-empty"}, HTTP_IDEMPOTENCY_KEY="live-once")
         return response.status_code, response.json()
 
-    results = run_threads(6, post)
+    results = run_concurrently(post, threads=6)
     assert Counter(s for s, _ in results) == {201: 1, 200: 5}
     assert len({body["reservation_id"] for _, body in results}) == 1
     assert TokenPair.objects.filter(pool=pool).exclude(status=PairStatus.AVAILABLE).count() == 1

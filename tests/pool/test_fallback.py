@@ -18,8 +18,8 @@ def client_budget_seconds() -> float:
     return settings.TOME_MAX_ATTEMPTS * (per_attempt + 1.0)  # + backoff (≤ 1 s) between attempts
 
 
-def test_empty_pool_falls_back_to_a_live_direct_pair(api, pool_with_pairs, tome):
-    pool = pool_with_pairs("empty", pairs=0)
+def test_empty_pool_falls_back_to_a_live_direct_pair(api, make_pool, tome):
+    pool = make_pool("empty", pairs=0)
     response = api.post("/api/v1/reservations", {"pool": "empty", "owner_ref": "o"})
     assert response.status_code == 201, response.content
     body = response.json()
@@ -36,8 +36,8 @@ def test_empty_pool_falls_back_to_a_live_direct_pair(api, pool_with_pairs, tome)
                       "status": "USED", "source": "pool"}
 
 
-def test_empty_pool_and_tome_down_is_503_and_writes_nothing(api, pool_with_pairs, tome):
-    pool_with_pairs("empty", pairs=0)
+def test_empty_pool_and_tome_down_is_503_and_writes_nothing(api, make_pool, tome):
+    make_pool("empty", pairs=0)
     tome.set_faults(outage=True)
     before = TokenPair.objects.count()
     started = time.monotonic()
@@ -56,8 +56,8 @@ def test_empty_pool_and_tome_down_is_503_and_writes_nothing(api, pool_with_pairs
     assert retry.status_code == 201 and retry.json()["source"] == "direct"
 
 
-def test_batch_takes_what_the_pool_has_and_makes_the_rest_live(api, pool_with_pairs, tome):
-    pool = pool_with_pairs("short", pairs=3)
+def test_batch_takes_what_the_pool_has_and_makes_the_rest_live(api, make_pool, tome):
+    pool = make_pool("short", pairs=3)
     response = api.post("/api/v1/reservations/batch", {"pool": "short", "count": 5},
                         HTTP_IDEMPOTENCY_KEY="batch-fallback")
     assert response.status_code == 201, response.content
@@ -71,8 +71,8 @@ def test_batch_takes_what_the_pool_has_and_makes_the_rest_live(api, pool_with_pa
     assert replay.status_code == 200 and replay.json() == response.json()
 
 
-def test_batch_with_tome_down_is_all_or_nothing(api, pool_with_pairs, tome):
-    pool = pool_with_pairs("short", pairs=3)
+def test_batch_with_tome_down_is_all_or_nothing(api, make_pool, tome):
+    pool = make_pool("short", pairs=3)
     tome.set_faults(outage=True)
     response = api.post("/api/v1/reservations/batch", {"pool": "short", "count": 5})
     assert response.status_code == 503 and response.json()["code"] == "pool_unavailable"
@@ -82,14 +82,14 @@ def test_batch_with_tome_down_is_all_or_nothing(api, pool_with_pairs, tome):
     assert api.post("/api/v1/reservations/batch", {"pool": "short", "count": 3}).status_code == 201
 
 
-def test_full_pool_batch_never_calls_tome(api, pool_with_pairs, tome):
-    pool_with_pairs("full", pairs=10)
+def test_full_pool_batch_never_calls_tome(api, make_pool, tome):
+    make_pool("full", pairs=10)
     assert api.post("/api/v1/reservations/batch", {"pool": "full", "count": 10}).status_code == 201
     assert tome.stats().get("ns1", {}) == {}
 
 
-def test_the_fallback_uses_the_pools_own_namespaces(api, pool_with_pairs, tome):
-    pool_with_pairs("elsewhere", pairs=0, ns1_namespace="ns1-not-onboarded", ns2_namespace="ns2-not-onboarded")
+def test_the_fallback_uses_the_pools_own_namespaces(api, make_pool, tome):
+    make_pool("elsewhere", pairs=0, ns1_namespace="ns1-not-onboarded", ns2_namespace="ns2-not-onboarded")
     response = api.post("/api/v1/reservations", {"pool": "elsewhere"})
     # TOME refuses unknown namespaces: the pool cannot be served live, nothing is written
     assert response.status_code == 503 and response.json()["code"] == "pool_unavailable"

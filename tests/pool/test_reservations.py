@@ -7,7 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from core.errors import PoolNotFound
 from core.pool.models import PairStatus, TokenPair
+from core.pool.selectors import pool_get
 from core.pool.services import reservations_expire
 
 pytestmark = pytest.mark.django_db
@@ -47,8 +49,8 @@ def test_the_hand_built_body_matches_the_documented_serializer(api, default_pool
     assert reservation_body(pair) == ReservationOutput(pair).data
 
 
-def test_lease_is_the_pools_reservation_ttl(api, pool_with_pairs):
-    pool_with_pairs("short-lease", pairs=2, reservation_ttl=timedelta(minutes=3))
+def test_lease_is_the_pools_reservation_ttl(api, make_pool):
+    make_pool("short-lease", pairs=2, reservation_ttl=timedelta(minutes=3))
     body = _reserve(api, {"pool": "short-lease", "owner_ref": "order-42"}, expect=201)
     reserved = timezone.datetime.fromisoformat(body["reserved_at"])
     expires = timezone.datetime.fromisoformat(body["expires_at"])
@@ -171,8 +173,8 @@ def test_expiry_sweep_respects_its_limit(api, default_pool):
     assert reservations_expire(now=later) == 0
 
 
-def test_a_pair_leaves_available_only_once(api, pool_with_pairs):
-    pool = pool_with_pairs("tiny", pairs=3)
+def test_a_pair_leaves_available_only_once(api, make_pool):
+    pool = make_pool("tiny", pairs=3)
     ids = {_reserve(api, {"pool": "tiny"}, expect=201)["internal_token"] for _ in range(3)}
     assert len(ids) == 3
     assert not TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).exists()
@@ -252,17 +254,24 @@ def test_batch_count_must_be_an_integer_from_1_to_500(api, default_pool, body):
     assert "count" in response.json()["errors"]
 
 
-def test_batch_of_500_is_allowed(api, pool_with_pairs):
-    pool_with_pairs("big", pairs=500)
+def test_batch_of_500_is_allowed(api, make_pool):
+    make_pool("big", pairs=500)
     response = api.post("/api/v1/reservations/batch", {"count": 500, "pool": "big"})
     assert response.status_code == 201 and len(response.json()["reservations"]) == 500
 
 
-def test_pool_edits_apply_to_the_next_reservation(api, pool_with_pairs):
-    pool = pool_with_pairs("editable", pairs=3)
+def test_pool_edits_apply_to_the_next_reservation(api, make_pool):
+    pool = make_pool("editable", pairs=3)
     _reserve(api, {"pool": "editable"}, expect=201)  # the pool is now cached for the hot path
     pool.reservation_ttl = timedelta(minutes=2)
     pool.save()
     body = _reserve(api, {"pool": "editable"}, expect=201)
     assert (timezone.datetime.fromisoformat(body["expires_at"])
             - timezone.datetime.fromisoformat(body["reserved_at"])) == timedelta(minutes=2)
+
+
+def test_pool_get_defaults_to_the_default_pool_and_refuses_unknown_names():
+    assert pool_get(name=None).name == "default"
+    assert pool_get(name="default").name == "default"
+    with pytest.raises(PoolNotFound):
+        pool_get(name="missing")

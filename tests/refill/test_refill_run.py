@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 
 from core.pool.models import PairStatus, TokenPair
 from core.refill.models import RefillLease, RefillOutcome, RefillRun, RefillTrigger
@@ -195,28 +194,10 @@ def test_time_budget_ends_the_run_partial_on_a_batch_boundary(refill_ready, make
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_concurrent_workers_never_overfill(refill_ready, make_pool):
+def test_two_concurrent_workers_never_overfill(refill_ready, make_pool, run_concurrently):
     pool = make_pool(target_size=600, batch_size=100)
     refill_ready.set_faults(latency_ms=50)  # long enough for the two runs to overlap
-    barrier = threading.Barrier(2)
-    runs: list[RefillRun] = []
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            barrier.wait()
-            runs.append(refill_run(pool=pool, trigger=RefillTrigger.SCHEDULED))
-        except BaseException as exc:  # pragma: no cover
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    runs = run_concurrently(lambda: refill_run(pool=pool, trigger=RefillTrigger.SCHEDULED), threads=2)
     outcomes = sorted(r.outcome for r in runs)
     assert outcomes in (sorted([RefillOutcome.SUCCEEDED, RefillOutcome.SKIPPED_LOCKED]),
                         sorted([RefillOutcome.SUCCEEDED, RefillOutcome.NOTHING_TO_DO]))

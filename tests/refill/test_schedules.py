@@ -1,10 +1,7 @@
 """Each refill-enabled pool has exactly one django-q2 Schedule; pool edits keep it in step."""
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection
 from django_q.models import Schedule
 
 from core.refill.schedules import (
@@ -92,28 +89,11 @@ def test_schedule_tasks_resolve_to_callables():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_syncs_never_create_duplicates(make_pool):
+def test_concurrent_syncs_never_create_duplicates(make_pool, run_concurrently):
     make_pool("epsilon")
     make_pool("zeta")
     Schedule.objects.all().delete()
-    barrier = threading.Barrier(8)
-    errors: list[BaseException] = []
-
-    def sync() -> None:
-        try:
-            barrier.wait()
-            schedules_sync()
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=sync) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_concurrently(schedules_sync, threads=8)  # re-raises what any thread raised
     from core.pool.models import Pool
 
     names = list(Schedule.objects.values_list("name", flat=True))

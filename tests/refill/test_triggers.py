@@ -1,7 +1,6 @@
 """The low-watermark trigger: cheap on the hot path, after commit, at most one refill queued or running."""
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -45,31 +44,17 @@ def no_rate_limit(settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_reservations_below_low_watermark_enqueue_exactly_one_refill(
-        refill_ready, make_pool, api_key, no_rate_limit):
+        refill_ready, make_pool, api_key, no_rate_limit, run_concurrently):
     from core.pool.services import reservation_create
 
     pool = make_pool(target_size=300, low_watermark=250, batch_size=100)
     assert refill_run(pool=pool, trigger=RefillTrigger.STARTUP).inserted == 300
-    threads_n, per_thread = 16, 8
-    barrier = threading.Barrier(threads_n)
-    errors: list[BaseException] = []
 
     def reserve() -> None:
-        try:
-            barrier.wait()
-            for _ in range(per_thread):
-                reservation_create(pool=pool, api_key=api_key, idempotency_key=None, owner_ref=None)
-        except BaseException as exc:  # pragma: no cover
-            errors.append(exc)
-        finally:
-            connection.close()
+        for _ in range(8):
+            reservation_create(pool=pool, api_key=api_key, idempotency_key=None, owner_ref=None)
 
-    threads = [threading.Thread(target=reserve) for _ in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_concurrently(reserve, threads=16)
     assert TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count() == 300 - 128
     [task] = queued_refills(pool)  # 78 reservations found the pool low; one refill was queued
     lease = RefillLease.objects.get(pool=pool)

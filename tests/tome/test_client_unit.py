@@ -1,6 +1,7 @@
 """TokenizationLibrary unit tests over httpx.MockTransport: no network, no database."""
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import threading
@@ -146,7 +147,35 @@ def make_client(fake: FakeTome) -> Callable[..., HttpTokenizationLibrary]:
 
 # ---- the interface ---------------------------------------------------------------------------
 
-def test_http_library_satisfies_the_interface(make_client):
+# HttpTokenizationLibrary subclasses the Protocol, so isinstance() alone proves nothing about it: each
+# method must be its own implementation, with the Protocol's parameters, defaults and types.
+PROTOCOL_METHODS = sorted(name for name, member in vars(TokenizationLibrary).items()
+                          if inspect.isfunction(member) and not name.startswith("_"))
+
+
+def test_the_protocol_lists_the_whole_interface():
+    assert {"tokenize", "tokenize_batch", "detokenize", "detokenize_batch", "lookup", "lookup_batch",
+            "generate_pairs", "ping", "close"} <= set(PROTOCOL_METHODS)
+
+
+@pytest.mark.parametrize("name", PROTOCOL_METHODS)
+def test_http_library_implements_each_method_with_the_protocol_signature(name):
+    implementation = getattr(HttpTokenizationLibrary, name)
+    assert implementation is not getattr(TokenizationLibrary, name), f"{name} is only the Protocol's stub"
+    assert (inspect.signature(implementation, eval_str=True)
+            == inspect.signature(getattr(TokenizationLibrary, name), eval_str=True))
+
+
+def test_an_object_missing_a_protocol_method_is_not_a_tokenization_library(make_client):
+    class NoPing:
+        pass
+
+    for name in PROTOCOL_METHODS:
+        if name != "ping":
+            setattr(NoPing, name, getattr(HttpTokenizationLibrary, name))
+    assert not isinstance(NoPing(), TokenizationLibrary)
+    NoPing.ping = HttpTokenizationLibrary.ping
+    assert isinstance(NoPing(), TokenizationLibrary)
     assert isinstance(make_client(), TokenizationLibrary)
 
 

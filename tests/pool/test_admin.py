@@ -1,88 +1,18 @@
-"""Bulk insert, pool selectors, and the admin pages of the pool room (cheap on a huge pair table)."""
+"""The admin pages of the pool room (pairs, pools, audit records, API keys): read-only where the data is
+evidence, and cheap on a huge pair table."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 
-from core.pool.models import AuditRecord, PairStatus, Pool, TokenPair
-from core.monitoring.selectors import pool_health
-from core.pool.selectors import pool_get
-from core.pool.services import pairs_insert_bulk
-from core.errors import PoolNotFound
-from tests.fixtures.pool import fake_pairs
+from core.pool.models import AuditRecord, Pool, TokenPair
 
 pytestmark = pytest.mark.django_db
 
-
-def test_bulk_insert_adds_available_pool_pairs_and_skips_duplicates(pool_with_pairs):
-    pool = pool_with_pairs("bulk")
-    pairs = fake_pairs(300)
-    assert pairs_insert_bulk(pool=pool, pairs=pairs) == 300
-    # the same batch again (a retried TOME batch) and a half-overlapping one
-    assert pairs_insert_bulk(pool=pool, pairs=pairs) == 0
-    assert pairs_insert_bulk(pool=pool, pairs=pairs[150:] + fake_pairs(50)) == 50
-    assert pairs_insert_bulk(pool=pool, pairs=[]) == 0
-    rows = TokenPair.objects.filter(pool=pool)
-    assert rows.count() == 350
-    assert set(rows.values_list("status", "source").distinct()) == {(PairStatus.AVAILABLE, "pool")}
-    first = rows.get(internal_token=pairs[0].internal_token)
-    assert first.external_ref_id == pairs[0].external_ref_id and first.created_at is not None
-
-
-def test_bulk_insert_joins_the_callers_transaction(pool_with_pairs):
-    from django.db import transaction
-
-    pool = pool_with_pairs("bulk-tx")
-    with pytest.raises(RuntimeError), transaction.atomic():
-        pairs_insert_bulk(pool=pool, pairs=fake_pairs(10))
-        raise RuntimeError("the refill batch failed after the insert")
-    assert not TokenPair.objects.filter(pool=pool).exists()
-
-
-def test_pool_get(pool_with_pairs):
-    assert pool_get(name=None).name == "default"
-    assert pool_get(name="default").name == "default"
-    with pytest.raises(PoolNotFound):
-        pool_get(name="missing")
-
-
-def test_health_counts_every_status_and_consumption_uses_reserved_at(api, pool_with_pairs):
-    pool = pool_with_pairs("counted", pairs=10)
-    health = pool_health(pool=pool)
-    assert [health[k] for k in ("available", "reserved", "used", "retired")] == [10, 0, 0, 0]
-    assert health["consumption_per_hour"] == 0.0 and health["estimated_hours_to_empty"] is None
-    ids = [api.post("/api/v1/reservations", {"pool": "counted"}).json()["reservation_id"] for _ in range(4)]
-    api.post(f"/api/v1/reservations/{ids[0]}/confirm")
-    api.post(f"/api/v1/reservations/{ids[1]}/release")
-    TokenPair.objects.filter(reservation_id=ids[2]).update(reserved_at=timezone.now() - timedelta(hours=3),
-                                                           expires_at=timezone.now() - timedelta(hours=2))
-    health = pool_health(pool=pool)
-    assert [health[k] for k in ("available", "reserved", "used", "retired")] == [6, 2, 1, 1]
-    assert health["consumption_per_hour"] == 3.0  # the pair reserved 3 h ago is outside the last hour
-    assert health["estimated_hours_to_empty"] == 2.0
-
-
-def test_pool_health_reports_the_latest_finished_refill(pool_with_pairs):
-    from core.refill.models import RefillRun
-
-    pool = pool_with_pairs("refilled", pairs=5)
-    older = RefillRun.objects.create(pool=pool, trigger="manual", outcome="failed",
-                                     finished_at=timezone.now() - timedelta(hours=2))
-    latest = RefillRun.objects.create(pool=pool, trigger="scheduled", outcome="succeeded",
-                                      finished_at=timezone.now() - timedelta(minutes=5))
-    RefillRun.objects.create(pool=pool, trigger="scheduled")  # still running: not "last"
-    health = pool_health(pool=pool)
-    assert health["last_refill_status"] == "succeeded" and health["last_refill_at"] == latest.finished_at
-    assert older.finished_at < health["last_refill_at"]
-
-
-# ---- admin --------------------------------------------------------------------------------------------
 
 @pytest.fixture
 def staff(django_user_model) -> Client:
