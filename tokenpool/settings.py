@@ -92,6 +92,16 @@ DATABASES["default"].setdefault("OPTIONS", {})
 DATABASES["default"]["OPTIONS"].setdefault(
     "options", f"-c idle_in_transaction_session_timeout={env.int('DB_IDLE_IN_TX_TIMEOUT_MS', default=60000)}"
 )
+# Behind PgBouncer in transaction mode (DATABASE_URL points at it; docs/operations.md "Scaling out"):
+# a session is only ours for one transaction, so nothing may outlive one. Server-side cursors (WITH
+# HOLD) would; psycopg's server-side prepared statements stay off as Django's default has them
+# (prepare_threshold=None: PgBouncer < 1.21 cannot route them; Debian ships 1.18); and PgBouncer
+# refuses the `options` startup parameter, so the idle-in-transaction cut-off moves to the server
+# (ALTER DATABASE … SET idle_in_transaction_session_timeout) or PgBouncer's idle_transaction_timeout.
+if env.bool("DATABASE_PGBOUNCER", default=False):
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["default"]["OPTIONS"].pop("options", None)
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -144,9 +154,32 @@ API_AUTH_FAILURE_RATE_PER_MINUTE = env.int("API_AUTH_FAILURE_RATE_PER_MINUTE", d
 # Verified API keys are cached in process this long; a revoked key stops working within it.
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# --- Shared state between processes (contract §1: REDIS_URL; docs/operations.md "Scaling out") ---
+# REDIS_URL set: Redis is the django-q2 broker and the shared cache (rate limits). Unset: everything
+# shared lives in PostgreSQL. Q_REDIS_URL is the old name, still read, deprecated.
+REDIS_URL = env("REDIS_URL", default="")
+if not REDIS_URL and env("Q_REDIS_URL", default=""):
+    import warnings
 
-# --- django-q2 (ORM broker by default; Redis opt-in with Q_REDIS_URL) -------------------------
+    warnings.warn("Q_REDIS_URL is deprecated: set REDIS_URL (it also moves the shared limits to Redis).",
+                  FutureWarning, stacklevel=1)
+    REDIS_URL = env("Q_REDIS_URL")
+if REDIS_URL:
+    CACHES = {"default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env("REDIS_KEY_PREFIX", default="tokenpool"),
+        # Fail fast: a stalled Redis must not stall requests (the limiter falls back, core/api/limits.py).
+        "OPTIONS": {"socket_connect_timeout": 1.0, "socket_timeout": 1.0},
+    }}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Per-key and failed-authentication limits: redis | postgres | local (per process; one process only).
+SHARED_LIMITS_BACKEND = env("SHARED_LIMITS_BACKEND", default="redis" if REDIS_URL else "postgres")
+# How often each process compares the shared API-key generation (revocations) with its cache.
+API_KEY_REVOCATION_CHECK_SECONDS = env.float("API_KEY_REVOCATION_CHECK_SECONDS", default=1.0)
+
+# --- django-q2 (ORM broker by default; Redis broker when REDIS_URL is set) ---------------------
 Q_CLUSTER = {
     "name": "tokenpool",
     "workers": env.int("Q_WORKERS", default=2),
@@ -159,9 +192,9 @@ Q_CLUSTER = {
     "ack_failures": True,
     "save_limit": 500,
 }
-if env("Q_REDIS_URL", default=""):
+if REDIS_URL:
     Q_CLUSTER.pop("orm")
-    Q_CLUSTER["redis"] = env("Q_REDIS_URL")
+    Q_CLUSTER["redis"] = REDIS_URL
 
 # --- Refill (core/refill, docs/refill.md) --------------------------------------------------------
 REFILL_TIME_BUDGET_SECONDS = env.float("REFILL_TIME_BUDGET_SECONDS", default=300.0)  # < Q_TIMEOUT

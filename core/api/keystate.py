@@ -1,0 +1,58 @@
+"""Key revocation seen by every process within the contract's 5 seconds, whatever the cache TTL.
+
+Each process caches verified keys (core/api/auth.py). PostgreSQL keeps one shared number, the key
+generation (table ``core_apikey_generation``, migration 0011), which a statement-level trigger on
+``core_apikey`` increments on every UPDATE, DELETE or TRUNCATE — in the same transaction as the
+change, whoever makes it: the admin, ``revoke_api_key``, a queryset ``update()`` or plain SQL. A
+process compares the number with the one it cached under at most every
+``API_KEY_REVOCATION_CHECK_SECONDS`` (default 1 s) and drops its whole key cache when it moved, so
+a revoked key is refused everywhere within that interval plus one request; creating a key changes
+nothing (unknown keys are never cached).
+
+The generation lives in PostgreSQL with or without Redis: keys live there, and the trigger is what
+makes "every change counts" true without trusting every writer to remember a second store. Cost:
+one primary-key SELECT per process per check interval, not per request.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from django.conf import settings
+from django.db import connection
+
+__all__ = ["KeyGenerationWatch", "key_generation_read"]
+
+
+def key_generation_read() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT generation FROM core_apikey_generation WHERE id = 1")
+        row = cursor.fetchone()
+    return row[0] if row else 0
+
+
+class KeyGenerationWatch:
+    """``changed()`` is True once each time the shared generation moved since the last check."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: int | None = None
+        self._next_check = 0.0
+
+    def changed(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        with self._lock:
+            if now < self._next_check:  # another thread just checked
+                return False
+            generation = key_generation_read()
+            self._next_check = time.monotonic() + settings.API_KEY_REVOCATION_CHECK_SECONDS
+            moved = self._seen is not None and generation != self._seen
+            self._seen = generation
+            return moved
+
+    def reset(self) -> None:
+        with self._lock:
+            self._seen = None
+            self._next_check = 0.0

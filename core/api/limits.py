@@ -1,0 +1,237 @@
+"""Rate limits shared by every process and machine of a deployment (contract §1 and the 429 of §2).
+
+One algorithm, GCRA (the generic cell rate algorithm, a token bucket written as one number): each
+limited name keeps a "theoretical arrival time" ``tat``. With ``rate`` events per ``per`` seconds
+the emission interval is ``T = per / rate`` and the burst tolerance ``tau = (burst - 1) * T`` with
+``burst = max(1, rate)`` (the old per-process bucket's capacity). A request at ``now`` passes when
+``max(tat, now) - now <= tau`` and then moves ``tat`` on by ``T``; otherwise it waits
+``max(tat, now) - now - tau`` seconds. No request history is kept: one row or key per name.
+
+Each decision is ONE atomic round trip to the shared store, whose clock is the only clock used
+(machines with skewed clocks still agree):
+
+- PostgreSQL (default, no extra service): the UNLOGGED table ``core_ratelimit`` (migration 0011),
+  one ``INSERT … ON CONFLICT DO UPDATE … RETURNING``. UNLOGGED: no WAL, so the commit needs no
+  flush; a crash empties the table, which only forgives the limits for a moment.
+- Redis (``REDIS_URL`` set): a Lua script run by the cache's own redis client (Django's
+  ``RedisCache``), with the key expiring when it no longer matters.
+
+A Redis outage degrades to this process's own buckets (logged) instead of refusing every request:
+the database still answers, and a limiter must not become the reason the API is down.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+from django.conf import settings
+from django.db import connection
+
+__all__ = ["RateLimiter", "LocalLimiter", "PostgresLimiter", "RedisLimiter", "SharedLimiter", "limiter_for", "gcra_parameters"]
+
+logger = logging.getLogger("tokenpool.api")
+
+
+def gcra_parameters(*, rate: float, per: float) -> tuple[float, float]:
+    """(emission interval T, burst tolerance tau) for ``rate`` events per ``per`` seconds."""
+    if rate <= 0 or per <= 0:
+        raise ValueError("rate and per must be positive")
+    interval = per / rate
+    return interval, (max(1.0, rate) - 1.0) * interval
+
+
+class RateLimiter(Protocol):
+    def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
+        """0.0 if the event may happen now (and it is counted, unless ``peek``), else the seconds
+        until it may."""
+
+    def reset(self) -> None:
+        """Forget every name of this limiter (tests)."""
+
+
+class LocalLimiter:
+    """GCRA in this process only: the fallback while Redis is unreachable, and ``local`` backend."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._lock = threading.Lock()
+        self._tat: dict[str, float] = {}
+
+    def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
+        interval, tau = gcra_parameters(rate=rate, per=per)
+        now = time.monotonic()
+        with self._lock:
+            tat = max(self._tat.get(name, now), now)
+            if tat - now > tau:
+                return tat - now - tau
+            if not peek:
+                if len(self._tat) > 100_000:  # addresses of a scan: bound the memory, forgive them all
+                    self._tat.clear()
+                self._tat[name] = tat + interval
+            return 0.0
+
+    def reset(self) -> None:
+        with self._lock:
+            self._tat.clear()
+
+
+# The whole decision in one statement. ``checked_at`` is the database's clock at the decision
+# (clock_timestamp(), not now(): inside a caller's transaction now() stands still). The row lock
+# taken by ON CONFLICT serialises concurrent decisions on one name across every connection.
+_PG_TAKE = """
+INSERT INTO core_ratelimit AS r (bucket, tat, checked_at, allowed)
+SELECT %(bucket)s, c.now + %(interval)s, c.now, true
+  FROM (SELECT extract(epoch FROM clock_timestamp())::float8 AS now) AS c
+ON CONFLICT (bucket) DO UPDATE SET
+    checked_at = EXCLUDED.checked_at,
+    allowed = GREATEST(r.tat, EXCLUDED.checked_at) - EXCLUDED.checked_at <= %(tau)s,
+    tat = CASE WHEN GREATEST(r.tat, EXCLUDED.checked_at) - EXCLUDED.checked_at <= %(tau)s
+               THEN GREATEST(r.tat, EXCLUDED.checked_at) + %(interval)s
+               ELSE r.tat END
+RETURNING allowed, tat - checked_at
+"""
+_PG_PEEK = """
+SELECT GREATEST(tat - extract(epoch FROM clock_timestamp())::float8, 0)
+  FROM core_ratelimit WHERE bucket = %(bucket)s
+"""
+# A row whose tat has passed means exactly what no row means; drop them now and then.
+_PG_PRUNE = "DELETE FROM core_ratelimit WHERE tat < extract(epoch FROM clock_timestamp())::float8"
+_PRUNE_EVERY_SECONDS = 60.0
+
+
+class PostgresLimiter:
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._next_prune = 0.0
+
+    def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
+        interval, tau = gcra_parameters(rate=rate, per=per)
+        bucket = f"{self.namespace}:{name}"
+        with connection.cursor() as cursor:
+            if peek:
+                cursor.execute(_PG_PEEK, {"bucket": bucket})
+                row = cursor.fetchone()
+                return max(0.0, row[0] - tau) if row else 0.0
+            cursor.execute(_PG_TAKE, {"bucket": bucket, "interval": interval, "tau": tau})
+            allowed, ahead = cursor.fetchone()
+            if time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + _PRUNE_EVERY_SECONDS
+                cursor.execute(_PG_PRUNE)
+        return 0.0 if allowed else max(ahead - tau, 1e-6)
+
+    def reset(self) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM core_ratelimit WHERE bucket LIKE %s", [f"{self.namespace}:%"])
+
+
+# KEYS[1] the name; ARGV interval, tau, peek ("1"/"0"). Returns the wait as a string (a Lua number
+# would come back truncated to an integer). Redis's own clock: every web machine agrees on it.
+_LUA_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+if tat - now > tau then return tostring(tat - now - tau) end
+if ARGV[3] ~= '1' then
+  local new_tat = tat + interval
+  redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
+end
+return '0'
+"""
+
+
+class RedisLimiter:
+    """GCRA in Redis through a cache of ``django.core.cache.backends.redis.RedisCache``."""
+
+    _LOG_EVERY_SECONDS = 30.0
+
+    def __init__(self, namespace: str, *, cache_alias: str = "default") -> None:
+        self.namespace = namespace
+        self.cache_alias = cache_alias
+        self._fallback = LocalLimiter(namespace)
+        self._script = None
+        self._script_lock = threading.Lock()
+        self._next_log = 0.0
+
+    def _key(self, name: str) -> str:
+        from django.core.cache import caches
+
+        return caches[self.cache_alias].make_key(f"ratelimit:{self.namespace}:{name}")
+
+    def _client(self):
+        from django.core.cache import caches
+
+        # The cache's own connection pool (one per process), primary server for writes.
+        return caches[self.cache_alias]._cache.get_client(write=True)
+
+    def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
+        import redis
+
+        interval, tau = gcra_parameters(rate=rate, per=per)
+        try:
+            client = self._client()
+            if self._script is None:
+                with self._script_lock:
+                    self._script = self._script or client.register_script(_LUA_TAKE)
+            # EVALSHA: one round trip (redis-py loads the script once on NOSCRIPT).
+            wait = float(self._script(keys=[self._key(name)], args=[repr(interval), repr(tau), "1" if peek else "0"],
+                                      client=client))
+        except redis.RedisError as exc:
+            now = time.monotonic()
+            if now >= self._next_log:
+                self._next_log = now + self._LOG_EVERY_SECONDS
+                logger.error("rate_limit_store_unavailable",
+                             extra={"limiter": self.namespace, "error": type(exc).__name__,
+                                    "fallback": "per-process limits until Redis answers again"})
+            return self._fallback.take(name, rate=rate, per=per, peek=peek)
+        return wait
+
+    def reset(self) -> None:
+        import redis
+
+        self._fallback.reset()
+        try:
+            client = self._client()
+            keys = list(client.scan_iter(match=self._key("*"), count=1000))
+            if keys:
+                client.delete(*keys)
+        except redis.RedisError:
+            pass
+
+
+_BACKENDS = {"redis": RedisLimiter, "postgres": PostgresLimiter, "local": LocalLimiter}
+
+
+def limiter_for(namespace: str, *, backend: str) -> RateLimiter:
+    try:
+        return _BACKENDS[backend](namespace)
+    except KeyError:
+        raise ValueError(f"unknown SHARED_LIMITS_BACKEND {backend!r} (redis, postgres or local)") from None
+
+
+class SharedLimiter:
+    """The deployment's limiter for one namespace, chosen per call by
+    ``settings.SHARED_LIMITS_BACKEND``: ``redis`` (the default when ``REDIS_URL`` is set),
+    ``postgres`` (the default otherwise) or ``local`` (per process; single-process use only)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._instances: dict[str, RateLimiter] = {}
+
+    def backend(self) -> RateLimiter:
+        name = settings.SHARED_LIMITS_BACKEND
+        instance = self._instances.get(name)
+        if instance is None:
+            instance = self._instances.setdefault(name, limiter_for(self.namespace, backend=name))
+        return instance
+
+    def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
+        return self.backend().take(name, rate=rate, per=per, peek=peek)
+
+    def reset(self) -> None:
+        for instance in list(self._instances.values()):
+            instance.reset()
