@@ -120,7 +120,10 @@ STATICFILES_DIRS = [BASE_DIR / "core" / "static"] if (BASE_DIR / "core" / "stati
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024  # contract: bodies over 64 KiB → 413 payload_too_large
 
 # --- TOME upstream -------------------------------------------------------------------------
-TOME_BASE_URL = env("TOME_BASE_URL", default="http://127.0.0.1:8900")
+# Derived from TOME_PORT exactly as tokenpool/runner.py does, so every `manage.py ...` reaches the
+# emulator of the running `make run` (contract section 1), not whatever listens on :8900.
+TOME_PORT = env.int("TOME_PORT", default=8900)
+TOME_BASE_URL = env("TOME_BASE_URL", default=f"http://127.0.0.1:{TOME_PORT}")
 TOME_API_TOKEN = env("TOME_API_TOKEN", default="dev-tome-token")
 TOME_NS1 = env("TOME_NS1", default="ns1")
 TOME_NS2 = env("TOME_NS2", default="ns2")
