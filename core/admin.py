@@ -1,11 +1,17 @@
-"""Admin registrations live with their domains (core/<room>/admin.py); Django's autodiscover finds
-this module and each room's admin is imported here once."""
-import importlib
+"""The admin site: each room registers its own models in ``core/<room>/admin.py`` (imported here,
+which Django's autodiscover loads). The Pool admin, which several rooms extend, is composed here
+once from the mixins each room defines, so no room patches another's admin at import time."""
+from django.contrib import admin
 
-for _room in ("pool", "refill", "onboarding", "monitoring", "api"):
-    _module = f"core.{_room}.admin"
-    try:
-        importlib.import_module(_module)
-    except ModuleNotFoundError as exc:
-        if exc.name != _module:
-            raise
+from core.api import admin as _api_admin  # noqa: F401 - registers its models
+from core.monitoring import admin as _monitoring_admin  # noqa: F401
+from core.monitoring.pool_config import PoolConfigAdminMixin
+from core.onboarding import admin as _onboarding_admin  # noqa: F401
+from core.pool.admin import PoolAdminBase
+from core.pool.models import Pool
+from core.refill.admin import RefillPoolAdminMixin
+
+
+@admin.register(Pool)
+class PoolAdmin(PoolConfigAdminMixin, RefillPoolAdminMixin, PoolAdminBase):
+    """The pool's own admin, plus refill's "Refill now" and monitoring's validation and audit."""

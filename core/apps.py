@@ -7,12 +7,7 @@ class CoreConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Signal receivers live with their domains; importing them here wires them once.
-        import importlib
-
-        for module in ("core.refill.signals", "core.monitoring.signals"):
-            try:
-                importlib.import_module(module)
-            except ModuleNotFoundError as exc:
-                if exc.name != module:
-                    raise
+        # Signal receivers live with their domains; importing them connects them once. Imported
+        # here, not at module level: models must be loaded first.
+        from core.monitoring import signals as _monitoring_signals  # noqa: F401
+        from core.refill import signals as _refill_signals  # noqa: F401

@@ -1,5 +1,6 @@
-"""Admin of the monitoring room: alerts (acknowledge), snapshots and the pool-config audit (read-only),
-plus validation and audit added to the pool room's Pool admin (``pool_config.py``)."""
+"""Admin of the monitoring room: alerts (acknowledge), snapshots and the pool-config audit (read-only).
+Its part of the Pool admin (validation and audit) is ``pool_config.PoolConfigAdminMixin``, composed
+into the registered Pool admin by ``core/admin.py``."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
@@ -9,9 +10,7 @@ from django.utils.html import format_html
 
 from core.admin_mixins import ReadOnlyAdminMixin
 from core.monitoring.models import PoolAlert, PoolConfigChange, PoolSnapshot
-from core.monitoring.pool_config import PoolConfigAdminMixin
 from core.monitoring.services import alert_acknowledge
-from core.pool.models import Pool
 
 
 class AlertStateFilter(admin.SimpleListFilter):
@@ -92,19 +91,3 @@ class PoolConfigChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ("pool", "field")
     search_fields = ("field", "changed_by__username")
     list_select_related = ("pool", "changed_by")
-
-
-def _install_pool_config_admin() -> None:
-    """Add validation + audit to the Pool admin the pool room registered.
-
-    The registered instance is kept (other rooms add actions to it, e.g. refill's "Refill now");
-    only its class gains ``PoolConfigAdminMixin`` in front of its own."""
-    # core/admin.py imports core.pool.admin before this module, so the Pool admin is registered
-    # (get_model_admin raises NotRegistered otherwise, rather than silently building another one).
-    pool_admin = admin.site.get_model_admin(Pool)
-    if not isinstance(pool_admin, PoolConfigAdminMixin):
-        base = type(pool_admin)
-        pool_admin.__class__ = type(base.__name__, (PoolConfigAdminMixin, base), {"__module__": base.__module__})
-
-
-_install_pool_config_admin()

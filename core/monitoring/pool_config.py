@@ -3,7 +3,7 @@
 ``PoolConfigForm`` turns every rule the database enforces with a check constraint into a friendly
 field error (the admin must never answer a bad edit with a 500), and ``PoolConfigAdminMixin``
 records each changed tunable as a ``PoolConfigChange`` in the same transaction as the edit.
-The Pool admin itself belongs to the pool room; ``core.monitoring.admin`` extends it.
+The Pool admin itself belongs to the pool room; ``core/admin.py`` composes it with this mixin.
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ class PoolConfigForm(forms.ModelForm):
 
 
 class PoolConfigAdminMixin:
-    """Mixed into the registered Pool ModelAdmin: friendly validation plus the change audit."""
+    """The monitoring room's part of the Pool admin: friendly validation plus the change audit."""
 
     form = PoolConfigForm
 

@@ -292,3 +292,29 @@ def pool_health(*, pool: Pool) -> dict:
         "consumption_per_hour": consumption,
         "estimated_hours_to_empty": (counts[PairStatus.AVAILABLE] / consumption) if consumption else None,
     }
+
+
+def prefetch_calls_measured() -> tuple[int, float] | None:
+    """(cards issued, TOME HTTP calls attributable to them) from the pool's own records, or None;
+    the onboarding summary's measured row (wired by ``core/monitoring/signals.py``).
+
+    Cards: every pair ever handed out (pool or direct fallback). Calls: the refill runs' TOME calls
+    amortised over the pairs they prefetched (a card consumed one pair: its share of a batch call),
+    plus the direct fallback's live calls. Charging a whole startup fill of 10,000 pairs to the
+    first few cards would overstate the prefetch approach's cost by orders of magnitude."""
+    pools = list(Pool.objects.all())
+    if not pools:
+        return None
+    counts = pair_counts(pools=pools)
+    runs = {row["pool_id"]: row for row in RefillRun.objects.filter(pool__in=pools).values("pool_id")
+            .annotate(calls=Sum("tome_calls"), inserted=Sum("inserted")).order_by()}
+    cards, calls = 0, 0.0
+    for pool in pools:
+        by_source = counts[pool.pk].reservations_by_source
+        pool_cards, direct_cards = by_source.get("pool", 0), by_source.get("direct", 0)
+        run = runs.get(pool.pk) or {"calls": 0, "inserted": 0}
+        if run["inserted"]:
+            calls += (run["calls"] or 0) * pool_cards / run["inserted"]
+        calls += DIRECT_CALLS_PER_PAIR * direct_cards
+        cards += pool_cards + direct_cards
+    return cards, calls

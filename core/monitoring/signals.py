@@ -1,4 +1,5 @@
-"""Monitoring wiring (imported once by ``core.apps``): TOME call metrics, schedules after migrate."""
+"""Monitoring wiring (imported once by ``core.apps``): TOME call metrics, the onboarding summary's
+measured TOME calls, schedules after migrate."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +9,8 @@ from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 
 from core.monitoring.metrics import record_tome_call
+from core.monitoring.selectors import prefetch_calls_measured
+from core.onboarding.signals import impact_measurement_requested
 from core.tome.django import tome_call
 
 logger = logging.getLogger("tokenpool.monitoring")
@@ -16,6 +19,11 @@ logger = logging.getLogger("tokenpool.monitoring")
 @receiver(tome_call, dispatch_uid="monitoring_count_tome_calls")
 def _tome_call(*, record, **kwargs) -> None:  # noqa: ANN001 - a tokenpool_tome.client.CallRecord
     record_tome_call(record)
+
+
+@receiver(impact_measurement_requested, dispatch_uid="monitoring_measured_prefetch_calls")
+def _impact_measurement(**kwargs) -> tuple[int, float] | None:
+    return prefetch_calls_measured()
 
 
 @receiver(post_migrate, dispatch_uid="monitoring_schedules_after_migrate")

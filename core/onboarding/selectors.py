@@ -18,6 +18,7 @@ from core.onboarding.models import (
     OnboardingTask,
 )
 from core.onboarding.readiness import missing_approvals
+from core.onboarding.signals import impact_measurement_requested
 
 logger = logging.getLogger(__name__)
 
@@ -122,34 +123,11 @@ def estimate_totals() -> list[dict[str, Any]]:
 
 
 def _measured_prefetch_calls() -> tuple[int, float] | None:
-    """(cards issued, TOME HTTP calls attributable to them) from the pool's own records, or None.
-
-    Cards: every pair ever handed out (pool or direct fallback). Calls: the refill runs' TOME calls
-    amortised over the pairs they prefetched (a card consumed one pair: its share of a batch call),
-    plus the direct fallback's live calls. Charging a whole startup fill of 10,000 pairs to the
-    first few cards would overstate the prefetch approach's cost by orders of magnitude."""
-    from django.db.models import Sum
-
-    from core.monitoring.selectors import DIRECT_CALLS_PER_PAIR, pair_counts
-    from core.pool.models import Pool
-    from core.refill.models import RefillRun
-
-    pools = list(Pool.objects.all())
-    if not pools:
-        return None
-    counts = pair_counts(pools=pools)
-    runs = {row["pool_id"]: row for row in RefillRun.objects.filter(pool__in=pools).values("pool_id")
-            .annotate(calls=Sum("tome_calls"), inserted=Sum("inserted")).order_by()}
-    cards, calls = 0, 0.0
-    for pool in pools:
-        by_source = counts[pool.pk].reservations_by_source
-        pool_cards, direct_cards = by_source.get("pool", 0), by_source.get("direct", 0)
-        run = runs.get(pool.pk) or {"calls": 0, "inserted": 0}
-        if run["inserted"]:
-            calls += (run["calls"] or 0) * pool_cards / run["inserted"]
-        calls += DIRECT_CALLS_PER_PAIR * direct_cards
-        cards += pool_cards + direct_cards
-    return cards, calls
+    """The first answer to ``impact_measurement_requested`` (the monitoring room's counters)."""
+    for _receiver, answer in impact_measurement_requested.send(sender=OnboardingTask):
+        if answer is not None:
+            return answer
+    return None
 
 
 def tome_call_impact(*, cards_per_day: int = 50_000,

@@ -3,8 +3,9 @@
 The pair table grows to tens of millions of rows, so its changelist never counts the table
 (`show_full_result_count = False`, a paginator that uses the planner's estimate or a capped
 count) and searches by exact token through the unique indexes (Django's `=` search would be
-`UPPER(...) = UPPER(...)`, a full scan). Other rooms extend the Pool admin (refill action,
-monitoring links) from their own admin modules; keep this one to the pool's own concerns."""
+`UPPER(...) = UPPER(...)`, a full scan). ``PoolAdminBase`` holds the pool's own concerns; the
+registered Pool admin is composed in ``core/admin.py`` from it and the mixins of the rooms above
+(refill's "Refill now", monitoring's validation and audit), so pool never imports them."""
 from __future__ import annotations
 
 import uuid
@@ -45,8 +46,9 @@ class EstimatedCountPaginator(Paginator):
         return len(queryset)
 
 
-@admin.register(Pool)
-class PoolAdmin(admin.ModelAdmin):
+class PoolAdminBase(admin.ModelAdmin):
+    """Registered by ``core/admin.py`` (composed with the other rooms' mixins), not here."""
+
     list_display = ("name", "environment", "available", "target_size", "low_watermark", "critical_watermark",
                     "batch_size", "refill_interval_minutes", "reservation_ttl", "refill_enabled")
     list_filter = ("environment", "refill_enabled")

@@ -1,8 +1,7 @@
 """Admin for refills: the read-only run history, the lease, and "Refill now" on pools.
 
-The Pool admin belongs to the pool room (``core/pool/admin.py``); the action is added to it from
-here so that the refill room owns everything about refills. ``core/admin.py`` imports the pool
-room's admin before this one.
+The Pool admin belongs to the pool room (``core/pool/admin.py``); ``RefillPoolAdminMixin`` carries
+the refill room's part of it and ``core/admin.py`` composes the registered Pool admin from both.
 """
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from core.admin_mixins import ReadOnlyAdminMixin
-from core.pool.models import Pool
 from core.refill.models import RefillLease, RefillRun
 
 
@@ -77,13 +75,7 @@ def refill_now(modeladmin, request, queryset) -> None:
         )
 
 
-def _install_pool_action() -> None:
-    # core/admin.py imports core.pool.admin before this module, so the Pool admin is registered
-    # (get_model_admin raises NotRegistered otherwise, rather than silently building another one).
-    pool_admin = admin.site.get_model_admin(Pool)
-    actions = list(pool_admin.actions or [])
-    if refill_now not in actions:
-        pool_admin.actions = [*actions, refill_now]
+class RefillPoolAdminMixin:
+    """The refill room's part of the Pool admin (composed in ``core/admin.py``)."""
 
-
-_install_pool_action()
+    actions = [refill_now]

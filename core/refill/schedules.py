@@ -25,7 +25,7 @@ logger = logging.getLogger("tokenpool.refill")
 REFILL_SCHEDULE_PREFIX = "refill:"
 REFILL_SCHEDULE_FUNC = "core.refill.tasks.refill_scheduled"
 EXPIRY_SCHEDULE_NAME = "pool:reservations_expire"
-EXPIRY_SCHEDULE_FUNC = "core.refill.tasks.reservations_expire_task"
+EXPIRY_SCHEDULE_FUNC = "core.pool.tasks.reservations_expire_task"
 EXPIRY_INTERVAL_MINUTES = 1
 # Advisory lock key of the sync (ASCII "schd"); distinct from the refill lock's first key.
 SCHEDULE_LOCK_CLASS = 0x73636864

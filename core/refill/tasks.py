@@ -44,10 +44,3 @@ def refill_manual(pool_id: int, correlation_id: str | None = None) -> dict | Non
     if pool is None:
         return None
     return _summary(refill_run(pool=pool, trigger=RefillTrigger.MANUAL, correlation_id=correlation_id))
-
-
-def reservations_expire_task() -> int:
-    """Every minute: RESERVED pairs past their lease become RETIRED (never AVAILABLE again)."""
-    from core.pool.services import reservations_expire
-
-    return reservations_expire()

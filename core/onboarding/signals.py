@@ -1,0 +1,9 @@
+"""Signals of the onboarding room: the rooms above it (monitoring) answer questions onboarding
+asks without onboarding importing them."""
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+# Sent by the summary's TOME-call comparison. A receiver answers with (cards issued, TOME HTTP calls
+# attributable to them) from its live counters, or None when it has nothing to say.
+impact_measurement_requested = Signal()
