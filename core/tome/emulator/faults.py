@@ -105,6 +105,9 @@ class Telemetry:
     def __init__(self, *, capacity: int = 1000) -> None:
         self._lock = threading.Lock()
         self._calls: dict[str, dict[str, dict[str, int]]] = {}
+        # Items carried by successful calls (tokens generated, values tokenized...): lets a load test
+        # amortise a refill's calls over the pairs it made without reading TokenPool's database.
+        self._items: dict[str, dict[str, int]] = {}
         self._recent: deque[dict[str, Any]] = deque(maxlen=capacity)
         self.capacity = capacity
 
@@ -120,15 +123,22 @@ class Telemetry:
         with self._lock:
             per_op = self._calls.setdefault(namespace, {}).setdefault(operation, {"ok": 0, "error": 0})
             per_op[outcome] += 1
+            if outcome == "ok" and items:
+                per_ns = self._items.setdefault(namespace, {})
+                per_ns[operation] = per_ns.get(operation, 0) + items
             self._recent.append(entry)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {"calls": {ns: {op: dict(c) for op, c in ops.items()} for ns, ops in self._calls.items()}}
+            calls = {ns: {op: dict(c) for op, c in ops.items()} for ns, ops in self._calls.items()}
+            return {"calls": calls,
+                    "items": {ns: dict(ops) for ns, ops in self._items.items()},
+                    "total": sum(c["ok"] + c["error"] for ops in calls.values() for c in ops.values())}
 
     def reset(self) -> None:
         with self._lock:
             self._calls.clear()
+            self._items.clear()
             self._recent.clear()
 
     def recent(self, *, limit: int) -> list[dict[str, Any]]:
