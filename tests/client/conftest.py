@@ -1,0 +1,111 @@
+"""Fixtures of the client tests.
+
+``tokenpool_server``: a real TokenPool web process (``manage.py runserver``, a subprocess on a free
+port) serving this test's database and talking to the emulator, so a test can *stop* TokenPool
+and watch the client fall back. ``emulator_pool``: a pool filled with pairs the emulator made, so
+TOME can resolve them once TokenPool is gone.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.tome import ROOT, _free_port
+from tokenpool_tome import HttpTokenizationLibrary, TomeClientConfig
+
+ALL_SCOPES = ["reserve", "lookup", "detokenize", "pools:read"]
+
+
+class TokenPoolProcess:
+    def __init__(self, *, env: dict[str, str], log_path: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        command = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload",
+                   "--skip-checks"]
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"TokenPool exited with {self._process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"TokenPool did not come up in {timeout:g} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=5)
+        self._process = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@pytest.fixture
+def tokenpool_server(transactional_db: None, tome: Any, settings: Any,
+                     tmp_path: Path) -> Iterator[TokenPoolProcess]:
+    """TokenPool as its own process on this test's (committed, hence transactional) database."""
+    from django.db import connection
+
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("DATABASE_URL", "REDIS_URL", "TOME_", "DJANGO_SETTINGS"))}
+    env.update(EMBEDDED_DATABASE_NAME=connection.settings_dict["NAME"], SECRET_KEY=settings.SECRET_KEY,
+               TOME_BASE_URL=tome.base_url, TOME_API_TOKEN=tome.client_token,
+               TOME_NS1=tome.ns1, TOME_NS2=tome.ns2, PYTHONUNBUFFERED="1")
+    server = TokenPoolProcess(env=env, log_path=tmp_path / "tokenpool.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()  # before transactional_db flushes the tables it has connections on
+
+
+@pytest.fixture
+def tome_library(tome: Any) -> Iterator[HttpTokenizationLibrary]:
+    library = HttpTokenizationLibrary(TomeClientConfig(base_url=tome.base_url, api_token=tome.client_token,
+                                                       ns1=tome.ns1, ns2=tome.ns2, read_timeout=30.0))
+    yield library
+    library.close()
+
+
+@pytest.fixture
+def emulator_pool(transactional_db: None, tome_library: HttpTokenizationLibrary) -> dict[str, Any]:
+    """A refill-disabled pool of 30 pairs made by the emulator (NS1 generate + NS2 tokenize), and an
+    API key holding every scope."""
+    from core.api.models import ApiKey
+    from core.pool.models import Pool
+    from core.pool.services import pairs_insert_bulk
+
+    pool = Pool.objects.create(name=f"client-{secrets.token_hex(3)}", refill_enabled=False)
+    pairs_insert_bulk(pool=pool, pairs=tome_library.generate_pairs(30))
+    _, raw_key = ApiKey.objects.create_key(name=f"client-{secrets.token_hex(3)}", scopes=ALL_SCOPES)
+    return {"pool": pool, "key": raw_key}
