@@ -21,6 +21,7 @@ class ApiKey(AbstractAPIKey):
     rate_limit_per_second = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta(AbstractAPIKey.Meta):
+        db_table = "core_apikey"
         verbose_name = "API key"
         verbose_name_plural = "API keys"
         constraints = [

@@ -32,6 +32,7 @@ class PoolSnapshot(models.Model):
     rows_direct = models.PositiveBigIntegerField(default=0)
 
     class Meta:
+        db_table = "core_poolsnapshot"
         ordering = ["-taken_at"]
         get_latest_by = "taken_at"
         indexes = [models.Index(fields=["pool", "-taken_at"], name="snapshot_pool_recent_idx")]
@@ -75,6 +76,7 @@ class PoolAlert(models.Model):
     details = models.JSONField(default=dict, blank=True)
 
     class Meta:
+        db_table = "core_poolalert"
         ordering = ["-opened_at"]
         indexes = [models.Index(fields=["pool", "-opened_at"], name="alert_pool_recent_idx")]
         constraints = [
@@ -105,6 +107,7 @@ class PoolConfigChange(models.Model):
     new = models.CharField(max_length=255, null=True, blank=True)
 
     class Meta:
+        db_table = "core_poolconfigchange"
         ordering = ["-changed_at", "-id"]
         indexes = [models.Index(fields=["pool", "-changed_at"], name="configchange_pool_recent_idx")]
         verbose_name = "pool configuration change"

@@ -105,6 +105,7 @@ class OnboardingTask(FSMModelMixin, models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        db_table = "core_onboardingtask"
         ordering = ("position", "id")
         permissions = [("approve_onboardingtask", "Can approve or reject onboarding tasks")]
         constraints = [
@@ -211,6 +212,7 @@ class ApprovalDecision(AppendOnlyModel):
     decided_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        db_table = "core_approvaldecision"
         ordering = ("-decided_at", "-id")
         constraints = [
             models.CheckConstraint(
@@ -236,6 +238,7 @@ class OnboardingTransition(AppendOnlyModel):
     note = models.TextField(blank=True)
 
     class Meta:
+        db_table = "core_onboardingtransition"
         ordering = ("at", "id")
         indexes = [models.Index(fields=["task", "at"], name="onboarding_transition_task_at")]
 

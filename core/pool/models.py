@@ -34,6 +34,7 @@ class Pool(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        db_table = "core_pool"
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(condition=Q(target_size__gt=0), name="pool_target_positive"),
@@ -90,6 +91,7 @@ class TokenPair(models.Model):
     retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        db_table = "core_tokenpair"
         indexes = [
             # The reservation hot path: next AVAILABLE pair of a pool, in id order.
             models.Index(fields=["pool", "id"], condition=Q(status="AVAILABLE"), name="pair_available_idx"),
@@ -182,6 +184,7 @@ class AuditRecord(models.Model):
     objects = AuditRecordQuerySet.as_manager()
 
     class Meta:
+        db_table = "core_auditrecord"
         ordering = ["-id"]
         indexes = [
             models.Index(fields=["api_key", "created_at"], name="audit_key_time_idx"),

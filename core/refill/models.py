@@ -39,6 +39,7 @@ class RefillRun(models.Model):
     correlation_id = models.CharField(max_length=128, blank=True, default="")
 
     class Meta:
+        db_table = "core_refillrun"
         ordering = ["-started_at"]
         indexes = [models.Index(fields=["pool", "-started_at"], name="refillrun_pool_recent_idx")]
         constraints = [
@@ -74,6 +75,7 @@ class RefillLease(models.Model):
     task_id = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
+        db_table = "core_refilllease"
         constraints = [
             models.CheckConstraint(name="refilllease_expires_after_acquired",
                                    condition=Q(expires_at__gt=models.F("acquired_at"))),
