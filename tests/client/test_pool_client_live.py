@@ -4,8 +4,7 @@ TokenPool unreachable, checked by the emulator itself."""
 from __future__ import annotations
 
 import logging
-import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,41 +12,20 @@ import pytest
 from tests.fixtures.tome import _free_port
 from tokenpool_tome import (
     CLIENT_DIRECT,
-    HttpTokenizationLibrary,
     NotAuthenticated,
     NotFound,
     Reservation,
     ReservationNotActive,
     TokenPoolClient,
     TokenPoolUnavailable,
-    TomeClientConfig,
     correlation_scope,
 )
 
-POOL_PAIRS = 30
-
 
 @pytest.fixture
-def tome_library(tome: Any) -> Iterator[HttpTokenizationLibrary]:
-    library = HttpTokenizationLibrary(TomeClientConfig(base_url=tome.base_url, api_token=tome.client_token,
-                                                       ns1=tome.ns1, ns2=tome.ns2, read_timeout=30.0))
-    yield library
-    library.close()
-
-
-@pytest.fixture
-def served_pool(transactional_db: None, live_server: Any, tome: Any) -> dict[str, Any]:
-    """A pool of fake pairs served by a live TokenPool, and a key holding every scope."""
-    from core.api.models import ApiKey
-    from core.pool.models import Pool
-    from core.pool.services import pairs_insert_bulk
-    from tests.fixtures.pool import fake_pairs
-
-    pool = Pool.objects.create(name=f"client-{secrets.token_hex(3)}", refill_enabled=False)
-    pairs_insert_bulk(pool=pool, pairs=fake_pairs(POOL_PAIRS))
-    _, raw_key = ApiKey.objects.create_key(name=f"client-{secrets.token_hex(3)}",
-                                           scopes=["reserve", "lookup", "detokenize", "pools:read"])
-    return {"pool": pool, "url": live_server.url, "key": raw_key}
+def served_pool(live_server: Any, emulator_pool: dict[str, Any]) -> dict[str, Any]:
+    """The emulator-made pool (tests/client/conftest.py) served by pytest-django's live server."""
+    return {**emulator_pool, "url": live_server.url}
 
 
 @pytest.fixture
@@ -112,6 +90,7 @@ def test_release_then_confirm_is_a_typed_409_and_unknowns_are_typed_404(pool_cli
 
 
 def test_a_4xx_never_falls_back_and_keeps_the_servers_correlation_id(served_pool, tome_library, tome):
+    tome.reset_stats()
     with TokenPoolClient(served_pool["url"], "not-a-key", pool=served_pool["pool"].name, tome=tome_library,
                          timeout=30.0) as client, correlation_scope("corr-4xx-test"):
         with pytest.raises(NotAuthenticated) as raised:
@@ -120,9 +99,16 @@ def test_a_4xx_never_falls_back_and_keeps_the_servers_correlation_id(served_pool
     assert tome.calls(tome.ns1, "generate") == 0
 
 
-def test_with_tokenpool_down_the_fallback_makes_live_pairs_the_emulator_resolves(tome_library, tome, caplog):
+def test_with_tokenpool_down_the_fallback_makes_live_pairs_the_emulator_resolves(
+        pool_client, tome_library, tome, caplog):
+    issued = pool_client.confirm(pool_client.reserve())  # while TokenPool is up
+    tome.reset_stats()
     down = f"http://127.0.0.1:{_free_port()}"  # nothing listens there: connection refused
     with TokenPoolClient(down, "any-key", tome=tome_library, sleep=lambda _: None) as client:
+        # Pairs TokenPool issued earlier still resolve, through TOME's NS2.
+        assert client.detokenize(issued.external_ref_id) == issued.pair
+        assert client.lookup(issued.internal_token) == issued.pair
+
         with caplog.at_level(logging.WARNING, logger="tokenpool.client"):
             reservation = client.reserve(owner_ref="card-9")
         batch = client.reserve_batch(2)
