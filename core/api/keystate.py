@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
 
-__all__ = ["KeyGenerationWatch", "key_generation_read"]
+__all__ = ["KeyGenerationWatch", "GenerationCheckedKeyCache", "key_generation_read"]
 
 
 def key_generation_read() -> int:
@@ -56,3 +57,31 @@ class KeyGenerationWatch:
         with self._lock:
             self._seen = None
             self._next_check = 0.0
+
+
+class GenerationCheckedKeyCache:
+    """A per-process verified-key cache (core/api/auth.py's ``KeyCache``) that empties itself when
+    the shared key generation moves: whatever the cache TTL, a key revoked, expired or re-scoped in
+    any process is dropped here within ``API_KEY_REVOCATION_CHECK_SECONDS``."""
+
+    def __init__(self, inner: Any, *, watch: KeyGenerationWatch | None = None) -> None:
+        self.inner = inner
+        self.watch = watch or KeyGenerationWatch()
+
+    def get(self, digest: str):
+        if self.watch.changed():
+            self.inner.clear()
+        return self.inner.get(digest)
+
+    def put(self, digest: str, api_key) -> None:
+        self.inner.put(digest, api_key)
+
+    def recently_verified(self, digest: str) -> bool:
+        return self.inner.recently_verified(digest)
+
+    def evict(self, key_id: str) -> None:
+        self.inner.evict(key_id)
+
+    def clear(self) -> None:
+        self.inner.clear()
+        self.watch.reset()
