@@ -5,7 +5,7 @@
   an optional fallback to a TokenizationLibrary while TokenPool is unreachable.
 
 Django-free; ships alone as the ``tokenpool-tome-client`` wheel and is also what the TokenPool
-service itself uses (its Django glue lives in ``core/tome/django.py``). Usage: docs/client-library.md.
+service itself uses (its Django glue lives in ``core/tome/provider.py``). Usage: docs/client-library.md.
 """
 from tokenpool_tome.client import *  # noqa: F401,F403  (client.__all__ also names the errors)
 from tokenpool_tome.client import __all__ as _client_api

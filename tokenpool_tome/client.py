@@ -1,7 +1,7 @@
 """The TokenizationLibrary: a typed client of TOME's HTTP API (docs/tome-api.md) on httpx.
 
 Usable without the service and without Django (it ships alone as the ``tokenpool-tome-client``
-wheel), so nothing here may import Django; the Django glue lives in ``core/tome/django.py``.
+wheel), so nothing here may import Django; the Django glue lives in ``core/tome/provider.py``.
 
 Two TOME namespaces back every pair: NS1 maps a value to its internal token, NS2 maps the
 internal token (used as NS2's value) to the external reference id handed to callers.

@@ -88,7 +88,7 @@ def _iso(ts: float) -> str:
 
 
 def _default_probe() -> bool:
-    from core.tome.django import get_tome_client
+    from core.tome.provider import get_tome_client
 
     try:
         return get_tome_client().ping()

@@ -10,7 +10,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from core.pool.selectors import pools_without_available_pairs
-from core.tome.django import get_tome_client
+from core.tome.provider import get_tome_client
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from django.dispatch import receiver
 from core.monitoring.metrics import record_tome_call
 from core.monitoring.selectors import prefetch_calls_measured
 from core.onboarding.signals import impact_measurement_requested
-from core.tome.django import tome_call
+from core.tome.provider import tome_call
 
 logger = logging.getLogger("tokenpool.monitoring")
 

@@ -254,7 +254,7 @@ def _reserve_with_fallback(*, pool: Pool, params: dict[str, object], count: int,
 
 
 def _generate_live(*, pool: Pool, count: int) -> list[TomePair]:
-    from core.tome.django import tome_client_for_pool
+    from core.tome.provider import tome_client_for_pool
     from tokenpool_tome.errors import TomeError, TomeUnavailable
 
     if connection.in_atomic_block:  # a TOME call inside a transaction would hold back VACUUM
@@ -549,7 +549,7 @@ def _resolve(*, action: str, tokens: Sequence[str], api_key: ApiKey, single: boo
 def _tome_resolve(*, action: str, tokens: list[str], single: bool) -> list[str | None]:
     # A token the database does not hold belongs to no pool, so the deployment's default NS2
     # (settings.TOME_NS2) is asked: tokens issued before the pool existed live there.
-    from core.tome.django import get_tome_client
+    from core.tome.provider import get_tome_client
     from tokenpool_tome.errors import TomeError, TomeUnavailable
 
     client = get_tome_client()

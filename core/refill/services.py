@@ -163,7 +163,7 @@ def _run_locked(*, pool: Pool, trigger: str, count: int | None, budget: float, t
 def _fill(*, run: RefillRun, pool: Pool, deadline: float, budget: float, lock: "_LockSession",
           token: uuid.UUID, calls: "_Counter") -> None:
     from core.pool.services import pairs_insert_bulk
-    from core.tome.django import tome_client_for_pool
+    from core.tome.provider import tome_client_for_pool
 
     client = tome_client_for_pool(pool)
     attempts_max = int(_setting("REFILL_BATCH_ATTEMPTS", 3))
@@ -371,7 +371,7 @@ def _tome_call_counter(correlation_id: str) -> Iterator[_Counter]:
 
 def _connect_tome_signal() -> None:
     try:
-        from core.tome.django import tome_call
+        from core.tome.provider import tome_call
     except ImportError:  # pragma: no cover - the TOME glue is part of the project
         return
 

@@ -34,7 +34,7 @@ def issued(api, default_pool):
 @pytest.fixture
 def tome_only_pair(tome):
     """A pair TOME knows but the database does not (issued before the pool existed)."""
-    from core.tome.django import get_tome_client
+    from core.tome.provider import get_tome_client
 
     return get_tome_client().generate_pairs(1)[0]
 

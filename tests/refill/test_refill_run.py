@@ -169,7 +169,7 @@ def test_outage_fails_the_run_and_the_open_breaker_fails_the_next_one_fast(refil
     refill_ready.set_faults(outage=True)
     first = refill_run(pool=pool, trigger=RefillTrigger.SCHEDULED)
     assert first.outcome == RefillOutcome.FAILED and first.inserted == 0
-    from core.tome.django import get_tome_client
+    from core.tome.provider import get_tome_client
 
     client = get_tome_client()
     while client.breaker_state != "open":  # make sure it is open whatever the thresholds

@@ -611,7 +611,7 @@ def test_ping_is_false_when_tome_is_unreachable(make_client, answer):
 # ---- Django glue ------------------------------------------------------------------------------------
 
 def test_django_client_is_a_process_singleton_rebuilt_when_settings_change(settings):
-    from core.tome.django import get_tome_client, reset_tome_client
+    from core.tome.provider import get_tome_client, reset_tome_client
 
     reset_tome_client()
     client = get_tome_client()

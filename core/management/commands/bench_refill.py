@@ -144,7 +144,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def _point_at(url: str) -> None:
-        from core.tome.django import reset_tome_client
+        from core.tome.provider import reset_tome_client
 
         settings.TOME_BASE_URL = url
         reset_tome_client()
