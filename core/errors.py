@@ -62,3 +62,8 @@ class UpstreamUnavailable(TokenPoolError):
 class PayloadTooLarge(TokenPoolError):
     code, status = "payload_too_large", 413
     detail = "The request body is larger than 64 KiB."
+
+
+class DatabaseUnavailable(TokenPoolError):
+    code, status = "database_unavailable", 503
+    detail = "The database cannot be reached; retry later."

@@ -37,6 +37,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "core.api.middleware.CorrelationIdMiddleware",
     "core.monitoring.middleware.RequestLogMiddleware",
+    # API key verified before any /api/v1/ body byte is read; bodies bounded; Cache-Control: no-store.
+    "core.api.middleware.ApiRequestGuardMiddleware",
     "core.api.errors.ApiErrorMiddleware",  # contract error bodies for everything under /api/
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

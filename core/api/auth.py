@@ -1,15 +1,23 @@
 """API-key authentication (`Authorization: Api-Key <key>`), scopes and throttles.
 
-Keys are djangorestframework-api-key keys (SHA-512 at rest). Verifying a key costs one SELECT,
-about half of an authenticated no-op request (design notes), so verified keys are cached in
-process for ``API_KEY_CACHE_SECONDS`` (default 5 s) keyed by the SHA-256 of the raw key: a key
-revoked in the admin or with ``revoke_api_key`` stops working in every process within that bound
-(at once in the process that revoked it). Unknown keys are never cached.
+Keys are djangorestframework-api-key keys (SHA-512 at rest). ``verify_api_key`` is the one check,
+from the request's headers alone: ``core.api.middleware.ApiRequestGuardMiddleware`` runs it before
+any request body is read (contract section 2), and ``ApiKeyAuthentication`` (DRF) reuses its result
+(or runs it for bodyless requests).
 
-Both limits are in-process token buckets: with N web workers a key can reach up to N times its
-configured rate, and failed authentications are counted per worker. Good enough to stop a
-runaway client or a key-guessing loop on one machine; a shared limiter (Redis, the database) is
-the step up if keys must be held to their exact rate across workers.
+Verifying a key costs one SELECT, about half of an authenticated no-op request (design notes), so
+verified keys are cached for ``API_KEY_CACHE_SECONDS`` (default 5 s) keyed by the SHA-256 of the
+raw key: a key revoked in the admin or with ``revoke_api_key`` stops working in every process
+within that bound (at once in the process that revoked it). Unknown keys are never cached.
+
+Failed authentications are limited per client address, and a throttled address is refused
+*before* any key lookup: a guessing loop costs the database nothing once it is throttled. A key
+verified recently (``API_KEY_KNOWN_SECONDS``) is still looked up from a throttled address, so
+valid keys behind a shared proxy address are not locked out by someone else's guessing.
+
+The key cache (``KeyCache``) and the failed-authentication limiter (``FailedAuthLimiter`` over any
+``Buckets``) are small interfaces; the in-process implementations here hold per process (with N
+web workers a key can reach N times its rate). ``set_auth_backends`` swaps in shared ones.
 """
 from __future__ import annotations
 
@@ -17,7 +25,7 @@ import hashlib
 import math
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db.models.signals import post_save
@@ -32,7 +40,8 @@ from rest_framework.throttling import BaseThrottle
 
 from core.api.models import ApiKey
 
-__all__ = ["ApiKeyAuthentication", "HasScope", "ApiKeyRateThrottle", "ApiKeyPrincipal", "reset_auth_state"]
+__all__ = ["ApiKeyAuthentication", "HasScope", "ApiKeyRateThrottle", "ApiKeyPrincipal", "reset_auth_state",
+           "verify_api_key", "client_address", "KeyCache", "FailedAuthLimiter", "Buckets", "set_auth_backends"]
 
 KEYWORD = "Api-Key"
 
@@ -51,6 +60,32 @@ class ApiKeyPrincipal:
         return f"api-key:{self.api_key.name}"
 
 
+# --- Interfaces a shared backend (Redis, PostgreSQL) implements -----------------------------------
+class KeyCache(Protocol):
+    def get(self, digest: str) -> ApiKey | None:
+        """The verified key for this SHA-256 of a raw key, if verified within API_KEY_CACHE_SECONDS."""
+
+    def put(self, digest: str, api_key: ApiKey) -> None: ...
+
+    def recently_verified(self, digest: str) -> bool:
+        """Whether this digest belonged to a valid key within API_KEY_KNOWN_SECONDS (no DB needed)."""
+
+    def evict(self, key_id: str) -> None:
+        """Forget a key (revoked or changed) now."""
+
+    def clear(self) -> None: ...
+
+
+class Buckets(Protocol):
+    """A rate limiter by name (``TokenBucket`` here; a shared one elsewhere has the same ``take``)."""
+
+    def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
+        """0.0 if the event may happen now (and it is counted, unless ``peek``), else seconds to wait."""
+
+    def reset(self) -> None: ...
+
+
+# --- In-process implementations -----------------------------------------------------------------
 class TokenBucket:
     """Thread-safe token buckets by name: ``rate`` tokens per ``per`` seconds, burst ``rate``."""
 
@@ -77,10 +112,35 @@ class TokenBucket:
             self._state.clear()
 
 
+class FailedAuthLimiter:
+    """``API_AUTH_FAILURE_RATE_PER_MINUTE`` failed authentications per client address and minute,
+    counted in ``buckets`` (in-process by default; give it a shared limiter to hold across processes)."""
+
+    def __init__(self, buckets: Buckets) -> None:
+        self.buckets = buckets
+
+    def retry_after(self, address: str) -> float:
+        """0.0 if ``address`` may try a key now, else seconds until it may (nothing is counted)."""
+        return self.buckets.take(address, rate=settings.API_AUTH_FAILURE_RATE_PER_MINUTE, per=60.0, peek=True)
+
+    def record_failure(self, address: str) -> float:
+        """Count one failure: 0.0 if it was within the allowance, else seconds to wait."""
+        return self.buckets.take(address, rate=settings.API_AUTH_FAILURE_RATE_PER_MINUTE, per=60.0)
+
+    def reset(self) -> None:
+        self.buckets.reset()
+
+
 class VerifiedKeyCache:
+    """Verified keys by digest for API_KEY_CACHE_SECONDS; digests of valid keys remembered (without
+    the key) for API_KEY_KNOWN_SECONDS. Only valid keys get in, so both stay small; bounded anyway."""
+
+    MAX_ENTRIES = 10_000
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[ApiKey, float]] = {}
+        self._known: dict[str, float] = {}
 
     def get(self, digest: str) -> ApiKey | None:
         entry = self._entries.get(digest)
@@ -93,13 +153,20 @@ class VerifiedKeyCache:
         return entry[0]
 
     def put(self, digest: str, api_key: ApiKey) -> None:
+        now = time.monotonic()
         ttl = getattr(settings, "API_KEY_CACHE_SECONDS", 5.0)
-        if ttl <= 0:
-            return
         with self._lock:
-            if len(self._entries) > 10_000:  # only valid keys get here; bound it all the same
+            if len(self._known) > self.MAX_ENTRIES:
+                self._known.clear()
+            self._known[digest] = now + getattr(settings, "API_KEY_KNOWN_SECONDS", 900.0)
+            if ttl <= 0:
+                return
+            if len(self._entries) > self.MAX_ENTRIES:
                 self._entries.clear()
-            self._entries[digest] = (api_key, time.monotonic() + ttl)
+            self._entries[digest] = (api_key, now + ttl)
+
+    def recently_verified(self, digest: str) -> bool:
+        return self._known.get(digest, 0.0) >= time.monotonic()
 
     def evict(self, key_id: str) -> None:
         with self._lock:
@@ -109,11 +176,21 @@ class VerifiedKeyCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._known.clear()
 
 
-_key_cache = VerifiedKeyCache()
-_auth_failures = TokenBucket()
+_key_cache: KeyCache = VerifiedKeyCache()
+_auth_failures = FailedAuthLimiter(TokenBucket())
 _key_rates = TokenBucket()
+
+
+def set_auth_backends(*, key_cache: KeyCache | None = None, failed_auth: FailedAuthLimiter | None = None) -> None:
+    """Replace the in-process key cache and/or failed-authentication limiter (shared backends)."""
+    global _key_cache, _auth_failures
+    if key_cache is not None:
+        _key_cache = key_cache
+    if failed_auth is not None:
+        _auth_failures = failed_auth
 
 
 def reset_auth_state() -> None:
@@ -128,51 +205,75 @@ def _evict_saved_key(sender: type[ApiKey], instance: ApiKey, **kwargs: Any) -> N
     _key_cache.evict(instance.pk)
 
 
-def _client_address(request: Request) -> str:
-    return request.META.get("REMOTE_ADDR") or "unknown"
+def client_address(meta: dict[str, Any]) -> str:
+    return meta.get("REMOTE_ADDR") or "unknown"
 
 
 def _throttled(wait: float) -> exceptions.Throttled:
     return exceptions.Throttled(wait=max(1, math.ceil(wait)))
 
 
+def _usable(api_key: ApiKey) -> bool:
+    return api_key.expiry_date is None or api_key.expiry_date > timezone.now()
+
+
+def verify_api_key(*, authorization: str | None, address: str) -> ApiKey | None:
+    """The key named by an ``Authorization`` header value, from headers alone (no body is read).
+
+    ``None`` when there is no header (→ 401 from the scope check). Raises DRF's
+    ``AuthenticationFailed`` (401) for a wrong/unknown/revoked/expired key, ``Throttled`` (429)
+    when ``address`` has failed too often, and lets database errors through (→ 503)."""
+    if not authorization:
+        return None
+    keyword, _, raw_key = authorization.partition(" ")
+    raw_key = raw_key.strip()
+    well_formed = keyword.lower() == KEYWORD.lower() and bool(raw_key)
+    digest = hashlib.sha256(raw_key.encode()).hexdigest() if well_formed else ""
+    if digest:
+        cached = _key_cache.get(digest)
+        if cached is not None:
+            if _usable(cached):
+                return cached
+            _key_cache.evict(cached.pk)
+            raise exceptions.AuthenticationFailed("The API key has expired.")
+    # A throttled address is refused before the lookup: throttling must spare the database.
+    wait = _auth_failures.retry_after(address)
+    if wait and not (digest and _key_cache.recently_verified(digest)):
+        raise _throttled(wait)
+    api_key = None
+    if digest:
+        try:
+            api_key = ApiKey.objects.get_from_key(raw_key)  # excludes revoked keys
+        except ApiKey.DoesNotExist:
+            api_key = None
+        if api_key is not None and not _usable(api_key):
+            api_key = None
+    if api_key is None:
+        wait = _auth_failures.record_failure(address)
+        if wait:
+            raise _throttled(wait)
+        raise exceptions.AuthenticationFailed("Missing, unknown or revoked API key.")
+    _key_cache.put(digest, api_key)
+    return api_key
+
+
+# Set on the Django request by the guard middleware once the key is verified (or found missing).
+VERIFIED_ATTR = "verified_api_key"
+_NOT_CHECKED = object()
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[ApiKeyPrincipal, ApiKey] | None:
-        header = request.META.get("HTTP_AUTHORIZATION")
-        if not header:
+        django_request = request._request
+        api_key = getattr(django_request, VERIFIED_ATTR, _NOT_CHECKED)
+        if api_key is _NOT_CHECKED:
+            api_key = verify_api_key(authorization=request.META.get("HTTP_AUTHORIZATION"),
+                                     address=client_address(request.META))
+        if api_key is None:
             return None  # → 401 not_authenticated from the scope check
-        keyword, _, raw_key = header.partition(" ")
-        raw_key = raw_key.strip()
-        digest = hashlib.sha256(raw_key.encode()).hexdigest() if raw_key else ""
-        api_key = _key_cache.get(digest) if keyword.lower() == KEYWORD.lower() and raw_key else None
-        if api_key is None:
-            api_key = self._verify(request, keyword=keyword, raw_key=raw_key, digest=digest)
-        elif api_key.expiry_date is not None and api_key.expiry_date <= timezone.now():
-            _key_cache.evict(api_key.pk)
-            raise exceptions.AuthenticationFailed("The API key has expired.")
         # For the request logger (monitoring): the key's name, never the key.
-        request._request.api_key_name = api_key.name
+        django_request.api_key_name = api_key.name
         return ApiKeyPrincipal(api_key), api_key
-
-    def _verify(self, request: Request, *, keyword: str, raw_key: str, digest: str) -> ApiKey:
-        api_key = None
-        if keyword.lower() == KEYWORD.lower() and raw_key:
-            try:
-                api_key = ApiKey.objects.get_from_key(raw_key)  # excludes revoked keys
-            except ApiKey.DoesNotExist:
-                api_key = None
-            if api_key is not None and api_key.has_expired:
-                api_key = None
-        if api_key is None:
-            # Only failures are limited per address: behind a shared proxy address, one client's
-            # key-guessing loop must not lock out every valid key (a valid key proves itself).
-            wait = _auth_failures.take(_client_address(request),
-                                       rate=settings.API_AUTH_FAILURE_RATE_PER_MINUTE, per=60.0)
-            if wait:
-                raise _throttled(wait)
-            raise exceptions.AuthenticationFailed("Missing, unknown or revoked API key.")
-        _key_cache.put(digest, api_key)
-        return api_key
 
     def authenticate_header(self, request: Request) -> str:
         # Also what keeps DRF from turning our 401s into 403s.

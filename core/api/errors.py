@@ -4,27 +4,37 @@
 under /api/: DRF's exceptions and ours through ``exception_handler`` (DRF's EXCEPTION_HANDLER), and
 whatever happens outside a DRF view (unknown URL, an oversize body, a crash in middleware) through
 ``ApiErrorMiddleware``. No view builds an error response by hand.
+
+A lost database (connection refused or dropped: Django's/psycopg's ``OperationalError`` and
+``InterfaceError``) is a 503 ``database_unavailable`` with ``Retry-After``, logged at most once per
+``DATABASE_ERROR_LOG_SECONDS`` with the number of lines suppressed in between: an outage under load
+must not write a stack per request. The next request after recovery simply works (Django's
+``CONN_HEALTH_CHECKS`` reconnects).
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
+import threading
+import time
 from http import HTTPStatus
 from typing import Any, Callable
 
 from django.conf import settings
 from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooBig, SuspiciousOperation
-from django.core.handlers.wsgi import LimitedStream
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions as drf
 from rest_framework.views import set_rollback
 
-from core.errors import PayloadTooLarge, TokenPoolError
+import psycopg
+
+from core.errors import DatabaseUnavailable, PayloadTooLarge, TokenPoolError
 from tokenpool_tome.correlation import get_correlation_id, new_correlation_id
 
-__all__ = ["exception_handler", "error_response", "ApiErrorMiddleware", "API_PREFIX"]
+__all__ = ["exception_handler", "error_response", "response_for_exception", "ApiErrorMiddleware", "API_PREFIX",
+           "DATABASE_ERRORS", "RateLimitedLog"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +53,7 @@ STATUS_CODES: dict[int, str] = {
     422: "idempotency_key_reused",
     429: "throttled",
     500: "internal_error",
+    503: "service_unavailable",
 }
 DEFAULT_DETAILS: dict[int, str] = {
     400: "The request is invalid.",
@@ -54,7 +65,39 @@ DEFAULT_DETAILS: dict[int, str] = {
     415: "Unsupported media type; send application/json.",
     429: "Too many requests; slow down.",
     500: "An unexpected error occurred.",
+    503: "The service is unavailable; retry later.",
 }
+
+# What "the database cannot be reached" looks like from Django and from psycopg directly.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, psycopg.OperationalError,
+                                                psycopg.InterfaceError)
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+class RateLimitedLog:
+    """At most one line per ``interval`` seconds; the next line says how many were suppressed."""
+
+    def __init__(self, log: logging.Logger, *, interval: float) -> None:
+        self.log = log
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self._suppressed = 0
+
+    def error(self, message: str, *, exc: BaseException) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next:
+                self._suppressed += 1
+                return False
+            suppressed, self._suppressed = self._suppressed, 0
+            self._next = now + self.interval
+        self.log.error(message, exc_info=(type(exc), exc, exc.__traceback__),
+                       extra={"suppressed_since_last": suppressed, "log_interval_seconds": self.interval})
+        return True
+
+
+database_error_log = RateLimitedLog(logger, interval=30.0)
 
 
 def code_for_status(status: int) -> str:
@@ -122,7 +165,12 @@ _DRF_STATUS: list[tuple[type[Exception], int]] = [
 ]
 
 
-def _response_for(exc: Exception) -> HttpResponse:
+def response_for_exception(exc: Exception) -> HttpResponse:
+    """The contract response for any exception (the one mapping; middleware and views use it)."""
+    if isinstance(exc, DATABASE_ERRORS):
+        database_error_log.interval = getattr(settings, "DATABASE_ERROR_LOG_SECONDS", 30.0)
+        database_error_log.error("database unavailable", exc=exc)
+        exc = DatabaseUnavailable(retry_after=DATABASE_RETRY_AFTER_SECONDS)
     if isinstance(exc, TokenPoolError):
         return error_response(status=exc.status, code=exc.code, detail=exc.detail, errors=exc.errors,
                               retry_after=exc.retry_after)
@@ -157,16 +205,19 @@ def _response_for(exc: Exception) -> HttpResponse:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
     """DRF's EXCEPTION_HANDLER: every exception raised in a DRF view ends here."""
     set_rollback()
-    return _response_for(exc)
+    return response_for_exception(exc)
 
 
 class ApiErrorMiddleware:
     """Contract error bodies for what happens under /api/ outside DRF's reach.
 
-    - bodies declared larger than 64 KiB are refused before anything reads them (413);
-    - exceptions from non-DRF views are mapped like DRF's;
+    - exceptions from non-DRF views and middleware are mapped like DRF's;
     - any other 4xx/5xx that is not JSON already (Django's 404 page for an unknown URL, a 405 of a
-      plain view, a 500 page) is replaced by the contract body, keeping Allow/Retry-After."""
+      plain view, a 500 page) is replaced by the contract body, keeping Allow/Retry-After/Connection.
+
+    Error responses under /api/ are marked as logged: ``RequestLogMiddleware`` writes one line per
+    request already, and Django's own ``django.request`` line would repeat it (at ERROR, per request,
+    during a database outage). Request bodies are ``ApiRequestGuardMiddleware``'s business."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -174,28 +225,16 @@ class ApiErrorMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not request.path_info.startswith(API_PREFIX):
             return self.get_response(request)
-        try:
-            declared = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return error_response(status=400, detail="Invalid Content-Length header.")
-        if declared > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-            return error_response(status=413, code=PayloadTooLarge.code, detail=PayloadTooLarge.detail)
-        if not declared and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
-            # Django reads CONTENT_LENGTH bytes and would see a chunked body as empty: a request
-            # to a named pool would silently reserve from "default". Buffer it (bounded) instead.
-            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-            body = request.META["wsgi.input"].read(limit + 1)
-            if len(body) > limit:
-                return error_response(status=413, code=PayloadTooLarge.code, detail=PayloadTooLarge.detail)
-            request.META["CONTENT_LENGTH"] = str(len(body))
-            request._stream = LimitedStream(io.BytesIO(body), len(body))
         response = self.get_response(request)
-        if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
-            kept = {name: response[name] for name in ("Allow", "Retry-After", "WWW-Authenticate") if response.has_header(name)}
-            return error_response(status=response.status_code, headers=kept)
+        if response.status_code >= 400:
+            if not response.get("Content-Type", "").startswith("application/json"):
+                kept = {name: response[name] for name in ("Allow", "Retry-After", "WWW-Authenticate", "Connection")
+                        if response.has_header(name)}
+                response = error_response(status=response.status_code, headers=kept)
+            response._has_been_logged = True  # type: ignore[attr-defined]
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not request.path_info.startswith(API_PREFIX):
             return None
-        return _response_for(exception)
+        return response_for_exception(exception)
