@@ -8,6 +8,8 @@ qcluster, the TOME emulator) finds the running instance through its unix socket 
 from __future__ import annotations
 
 import os
+import signal
+import time
 import warnings
 from pathlib import Path
 from urllib.parse import quote
@@ -61,6 +63,45 @@ def is_running(pgdata: Path | None = None) -> bool:
     return True
 
 
-def stop_server(pgdata: Path | None = None) -> None:
-    """Stop the embedded server (fast shutdown; used by `make run` on exit if it started it)."""
-    _server(socket_dir(pgdata)).stop()
+def _postmaster_pid(pgdata: Path | None = None) -> int | None:
+    try:
+        return int((socket_dir(pgdata) / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def stop_server(pgdata: Path | None = None, *, timeout: float = 30.0) -> None:
+    """Stop the embedded server (used by `make run` on exit if it started it), bounded in time.
+
+    Fast shutdown (SIGINT: sessions aborted, checkpoint written), then immediate (SIGQUIT) after
+    ``timeout`` seconds, then SIGKILL. The postmaster is signalled directly rather than through
+    ``pg_ctl stop``: a pg_ctl child would share the caller's process group, so the second SIGTERM
+    that make forwards to `make run` could kill it half-way and leave the server running.
+    """
+    pid = _postmaster_pid(pgdata)
+    if pid is None:
+        return
+    for signum, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(0.05)
