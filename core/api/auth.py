@@ -16,8 +16,11 @@ verified recently (``API_KEY_KNOWN_SECONDS``) is still looked up from a throttle
 valid keys behind a shared proxy address are not locked out by someone else's guessing.
 
 The key cache (``KeyCache``) and the failed-authentication limiter (``FailedAuthLimiter`` over any
-``Buckets``) are small interfaces; the in-process implementations here hold per process (with N
-web workers a key can reach N times its rate). ``set_auth_backends`` swaps in shared ones.
+``Buckets``) are small interfaces. Both limits are shared by every process and machine
+(``SharedLimiter``: PostgreSQL, or Redis with ``REDIS_URL``), and the per-process key cache is
+emptied when the shared key generation moves, so a revocation anywhere applies everywhere within
+``API_KEY_REVOCATION_CHECK_SECONDS`` whatever ``API_KEY_CACHE_SECONDS`` is. ``set_auth_backends``
+swaps in others.
 """
 from __future__ import annotations
 
@@ -38,6 +41,8 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
+from core.api.keystate import GenerationCheckedKeyCache
+from core.api.limits import SharedLimiter
 from core.api.models import ApiKey
 
 __all__ = ["ApiKeyAuthentication", "HasScope", "ApiKeyRateThrottle", "ApiKeyPrincipal", "reset_auth_state",
@@ -179,9 +184,12 @@ class VerifiedKeyCache:
             self._known.clear()
 
 
-_key_cache: KeyCache = VerifiedKeyCache()
-_auth_failures = FailedAuthLimiter(TokenBucket())
-_key_rates = TokenBucket()
+# Shared by every process of the deployment (contract section 1): the limits live in PostgreSQL
+# or Redis (core/api/limits.py), and each process's key cache empties within a second of a change to
+# any key anywhere (core/api/keystate.py).
+_key_cache: KeyCache = GenerationCheckedKeyCache(VerifiedKeyCache())
+_auth_failures = FailedAuthLimiter(SharedLimiter("authfail"))
+_key_rates: Buckets = SharedLimiter("key")
 
 
 def set_auth_backends(*, key_cache: KeyCache | None = None, failed_auth: FailedAuthLimiter | None = None) -> None:
