@@ -53,7 +53,7 @@ __all__ = [
     "TomeUnavailable",
 ]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 logger = logging.getLogger("tokenpool.tome")
 

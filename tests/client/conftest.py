@@ -3,7 +3,8 @@
 ``tokenpool_server``: a real TokenPool web process (``manage.py runserver``, a subprocess on a free
 port) serving this test's database and talking to the emulator, so a test can *stop* TokenPool
 and watch the client fall back. ``emulator_pool``: a pool filled with pairs the emulator made, so
-TOME can resolve them once TokenPool is gone.
+TOME can resolve them once TokenPool is gone. ``wheel_python``: the python of a fresh virtualenv
+holding only the freshly built ``tokenpool-tome-client`` wheel and its dependencies.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import secrets
 import subprocess
 import sys
 import time
+import venv
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,3 +111,22 @@ def emulator_pool(transactional_db: None, tome_library: HttpTokenizationLibrary)
     pairs_insert_bulk(pool=pool, pairs=tome_library.generate_pairs(30))
     _, raw_key = ApiKey.objects.create_key(name=f"client-{secrets.token_hex(3)}", scopes=ALL_SCOPES)
     return {"pool": pool, "key": raw_key}
+
+
+def run(command: list[str], *, cwd: Path, timeout: float = 300.0, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert done.returncode == 0, f"{command[:4]} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="session")
+def wheel_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("wheel")
+    # Isolated build, as `make wheel` does (pip fetches the pinned hatchling from the package index).
+    run([sys.executable, "-m", "build", "--wheel", "--outdir", str(work / "dist"), str(ROOT)], cwd=work)
+    [wheel] = (work / "dist").glob("tokenpool_tome_client-*.whl")
+    venv.create(work / "venv", with_pip=False)  # the project's pip installs into it (--python)
+    python = work / "venv" / "bin" / "python"
+    run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
+         "--disable-pip-version-check", str(wheel)], cwd=work)
+    return python

@@ -5,39 +5,16 @@ TokenPool process is stopped."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import venv
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures.tome import ROOT
+from tests.client.conftest import run
 
 pytestmark = pytest.mark.slow
 
 SMOKE = Path(__file__).with_name("wheel_smoke.py")
-
-
-def run(command: list[str], *, cwd: Path, timeout: float = 300.0) -> str:
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{command[:4]} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
-@pytest.fixture(scope="module")
-def wheel_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The python of a new virtualenv holding the freshly built wheel and its dependencies only."""
-    work = tmp_path_factory.mktemp("wheel")
-    # Isolated build, as `make wheel` does (pip fetches the pinned hatchling from the package index).
-    run([sys.executable, "-m", "build", "--wheel", "--outdir", str(work / "dist"), str(ROOT)], cwd=work)
-    [wheel] = (work / "dist").glob("tokenpool_tome_client-*.whl")
-    venv.create(work / "venv", with_pip=False)  # the project's pip installs into it (--python)
-    python = work / "venv" / "bin" / "python"
-    run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
-         "--disable-pip-version-check", str(wheel)], cwd=work)
-    return python
 
 
 def smoke(python: Path, phase: str, *args: str) -> dict[str, Any]:
