@@ -17,6 +17,7 @@ from core.api.models import ApiScope
 from core.pool.models import TokenPair
 from core.pool.selectors import pool_get_cached, reservation_get
 from core.pool.services import (
+    MAX_BATCH_RESERVATIONS,
     PairResult,
     pair_detokenize,
     pair_detokenize_batch,
@@ -34,7 +35,6 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
                 "with a different body → 422 idempotency_key_reused.",
 )
 RESERVATION_ID = OpenApiParameter("reservation_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
-MAX_BATCH_RESERVATIONS = 500
 MAX_BATCH_TOKENS = 1000
 
 

@@ -67,7 +67,7 @@ class PairSource(models.TextChoices):
 class TokenPair(models.Model):
     """One (internal token, external reference id) pair. Issued at most once, ever.
 
-    The reservation claim (`core/pool/services.py`) walks ``pair_available_idx``; every other index on
+    The reservation claim (`core/pool/services/claim.py`) walks ``pair_available_idx``; every other index on
     this table costs on each reservation (a status change is never a HOT update), so keep exactly
     the indexes the hot paths need."""
 
