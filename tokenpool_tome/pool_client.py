@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence, TypeVar
@@ -63,6 +65,8 @@ CLIENT_DIRECT = "client_direct"
 MAX_BATCH_RESERVATIONS = 500
 MAX_BATCH_TOKENS = 1000
 _MAX_IDEMPOTENCY_KEY = 255
+# Fallback reservations remembered per caller-given idempotency key (see TokenPoolClient._direct).
+_DIRECT_MEMO_SIZE = 1024
 
 _RETRYABLE_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
@@ -239,6 +243,8 @@ class TokenPoolClient:
             raise ValueError("timeout must be positive")
         self.pool = pool
         self.tome = tome
+        self._direct_memo: OrderedDict[tuple[Any, ...], list[Reservation]] = OrderedDict()
+        self._direct_memo_lock = threading.Lock()
         self.max_attempts = max_attempts
         self.backoff_max = backoff_max
         self.retry_after_max = retry_after_max
@@ -249,7 +255,7 @@ class TokenPoolClient:
                                        reset_seconds=breaker_reset_seconds, clock=clock,
                                        on_change=self._log_breaker_change)
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/") + "/api/v1/",
+            base_url=_api_root(base_url),
             transport=transport,
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0),
@@ -270,7 +276,8 @@ class TokenPoolClient:
         try:
             answer = self._request("POST", "reservations", json=body, idempotency_key=key)
         except TokenPoolUnavailable as exc:
-            return self._fallback("reserve", exc, lambda tome: self._direct(tome, 1, owner_ref))[0]
+            memo = (idempotency_key, 1, owner_ref) if idempotency_key else None
+            return self._fallback("reserve", exc, lambda tome: self._direct(tome, 1, owner_ref, memo))[0]
         return Reservation.from_body(answer)
 
     def reserve_batch(self, count: int, *, owner_ref: str | None = None,
@@ -289,8 +296,9 @@ class TokenPoolClient:
                 answer = self._request("POST", "reservations/batch", json=body, idempotency_key=chunk_key)
             except TokenPoolUnavailable as exc:
                 rest = count - len(reservations)
+                memo = (idempotency_key, "batch", count, index, owner_ref) if idempotency_key else None
                 reservations.extend(self._fallback("reserve_batch", exc,
-                                                   lambda tome: self._direct(tome, rest, owner_ref)))
+                                                   lambda tome: self._direct(tome, rest, owner_ref, memo)))
                 break
             try:
                 items = answer["reservations"]
@@ -419,13 +427,31 @@ class TokenPoolClient:
                            for e in entries)
         return results
 
-    def _direct(self, tome: TokenizationLibrary, count: int, owner_ref: str | None) -> list[Reservation]:
-        """Live pairs (NS1 generate + NS2 tokenize) shaped as client-side reservations."""
+    def _direct(self, tome: TokenizationLibrary, count: int, owner_ref: str | None,
+                memo_key: tuple[Any, ...] | None) -> list[Reservation]:
+        """Live pairs (NS1 generate + NS2 tokenize) shaped as client-side reservations.
+
+        With the caller's own idempotency key (``memo_key``), the answer is remembered in this
+        process, so the caller's retry while TokenPool is still down gets the same pair back instead
+        of a second one, as TokenPool itself would do. Best effort: bounded, per process, and once
+        TokenPool is back the key reaches the server, which has never seen this pair.
+        """
+        if memo_key is not None:
+            with self._direct_memo_lock:
+                if memo_key in self._direct_memo:
+                    self._direct_memo.move_to_end(memo_key)
+                    return list(self._direct_memo[memo_key])
         now = datetime.now(timezone.utc)
-        return [Reservation(reservation_id=None, pool=self.pool, internal_token=p.internal_token,
+        made = [Reservation(reservation_id=None, pool=self.pool, internal_token=p.internal_token,
                             external_ref_id=p.external_ref_id, status="RESERVED", source=CLIENT_DIRECT,
                             owner_ref=owner_ref, reserved_at=now, expires_at=None, used_at=None)
                 for p in tome.generate_pairs(count)]
+        if memo_key is not None:
+            with self._direct_memo_lock:
+                self._direct_memo[memo_key] = made
+                while len(self._direct_memo) > _DIRECT_MEMO_SIZE:
+                    self._direct_memo.popitem(last=False)
+        return list(made)
 
     def _fallback(self, operation: str, error: TokenPoolUnavailable,
                   call: Callable[[TokenizationLibrary], T]) -> T:
@@ -550,7 +576,17 @@ def _error_from(response: httpx.Response, *, fallback_correlation_id: str) -> To
 
 def _path_label(path: str) -> str:
     # Reservation ids are not secrets, but a bounded label keeps log cardinality low.
-    return "reservations/{id}/" + path.rsplit("/", 1)[-1] if path.count("/") >= 2 else path
+    parts = path.split("/")
+    if parts[0] == "reservations" and len(parts) > 1 and parts[1] != "batch":
+        return "/".join(["reservations", "{id}", *parts[2:]])
+    return path
+
+
+def _api_root(base_url: str) -> str:
+    """``https://host[/prefix]`` → ``https://host[/prefix]/api/v1/``; a base URL that already ends in
+    ``/api/v1`` is taken as is (otherwise every call would 404, and lookups would quietly say None)."""
+    root = base_url.rstrip("/")
+    return (root if root.endswith("/api/v1") else root + "/api/v1") + "/"
 
 
 def _split(count: int, size: int) -> list[int]:

@@ -437,3 +437,27 @@ def test_reserve_batch_of_one_chunk_uses_the_key_itself(make_client):
     assert server.header("Idempotency-Key") == ["k"] and server.bodies() == [{"pool": "default", "count": 2}]
     with pytest.raises(ValueError):
         make_client(server).reserve_batch(0)
+
+
+def test_a_callers_key_retried_during_an_outage_gets_the_same_fallback_pair(make_client):
+    tome = FakeTome()
+    client = make_client(Server(httpx.ConnectError("refused")), tome=tome, max_attempts=1)
+
+    first = client.reserve(idempotency_key="order-7")
+    again = client.reserve(idempotency_key="order-7")
+    other = client.reserve(idempotency_key="order-8")
+    unkeyed = [client.reserve(), client.reserve()]
+
+    assert again.pair == first.pair and other.pair != first.pair
+    assert unkeyed[0].pair != unkeyed[1].pair  # generated keys are never repeated, so nothing to remember
+    assert tome.calls.count("generate_pairs") == 4
+    assert client.reserve_batch(2, idempotency_key="b") == client.reserve_batch(2, idempotency_key="b")
+
+
+@pytest.mark.parametrize("base", [BASE, f"{BASE}/", f"{BASE}/api/v1", f"{BASE}/api/v1/"])
+def test_the_api_root_is_added_once(make_client, base):
+    server = Server(error(404, "not_found"))
+    client = TokenPoolClient(base, KEY, transport=httpx.MockTransport(server))
+    assert client.lookup("7000000000000001") is None
+    client.close()
+    assert str(server.requests[0].url) == f"{BASE}/api/v1/lookup"
