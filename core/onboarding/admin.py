@@ -22,6 +22,7 @@ from core.onboarding.models import (
     APPROVE_PERMISSION,
     ApprovalDecision,
     OnboardingEnvironment,
+    OnboardingGroup,
     OnboardingState,
     OnboardingSummary,
     OnboardingTask,
@@ -31,6 +32,11 @@ from core.onboarding.selectors import environment_summary
 from core.onboarding.services import task_approve, task_reject, task_start, task_submit
 
 SUMMARY_URL_NAME = "core_onboardingtask_summary"
+# The original plan lists the tasks but leaves every estimate empty: the figures loaded from plan.json
+# are examples, and every page showing them must say so.
+ESTIMATE_LABEL = "est. days (illustrative)"
+ESTIMATES_NOTE = ("Estimates are illustrative: the original plan leaves them empty; the figures here are "
+                  "examples to replace with your team's own.")
 
 
 class _ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -64,15 +70,17 @@ class DecisionNoteForm(forms.Form):
 @admin.register(OnboardingTask)
 class OnboardingTaskAdmin(admin.ModelAdmin):
     change_list_template = "admin/onboarding/onboardingtask_change_list.html"
-    list_display = ("title", "environment", "group", "state_label", "owner", "estimate_days",
-                    "optional", "days_waiting", "submitted_by", "approved_by")
+    # Short, combined columns so the whole row (both people of the four-eyes pair included) fits a
+    # 1400 px window beside the navigation and filter sidebars.
+    # ("optional" stays a filter: the plan already writes it into the title of the optional task.)
+    list_display = ("title", "environment", "group_short", "state_label", "owner", "estimate", "four_eyes")
     list_filter = ("environment", "group", "state", "optional")
     list_select_related = ("owner", "submitted_by", "approved_by")
     search_fields = ("title", "slug", "description")
     ordering = ("position", "id")
     list_per_page = 100
     actions = ["start_tasks", "submit_tasks", "approve_tasks", "reject_tasks"]
-    fields = ("title", "slug", "environment", "group", "optional", "estimate_days", "description",
+    fields = ("title", "slug", "environment", "group", "optional", "estimate", "description",
               "prerequisite_list", "owner", "state", "submitted_by", "submitted_at", "approved_by",
               "approved_at", "created_at", "updated_at")
     readonly_fields = tuple(f for f in fields if f != "owner")
@@ -93,12 +101,25 @@ class OnboardingTaskAdmin(admin.ModelAdmin):
 
     @admin.display(description="state", ordering="state")
     def state_label(self, obj: OnboardingTask) -> str:
-        return OnboardingState(obj.state).label
-
-    @admin.display(description="days waiting for approval", ordering="submitted_at")
-    def days_waiting(self, obj: OnboardingTask) -> str:
         days = obj.days_waiting_for_approval()
-        return "" if days is None else f"{days:.1f}"
+        label = OnboardingState(obj.state).label
+        return label if days is None else f"{label} ({days:.1f} days)"
+
+    @admin.display(description="group", ordering="group")
+    def group_short(self, obj: OnboardingTask) -> str:
+        # "Approach 2: prefetch — batch job" → "prefetch — batch job"; "Common (required …)" → "Common"
+        label = OnboardingGroup(obj.group).label
+        return label.split(": ", 1)[-1].split(" (", 1)[0]
+
+    @admin.display(description=ESTIMATE_LABEL, ordering="estimate_days")
+    def estimate(self, obj: OnboardingTask) -> str:
+        return "—" if obj.estimate_days is None else f"{obj.estimate_days:g}"
+
+    @admin.display(description="submitted → approved by")
+    def four_eyes(self, obj: OnboardingTask) -> str:
+        if not obj.submitted_by_id:
+            return "—"
+        return f"{obj.submitted_by} → {obj.approved_by or '…'}"
 
     @admin.display(description="prerequisites")
     def prerequisite_list(self, obj: OnboardingTask) -> str:
@@ -106,7 +127,8 @@ class OnboardingTaskAdmin(admin.ModelAdmin):
         return "; ".join(items) or "—"
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
-        extra_context = {**(extra_context or {}), "summary_links": _summary_links()}
+        extra_context = {**(extra_context or {}), "summary_links": _summary_links(),
+                         "estimates_note": ESTIMATES_NOTE}
         return super().changelist_view(request, extra_context=extra_context)
 
     # --- actions ---------------------------------------------------------------------------
@@ -137,33 +159,33 @@ class OnboardingTaskAdmin(admin.ModelAdmin):
 
     @admin.action(description="Approve selected tasks…", permissions=["approve"])
     def approve_tasks(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
-        return self._decide(request, queryset, action="approve_tasks", verb="Approved",
+        return self._decide(request, queryset, action="approve_tasks", verb="Approve", done="Approved",
                             service=task_approve, note_required=False)
 
     @admin.action(description="Reject selected tasks…", permissions=["approve"])
     def reject_tasks(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
-        return self._decide(request, queryset, action="reject_tasks", verb="Rejected",
+        return self._decide(request, queryset, action="reject_tasks", verb="Reject", done="Rejected",
                             service=task_reject, note_required=True)
 
-    def _decide(self, request: HttpRequest, queryset: QuerySet, *, action: str, verb: str, service,
+    def _decide(self, request: HttpRequest, queryset: QuerySet, *, action: str, verb: str, done: str, service,
                 note_required: bool) -> HttpResponse | None:
         """Admin intermediate page: first POST shows the note form, the confirming POST decides."""
         if request.POST.get("confirm") == "yes":
             form = DecisionNoteForm(request.POST, note_required=note_required)
             if form.is_valid():
-                self._apply(request, queryset, verb=verb, service=service, note=form.cleaned_data["note"])
+                self._apply(request, queryset, verb=done, service=service, note=form.cleaned_data["note"])
                 return None  # back to the change list, messages shown there
         else:
             form = DecisionNoteForm(note_required=note_required)
         tasks = list(queryset.select_related("submitted_by").order_by("position", "id"))
         context = {
             **self.admin_site.each_context(request),
-            "title": f"{verb[:-1]} {len(tasks)} onboarding task(s)",
+            "title": f"{verb} {len(tasks)} onboarding task(s)",
             "opts": self.model._meta,
             "tasks": tasks,
             "form": form,
             "action": action,
-            "verb": verb[:-1],
+            "verb": verb,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "media": self.media,
         }
@@ -194,6 +216,7 @@ class OnboardingTaskAdmin(admin.ModelAdmin):
             "opts": self.model._meta,
             "summary": summary,
             "summary_links": _summary_links(current=env),
+            "estimates_note": ESTIMATES_NOTE,
             "changelist_url": reverse("admin:core_onboardingtask_changelist"),
         }
         request.current_app = self.admin_site.name

@@ -48,7 +48,8 @@ def test_changelist_filters_by_environment_group_and_state(as_user, lead, onboar
                             ({"state__exact": "NOT_STARTED"}, 33), ({"state__exact": "APPROVED"}, 0)):
         assert c.get(reverse(CHANGELIST), query).context["cl"].result_count == expected
     body = response.content.decode()
-    assert "Readiness summary — UAT" in body and "Days waiting for approval" in body
+    assert "Readiness summary — UAT" in body and "Submitted → approved by" in body
+    assert "Est. days (illustrative)" in body and "Estimates are illustrative: the original plan leaves them empty" in body
 
 
 def test_start_and_submit_actions(as_user, lead, onboarding_plan):
@@ -60,6 +61,8 @@ def test_start_and_submit_actions(as_user, lead, onboarding_plan):
     response = _action(c, "submit_tasks", [kms])
     assert _state(kms) == S.AWAITING_APPROVAL
     assert OnboardingTask.objects.get(pk=kms.pk).submitted_by == lead
+    row = c.get(reverse(CHANGELIST), {"q": "HERA KMS onboarding - UAT"}).content.decode()
+    assert "Awaiting approval (0.0 days)" in row and "lead → …" in row  # waiting time and four-eyes pair
 
 
 def test_refused_action_is_a_message_not_a_500(as_user, lead, onboarding_plan):
@@ -92,6 +95,9 @@ def test_approve_shows_a_note_page_then_approves(as_user, lead, approver, onboar
 def test_reject_requires_a_note_on_the_intermediate_page(as_user, lead, approver, onboarding_plan):
     kms = task_submit(task=task_start(task=onboarding_plan["kms-onboarding-uat"], user=lead), user=lead)
     c = as_user(approver)
+    page = _action(c, "reject_tasks", [kms]).content.decode()
+    assert "<title>Reject 1 onboarding task(s)" in page and 'value="Reject"' in page
+    assert "You are about to <strong>reject</strong>" in page and "Rejecte " not in page
     response = _confirm(c, "reject_tasks", [kms], note="")
     assert response.status_code == 200 and not response.redirect_chain
     assert response.context["form"].errors["note"]

@@ -57,6 +57,10 @@ def test_token_pair_search_is_exact_and_index_backed(staff, default_pool, api):
 def test_pool_admin_lists_available_and_edits_tunables(staff, default_pool):
     response = staff.get("/admin/core/pool/")
     assert response.status_code == 200 and b"default" in response.content
+    row = response.content.decode()
+    assert "every 60 min" in row and "2000 / 500" in row and "15 min" in row  # refill, watermarks, lease
+    Pool.objects.filter(pk=default_pool.pk).update(refill_enabled=False)
+    assert '<td class="field-refill">off</td>' in staff.get("/admin/core/pool/").content.decode()
     assert staff.get(f"/admin/core/pool/{default_pool.pk}/change/").status_code == 200
 
 
