@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.fixtures.tome import _free_port
@@ -137,3 +138,44 @@ def test_without_a_fallback_an_unreachable_tokenpool_raises_unavailable():
         with pytest.raises(TokenPoolUnavailable) as raised:
             client.reserve()
     assert raised.value.code == "connection_error" and raised.value.status is None
+
+
+class LoseFirstAnswers(httpx.HTTPTransport):
+    """Delivers each of the first ``lose`` requests to the server, then drops its answer (as a read
+    timeout would): the server did the work, the client never heard."""
+
+    def __init__(self, lose: int) -> None:
+        super().__init__()
+        self.lose = lose
+        self.sent: list[httpx.Request] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        response = super().handle_request(request)
+        if self.lose > 0:
+            self.lose -= 1
+            response.read()
+            response.close()
+            raise httpx.ReadTimeout("answer lost", request=request)
+        return response
+
+
+def test_a_reservation_whose_answer_was_lost_is_retried_without_taking_a_second_pair(served_pool):
+    from core.pool.models import TokenPair as StoredPair
+
+    transport = LoseFirstAnswers(lose=2)
+    with TokenPoolClient(served_pool["url"], served_pool["key"], pool=served_pool["pool"].name, timeout=30.0,
+                         transport=transport, sleep=lambda _: None) as client:
+        reservation = client.reserve()
+
+    assert len(transport.sent) == 3 and len({r.headers["Idempotency-Key"] for r in transport.sent}) == 1
+    reserved = StoredPair.objects.filter(pool=served_pool["pool"], status="RESERVED")
+    assert [p.internal_token for p in reserved] == [reservation.internal_token]
+
+
+def test_one_client_shared_by_threads_never_gets_a_pair_twice(pool_client, run_concurrently):
+    # run_concurrently holds the six threads at a Barrier so their first requests really race.
+    batches = run_concurrently(lambda: [pool_client.reserve() for _ in range(3)], threads=6)
+    pairs = [r.pair for batch in batches for r in batch]
+    assert len(pairs) == len(set(pairs)) == 18
+    assert {r.source for batch in batches for r in batch} == {"pool"}
