@@ -21,6 +21,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The benchmark suite (tokenpool/bench_suite.py: starts its own stack, rewrites the generated section
+# of docs/benchmarks.md). BENCH_ARGS="--quick" checks it in minutes, "--list" names the entries.
+bench: $(STAMP)
+	$(PY) -m tokenpool.bench_suite $(BENCH_ARGS)
+
 wheel: $(STAMP)
 	$(PY) -m build --wheel --outdir dist/ .
 

@@ -137,7 +137,7 @@ def line_chart(*, title: str, series: list[dict[str, Any]], x_label: str, y_labe
     else:
         x_ticks = [(x_min + (x_max - x_min) * i / 5, None) for i in range(6)]
     for x, text in x_ticks:
-        label = text if text is not None else f"{x:.0f}"
+        label = text if text is not None else (f"{x:.0f}" if x_max - x_min >= 10 else f"{x:.1f}")
         out.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{top}" y2="{top + plot_h}" stroke="#eee"/>'
                    f'<text x="{sx(x):.1f}" y="{top + plot_h + 14}" text-anchor="middle">{label}</text>')
     if hline is not None and hline <= y_max:
