@@ -15,7 +15,7 @@ from core.api.base import ScopedApiView, error_responses, validated
 from core.api.fields import StrictCharField, StrictIntegerField, TokenField
 from core.api.models import ApiScope
 from core.pool.models import TokenPair
-from core.pool.selectors import pool_get_cached, reservation_get
+from core.pool.selectors import pool_get_cached
 from core.pool.services import (
     MAX_BATCH_RESERVATIONS,
     PairResult,
@@ -26,6 +26,7 @@ from core.pool.services import (
     reservation_batch_create,
     reservation_confirm,
     reservation_create,
+    reservation_current,
     reservation_release,
 )
 
@@ -173,7 +174,7 @@ class ReservationDetailApi(ScopedApiView):
     @extend_schema(operation_id="reservation_get", parameters=[RESERVATION_ID],
                    responses={200: ReservationOutput, **error_responses(401, 403, 404, 429)})
     def get(self, request: Request, reservation_id: str) -> Response:
-        pair = reservation_get(reservation_id=reservation_id, api_key=request.auth)
+        pair = reservation_current(reservation_id=reservation_id, api_key=request.auth)
         return Response(reservation_body(pair))
 
 

@@ -12,7 +12,12 @@ transaction left open while waiting on the network holds back VACUUM for every o
 (docs/architecture.md, design notes). The public names are re-exported here."""
 from core.pool.services.bulk_insert import _pairs_insert_staged, pairs_insert_bulk
 from core.pool.services.claim import _CLAIM_EXACTLY_SQL, _CLAIM_ONE_SQL, claim_pairs
-from core.pool.services.lifecycle import reservation_confirm, reservation_release, reservations_expire
+from core.pool.services.lifecycle import (
+    reservation_confirm,
+    reservation_current,
+    reservation_release,
+    reservations_expire,
+)
 from core.pool.services.lookups import (
     PairResult,
     audit_token_digest,
@@ -42,6 +47,7 @@ __all__ = [
     "reservation_batch_create",
     "reservation_confirm",
     "reservation_create",
+    "reservation_current",
     "reservation_release",
     "reservations_expire",
     # bench_reserve measures these two directly

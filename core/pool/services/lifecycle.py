@@ -8,6 +8,8 @@ import logging
 import uuid
 from datetime import datetime
 
+from django.utils import timezone
+
 from core.api.models import ApiKey
 from core.errors import ReservationNotActive
 from core.pool.models import PairStatus, TokenPair
@@ -70,6 +72,18 @@ def reservation_confirm(*, reservation_id: str | uuid.UUID, api_key: ApiKey,
             execute(_RETIRE_EXPIRED_ONE_SQL, {"reservation_id": rid})
             raise ReservationNotActive("The reservation's lease expired.")
     raise ReservationNotActive()  # pragma: no cover - only under a pathological clock race
+
+
+def reservation_current(*, reservation_id: str | uuid.UUID, api_key: ApiKey) -> TokenPair:
+    """The reservation as it stands now. A lease past ``expires_at`` that the sweep has not reached
+    yet (it runs every minute) is retired here, so a read never reports RESERVED for a lease that
+    confirm would refuse. The database clock decides, as in confirm; the common case costs no write."""
+    pair = reservation_get(reservation_id=reservation_id, api_key=api_key)
+    if (pair.status == PairStatus.RESERVED and pair.expires_at is not None
+            and pair.expires_at <= timezone.now()
+            and execute(_RETIRE_EXPIRED_ONE_SQL, {"reservation_id": pair.reservation_id})):
+        pair = reservation_get(reservation_id=reservation_id, api_key=api_key)
+    return pair
 
 
 def reservation_release(*, reservation_id: str | uuid.UUID, api_key: ApiKey) -> TokenPair:
