@@ -10,6 +10,7 @@ from django.utils.html import format_html
 
 from core.admin_mixins import ReadOnlyAdminMixin
 from core.refill.models import RefillLease, RefillRun
+from core.refill.services import refill_enqueue_manual
 
 
 @admin.register(RefillRun)
@@ -64,8 +65,6 @@ class RefillLeaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.action(description="Refill now (queue a manual refill)", permissions=["change"])
 def refill_now(modeladmin, request, queryset) -> None:
-    from core.refill.services import refill_enqueue_manual
-
     for pool in queryset:
         task_id = refill_enqueue_manual(pool=pool)
         modeladmin.message_user(

@@ -20,6 +20,7 @@ from django.db import connection, transaction
 
 from core.pool.selectors import pool_available_up_to
 from core.refill.models import RefillTrigger
+from core.refill.services import refill_request
 
 logger = logging.getLogger("tokenpool.refill")
 
@@ -34,7 +35,7 @@ def on_pairs_reserved(*, pool, count: int) -> None:
     """Called (through ``pairs_reserved``) after each committed reservation of ``count`` pairs."""
     if not pool.refill_enabled or pool.low_watermark <= 0:
         return
-    interval = getattr(settings, "REFILL_TRIGGER_MIN_INTERVAL_SECONDS", 1.0)
+    interval = settings.REFILL_TRIGGER_MIN_INTERVAL_SECONDS
     now = time.monotonic()
     with _last_check_lock:
         last = _last_check.get(pool.pk)
@@ -64,8 +65,6 @@ def _trailing_check(*, pool) -> None:
 def _check_and_request(*, pool) -> None:
     try:
         if pool_below_low_watermark(pool=pool):
-            from core.refill.services import refill_request
-
             refill_request(pool=pool, trigger=RefillTrigger.LOW_WATERMARK)
     except Exception:
         logger.exception("refill_trigger_failed", extra={"pool": getattr(pool, "name", None)})
