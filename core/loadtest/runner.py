@@ -152,8 +152,9 @@ def _spectrum(histogram: Any) -> list[list[float]]:
 
 
 def find_max(approach: Approach, config: LoadtestConfig, *, log: Callable[[str], None]) -> dict[str, Any]:
-    """Double the rate from ``find_max_start`` until p99 ≥ 50 ms, errors, or the client falls behind;
-    then bisect ``refine_steps`` times between the last good and the first bad rate."""
+    """Double the rate from ``find_max_start`` until p99 ≥ 50 ms, errors, or the client falls behind
+    (or halve it while even the start rate breaks); then bisect ``refine_steps`` times between the
+    last good and the first bad rate."""
     steps: list[dict[str, Any]] = []
     good: float | None = None
     bad: float | None = None
@@ -188,6 +189,13 @@ def find_max(approach: Approach, config: LoadtestConfig, *, log: Callable[[str],
         else:
             bad = rate
             break
+    # Broken at the start rate: halve down to half the plan's rate, so "not even at 50K/day" is measured too.
+    rate = config.find_max_start / 2
+    while good is None and rate >= PLAN_RATE / 2:
+        if step(rate):
+            good = rate
+        else:
+            bad, rate = rate, rate / 2
     if good is not None and bad is not None:
         reason = stopped
         for _ in range(config.refine_steps):

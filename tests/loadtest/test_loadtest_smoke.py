@@ -3,6 +3,7 @@
 The real measurements are made by ``make bench`` and recorded in docs/benchmarks.md."""
 from __future__ import annotations
 
+import io
 import json
 import secrets
 from pathlib import Path
@@ -30,13 +31,13 @@ def served(transactional_db: None, live_server: Any, tome: Any) -> dict[str, Any
 def test_loadtest_both_approaches_writes_the_contract_json(served: dict[str, Any], tmp_path: Path) -> None:
     tome = served["tome"]
     tome.set_faults(latency_ms=1)
-    out, report = tmp_path / "loadtest.json", tmp_path / "loadtest.html"
+    out, report, table = tmp_path / "loadtest.json", tmp_path / "loadtest.html", io.StringIO()
     call_command("loadtest", "--base-url", served["url"], "--api-key", served["key"], "--approach", "both",
                  "--cards-per-day", str(RATE * 86_400), "--speedup", "1", "--duration", "3",
                  "--json", str(out), "--report", str(report), "--pool", served["pool"].name,
                  "--tome-url", tome.base_url, "--tome-token", tome.client_token,
                  "--tome-admin-token", tome.admin_token, "--tome-latency-ms", "5", "--timeout", "30",
-                 "--no-progress", stdout=open(tmp_path / "stdout.txt", "w"))
+                 "--no-progress", stdout=table)
     data = json.loads(out.read_text())
 
     assert set(data["approaches"]) == {"pool", "library"}
@@ -67,6 +68,9 @@ def test_loadtest_both_approaches_writes_the_contract_json(served: dict[str, Any
     assert comparison["library"]["plan_tome_calls_per_day"] == 200_000
     # The injected latency was set for the run and put back afterwards.
     assert data["tome"]["latency_ms"] == 5 and tome.faults()["latency_ms"] == 1
+    lines = table.getvalue().splitlines()
+    assert any(line.startswith("pool ") for line in lines) and any(line.startswith("library ") for line in lines)
+    assert "The plan's comparison at 50,000 cards/day" in table.getvalue()
     page = report.read_text()
     # Self-contained: the charts are inline SVG, nothing is fetched.
     assert page.count("<svg") >= 5
