@@ -36,7 +36,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from tokenpool_tome.breaker import CircuitBreaker
 from tokenpool_tome.client import TokenizationLibrary, TokenPair, __version__, _retry_after
-from tokenpool_tome.correlation import get_correlation_id, new_correlation_id
+from tokenpool_tome.correlation import correlation_scope, get_correlation_id, new_correlation_id
 from tokenpool_tome.errors import CircuitOpenError, TomeError
 
 __all__ = [
@@ -461,9 +461,13 @@ class TokenPoolClient:
             "operation": operation, "reason": error.code, "status_code": error.status,
             "correlation_id": error.correlation_id})
         try:
+            if get_correlation_id() is None and error.correlation_id:
+                # The TOME calls carry the failed request's id, so one id follows the card end to end.
+                with correlation_scope(error.correlation_id):
+                    return call(self.tome)
             return call(self.tome)
         except TomeError as tome_error:
-            # Both sides are down: say so in one error, keeping TokenPool's as the cause chain.
+            # Both sides are down: one error, with TOME's failure as its cause.
             raise TokenPoolUnavailable(
                 f"TokenPool unavailable ({error.code}) and the TOME fallback failed: "
                 f"{type(tome_error).__name__}", code=error.code, status=error.status,

@@ -461,3 +461,20 @@ def test_the_api_root_is_added_once(make_client, base):
     assert client.lookup("7000000000000001") is None
     client.close()
     assert str(server.requests[0].url) == f"{BASE}/api/v1/lookup"
+
+
+def test_the_fallbacks_tome_calls_carry_the_failed_requests_correlation_id(make_client):
+    seen: list[str | None] = []
+
+    class RecordingTome(FakeTome):
+        def generate_pairs(self, count: int, *, batch_size: int | None = None) -> list[TokenPair]:
+            from tokenpool_tome import get_correlation_id
+
+            seen.append(get_correlation_id())
+            return super().generate_pairs(count)
+
+    client = make_client(Server(error(503, "database_unavailable")), tome=RecordingTome(), max_attempts=1)
+    client.reserve()
+    with correlation_scope("caller-id"):
+        client.reserve()
+    assert seen == ["srv-corr-1", "caller-id"]
