@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from core.monitoring.dashboard import chart_svg, hours_to_empty
+from core.monitoring.dashboard import ChartWindow, chart_svg, hours_to_empty
 from core.monitoring.models import PoolAlert, PoolSnapshot
 from core.monitoring.selectors import ChartPoint
 from core.pool.models import PairSource, PairStatus, TokenPair
@@ -54,8 +54,8 @@ def test_dashboard_figures_match_the_database(admin_client, make_pool, pair_stat
     assert int(got["reserved"]) == db[PairStatus.RESERVED] == 7
     assert int(got["used"]) == db[PairStatus.USED] == 16
     assert int(got["retired"]) == db[PairStatus.RETIRED] == 2
-    issued = TokenPair.objects.filter(pool=pool, reserved_at__isnull=False).count()
-    assert int(got["cards-issued"]) == issued == 25
+    # Cards are confirmed reservations only: the live leases and the released/expired ones are not.
+    assert int(got["cards-issued"]) == db[PairStatus.USED] == 16
     in_last_hour = TokenPair.objects.filter(pool=pool, reserved_at__gte=timezone.now() - timedelta(hours=1)).count()
     assert float(got["consumption-1h"]) == in_last_hour == 15
     assert float(got["consumption-24h"]) == pytest.approx(25 / 24)
@@ -64,9 +64,9 @@ def test_dashboard_figures_match_the_database(admin_client, make_pool, pair_stat
     assert got["last-refill-outcome"] == "failed"
     direct = TokenPair.objects.filter(pool=pool, source=PairSource.DIRECT).count()
     assert int(got["direct"]) == direct == 4
-    assert int(got["tome-live"]) == 4 * 25
+    assert int(got["tome-live"]) == 4 * 16
     assert int(got["tome-actual"]) == 2 + 3 + 2 * direct
-    assert int(got["tome-saved"]) == 100 - 13
+    assert int(got["tome-saved"]) == 64 - 13
     assert int(got["open-alerts"]) == 1
     assert got["status"] == "warning"  # below low watermark, above critical
     assert "available below low watermark" in html
@@ -106,7 +106,8 @@ def test_chart_points_are_inside_the_plot():
     now = timezone.now()
     points = [ChartPoint(at=now - timedelta(hours=24 - h), available=100 * h, consumption_per_hour=None if h == 0 else 30.0)
               for h in range(0, 25, 6)]
-    svg = chart_svg(points=points, hours=24, low_watermark=500, target=2000)
+    svg = chart_svg(points=points, window=ChartWindow(start=now - timedelta(hours=24), end=now), low_watermark=500,
+                    target=2000)
     coords = [tuple(map(float, p.split(","))) for p in re.findall(r"\d+\.\d,\d+\.\d", svg)]
     assert coords and all(0 <= x <= 640 and 0 <= y <= 220 for x, y in coords)
     assert "low watermark 500" in svg
@@ -133,7 +134,98 @@ def test_large_table_mode_rates_come_from_snapshot_differences(admin_client, mak
     ])
     settings.MONITORING_EXACT_COUNT_MAX_ROWS = -1
     got = figures(admin_client.get("/admin/dashboard/").content.decode(), "bigpool")
-    assert int(got["cards-issued"]) == 30 and int(got["available"]) == 70
+    assert int(got["cards-issued"]) == 20 and int(got["available"]) == 70  # USED, from the snapshot
     assert float(got["consumption-1h"]) == pytest.approx(10 / 2, rel=0.01)  # 10 more than 2 h ago
     assert float(got["consumption-24h"]) == pytest.approx(30 / 25, rel=0.01)
     assert int(got["used"]) == 20  # USED comes from the newest snapshot in this mode
+
+
+def _card(html: str, pool: str) -> str:
+    return re.search(rf'data-testid="pool-{re.escape(pool)}".*?</section>', html, re.S).group(0)
+
+
+def test_a_new_deployments_chart_spans_its_data_not_the_whole_day(admin_client, make_pool):
+    """25 minutes of snapshots fill the plot: the axis starts at the oldest snapshot, not 24 h ago."""
+    pool = make_pool("fresh", pairs=5, target_size=500)
+    now = timezone.now()
+    PoolSnapshot.objects.bulk_create([
+        PoolSnapshot(pool=pool, taken_at=now - timedelta(minutes=m), available=500 - 4 * (25 - m), reserved=0,
+                     used=4 * (25 - m), retired=0, reserved_total=4 * (25 - m))
+        for m in range(25, -1, -5)
+    ])
+    svg = re.search(r'data-testid="stock-chart">(<svg.*?</svg>)', _card(admin_client.get("/admin/dashboard/")
+                                                                      .content.decode(), "fresh"), re.S).group(1)
+    start = timezone.datetime.fromisoformat(re.search(r'data-start="([^"]+)"', svg).group(1))
+    end = timezone.datetime.fromisoformat(re.search(r'data-end="([^"]+)"', svg).group(1))
+    assert abs((start - (now - timedelta(minutes=25))).total_seconds()) < 1
+    assert timedelta(minutes=25) <= end - start < timedelta(minutes=26)
+    ticks = [timezone.datetime.fromisoformat(t) for t in re.findall(r'class="tp-tick" data-at="([^"]+)"', svg)]
+    assert 3 <= len(ticks) <= 7 and all(start <= t <= end for t in ticks)
+    assert {t.minute % 5 for t in ticks} == {0}  # round 5-minute marks, not a fixed 24 h grid
+    xs = [float(p.split(",")[0]) for p in re.search(r'class="tp-series-available" points="([^"]+)"', svg)
+          .group(1).split()]
+    assert xs[0] == pytest.approx(56, abs=0.2) and xs[-1] == pytest.approx(640 - 56, abs=1.0)  # edge to edge
+
+
+def test_the_seven_day_range_still_shows_only_the_days_with_data(admin_client, make_pool):
+    pool = make_pool("three-days", pairs=1)
+    now = timezone.now()
+    PoolSnapshot.objects.bulk_create([
+        PoolSnapshot(pool=pool, taken_at=now - timedelta(hours=h), available=400, reserved=0, used=0, retired=0,
+                     reserved_total=0) for h in (72, 48, 24, 0)
+    ])
+    svg = _card(admin_client.get("/admin/dashboard/?range=7d").content.decode(), "three-days")
+    start = timezone.datetime.fromisoformat(re.search(r'data-start="([^"]+)"', svg).group(1))
+    assert abs((start - (now - timedelta(hours=72))).total_seconds()) < 1
+    labels = re.findall(r'class="tp-tick" data-at="[^"]+"[^>]*>([^<]+)<', svg)
+    assert labels and all(re.fullmatch(r"[A-Z][a-z]{2} \d\d:\d\d", label) for label in labels)  # day + time
+
+
+def test_activity_chart_plots_refills_and_tome_calls_per_bucket(make_pool, pair_states):
+    from core.monitoring.dashboard import chart_window, pool_activity
+
+    pool = make_pool("busy", pairs=10)
+    now = timezone.now()
+    run = RefillRun.objects.create(pool=pool, trigger=RefillTrigger.SCHEDULED, outcome="succeeded",
+                                   requested=600, inserted=600, tome_calls=12, finished_at=now)
+    RefillRun.objects.filter(pk=run.pk).update(started_at=now - timedelta(minutes=20))
+    pair_states(pool, direct=3)  # three live pairs made by the fallback just now: 2 TOME calls each
+    window = chart_window(pool=pool, points=[], hours=24, now=now)
+    assert abs((window.start - (now - timedelta(minutes=20))).total_seconds()) < 1  # from the refill on
+    buckets = pool_activity(pool=pool, window=window)
+    assert sum(b.refilled for b in buckets) == 600 and sum(b.tome_calls for b in buckets) == 12 + 6
+    [refill_bucket] = [b for b in buckets if b.refilled]
+    assert refill_bucket.at <= now - timedelta(minutes=20) < refill_bucket.at + refill_bucket.width
+    assert refill_bucket.per_hour(600) == 600 / (refill_bucket.width / timedelta(hours=1))
+    assert [b for b in buckets if b.tome_calls][-1].tome_calls == 6  # the direct pairs' bucket is the newest
+
+
+def test_dashboard_draws_the_activity_chart(admin_client, make_pool):
+    pool = make_pool("refilled-now", pairs=1)
+    RefillRun.objects.create(pool=pool, trigger=RefillTrigger.STARTUP, outcome="succeeded", requested=500,
+                             inserted=500, tome_calls=10, finished_at=timezone.now())
+    card = _card(admin_client.get("/admin/dashboard/").content.decode(), "refilled-now")
+    activity = re.search(r'data-testid="activity-chart">(<svg.*?</svg>)', card, re.S).group(1)
+    assert activity.count('class="tp-series-refill"') == 1 and 'class="tp-series-tome"' in activity
+    assert "500 pairs refilled" in activity
+    quiet = make_pool("quiet", pairs=1)
+    assert "No refill and no TOME call" in _card(admin_client.get("/admin/dashboard/").content.decode(), quiet.name)
+
+
+def test_alert_links_only_for_users_allowed_to_follow_them(client, django_user_model, make_pool):
+    pool = make_pool("alerted", pairs=1)
+    PoolAlert.objects.create(pool=pool, condition="pool_low", severity="warning",
+                             opened_at=timezone.now() - timedelta(minutes=14))
+    lead = django_user_model.objects.create_user("project-lead", is_staff=True)
+    client.force_login(lead)
+    html = client.get("/admin/dashboard/").content.decode()
+    assert 'data-testid="open-alerts-link"' not in html and "/admin/core/poolalert/" not in html
+    assert re.search(r'data-testid="alert-age">opened 14\xa0minutes ago', html)  # not "since 14 minutes"
+    assert client.get("/admin/core/poolalert/").status_code == 403  # what the link used to lead to
+
+    from django.contrib.auth.models import Permission
+
+    lead.user_permissions.add(Permission.objects.get(content_type__app_label="core", codename="view_poolalert"))
+    html = client.get("/admin/dashboard/").content.decode()
+    assert 'data-testid="open-alerts-link"' in html
+    assert client.get("/admin/core/poolalert/").status_code == 200
