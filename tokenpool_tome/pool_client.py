@@ -67,6 +67,8 @@ MAX_BATCH_TOKENS = 1000
 _MAX_IDEMPOTENCY_KEY = 255
 # Fallback reservations remembered per caller-given idempotency key (see TokenPoolClient._direct).
 _DIRECT_MEMO_SIZE = 1024
+# An outage must not turn into one warning per card: one per operation per interval, with a count.
+FALLBACK_LOG_INTERVAL_SECONDS = 10.0
 
 _RETRYABLE_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
@@ -245,6 +247,10 @@ class TokenPoolClient:
         self.tome = tome
         self._direct_memo: OrderedDict[tuple[Any, ...], list[Reservation]] = OrderedDict()
         self._direct_memo_lock = threading.Lock()
+        self._clock = clock
+        self._fallback_log_lock = threading.Lock()
+        self._fallback_logged_at: dict[str, float] = {}
+        self._fallback_unlogged: dict[str, int] = {}
         self.max_attempts = max_attempts
         self.backoff_max = backoff_max
         self.retry_after_max = retry_after_max
@@ -457,9 +463,7 @@ class TokenPoolClient:
                   call: Callable[[TokenizationLibrary], T]) -> T:
         if self.tome is None:
             raise error
-        logger.warning("tokenpool_fallback_to_tome", extra={
-            "operation": operation, "reason": error.code, "status_code": error.status,
-            "correlation_id": error.correlation_id})
+        self._log_fallback(operation, error)
         try:
             if get_correlation_id() is None and error.correlation_id:
                 # The TOME calls carry the failed request's id, so one id follows the card end to end.
@@ -472,6 +476,23 @@ class TokenPoolClient:
                 f"TokenPool unavailable ({error.code}) and the TOME fallback failed: "
                 f"{type(tome_error).__name__}", code=error.code, status=error.status,
                 correlation_id=error.correlation_id, retry_after=error.retry_after) from tome_error
+
+    def _log_fallback(self, operation: str, error: TokenPoolUnavailable) -> None:
+        now = self._clock()
+        with self._fallback_log_lock:
+            last = self._fallback_logged_at.get(operation)
+            if last is not None and now - last < FALLBACK_LOG_INTERVAL_SECONDS:
+                self._fallback_unlogged[operation] = self._fallback_unlogged.get(operation, 0) + 1
+                warn, unlogged = False, 0
+            else:
+                self._fallback_logged_at[operation] = now
+                warn, unlogged = True, self._fallback_unlogged.pop(operation, 0)
+        extra = {"operation": operation, "reason": error.code, "status_code": error.status,
+                 "correlation_id": error.correlation_id}
+        if warn:
+            logger.warning("tokenpool_fallback_to_tome", extra={**extra, "fallbacks_not_logged": unlogged})
+        else:
+            logger.debug("tokenpool_fallback_to_tome", extra=extra)
 
     def _request(self, method: str, path: str, *, json: Any = None, idempotency_key: str | None = None,
                  not_found_ok: bool = False) -> Any:

@@ -478,3 +478,23 @@ def test_the_fallbacks_tome_calls_carry_the_failed_requests_correlation_id(make_
     with correlation_scope("caller-id"):
         client.reserve()
     assert seen == ["srv-corr-1", "caller-id"]
+
+
+def test_an_outage_warns_once_per_operation_and_interval_with_a_count(make_client, caplog):
+    now = [0.0]
+    client = make_client(Server(httpx.ConnectError("refused")), tome=FakeTome(), max_attempts=1,
+                         breaker_failure_threshold=1000, clock=lambda: now[0])
+
+    def warnings() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.levelno == logging.WARNING
+                and r.getMessage() == "tokenpool_fallback_to_tome"]
+
+    with caplog.at_level(logging.WARNING, logger="tokenpool.client"):
+        for _ in range(4):
+            client.reserve()
+        client.lookup("7000000000000001")
+        now[0] = 10.0
+        client.reserve()
+
+    assert [(r.operation, r.fallbacks_not_logged) for r in warnings()] == [
+        ("reserve", 0), ("lookup", 0), ("reserve", 3)]
