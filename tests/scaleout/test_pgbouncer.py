@@ -103,3 +103,51 @@ def test_psycopg_prepared_statements_would_break_behind_pgbouncer_1_18(pgbouncer
     finally:
         a.close()
         b.close()
+
+
+def test_the_refill_lock_is_single_flight_through_pgbouncer(through_pgbouncer, make_pool):
+    """The refill's advisory lock through PgBouncer: held for the whole run by its own transaction,
+    refused to every other session meanwhile (even after the holder ran many statements while the
+    pool of server sessions was shared), free again the moment the run ends."""
+    from core.refill.services.lock import pool_lock, pool_refill_locked
+
+    pool = make_pool(refill_enabled=False)
+    with pool_lock(pool_id=pool.pk) as held:
+        assert held is not None
+        for _ in range(10):  # other clients keep using the pooled server sessions meanwhile
+            assert _server_pids(3)
+            with pool_lock(pool_id=pool.pk) as other:
+                assert other is None
+            assert held.alive()
+        assert pool_refill_locked(pool_id=pool.pk)
+    assert not pool_refill_locked(pool_id=pool.pk)
+    with pool_lock(pool_id=pool.pk) as again:
+        assert again is not None
+
+
+def test_a_killed_lock_holder_behind_pgbouncer_frees_the_lock(through_pgbouncer, make_pool, tmp_path):
+    """SIGKILL of the process holding the refill lock through PgBouncer: PgBouncer drops the server
+    session that was inside the holder's transaction, and with it the lock."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from core.refill.services.lock import REFILL_LOCK_CLASS, pool_refill_locked
+    from tests.scaleout.stack import wait_for
+
+    pool = make_pool(refill_enabled=False)
+    url = through_pgbouncer.url(connection.settings_dict["NAME"])
+    script = (f"import psycopg, time\nc = psycopg.connect({url!r}, prepare_threshold=None)\n"
+              f"assert c.execute('SELECT pg_try_advisory_xact_lock({REFILL_LOCK_CLASS}, {pool.pk})').fetchone()[0]\n"
+              "print('locked', flush=True)\ntime.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert pool_refill_locked(pool_id=pool.pk)
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=10)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    wait_for(lambda: not pool_refill_locked(pool_id=pool.pk), timeout=10, message="the lock to go with the session")

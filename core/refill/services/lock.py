@@ -1,14 +1,21 @@
-"""Single flight: a refill runs only while holding ``pg_advisory_lock(REFILL_LOCK_CLASS, pool_id)`` on
-a database session of its own.
+"""Single flight: a refill runs only while holding ``pg_try_advisory_xact_lock(REFILL_LOCK_CLASS,
+pool_id)`` inside a transaction of its own, on a database session of its own, left open for the run.
 
-A session lock, not a transaction lock, because the run commits once per batch; the session is
-ours alone, so the lock ends with it however the run ends (return, exception or SIGKILL: the
-server drops the session when the socket closes)."""
+A transaction-scoped lock held by a transaction that stays open, not a session lock: behind
+PgBouncer in transaction mode a session lock would stay on whichever server session ran the
+statement, outlive the run and be "re-acquired" by anyone handed that session next, while an open
+transaction pins its server session to us until it ends (docs/operations.md "Scaling out"). The
+run commits its batches on Django's connection, never on this one. The lock ends with the
+transaction however the run ends: rollback in ``finally``, or the server ending the session when
+the socket closes (SIGKILL), or ``idle_in_transaction_session_timeout`` (set to the run lease here)
+if the worker hangs. The open transaction has no xid and no snapshot between statements, so it
+holds back no VACUUM (checked: ``backend_xmin`` is null)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Iterator
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 # First key of the two-key advisory lock (ASCII "refl"); the second key is the pool id. Anything
@@ -17,7 +24,7 @@ REFILL_LOCK_CLASS = 0x7265666C
 
 
 class LockSession:
-    """A dedicated database session holding ``pg_advisory_lock(REFILL_LOCK_CLASS, pool_id)``."""
+    """A dedicated database session whose open transaction holds the pool's advisory lock."""
 
     def __init__(self, wrapper) -> None:
         self._wrapper = wrapper
@@ -37,21 +44,22 @@ def pool_lock(*, pool_id: int) -> Iterator[LockSession | None]:
 
     The session is separate from Django's connection so that nothing Django does to its own
     connection (closing it on error, health checks, ``close_old_connections`` in workers) can
-    silently drop the lock mid-run, and so that closing it in ``finally`` always releases it."""
+    silently drop the lock mid-run, and so that ending it in ``finally`` always releases it."""
     base = connections[DEFAULT_DB_ALIAS]
     wrapper = type(base)(dict(base.settings_dict), DEFAULT_DB_ALIAS)
     try:
+        wrapper.set_autocommit(False)  # the first statement opens the transaction that holds the lock
         with wrapper.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [REFILL_LOCK_CLASS, pool_id])
+            # A hung worker must not block refills forever; a live run touches the session per batch.
+            cursor.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                           [str(int(settings.REFILL_RUN_LEASE_SECONDS * 1000))])
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [REFILL_LOCK_CLASS, pool_id])
             acquired = cursor.fetchone()[0]
         yield LockSession(wrapper) if acquired else None
     finally:
         try:
-            # Closing the session releases its advisory locks; unlock first anyway so a pooled
-            # or proxied connection (pgbouncer in session mode) never keeps it.
             if wrapper.connection is not None and not wrapper.connection.closed:
-                with wrapper.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock_all()")
+                wrapper.rollback()  # ends the transaction, and the lock with it, before the close
         except Exception:
             pass
         finally:
