@@ -15,6 +15,11 @@ over real sockets, so an upgrade that moves these internals fails there first.
    the server and gunicorn drops them, then announces keep-alive for a response whose request body
    was never read, and drops the connection while draining it (issue 10 #3). Here an application
    ``Connection: close`` makes gunicorn close after the response, and say so.
+   Headers are gathered without holding a thread at all (``TokenPoolThreadWorker.handle``).
+4. **Closing never stalls the server.** gunicorn closes a connection "gracefully" (half-close,
+   then up to 2 s reading until the peer closes) on its main thread, the one that accepts every
+   connection: eight clients that ignore a ``Connection: close`` froze accepting for 16 s. Here
+   the lingering happens on a separate thread, for any number of sockets at once.
 3. **The server's own error pages are the contract's JSON** (400 for an invalid request line or
    header, 414, 431, …) instead of HTML, with an ``X-Correlation-ID``. The request's path is not
    known at that point (it may not even parse), so this holds for every path.
@@ -23,6 +28,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import selectors
+import socket
+import threading
 import time
 from http import HTTPStatus
 from typing import Any
@@ -31,7 +40,8 @@ from gunicorn import util
 from gunicorn.http import errors as http_errors
 from gunicorn.http import unreader as http_unreader
 from gunicorn.http import wsgi as http_wsgi
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers import gthread
+from gunicorn.workers.gthread import _DEFER, ThreadWorker
 
 from tokenpool_tome.correlation import new_correlation_id
 
@@ -109,10 +119,145 @@ def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None
 util.write_error = write_json_error
 
 
+# --- 4. graceful closes off the main thread --------------------------------------------------------
+class Lingerer:
+    """Half-closes sockets and drains them (bounded) until the peer closes, then closes them: what
+    gunicorn's ``close_graceful`` does (RFC 9112 §9.6: no RST that would truncate the response),
+    but for all sockets at once on one background thread instead of one by one on the main one."""
+
+    LINGER_SECONDS = 2.0
+    MAX_DRAIN = 64 * 1024
+
+    def __init__(self) -> None:
+        self._incoming: queue.SimpleQueue[socket.socket] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._started = False
+        self._start_lock = threading.Lock()
+
+    def close_later(self, sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+        except OSError:
+            util.close(sock)
+            return
+        if not self._started:
+            with self._start_lock:
+                if not self._started:
+                    threading.Thread(target=self._run, name="tokenpool-lingerer", daemon=True).start()
+                    self._started = True
+        self._incoming.put(sock)
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_r, selectors.EVENT_READ)
+        lingering: dict[socket.socket, tuple[float, int]] = {}
+        while True:
+            now = time.monotonic()
+            timeout = min((deadline for deadline, _ in lingering.values()), default=now + 60) - now
+            for key, _ in selector.select(timeout=max(0.0, timeout)):
+                sock = key.fileobj
+                if sock is self._wake_r:
+                    try:
+                        self._wake_r.recv(4096)
+                    except OSError:
+                        pass
+                    continue
+                deadline, drained = lingering[sock]
+                try:
+                    data = sock.recv(4096)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data or drained + len(data) >= self.MAX_DRAIN:
+                    deadline = 0.0
+                lingering[sock] = (deadline, drained + len(data))
+            while True:
+                try:
+                    sock = self._incoming.get_nowait()
+                except queue.Empty:
+                    break
+                try:
+                    selector.register(sock, selectors.EVENT_READ)
+                    lingering[sock] = (time.monotonic() + self.LINGER_SECONDS, 0)
+                except (OSError, ValueError):
+                    util.close(sock)
+            now = time.monotonic()
+            for sock in [s for s, (deadline, _) in lingering.items() if deadline <= now]:
+                del lingering[sock]
+                try:
+                    selector.unregister(sock)
+                except (KeyError, ValueError):
+                    pass
+                util.close(sock)
+
+
+_lingerer = Lingerer()
+
+
+def _close_off_main_thread(self: Any, graceful: bool = False) -> None:
+    if graceful:
+        _lingerer.close_later(self.sock)
+    else:
+        util.close(self.sock)
+
+
+gthread.TConn.close = _close_off_main_thread
+
+
+HEADER_BLOCK_LIMIT = 64 * 1024  # past this, gunicorn's own header limits answer (431 as JSON)
+
+
 class TokenPoolThreadWorker(ThreadWorker):
+    """Threads only ever parse complete header blocks.
+
+    gthread hands a connection to a thread once its first bytes arrive, and the thread then blocks
+    until the headers are complete: a client sending its headers slowly holds the thread (the
+    classic slowloris). Here the thread takes what has arrived without blocking and, while the
+    header block is incomplete, gives the connection back to the poller, which waits for more
+    bytes holding no thread; the whole header block must arrive within the read deadline."""
+
     def handle(self, conn: Any) -> Any:
-        parser = getattr(conn, "parser", None)
-        source = getattr(parser, "unreader", None)
-        if source is not None:
-            source._request_deadline = None  # a new request on a kept-alive connection: a new deadline
+        ready = self._header_block_ready(conn)
+        if ready is None:
+            return False  # closed by the peer, or the deadline passed
+        if not ready:
+            return _DEFER if self.alive else False
+        conn.parser.unreader._request_deadline = conn._header_deadline  # the same deadline goes on
+        conn._header_deadline = None
         return super().handle(conn)
+
+    def _header_block_ready(self, conn: Any) -> bool | None:
+        try:
+            conn.init()  # builds the HTTP/1 parser (once per connection)
+            source = conn.parser.unreader
+            buffered = source.take_buffered()
+            if b"\r\n\r\n" not in buffered and len(buffered) < HEADER_BLOCK_LIMIT:
+                try:
+                    data = conn.sock.recv(HEADER_BLOCK_LIMIT, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    data = None
+                if data == b"":
+                    return None if not buffered else True  # let gunicorn report a truncated request
+                buffered += data or b""
+            source.unread(buffered)
+        except OSError:
+            return None
+        if not buffered:
+            return False  # a kept-alive or new connection with nothing to read yet
+        now = time.monotonic()
+        deadline = getattr(conn, "_header_deadline", None)
+        if deadline is None:
+            # The deadline runs from the request's first byte; chunk() keeps it for the body.
+            deadline = conn._header_deadline = now + REQUEST_READ_SECONDS
+        if b"\r\n\r\n" in buffered or len(buffered) >= HEADER_BLOCK_LIMIT:
+            return True
+        if now >= deadline:
+            return None
+        return False
