@@ -9,6 +9,8 @@ from pathlib import Path
 
 import environ
 
+from core.tome import TOME_BATCH_LIMIT
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -135,7 +137,8 @@ TOME_POOL_TIMEOUT = env.float("TOME_POOL_TIMEOUT", default=1.0)
 TOME_MAX_ATTEMPTS = env.int("TOME_MAX_ATTEMPTS", default=3)
 TOME_BREAKER_FAILURES = env.int("TOME_BREAKER_FAILURES", default=5)
 TOME_BREAKER_RESET_SECONDS = env.float("TOME_BREAKER_RESET_SECONDS", default=15.0)
-TOME_MAX_BATCH = env.int("TOME_MAX_BATCH", default=5000)
+# What this deployment sends per TOME call; at most TOME's documented limit (core.tome.TOME_BATCH_LIMIT).
+TOME_MAX_BATCH = env.int("TOME_MAX_BATCH", default=TOME_BATCH_LIMIT)
 
 # --- REST framework / OpenAPI ----------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -158,6 +161,11 @@ API_THROTTLE_RATE_PER_SECOND = env.int("API_THROTTLE_RATE_PER_SECOND", default=1
 API_AUTH_FAILURE_RATE_PER_MINUTE = env.int("API_AUTH_FAILURE_RATE_PER_MINUTE", default=60)
 # Verified API keys are cached in process this long; a revoked key stops working within it.
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
+# Digests of valid keys are remembered (without the key) this long: a recently verified key is still
+# looked up from an address throttled for failed authentications.
+API_KEY_KNOWN_SECONDS = env.float("API_KEY_KNOWN_SECONDS", default=900.0)
+# While the database is down, "database unavailable" is logged at most once per this many seconds.
+DATABASE_ERROR_LOG_SECONDS = env.float("DATABASE_ERROR_LOG_SECONDS", default=30.0)
 
 # --- Shared state between processes (contract §1: REDIS_URL; docs/operations.md "Scaling out") ---
 # REDIS_URL set: Redis is the django-q2 broker and the shared cache (rate limits). Unset: everything
@@ -200,6 +208,11 @@ Q_CLUSTER = {
 if REDIS_URL:
     Q_CLUSTER.pop("orm")
     Q_CLUSTER["redis"] = REDIS_URL
+
+# --- Pools (core/pool) -----------------------------------------------------------------------------
+# Pool rows are cached in process this long on the reservation path; an edit saved by another
+# process applies within it (edits in this process at once).
+POOL_CACHE_SECONDS = env.float("POOL_CACHE_SECONDS", default=5.0)
 
 # --- Refill (core/refill, docs/refill.md) --------------------------------------------------------
 REFILL_TIME_BUDGET_SECONDS = env.float("REFILL_TIME_BUDGET_SECONDS", default=300.0)  # < Q_TIMEOUT

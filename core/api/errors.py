@@ -168,7 +168,7 @@ _DRF_STATUS: list[tuple[type[Exception], int]] = [
 def response_for_exception(exc: Exception) -> HttpResponse:
     """The contract response for any exception (the one mapping; middleware and views use it)."""
     if isinstance(exc, DATABASE_ERRORS):
-        database_error_log.interval = getattr(settings, "DATABASE_ERROR_LOG_SECONDS", 30.0)
+        database_error_log.interval = settings.DATABASE_ERROR_LOG_SECONDS
         database_error_log.error("database unavailable", exc=exc)
         exc = DatabaseUnavailable(retry_after=DATABASE_RETRY_AFTER_SECONDS)
     if isinstance(exc, TokenPoolError):

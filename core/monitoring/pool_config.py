@@ -15,12 +15,13 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from core.monitoring.services import AUDITED_POOL_FIELDS, pool_config_changes_record
-from core.pool.models import TOME_MAX_BATCH, Pool
+from core.pool.models import Pool
+from core.tome import TOME_BATCH_LIMIT
 
 
 def max_batch_size() -> int:
     """TOME's batch limit as configured, never above what the database allows."""
-    return min(TOME_MAX_BATCH, int(getattr(settings, "TOME_MAX_BATCH", TOME_MAX_BATCH)))
+    return min(TOME_BATCH_LIMIT, settings.TOME_MAX_BATCH)
 
 
 class PoolConfigForm(forms.ModelForm):

@@ -21,7 +21,6 @@ from core.errors import TokenPoolError
 from core.onboarding.models import (
     APPROVE_PERMISSION,
     ApprovalDecision,
-    OnboardingEnvironment,
     OnboardingGroup,
     OnboardingState,
     OnboardingSummary,
@@ -30,6 +29,7 @@ from core.onboarding.models import (
 )
 from core.onboarding.selectors import environment_summary
 from core.onboarding.services import task_approve, task_reject, task_start, task_submit
+from core.pool.models import Environment
 
 SUMMARY_URL_NAME = "core_onboardingtask_summary"
 # The original plan lists the tasks but leaves every estimate empty: the figures loaded from plan.json
@@ -202,11 +202,11 @@ class OnboardingTaskAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def summary_view(self, request: HttpRequest, environment: str = OnboardingEnvironment.UAT) -> HttpResponse:
+    def summary_view(self, request: HttpRequest, environment: str = Environment.UAT) -> HttpResponse:
         if not self.has_view_or_change_permission(request):
             raise PermissionDenied
         try:
-            env = OnboardingEnvironment(environment.upper())
+            env = Environment(environment.upper())
         except ValueError:
             return HttpResponseRedirect(reverse(f"admin:{SUMMARY_URL_NAME}"))
         summary = environment_summary(environment=env)
@@ -227,7 +227,7 @@ def _summary_links(*, current: str | None = None) -> list[dict]:
     return [
         {"label": env.label, "url": reverse(f"admin:{SUMMARY_URL_NAME}", args=[env.value]),
          "current": env == current}
-        for env in OnboardingEnvironment
+        for env in Environment
     ]
 
 
@@ -269,8 +269,3 @@ class OnboardingTransitionAdmin(ApprovalDecisionAdmin):
     search_fields = ("task__title", "note", "by__username")
     date_hierarchy = "at"
     readonly_fields = ("task", "from_state", "to_state", "by", "at", "note")
-
-
-def summary_url(*, environment: str = OnboardingEnvironment.UAT) -> str:
-    """Link target for other pages (e.g. the monitoring dashboard's "blocked_onboarding" notice)."""
-    return reverse(f"admin:{SUMMARY_URL_NAME}", args=[OnboardingEnvironment(environment.upper()).value])

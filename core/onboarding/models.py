@@ -17,9 +17,10 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django_fsm import FSMField, FSMModelMixin, transition
 
+from core.pool.models import Environment
+
 __all__ = [
     "ApprovalDecision",
-    "OnboardingEnvironment",
     "OnboardingGroup",
     "OnboardingState",
     "OnboardingSummary",
@@ -28,11 +29,6 @@ __all__ = [
 ]
 
 APPROVE_PERMISSION = "core.approve_onboardingtask"
-
-
-class OnboardingEnvironment(models.TextChoices):
-    UAT = "UAT", "UAT"
-    PRODUCTION = "PRODUCTION", "Production"
 
 
 class OnboardingGroup(models.TextChoices):
@@ -69,7 +65,7 @@ class OnboardingTask(FSMModelMixin, models.Model):
     slug = models.SlugField(max_length=100, unique=True, help_text="Stable key from plan.json.")
     title = models.CharField(max_length=200)
     environment = models.CharField(
-        max_length=16, choices=OnboardingEnvironment.choices, null=True, blank=True,
+        max_length=16, choices=Environment.choices, null=True, blank=True,
         help_text="UAT or Production for common tasks; empty for implementation tasks.",
     )
     group = models.CharField(max_length=32, choices=OnboardingGroup.choices)
@@ -118,7 +114,7 @@ class OnboardingTask(FSMModelMixin, models.Model):
             # Common tasks exist once per environment; implementation tasks are environment-free.
             models.CheckConstraint(
                 name="onboarding_environment_matches_group",
-                condition=(Q(group=OnboardingGroup.COMMON, environment__in=OnboardingEnvironment.values)
+                condition=(Q(group=OnboardingGroup.COMMON, environment__in=Environment.values)
                            | (~Q(group=OnboardingGroup.COMMON) & Q(environment__isnull=True))),
             ),
             models.CheckConstraint(

@@ -12,13 +12,13 @@ from django.utils import timezone
 
 from core.onboarding.models import (
     PREFETCH_GROUPS,
-    OnboardingEnvironment,
     OnboardingGroup,
     OnboardingState,
     OnboardingTask,
 )
 from core.onboarding.readiness import missing_approvals
 from core.onboarding.signals import impact_measurement_requested
+from core.pool.models import Environment
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def tome_call_impact(*, cards_per_day: int = 50_000,
 
 def environment_summary(*, environment: str, now: datetime | None = None) -> dict[str, Any]:
     """Everything the admin summary page shows for one environment."""
-    env = OnboardingEnvironment(environment.upper())
+    env = Environment(environment.upper())
     now = now or timezone.now()
     tasks, prereqs = _task_graph()
     ordered = sorted(tasks.values(), key=lambda t: (t.position, t.pk))

@@ -6,11 +6,10 @@ from datetime import timedelta
 from django.db import models
 from django.db.models import Q
 
+from core.tome import TOME_BATCH_LIMIT
+
 __all__ = ["Environment", "Pool", "PairStatus", "PairSource", "TokenPair", "AuditAction", "AuditOutcome",
            "AuditRecord", "AppendOnlyError"]
-
-# TOME's batch limit (docs/tome-api.md); a pool's batch_size may not exceed it.
-TOME_MAX_BATCH = 5000
 
 
 class Environment(models.TextChoices):
@@ -26,7 +25,7 @@ class Pool(models.Model):
     target_size = models.PositiveIntegerField(default=10_000)
     low_watermark = models.PositiveIntegerField(default=2_000, help_text="Refill starts below this.")
     critical_watermark = models.PositiveIntegerField(default=500, help_text="Critical alert below this.")
-    batch_size = models.PositiveIntegerField(default=1_000, help_text=f"Pairs per TOME call (1–{TOME_MAX_BATCH}).")
+    batch_size = models.PositiveIntegerField(default=1_000, help_text=f"Pairs per TOME call (1–{TOME_BATCH_LIMIT}).")
     refill_interval_minutes = models.PositiveIntegerField(default=60)
     reservation_ttl = models.DurationField(default=timedelta(minutes=15))
     refill_enabled = models.BooleanField(default=True)
@@ -42,7 +41,7 @@ class Pool(models.Model):
                                    name="pool_low_watermark_below_target"),
             models.CheckConstraint(condition=Q(critical_watermark__lte=models.F("low_watermark")),
                                    name="pool_critical_at_or_below_low"),
-            models.CheckConstraint(condition=Q(batch_size__gte=1, batch_size__lte=TOME_MAX_BATCH),
+            models.CheckConstraint(condition=Q(batch_size__gte=1, batch_size__lte=TOME_BATCH_LIMIT),
                                    name="pool_batch_size_within_tome_limit"),
             models.CheckConstraint(condition=Q(refill_interval_minutes__gte=1), name="pool_interval_positive"),
             models.CheckConstraint(condition=Q(reservation_ttl__gt=timedelta(0)), name="pool_ttl_positive"),

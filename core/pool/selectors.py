@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import re
-import threading
-import time
 import uuid
 
 from django.conf import settings
@@ -13,7 +11,8 @@ from django.db.models.signals import post_delete, post_save
 
 from core.api.models import ApiKey
 from core.errors import PoolNotFound, ReservationNotFound
-from core.pool.models import PairStatus, Pool, TokenPair
+from core.pool.models import Pool, TokenPair
+from core.ttl_cache import TTLCache
 
 __all__ = ["DEFAULT_POOL_NAME", "pool_get", "pool_get_cached", "pool_cache_clear", "pool_available_up_to", "pools_without_available_pairs", "parse_reservation_id", "reservation_get"]
 
@@ -32,30 +31,24 @@ def pool_get(*, name: str | None) -> Pool:
         raise PoolNotFound() from None
 
 
-_pool_cache: dict[str, tuple[Pool, float]] = {}
-_pool_cache_lock = threading.Lock()
+# A pool row is configuration: few of them, read on every reservation.
+_pool_cache: TTLCache[str, Pool] = TTLCache(maxsize=1024, seconds=lambda: settings.POOL_CACHE_SECONDS)
 
 
 def pool_get_cached(*, name: str | None) -> Pool:
-    """``pool_get`` for the reservation hot path: a pool row is configuration, read on every
-    reservation, and the SELECT costs as much as the claim itself. Cached in process for
-    ``POOL_CACHE_SECONDS`` (default 5 s); edits made in this process (admin) apply at once, edits
-    made elsewhere within that bound. Unknown names are never cached."""
+    """``pool_get`` for the reservation hot path: the pool's SELECT costs as much as the claim
+    itself. Cached in process for ``POOL_CACHE_SECONDS``; edits saved in this process (admin) apply
+    at once, edits made elsewhere within that bound. Unknown names are never cached."""
     key = name or DEFAULT_POOL_NAME
-    entry = _pool_cache.get(key)
-    if entry is not None and entry[1] > time.monotonic():
-        return entry[0]
-    pool = pool_get(name=key)
-    ttl = getattr(settings, "POOL_CACHE_SECONDS", 5.0)
-    if ttl > 0:
-        with _pool_cache_lock:
-            _pool_cache[key] = (pool, time.monotonic() + ttl)
+    pool = _pool_cache.get(key)
+    if pool is None:
+        pool = pool_get(name=key)
+        _pool_cache.put(key, pool)
     return pool
 
 
 def pool_cache_clear() -> None:
-    with _pool_cache_lock:
-        _pool_cache.clear()
+    _pool_cache.clear()
 
 
 def pool_available_up_to(*, pool: Pool, limit: int) -> int:

@@ -9,7 +9,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from core.errors import TokenPoolError
-from core.onboarding.models import OnboardingEnvironment, OnboardingGroup, OnboardingState, OnboardingTask
+from core.onboarding.models import OnboardingGroup, OnboardingState, OnboardingTask
+from core.pool.models import Environment
 from core.onboarding.services import PLAN_PATH, plan_load, task_drive_to_approved
 
 DEMO_SUBMITTER = "demo-lead"
@@ -26,7 +27,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--plan", default=str(PLAN_PATH), help="Path of the plan JSON file.")
         parser.add_argument(
-            "--approve-environment", choices=[e.value for e in OnboardingEnvironment],
+            "--approve-environment", choices=[e.value for e in Environment],
             type=str.upper, help="Development demo: approve every common task of this environment.",
         )
 

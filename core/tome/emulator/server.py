@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from core.tome import TOME_BATCH_LIMIT
 from core.tome.emulator import tokens as token_shapes
 from core.tome.emulator.faults import ERROR_CODES, Faults, InvalidFaults, Telemetry
 from core.tome.emulator.vault import Vault, VaultError
@@ -42,7 +43,7 @@ class EmulatorConfig:
     port: int = 8900
     client_tokens: tuple[str, ...] = ("dev-tome-token",)
     admin_token: str = "dev-tome-admin"
-    max_batch: int = 5000
+    max_batch: int = TOME_BATCH_LIMIT
 
 
 class ApiError(Exception):
