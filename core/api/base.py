@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from core.api.auth import ApiKeyAuthentication, ApiKeyRateThrottle, HasScope
 from core.api.parsers import BoundedJSONParser
+from core.errors import RETRY_AFTER_STATUSES, codes_for_status
 
 __all__ = ["ScopedApiView", "validated", "ErrorSerializer", "error_responses"]
 
@@ -74,10 +75,9 @@ class ErrorSerializer(serializers.Serializer):
 
 
 def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
-    descriptions = {
-        400: "invalid_request", 401: "not_authenticated", 403: "permission_denied", 404: "not_found",
-        409: "reservation_not_active", 413: "payload_too_large", 415: "unsupported_media_type",
-        422: "idempotency_key_reused", 429: "throttled (Retry-After)",
-        503: "pool_unavailable / upstream_unavailable (Retry-After)",
-    }
-    return {s: OpenApiResponse(ErrorSerializer, description=descriptions.get(s, "")) for s in statuses}
+    """OpenAPI error responses; each description lists the codes of ``core.errors`` for its status."""
+    def description(status: int) -> str:
+        text = " / ".join(codes_for_status(status))
+        return f"{text} (Retry-After)" if status in RETRY_AFTER_STATUSES else text
+
+    return {s: OpenApiResponse(ErrorSerializer, description=description(s)) for s in statuses}

@@ -18,7 +18,6 @@ import logging
 import math
 import threading
 import time
-from http import HTTPStatus
 from typing import Any, Callable
 
 from django.conf import settings
@@ -30,7 +29,14 @@ from rest_framework.views import set_rollback
 
 import psycopg
 
-from core.errors import DatabaseUnavailable, PayloadTooLarge, TokenPoolError
+from core.errors import (
+    DatabaseUnavailable,
+    PayloadTooLarge,
+    Throttled,
+    TokenPoolError,
+    code_for_status,
+    detail_for_status,
+)
 from tokenpool_tome.correlation import get_correlation_id, new_correlation_id
 
 __all__ = ["exception_handler", "error_response", "response_for_exception", "ApiErrorMiddleware", "API_PREFIX",
@@ -39,34 +45,6 @@ __all__ = ["exception_handler", "error_response", "response_for_exception", "Api
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
-
-# Contract codes by status; statuses the contract does not name get HTTP's own phrase.
-STATUS_CODES: dict[int, str] = {
-    400: "invalid_request",
-    401: "not_authenticated",
-    403: "permission_denied",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "reservation_not_active",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "idempotency_key_reused",
-    429: "throttled",
-    500: "internal_error",
-    503: "service_unavailable",
-}
-DEFAULT_DETAILS: dict[int, str] = {
-    400: "The request is invalid.",
-    401: "Authentication credentials were not provided or are not valid.",
-    403: "You do not have permission to perform this action.",
-    404: "Not found.",
-    405: "Method not allowed.",
-    413: "The request body is larger than 64 KiB.",
-    415: "Unsupported media type; send application/json.",
-    429: "Too many requests; slow down.",
-    500: "An unexpected error occurred.",
-    503: "The service is unavailable; retry later.",
-}
 
 # What "the database cannot be reached" looks like from Django and from psycopg directly.
 DATABASE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, psycopg.OperationalError,
@@ -98,24 +76,6 @@ class RateLimitedLog:
 
 
 database_error_log = RateLimitedLog(logger, interval=30.0)
-
-
-def code_for_status(status: int) -> str:
-    if status in STATUS_CODES:
-        return STATUS_CODES[status]
-    try:
-        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
-    except ValueError:
-        return "error"
-
-
-def detail_for_status(status: int) -> str:
-    if status in DEFAULT_DETAILS:
-        return DEFAULT_DETAILS[status]
-    try:
-        return HTTPStatus(status).phrase + "."
-    except ValueError:
-        return "Error."
 
 
 def error_response(*, status: int, code: str | None = None, detail: str | None = None,
@@ -186,7 +146,7 @@ def response_for_exception(exc: Exception) -> HttpResponse:
             headers["WWW-Authenticate"] = exc.auth_header
         retry_after = getattr(exc, "wait", None) if isinstance(exc, drf.Throttled) else None
         if isinstance(exc, drf.Throttled):
-            detail = DEFAULT_DETAILS[429]
+            detail = Throttled.detail
         return error_response(status=status, detail=str(detail) if detail else None,
                               retry_after=retry_after, headers=headers)
     if isinstance(exc, Http404):

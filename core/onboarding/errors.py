@@ -1,7 +1,7 @@
 """Domain errors of the onboarding room, in the project's one error vocabulary (core.errors)."""
 from __future__ import annotations
 
-from core.errors import DomainRuleViolation, TokenPoolError
+from core.errors import DomainRuleViolation, PermissionDenied
 
 
 class OnboardingRuleViolation(DomainRuleViolation):
@@ -30,6 +30,5 @@ class NoteRequired(OnboardingRuleViolation):
     detail = "A rejection needs a note saying why."
 
 
-class ApproverPermissionRequired(TokenPoolError):
-    code, status = "permission_denied", 403
+class ApproverPermissionRequired(PermissionDenied):
     detail = "Only onboarding approvers may approve or reject tasks."
