@@ -1,4 +1,4 @@
-"""Pools and their token pairs (the seed's token_pool table)."""
+"""Pools, their token pairs (the original plan's token_pool table) and the lookup audit."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -6,6 +6,7 @@ from datetime import timedelta
 from django.db import models
 from django.db.models import Q
 
+from core.append_only import AppendOnlyError, AppendOnlyModel
 from core.tome import TOME_BATCH_LIMIT
 
 __all__ = ["Environment", "Pool", "PairStatus", "PairSource", "TokenPair", "AuditAction", "AuditOutcome",
@@ -71,8 +72,11 @@ class TokenPair(models.Model):
     the indexes the hot paths need."""
 
     pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="pairs", db_index=False)
-    internal_token = models.CharField(max_length=128, unique=True)
-    external_ref_id = models.CharField(max_length=128, unique=True)
+    # Unique through Meta.constraints, not unique=True: for a unique CharField Django also builds a
+    # varchar_pattern_ops "_like" index for LIKE queries that nothing runs (lookups and the admin
+    # search are exact), and every index costs on each reservation.
+    internal_token = models.CharField(max_length=128)
+    external_ref_id = models.CharField(max_length=128)
     status = models.CharField(max_length=16, choices=PairStatus.choices, default=PairStatus.AVAILABLE)
     source = models.CharField(max_length=8, choices=PairSource.choices, default=PairSource.POOL)
     reservation_id = models.UUIDField(null=True, blank=True, unique=True)
@@ -98,6 +102,10 @@ class TokenPair(models.Model):
             models.Index(fields=["expires_at"], condition=Q(status="RESERVED"), name="pair_lease_expiry_idx"),
         ]
         constraints = [
+            # Lookup / detokenize. The names are the ones PostgreSQL gave the original column
+            # constraints, so migration 0013 only drops the two "_like" indexes.
+            models.UniqueConstraint(fields=["internal_token"], name="core_tokenpair_internal_token_key"),
+            models.UniqueConstraint(fields=["external_ref_id"], name="core_tokenpair_external_ref_id_key"),
             models.UniqueConstraint(
                 fields=["reserved_by", "idempotency_key", "idempotency_index"],
                 condition=Q(idempotency_key__isnull=False), name="pair_idempotency_unique",
@@ -153,22 +161,10 @@ class AuditOutcome(models.TextChoices):
     UPSTREAM_UNAVAILABLE = "upstream_unavailable", "TOME unreachable"
 
 
-class AppendOnlyError(Exception):
-    """An attempt to change or delete an audit record."""
-
-
-class AuditRecordQuerySet(models.QuerySet):
-    def update(self, **kwargs):  # noqa: ANN003, ANN201
-        raise AppendOnlyError("audit records are append-only")
-
-    def delete(self):  # noqa: ANN201
-        raise AppendOnlyError("audit records are append-only")
-
-
-class AuditRecord(models.Model):
+class AuditRecord(AppendOnlyModel):
     """One lookup or detokenize (each batch item counts): who asked, for what, with which result.
 
-    PCI DSS asks that detokenization be logged; the token itself is stored only as its SHA-256
+    PCI DSS asks that detokenization be logged; the token itself is stored only as its HMAC-SHA-256
     digest so the audit table is not a second copy of the mapping. Append-only: the model refuses
     updates and deletes, and a database trigger (migration 0007) refuses them for raw SQL too."""
 
@@ -180,8 +176,6 @@ class AuditRecord(models.Model):
     outcome = models.CharField(max_length=24, choices=AuditOutcome.choices)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = AuditRecordQuerySet.as_manager()
-
     class Meta:
         db_table = "core_auditrecord"
         ordering = ["-id"]
@@ -189,14 +183,6 @@ class AuditRecord(models.Model):
             models.Index(fields=["api_key", "created_at"], name="audit_key_time_idx"),
             models.Index(fields=["token_digest"], name="audit_token_digest_idx"),
         ]
-
-    def save(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
-        if self.pk is not None and not self._state.adding:
-            raise AppendOnlyError("audit records are append-only")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
-        raise AppendOnlyError("audit records are append-only")
 
     def __str__(self) -> str:
         return f"audit #{self.pk} {self.action} {self.outcome}"
