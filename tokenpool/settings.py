@@ -17,8 +17,51 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").exists() else None
 
 DEBUG = env.bool("DEBUG", default=False)
-# Development-only fallback; production must set SECRET_KEY (checked by `manage.py check --deploy`).
-SECRET_KEY = env("SECRET_KEY", default="dev-insecure-tokenpool-secret-change-me")
+# development (default: `make run`, `make test`, `manage.py` in a checkout) or production. Production
+# requires a real SECRET_KEY and turns the HTTPS settings on (docs/operations.md "Security").
+TOKENPOOL_ENV = env("TOKENPOOL_ENV", default="development")
+if TOKENPOOL_ENV not in ("development", "production"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"TOKENPOOL_ENV must be 'development' or 'production', not {TOKENPOOL_ENV!r}")
+PRODUCTION = TOKENPOOL_ENV == "production"
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment; in development without one, a random key made once per
+    checkout and kept in var/secret-key.txt (0600), so no two checkouts share a key and none is in git.
+    A known development default is refused whenever DEBUG is off; production requires a key."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    key = env("SECRET_KEY", default="")
+    if key:
+        if not DEBUG and (key in ("dev-insecure-tokenpool-secret-change-me",) or key.startswith("django-insecure-")):
+            raise ImproperlyConfigured("SECRET_KEY is a published development default; set a random one "
+                                       "(python -c 'import secrets; print(secrets.token_urlsafe(50))').")
+        if PRODUCTION and (len(key) < 50 or len(set(key)) < 5):
+            raise ImproperlyConfigured("SECRET_KEY must be at least 50 random characters in production.")
+        return key
+    if PRODUCTION:
+        raise ImproperlyConfigured("SECRET_KEY must be set when TOKENPOOL_ENV=production.")
+    import os
+    import secrets
+
+    path = BASE_DIR / "var" / "secret-key.txt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".secret-key.{os.getpid()}")
+        temporary.write_text(secrets.token_urlsafe(50))
+        temporary.chmod(0o600)
+        try:
+            os.link(temporary, path)  # atomic: concurrent first starts agree on one key
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -32,6 +75,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files served from the project, not a CDN
+    "axes",  # admin login brute-force lockout (contract section 3)
     "django_q",
     "core",
 ]
@@ -43,6 +88,7 @@ MIDDLEWARE = [
     "core.api.middleware.ApiRequestGuardMiddleware",
     "core.api.errors.ApiErrorMiddleware",  # contract error bodies for everything under /api/
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -50,7 +96,56 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout response
 ]
+
+# --- Admin login lockout: django-axes (contract section 3) --------------------------------------------
+# At most AXES_FAILURE_LIMIT failures per username OR per client address within AXES_COOLOFF_TIME,
+# then 429 with the lockout page. Unlock: `manage.py axes_reset` (all), `axes_reset_username NAME`,
+# `axes_reset_ip ADDRESS` (docs/operations.md "Security").
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out username/address before the password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = __import__("datetime").timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/lockout.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
+
+# --- Content-Security-Policy (django-csp): the admin, the dashboard and /api/docs/ load only our own
+# files (Swagger UI from drf-spectacular-sidecar). Inline styles stay allowed: the admin and Swagger
+# UI set style attributes; inline scripts do not.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
+# --- HTTPS (on by default in production, off for `make run` on plain http) ------------------------
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=PRODUCTION)
+# Probes and scrapers talk plain http inside the deployment.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=PRODUCTION)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=PRODUCTION)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=PRODUCTION)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+if env("SECURE_PROXY_SSL_HEADER", default=""):  # e.g. "HTTP_X_FORWARDED_PROTO,https" behind a TLS proxy
+    SECURE_PROXY_SSL_HEADER = tuple(env.list("SECURE_PROXY_SSL_HEADER"))
+# Preloading HSTS is the domain owner's commitment, not this service's: not asked for by default.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 ROOT_URLCONF = "tokenpool.urls"
 WSGI_APPLICATION = "tokenpool.wsgi.application"
@@ -155,6 +250,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Prefetched TOME token pairs: reserve, confirm, release, lookup, detokenize.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from drf-spectacular-sidecar (static files of this project): /api/docs/ works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 API_KEY_CUSTOM_HEADER = "HTTP_AUTHORIZATION"
 API_THROTTLE_RATE_PER_SECOND = env.int("API_THROTTLE_RATE_PER_SECOND", default=1000)

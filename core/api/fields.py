@@ -16,6 +16,10 @@ TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 class StrictCharField(serializers.CharField):
     def __init__(self, **kwargs: object) -> None:
         kwargs.setdefault("trim_whitespace", False)  # keep what the client sent, byte for byte
+        if not kwargs.get("allow_blank", False):
+            # "" is refused (DRF's allow_blank=False): say so in the OpenAPI schema too (minLength),
+            # or clients generated from it send "" and get a 400 the schema did not announce.
+            kwargs.setdefault("min_length", 1)
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: object) -> str:
