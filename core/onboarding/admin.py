@@ -11,7 +11,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -115,11 +115,23 @@ class OnboardingTaskAdmin(admin.ModelAdmin):
     def estimate(self, obj: OnboardingTask) -> str:
         return "—" if obj.estimate_days is None else f"{obj.estimate_days:g}"
 
-    @admin.display(description="submitted → approved by")
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # Who rejected a task lives only in its decisions (approve also sets approved_by).
+        last_decider = (ApprovalDecision.objects.filter(task=OuterRef("pk")).order_by("-decided_at", "-id")
+                        .values("decided_by__username")[:1])
+        return super().get_queryset(request).annotate(last_decider=Subquery(last_decider))
+
+    @admin.display(description="submitted → decided by")
     def four_eyes(self, obj: OnboardingTask) -> str:
         if not obj.submitted_by_id:
             return "—"
-        return f"{obj.submitted_by} → {obj.approved_by or '…'}"
+        if obj.state == OnboardingState.APPROVED:
+            decider = obj.approved_by
+        elif obj.state == OnboardingState.REJECTED:
+            decider = getattr(obj, "last_decider", None)
+        else:
+            decider = None
+        return f"{obj.submitted_by} → {decider or '…'}"
 
     @admin.display(description="prerequisites")
     def prerequisite_list(self, obj: OnboardingTask) -> str:

@@ -71,8 +71,8 @@ def test_dashboard_shows_the_database_figures(transactional_db, live_server, bro
     assert number("reserved") == counts[PairStatus.RESERVED] == 15
     assert number("used") == counts[PairStatus.USED] == 290
     assert number("retired") == counts[PairStatus.RETIRED] == 8
-    issued = TokenPair.objects.filter(pool=pool, reserved_at__isnull=False).count()
-    assert number("cards-issued") == issued == 313
+    issued = counts[PairStatus.USED]  # confirmed reservations; live leases and retired pairs are no cards
+    assert number("cards-issued") == issued == 290
     last_hour = TokenPair.objects.filter(pool=pool, reserved_at__gte=timezone.now() - timedelta(hours=1)).count()
     assert number("consumption-1h") == last_hour == 113
     assert shown("hours-to-empty") == f"{1290 / 113:.1f}"
@@ -83,7 +83,8 @@ def test_dashboard_shows_the_database_figures(transactional_db, live_server, bro
     assert outcome.get_attribute("data-value") == "succeeded" and outcome.inner_text() == "Succeeded"
     assert number("open-alerts") == PoolAlert.objects.filter(pool=pool, resolved_at__isnull=True).count() == 1
     assert shown("status") == "Needs attention"
-    assert card.locator("svg.tp-chart polyline").count() == 2
+    assert card.locator('[data-testid="stock-chart"] svg polyline').count() == 2
+    assert card.locator('[data-testid="activity-chart"] svg .tp-series-refill').count() == 1
     assert page.locator('[data-testid="pool-production-cards"] [data-testid="available"]').inner_text() == "400"
     assert other.pk
 
@@ -92,7 +93,7 @@ def test_dashboard_shows_the_database_figures(transactional_db, live_server, bro
     page.click('[data-testid="range-7d"]')
     page.wait_for_url(f"{base}/admin/dashboard/?range=7d")
     assert page.locator('[data-testid="range-7d"].on').count() == 1
-    assert page.locator('[data-testid="pool-default"] svg.tp-chart polyline').count() == 2
+    assert page.locator('[data-testid="pool-default"] [data-testid="stock-chart"] svg polyline').count() == 2
 
     # Tunables from the card: a bad edit is a message on the field, not a 500, and nothing changes.
     page.goto(f"{base}/admin/dashboard/")
@@ -105,3 +106,76 @@ def test_dashboard_shows_the_database_figures(transactional_db, live_server, bro
     pool.refresh_from_db()
     assert pool.low_watermark == 1500
 
+
+
+def test_a_fresh_deployments_dashboard_fits_its_charts_to_25_minutes_of_data(
+        transactional_db, live_server, browser_page, django_user_model, make_pool, pair_states):
+    """What a newcomer sees 25 minutes after `make run`: the startup fill, five snapshots, a few cards.
+    The time axis must span those 25 minutes (not a day with the data in its last 2 %), and a project
+    lead (staff, no alert permission) must not be offered a link that answers 403."""
+    django_user_model.objects.create_superuser("ops", "ops@example.test", PASSWORD)
+    lead = django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True)
+    from django.contrib.auth.models import Permission
+
+    # A project lead follows onboarding, and has no business with alerts, pools or refill runs.
+    lead.user_permissions.add(Permission.objects.get(content_type__app_label="core", codename="view_onboardingtask"))
+    pool = make_pool("default", pairs=2000, target_size=2000, low_watermark=400, critical_watermark=50)
+    started = timezone.now() - timedelta(minutes=25)
+    run = RefillRun.objects.create(pool=pool, trigger=RefillTrigger.STARTUP, outcome="succeeded", requested=2000,
+                                   inserted=2000, tome_calls=4, finished_at=started + timedelta(seconds=3))
+    RefillRun.objects.filter(pk=run.pk).update(started_at=started)
+    pair_states(pool, reserved=2, used=7, retired=1)
+    PoolSnapshot.objects.bulk_create([
+        PoolSnapshot(pool=pool, taken_at=started + timedelta(minutes=m), available=2000 - 2 * m // 5, reserved=0,
+                     used=2 * m // 5, retired=0, reserved_total=2 * m // 5) for m in range(0, 26, 5)
+    ])
+    PoolAlert.objects.create(pool=pool, condition="pool_low", severity="warning",
+                             opened_at=timezone.now() - timedelta(minutes=14))
+
+    base = live_server.url
+    page = admin_login(browser_page(viewport={"width": 1400, "height": 1000}), live_server, "ops", PASSWORD)
+    page.goto(f"{base}/admin/dashboard/")
+    card = page.locator('[data-testid="pool-default"]')
+    stock = card.locator('[data-testid="stock-chart"] svg')
+
+    # The axis runs from the oldest data point (the startup fill) to now.
+    start = timezone.datetime.fromisoformat(stock.get_attribute("data-start"))
+    end = timezone.datetime.fromisoformat(stock.get_attribute("data-end"))
+    assert abs((start - started).total_seconds()) < 1 and timedelta(minutes=25) <= end - start < timedelta(minutes=26)
+    ticks = stock.locator(".tp-tick")
+    labels = ticks.all_text_contents()
+    tick_times = [timezone.datetime.fromisoformat(t.get_attribute("data-at")) for t in ticks.all()]
+    assert 3 <= len(labels) <= 7 and all(start <= t <= end for t in tick_times)
+    assert labels == [timezone.localtime(t).strftime("%H:%M") for t in tick_times]
+    # The available-pairs line spans the plot from edge to edge, as drawn by the browser.
+    plot = stock.locator("rect").first.bounding_box()
+    line = stock.locator(".tp-series-available").bounding_box()
+    assert line["width"] >= 0.95 * plot["width"], (line, plot)
+
+    # The refill-rate / TOME-calls chart shares the axis and shows the startup fill at its left edge.
+    activity = card.locator('[data-testid="activity-chart"] svg')
+    assert activity.get_attribute("data-start") == stock.get_attribute("data-start")
+    bar = activity.locator(".tp-series-refill").bounding_box()
+    assert bar["x"] - plot["x"] < 0.1 * plot["width"]
+    assert activity.locator(".tp-series-tome").count() == 1
+    assert card.locator('[data-testid="cards-issued"]').inner_text() == "7"  # confirmed only
+    assert "opened 14\xa0minutes ago" in card.locator('[data-testid="alert-age"]').inner_text()
+    page.screenshot(path=artifact("monitoring-dashboard-fresh.png"), full_page=True)
+
+    # The pool list fits a 1400 px window, refill state included (it used to be cut off).
+    page.goto(f"{base}/admin/core/pool/")
+    table = page.locator("#result_list").bounding_box()
+    results = page.locator("#changelist .results").bounding_box()
+    assert table["x"] + table["width"] <= results["x"] + results["width"] + 1
+    assert page.locator("#result_list td.field-refill").first.inner_text() == "every 60 min"
+
+    # A project lead sees the dashboard, and every link on it opens (no 403 behind a link).
+    lead_page = admin_login(browser_page(viewport={"width": 1400, "height": 1000}), live_server, "lead", PASSWORD)
+    lead_page.goto(f"{base}/admin/dashboard/")
+    assert lead_page.locator('[data-testid="open-alerts-link"]').count() == 0
+    assert lead_page.locator('[data-testid="onboarding-link"]').count() == 1
+    assert lead_page.locator('[data-testid="open-alerts"]').inner_text() == "1"
+    hrefs = lead_page.eval_on_selector_all("#content-main a[href]", "els => els.map(e => e.getAttribute('href'))")
+    statuses = {href: lead_page.request.get(f"{base}{href}" if href.startswith("/") else f"{base}/admin/dashboard/{href}")
+                .status for href in hrefs if not href.startswith("#")}
+    assert statuses and all(status != 403 for status in statuses.values()), statuses

@@ -48,7 +48,7 @@ def test_changelist_filters_by_environment_group_and_state(as_user, lead, onboar
                             ({"state__exact": "NOT_STARTED"}, 33), ({"state__exact": "APPROVED"}, 0)):
         assert c.get(reverse(CHANGELIST), query).context["cl"].result_count == expected
     body = response.content.decode()
-    assert "Readiness summary — UAT" in body and "Submitted → approved by" in body
+    assert "Readiness summary — UAT" in body and "Submitted → decided by" in body
     assert "Est. days (illustrative)" in body and "Estimates are illustrative: the original plan leaves them empty" in body
 
 

@@ -51,3 +51,48 @@ def test_one_staff_user_submits_and_another_approves_in_the_admin(
     assert task.submitted_by == alice and task.approved_by == bob
     decision = ApprovalDecision.objects.get(task=task)
     assert (decision.decided_by, decision.decision, decision.note) == (bob, "approve", "Verified the KMS onboarding ticket")
+
+
+def test_another_staff_user_rejects_with_a_note_and_the_page_says_reject(
+        transactional_db, live_server, browser_page, make_onboarding_user, onboarding_plan):
+    alice = make_onboarding_user("alice", password=PASSWORD)
+    bob = make_onboarding_user("bob", approver=True, password=PASSWORD)
+    task = onboarding_plan["kms-onboarding-uat"]
+    base = live_server.url
+
+    page_a = admin_login(browser_page(), live_server, "alice", PASSWORD)
+    _run_action(page_a, base, task, "start_tasks")
+    page_a.wait_for_selector("text=Started 1 task(s)")
+    _run_action(page_a, base, task, "submit_tasks")
+    page_a.wait_for_selector("text=Submitted 1 task(s)")
+    assert "reject_tasks" not in page_a.inner_html("select[name=action]")  # four-eyes: not her call
+
+    page_b = admin_login(browser_page(viewport={"width": 1400, "height": 900}), live_server, "bob", PASSWORD)
+    _run_action(page_b, base, task, "reject_tasks")
+    page_b.wait_for_selector("#decision-form")
+    assert page_b.title().startswith("Reject 1 onboarding task(s)")
+    assert page_b.get_attribute("input[name=confirm_decision]", "value") == "Reject"
+    assert "You are about to reject these tasks" in page_b.inner_text("#content")
+    assert "Rejecte " not in page_b.inner_text("body")
+    page_b.click("input[name=confirm_decision]")  # a rejection without a note is refused (by the form)
+    assert page_b.locator("textarea[name=note]:invalid").count() == 1
+    assert page_b.locator("#decision-form").count() == 1
+    assert OnboardingTask.objects.get(pk=task.pk).state == S.AWAITING_APPROVAL
+    page_b.fill("textarea[name=note]", "Wrong key alias in the ticket")
+    page_b.click("input[name=confirm_decision]")
+    page_b.wait_for_selector("text=Rejected 1 task(s): HERA KMS onboarding - UAT")
+    page_b.screenshot(path=artifact("onboarding-reject.png"), full_page=False)
+
+    # The list fits a 1400 px window: both people of the four-eyes pair are visible, nothing cut off.
+    page_b.goto(f"{base}/admin/core/onboardingtask/?environment__exact=UAT")
+    table = page_b.locator("#result_list").bounding_box()
+    results = page_b.locator("#changelist .results").bounding_box()
+    assert table["x"] + table["width"] <= results["x"] + results["width"] + 1
+    assert page_b.locator("#result_list tr", has_text="HERA KMS onboarding - UAT").locator(
+        "td.field-four_eyes").inner_text() == "alice → bob"
+    assert "illustrative" in page_b.inner_text("#result_list thead").lower()
+
+    task = OnboardingTask.objects.get(pk=task.pk)
+    assert (task.state, task.submitted_by) == (S.REJECTED, alice)
+    decision = ApprovalDecision.objects.get(task=task)
+    assert (decision.decided_by, decision.decision, decision.note) == (bob, "reject", "Wrong key alias in the ticket")
