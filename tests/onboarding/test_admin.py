@@ -150,6 +150,7 @@ def test_summary_page_renders_for_each_environment(as_user, lead, approver, onbo
     assert "0 of 4</strong> common onboarding tasks approved" in body
     assert "200,000" in body and "100,000" in body and "(projected)" in body
     assert "Approach 2: prefetch + DB" in body
+    assert "Estimate (days, illustrative)" in body and "Estimates are illustrative: the original plan leaves" in body
     if environment == "PRODUCTION":
         assert "Blocked: pools in Production do not refill" in body
         assert "TOME NS2 namespace onboarding - UAT" in body
