@@ -1,4 +1,4 @@
-"""The plan (plan.json from the seed task list) and its idempotent loading."""
+"""The plan (plan.json from the original plan's task list) and its idempotent loading."""
 from __future__ import annotations
 
 from decimal import Decimal
@@ -43,7 +43,7 @@ def _load(*args: str) -> str:
     return out.getvalue()
 
 
-def test_the_plan_holds_every_task_of_the_seed(onboarding_plan):
+def test_the_plan_holds_every_task_of_the_original_plan(onboarding_plan):
     tasks = OnboardingTask.objects.all()
     assert tasks.count() == 33
     common = tasks.filter(group=G.COMMON)

@@ -59,7 +59,7 @@ def test_estimate_totals_per_approach(onboarding_plan, drive_to_approved):
     assert common["days_remaining"] == Decimal("6.0")
 
 
-def test_impact_at_50k_cards_per_day_matches_the_seed():
+def test_impact_at_50k_cards_per_day_matches_the_original_plan():
     impact = tome_call_impact()
     assert impact["jar_calls_per_day"] == 200_000
     assert impact["prefetch_calls_per_day"] == 100_000
@@ -73,7 +73,7 @@ def test_impact_scales_measured_calls_per_card_when_cards_were_issued():
     assert impact["basis"] == "projected and measured"
     assert impact["measured"] == {"cards_issued": 1_000, "tome_calls": 8, "calls_per_card": 0.008,
                                   "calls_per_day": 400, "reduction_percent": 99.8}
-    assert impact["prefetch_calls_per_day"] == 100_000  # the seed's projection stays alongside
+    assert impact["prefetch_calls_per_day"] == 100_000  # the original plan's projection stays alongside
     assert tome_call_impact(measure=lambda: (0, 0))["measured"] is None
 
 
