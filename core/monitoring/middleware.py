@@ -22,7 +22,7 @@ OTHER_METHOD = "other"
 
 
 def request_endpoint(request: HttpRequest) -> str:
-    """The URL route that served the request (``/api/v1/reservations/<uuid:reservation_id>``).
+    """The URL route that served the request (``/api/v1/reservations/<str:reservation_id>``).
 
     A route, not a path: the metric label set stays bounded whatever clients send.
     """

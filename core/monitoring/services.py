@@ -10,7 +10,7 @@ from core.monitoring.models import PoolAlert, PoolConfigChange, PoolSnapshot
 from core.monitoring.selectors import ANCHOR_MARGIN, pair_anchor_id, pool_tome_calls
 from core.pool.models import PairSource, PairStatus, Pool, TokenPair
 
-# Tunables whose edits are audited (and validated by core.monitoring.admin.PoolConfigForm).
+# Tunables whose edits are audited (and validated by core.monitoring.pool_config.PoolConfigForm).
 AUDITED_POOL_FIELDS = ("target_size", "low_watermark", "critical_watermark", "batch_size",
                        "refill_interval_minutes", "reservation_ttl", "refill_enabled",
                        "ns1_namespace", "ns2_namespace", "environment")

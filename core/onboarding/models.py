@@ -17,6 +17,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django_fsm import FSMField, FSMModelMixin, transition
 
+from core.append_only import AppendOnlyModel
 from core.pool.models import Environment
 
 __all__ = [
@@ -177,21 +178,6 @@ class OnboardingTask(FSMModelMixin, models.Model):
         if self.state != OnboardingState.AWAITING_APPROVAL or self.submitted_at is None:
             return None
         return ((now or timezone.now()) - self.submitted_at).total_seconds() / 86400
-
-
-class AppendOnlyModel(models.Model):
-    """Audit rows: written once, never changed or deleted (the DB triggers refuse it too)."""
-
-    class Meta:
-        abstract = True
-
-    def save(self, *args, **kwargs) -> None:
-        if not self._state.adding:
-            raise PermissionError(f"{type(self).__name__} rows are append-only")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise PermissionError(f"{type(self).__name__} rows are append-only")
 
 
 class ApprovalDecision(AppendOnlyModel):

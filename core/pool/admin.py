@@ -123,7 +123,7 @@ class AuditRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ("action", "outcome")
     list_select_related = ("api_key",)
     search_fields = ("correlation_id",)
-    search_help_text = "A token (matched by its SHA-256) or an exact correlation id."
+    search_help_text = "A token (matched by its HMAC-SHA-256 digest) or an exact correlation id."
     ordering = ("-id",)
     show_full_result_count = False
     show_facets = ShowFacets.NEVER
