@@ -222,10 +222,12 @@ def test_alert_links_only_for_users_allowed_to_follow_them(client, django_user_m
     assert 'data-testid="open-alerts-link"' not in html and "/admin/core/poolalert/" not in html
     assert re.search(r'data-testid="alert-age">opened 14\xa0minutes ago', html)  # not "since 14 minutes"
     assert client.get("/admin/core/poolalert/").status_code == 403  # what the link used to lead to
+    assert "/admin/core/poolalert/" not in client.get("/admin/").content.decode()  # nor on the admin index
 
     from django.contrib.auth.models import Permission
 
     lead.user_permissions.add(Permission.objects.get(content_type__app_label="core", codename="view_poolalert"))
     html = client.get("/admin/dashboard/").content.decode()
     assert 'data-testid="open-alerts-link"' in html
+    assert "/admin/core/poolalert/?state=open" in client.get("/admin/").content.decode()
     assert client.get("/admin/core/poolalert/").status_code == 200
