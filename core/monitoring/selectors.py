@@ -31,7 +31,7 @@ SOURCES = [s.value for s in PairSource]
 ANCHOR_MARGIN = timedelta(minutes=5)
 # Each TOME call the direct fallback makes per pair: NS1 generate + NS2 tokenize.
 DIRECT_CALLS_PER_PAIR = 2
-# The seed's comparison: without the pool, each card costs 4 live calls (create: NS1 + NS2;
+# The original plan's comparison: without the pool, each card costs 4 live calls (create: NS1 + NS2;
 # detokenize: NS2 + NS1).
 LIVE_CALLS_PER_CARD = 4
 

@@ -22,7 +22,7 @@ from core.pool.models import Environment
 
 logger = logging.getLogger(__name__)
 
-# The seed: "Process/approvals for UAT and Production environments may take 1-2 weeks".
+# The original plan: "Process/approvals for UAT and Production environments may take 1-2 weeks".
 APPROVAL_EXPECTED_DAYS = (7, 14)
 
 
@@ -132,11 +132,11 @@ def _measured_prefetch_calls() -> tuple[int, float] | None:
 
 def tome_call_impact(*, cards_per_day: int = 50_000,
                      measure: Callable[[], tuple[int, int] | None] | None = None) -> dict[str, Any]:
-    """The seed's "impact at 50K cards/day": TOME calls per day, JAR approach vs prefetch.
+    """The original plan's "impact at 50K cards/day": TOME calls per day, JAR approach vs prefetch.
 
     The one place where live counters feed the comparison. JAR: every card is created (NS1 + NS2
     tokenize = 2 calls) and detokenized (NS2 lookup + NS1 detokenize = 2 calls). Prefetch, as the
-    seed counts it: 1 call per card for its share of the batch prefetch plus 1 NS1 detokenize after
+    original plan counts it: 1 call per card for its share of the batch prefetch plus 1 NS1 detokenize after
     the database lookup ("projected"). When this deployment has issued cards, the measured row
     scales its real TOME HTTP calls per card (batch calls count once) to ``cards_per_day``."""
     from core.onboarding.services import PLAN_PATH
@@ -155,7 +155,7 @@ def tome_call_impact(*, cards_per_day: int = 50_000,
         "prefetch_calls_per_day": prefetch,
         "calls_saved_per_day": jar - prefetch,
         "reduction_percent": round(100 * (jar - prefetch) / jar, 1) if jar else 0.0,
-        "source": "seed formula (plan.json impact_at_50k_cards_per_day)",
+        "source": "original plan formula (plan.json impact_at_50k_cards_per_day)",
         "measured": None,
     }
     try:
