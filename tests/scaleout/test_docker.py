@@ -1,0 +1,133 @@
+"""docker/: no Docker engine runs here, so the files are checked for what would break a `docker compose
+up`: they parse, every command the image runs exists in the project, the web image runs the server
+command of `make run`, and the services' environment points where the services are."""
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import shlex
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from tokenpool.runner import web_command
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((DOCKER / "compose.yaml").read_text())
+
+
+def _dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    lines, current = [], ""
+    for raw in path.read_text().splitlines():
+        if raw.lstrip().startswith("#") or not raw.strip():
+            continue
+        current += raw.rstrip("\\").strip() + " "
+        if not raw.rstrip().endswith("\\"):
+            word, _, rest = current.strip().partition(" ")
+            lines.append((word.upper(), rest.strip()))
+            current = ""
+    return lines
+
+
+def _cmd(path: Path) -> list[str]:
+    return json.loads(next(rest for word, rest in _dockerfile_instructions(path) if word == "CMD"))
+
+
+def test_the_image_runs_the_web_server_command_of_make_run():
+    """Same argv as tokenpool/runner.py's web_command, but listening on every interface."""
+    expected = web_command(port=8000, env={})
+    assert expected[1:3] == ["-m", "gunicorn"]
+    expected = ["gunicorn", *expected[3:]]
+    expected[expected.index("--bind") + 1] = "0.0.0.0:8000"
+    assert _cmd(DOCKER / "Dockerfile") == expected
+
+
+def test_the_web_worker_class_is_importable():
+    argv = _cmd(DOCKER / "Dockerfile")
+    module, _, cls = argv[argv.index("--worker-class") + 1].rpartition(".")
+    assert getattr(__import__(module, fromlist=[cls]), cls)
+
+
+def test_copied_paths_and_build_files_exist(compose):
+    for service in compose["services"].values():
+        build = service.get("build")
+        if build:
+            dockerfile = (DOCKER / build["context"] / build["dockerfile"]).resolve()
+            assert dockerfile.is_file(), dockerfile
+            for word, rest in _dockerfile_instructions(dockerfile):
+                if word == "COPY" and not rest.startswith("--from"):
+                    for source in shlex.split(rest)[:-1]:
+                        assert source == "." or (DOCKER / build["context"] / source).exists(), source
+
+
+def _manage_commands(service: dict) -> list[str]:
+    command = service.get("command")
+    if not command:
+        return []
+    text = command[-1] if command[:2] == ["sh", "-c"] else " ".join(command)
+    return re.findall(r"manage\.py\s+([a-z_]+)", text)
+
+
+def test_every_manage_py_command_the_services_run_exists(compose):
+    from django.core.management import get_commands
+
+    known = get_commands()
+    used = [name for service in compose["services"].values() for name in _manage_commands(service)]
+    assert {"migrate", "qcluster", "tome_emulator", "load_onboarding_plan"} <= set(used)
+    assert [name for name in used if name not in known] == []
+
+
+def test_depends_on_names_real_services(compose):
+    services = compose["services"]
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, (name, dependency)
+
+
+def _app_services(compose: dict) -> dict[str, dict]:
+    return {n: s for n, s in compose["services"].items() if s.get("build", {}).get("dockerfile") == "docker/Dockerfile"}
+
+
+def test_two_web_replicas_behind_pgbouncer_with_redis(compose):
+    services = compose["services"]
+    webs = [n for n, s in _app_services(compose).items() if "command" not in s]  # the image's CMD: web
+    assert len(webs) == 2
+    assert len({services[n]["ports"][0].split(":")[0] for n in webs}) == 2  # distinct host ports
+    ini = configparser.ConfigParser(strict=False, inline_comment_prefixes=(";",))
+    ini.read(DOCKER / "pgbouncer" / "pgbouncer.ini")
+    assert ini["pgbouncer"]["pool_mode"] == "transaction"
+    bouncer_port = int(ini["pgbouncer"]["listen_port"])
+    for name in [*webs, "qcluster"]:
+        env = services[name]["environment"]
+        db = urlsplit(env["DATABASE_URL"])
+        assert (db.hostname, db.port) == ("pgbouncer", bouncer_port), name
+        assert env["DATABASE_PGBOUNCER"] == "1", name  # what transaction pooling needs from Django
+        assert db.path.lstrip("/") in ini["databases"], name
+        assert urlsplit(env["REDIS_URL"]).hostname == "redis", name
+    # PgBouncer's target is the postgres service, with a user it knows.
+    target = dict(part.split("=", 1) for part in ini["databases"]["tokenpool"].split())
+    assert target["host"] in services and target["host"] == "postgres"
+    users = [line.split()[0].strip('"') for line in (DOCKER / "pgbouncer" / "userlist.txt").read_text().splitlines()]
+    assert urlsplit(services["web"]["environment"]["DATABASE_URL"]).username in users
+
+
+def test_every_url_in_the_environment_names_a_service(compose):
+    services = compose["services"]
+    for name, service in services.items():
+        for key, value in (service.get("environment") or {}).items():
+            if isinstance(value, str) and "://" in value and not value.startswith("$"):
+                assert urlsplit(value).hostname in services, (name, key, value)
+
+
+def test_schema_changes_go_straight_to_postgres(compose):
+    """DDL and CREATE DATABASE are not for a transaction pooler: migrate and the emulator go direct."""
+    for name in ("migrate", "tome-emulator"):
+        assert urlsplit(compose["services"][name]["environment"]["DATABASE_URL"]).hostname == "postgres"
