@@ -6,6 +6,8 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
+from core.monitoring.charts import nice_max as _nice_max
+
 COLORS = {"pool": "#1f77b4", "library": "#d62728"}
 DASHES = {"p50": "", "p95": "6 3", "p99": "2 2"}
 
@@ -81,16 +83,6 @@ def text_table(report: dict[str, Any]) -> str:
 
 
 # ---- SVG charts --------------------------------------------------------------------------------
-
-def _nice_max(value: float) -> float:
-    if value <= 0:
-        return 1.0
-    exponent = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        if value <= step * exponent:
-            return step * exponent
-    return 10 * exponent
-
 
 def _ticks(maximum: float, count: int = 5) -> list[float]:
     return [maximum * i / count for i in range(count + 1)]

@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from core.monitoring.dashboard import ChartWindow, chart_svg, hours_to_empty
+from core.monitoring.charts import ChartWindow, chart_svg
+from core.monitoring.dashboard import hours_to_empty
 from core.monitoring.models import PoolAlert, PoolSnapshot
 from core.monitoring.selectors import ChartPoint
 from core.pool.models import PairSource, PairStatus, TokenPair
@@ -182,7 +183,7 @@ def test_the_seven_day_range_still_shows_only_the_days_with_data(admin_client, m
 
 
 def test_activity_chart_plots_refills_and_tome_calls_per_bucket(make_pool, pair_states):
-    from core.monitoring.dashboard import chart_window, pool_activity
+    from core.monitoring.charts import chart_window, pool_activity
 
     pool = make_pool("busy", pairs=10)
     now = timezone.now()
