@@ -3,9 +3,9 @@
 The algorithm and the crash-safety argument are in docs/refill.md. In short:
 
 1. readiness gate (onboarding approvals of the pool's environment) — else ``blocked_onboarding``;
-2. single flight: ``pg_try_advisory_lock(REFILL_LOCK_CLASS, pool.id)`` on a dedicated session — else
-   ``skipped_locked``. A session lock, not a transaction lock, because the run commits once per
-   batch; the session is ours alone, so the lock ends with it however the run ends (return,
+2. single flight: ``pg_try_advisory_xact_lock(REFILL_LOCK_CLASS, pool.id)`` held by a transaction
+   left open on a dedicated session (``lock.py``: why not a session lock, PgBouncer) — else
+   ``skipped_locked``; the lock ends with that transaction however the run ends (return,
    exception or SIGKILL: the server drops the session when the socket closes);
 3. under the lock, any ``running`` RefillRun of the pool is a leftover of a dead worker (a live
    one would hold the lock): it is marked failed before our own row is written;
