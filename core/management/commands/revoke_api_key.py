@@ -1,6 +1,7 @@
 """Revoke a service API key by name: ``revoke_api_key NAME``. Irreversible.
 
-Every web process stops accepting it within API_KEY_CACHE_SECONDS (default 5 s), see core/api/auth.py."""
+Every web process stops accepting it within API_KEY_REVOCATION_CHECK_SECONDS (default 1 s) of the commit:
+the shared key generation (core/api/keystate.py) empties every process's key cache."""
 from __future__ import annotations
 
 from typing import Any
