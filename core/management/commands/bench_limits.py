@@ -7,6 +7,9 @@ ONE key (a single hot key: the row lock / Redis serialises them) or on a key eac
 per-request auth path makes one such decision for the per-key limit (the failed-authentication
 limiter is touched only on a cache miss), so this is the number added to every API request.
 
+Before each backend, a bare round trip on the same kind of connection (``SELECT 1``, ``PING``) is
+timed the same way: on a busy machine the difference to it is the number to read.
+
 Redis: ``--redis-url``, else ``REDIS_URL``, else a private ``redis-server`` on a free port (Debian
 ``redis-server``), stopped afterwards. The rows/keys written are deleted at the end.
 """
@@ -24,7 +27,7 @@ from typing import Any, Iterator
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import connections
+from django.db import connection, connections
 from django.test.utils import override_settings
 
 from core.api.limits import LocalLimiter, PostgresLimiter, RedisLimiter
@@ -60,6 +63,23 @@ def _redis(url: str | None) -> Iterator[str | None]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+class _RoundTrip:
+    """``SELECT 1`` / ``PING`` on the same connection a limiter uses: what any statement costs now."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+
+    def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
+        if self.backend == "postgres":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        else:
+            from django.core.cache import caches
+
+            caches["default"]._cache.get_client(write=True).ping()
+        return 0.0
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -91,6 +111,9 @@ class Command(BaseCommand):
                     limiter = {"local": LocalLimiter, "postgres": PostgresLimiter, "redis": RedisLimiter}[backend](
                         f"bench-{int(time.time())}")
                     try:
+                        if backend != "local":  # the bare round trip at the same moment: the reference
+                            self._measure(_RoundTrip(backend), backend, "round trip (reference)", 1, True,
+                                          decisions)
                         for shape, n_threads, same_key in (("1 thread", 1, True),
                                                            (f"{threads} threads, one key", threads, True),
                                                            (f"{threads} threads, key each", threads, False)):
