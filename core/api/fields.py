@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -11,6 +12,11 @@ __all__ = ["TOKEN_PATTERN", "StrictCharField", "StrictIntegerField", "TokenField
 
 # fullmatch, not `^...$`: `$` also matches before a trailing newline.
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+# DRF refuses NUL characters in every CharField (PostgreSQL text cannot hold them); this validator
+# never fires before DRF's own check, it exists so that drf-spectacular writes the rule into the schema.
+NO_NUL = RegexValidator(r"^[^\x00]*$", message="Null characters are not allowed.")
 
 
 class StrictCharField(serializers.CharField):
@@ -21,6 +27,8 @@ class StrictCharField(serializers.CharField):
             # or clients generated from it send "" and get a 400 the schema did not announce.
             kwargs.setdefault("min_length", 1)
         super().__init__(**kwargs)
+        if not isinstance(self, TokenField):  # tokens have their own, stricter pattern
+            self.validators.append(NO_NUL)
 
     def to_internal_value(self, data: object) -> str:
         if not isinstance(data, str):

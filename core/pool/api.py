@@ -31,7 +31,10 @@ from core.pool.services import (
 )
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+    # HTTP strips a header value's surrounding whitespace, and the server refuses what is left empty:
+    # the schema promises only values that arrive as sent (visible ASCII, no edge spaces).
+    "Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[!-~]([ -~]*[!-~])?$"},
+    OpenApiParameter.HEADER, required=False,
     description="1-255 characters. The same key with the same body returns the same reservation(s); "
                 "with a different body → 422 idempotency_key_reused.",
 )
