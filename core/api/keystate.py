@@ -67,6 +67,9 @@ class GenerationCheckedKeyCache:
     def __init__(self, inner: Any, *, watch: KeyGenerationWatch | None = None) -> None:
         self.inner = inner
         self.watch = watch or KeyGenerationWatch()
+        # "Recently verified" digests outlive a generation change: emptying the key cache must not
+        # lock valid keys behind a throttled shared address out (auth.py's guarantee).
+        self._known: dict[str, float] = {}
 
     def get(self, digest: str):
         if self.watch.changed():
@@ -75,13 +78,17 @@ class GenerationCheckedKeyCache:
 
     def put(self, digest: str, api_key) -> None:
         self.inner.put(digest, api_key)
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[digest] = time.monotonic() + settings.API_KEY_KNOWN_SECONDS
 
     def recently_verified(self, digest: str) -> bool:
-        return self.inner.recently_verified(digest)
+        return self._known.get(digest, 0.0) >= time.monotonic() or self.inner.recently_verified(digest)
 
     def evict(self, key_id: str) -> None:
         self.inner.evict(key_id)
 
     def clear(self) -> None:
         self.inner.clear()
+        self._known.clear()
         self.watch.reset()

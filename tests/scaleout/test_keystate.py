@@ -65,3 +65,18 @@ def test_the_generation_is_read_at_most_once_per_interval(make_api_key, settings
     with django_assert_num_queries(1):
         for _ in range(100):
             assert watch.changed() is False
+
+
+@pytest.mark.django_db
+def test_recently_verified_survives_a_generation_change(make_api_key, settings):
+    """Emptying the key cache after a change elsewhere must not make valid keys behind a throttled
+    shared address look unknown (auth.py looks such keys up instead of refusing them)."""
+    settings.API_KEY_REVOCATION_CHECK_SECONDS = 0.0
+    key, _ = make_api_key()
+    cache = GenerationCheckedKeyCache(DictCache())
+    cache.get("d")
+    cache.put("d", key)
+    ApiKey.objects.filter(pk=key.pk).update(rate_limit_per_second=7)
+    assert cache.get("d") is None  # the cache emptied...
+    assert cache.recently_verified("d")  # ...but the digest is still known to have been valid
+    assert not cache.recently_verified("other")
