@@ -110,18 +110,26 @@ def line_chart(*, title: str, series: list[dict[str, Any]], x_label: str, y_labe
     x_min = min(p[0] for p in points) if not x_log_percentile else 0.0
     if x_max == x_min:
         x_max = x_min + 1
-    y_max = _nice_max(max([p[1] for p in points] + ([hline] if hline else [])) * 1.05)
+    highest = max([p[1] for p in points] + ([hline] if hline else []))
+    # A collapsed approach (seconds) next to a healthy one (milliseconds): a log axis keeps both readable.
+    y_log = highest > 2000
+    y_max = 10 ** math.ceil(math.log10(highest)) if y_log else _nice_max(highest * 1.05)
+    y_min = 1.0
 
     def sx(x: float) -> float:
         return left + (x - x_min) / (x_max - x_min) * plot_w
 
     def sy(y: float) -> float:
+        if y_log:
+            return top + plot_h - (math.log10(max(y, y_min)) / math.log10(y_max)) * plot_h
         return top + plot_h - y / y_max * plot_h
 
     out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#999"/>')
-    for tick in _ticks(y_max):
+    y_ticks = [10.0 ** k for k in range(0, round(math.log10(y_max)) + 1)] if y_log else _ticks(y_max)
+    for tick in y_ticks:
         y = sy(tick)
         out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e3e3"/>'
+                   f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:,.0f}</text>' if y_log else
                    f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>')
     if x_log_percentile:
         labels = [(0, "0%"), (90, "90%"), (99, "99%"), (99.9, "99.9%"), (99.99, "99.99%")]
@@ -138,7 +146,7 @@ def line_chart(*, title: str, series: list[dict[str, Any]], x_label: str, y_labe
                    f'text-anchor="end">{hline:g} ms</text>')
     out.append(f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle">{html.escape(x_label)}</text>'
                f'<text x="14" y="{top + plot_h / 2}" text-anchor="middle" '
-               f'transform="rotate(-90 14 {top + plot_h / 2})">{html.escape(y_label)}</text>')
+               f'transform="rotate(-90 14 {top + plot_h / 2})">{html.escape(y_label + (" (log)" if y_log else ""))}</text>')
     for index, s in enumerate(series):
         coords = [(sx(xform(x)), sy(y)) for x, y in s["points"] if y is not None]
         if not coords:
