@@ -1,0 +1,57 @@
+#!/bin/bash
+# Web server benchmark (docs/benchmarks.md "Web server"): stock gunicorn gthread, gunicorn with
+# TokenPool's worker, and granian WSGI, each 2 processes x 4 threads, interleaved round by round on one
+# scratch database; wrk with 16 connections on /healthz and on authenticated reservations.
+#   bash tests/edge/bench_web_server.sh            # ROUNDS=3 DUR=10s SERVERS="gunicorn tpworker granian"
+# granian is not a dependency of TokenPool: `.venv/bin/pip install granian==2.8.7` first to include it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export EMBEDDED_DATABASE_NAME=${EMBEDDED_DATABASE_NAME:-bench_web_server} LOG_LEVEL=WARNING
+export PROMETHEUS_MULTIPROC_DIR=$(mktemp -d)
+PORT=${PORT:-8781} ROUNDS=${ROUNDS:-3} DUR=${DUR:-10s} SERVERS=${SERVERS:-"gunicorn tpworker granian"}
+export BENCH_KEY=$(.venv/bin/python - <<'PY'
+import os, secrets, django
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tokenpool.settings")
+django.setup()
+from django.core.management import call_command
+call_command("migrate", "--no-input", "-v0")
+from core.api.models import ApiKey
+from core.pool.models import Pool
+from core.pool.services import pairs_insert_bulk
+from tokenpool_tome.client import TokenPair
+pool, _ = Pool.objects.get_or_create(name="bench", defaults=dict(environment="UAT", target_size=10, low_watermark=1,
+                                                                critical_watermark=0, refill_enabled=False))
+run = secrets.token_hex(4)
+for start in range(0, 300_000, 5000):  # enough that no run refills or runs dry
+    pairs_insert_bulk(pool=pool, pairs=[TokenPair(f"8{int(run, 16) % 10**6:06d}{i:09d}", f"ext_{run}{i:012d}")
+                                        for i in range(start, start + 5000)])
+print(ApiKey.objects.create_key(name=f"bench-{run}", scopes=["reserve"], rate_limit_per_second=1_000_000)[1])
+PY
+)
+LUA=$(mktemp --suffix=.lua)
+cat > "$LUA" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"pool": "bench"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Api-Key " .. os.getenv("BENCH_KEY")
+LUA
+start() {
+  case $1 in
+    gunicorn) .venv/bin/python -m gunicorn tokenpool.wsgi --bind 127.0.0.1:$PORT --worker-class gthread --workers 2 --threads 4 --log-level warning --no-control-socket & ;;
+    tpworker) .venv/bin/python -m gunicorn tokenpool.wsgi --bind 127.0.0.1:$PORT --worker-class core.api.gunicorn_worker.TokenPoolThreadWorker --workers 2 --threads 4 --log-level warning --no-control-socket & ;;
+    granian) .venv/bin/granian --interface wsgi --host 127.0.0.1 --port $PORT --workers 2 --blocking-threads 4 --log-level warning tokenpool.wsgi:application & ;;
+  esac
+  PID=$!
+  for _ in $(seq 150); do curl -sf -o /dev/null http://127.0.0.1:$PORT/healthz && break; sleep 0.2; done
+}
+row() { echo "$2" | awk -v r="$1" '/Requests\/sec/{rps=$2} / 50%/{p50=$2} / 99%/{p99=$2} /Non-2xx/{bad=$NF} END{printf "%s %s req/s p50 %s p99 %s non-2xx %s\n", r, rps, p50, p99, bad+0}'; }
+for r in $(seq "$ROUNDS"); do
+  for s in $SERVERS; do
+    start "$s"
+    wrk -t2 -c16 -d2s http://127.0.0.1:$PORT/healthz >/dev/null  # warm-up
+    row "round $r $s healthz:" "$(wrk -t2 -c16 -d"$DUR" --latency http://127.0.0.1:$PORT/healthz)"
+    row "round $r $s reserve:" "$(wrk -t2 -c16 -d"$DUR" --latency -s "$LUA" http://127.0.0.1:$PORT/api/v1/reservations)"
+    kill -TERM $PID; wait $PID 2>/dev/null || true
+  done
+done
+echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
