@@ -44,6 +44,7 @@ from rest_framework.throttling import BaseThrottle
 from core.api.keystate import GenerationCheckedKeyCache
 from core.api.limits import SharedLimiter
 from core.api.models import ApiKey
+from core.ttl_cache import TTLCache
 
 __all__ = ["ApiKeyAuthentication", "HasScope", "ApiKeyRateThrottle", "ApiKeyPrincipal", "reset_auth_state",
            "verify_api_key", "client_address", "KeyCache", "FailedAuthLimiter", "Buckets", "set_auth_backends"]
@@ -143,45 +144,27 @@ class VerifiedKeyCache:
     MAX_ENTRIES = 10_000
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[str, tuple[ApiKey, float]] = {}
-        self._known: dict[str, float] = {}
+        self._entries: TTLCache[str, ApiKey] = TTLCache(maxsize=self.MAX_ENTRIES,
+                                                        seconds=lambda: settings.API_KEY_CACHE_SECONDS)
+        self._known: TTLCache[str, bool] = TTLCache(maxsize=self.MAX_ENTRIES,
+                                                    seconds=lambda: settings.API_KEY_KNOWN_SECONDS)
 
     def get(self, digest: str) -> ApiKey | None:
-        entry = self._entries.get(digest)
-        if entry is None:
-            return None
-        if entry[1] < time.monotonic():
-            with self._lock:
-                self._entries.pop(digest, None)
-            return None
-        return entry[0]
+        return self._entries.get(digest)
 
     def put(self, digest: str, api_key: ApiKey) -> None:
-        now = time.monotonic()
-        ttl = getattr(settings, "API_KEY_CACHE_SECONDS", 5.0)
-        with self._lock:
-            if len(self._known) > self.MAX_ENTRIES:
-                self._known.clear()
-            self._known[digest] = now + getattr(settings, "API_KEY_KNOWN_SECONDS", 900.0)
-            if ttl <= 0:
-                return
-            if len(self._entries) > self.MAX_ENTRIES:
-                self._entries.clear()
-            self._entries[digest] = (api_key, now + ttl)
+        self._known.put(digest, True)
+        self._entries.put(digest, api_key)
 
     def recently_verified(self, digest: str) -> bool:
-        return self._known.get(digest, 0.0) >= time.monotonic()
+        return digest in self._known
 
     def evict(self, key_id: str) -> None:
-        with self._lock:
-            for digest in [d for d, (k, _) in self._entries.items() if k.pk == key_id]:
-                del self._entries[digest]
+        self._entries.discard_where(lambda _digest, api_key: api_key.pk == key_id)
 
     def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._known.clear()
+        self._entries.clear()
+        self._known.clear()
 
 
 # Shared by every process of the deployment (contract section 1): the limits live in PostgreSQL
