@@ -97,7 +97,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, decisions: int, threads: int, redis_url: str | None, backends: str,
                **options: Any) -> None:
         wanted = [b.strip() for b in backends.split(",") if b.strip()]
-        with _redis(redis_url or getattr(settings, "REDIS_URL", "") or None) as url:
+        with _redis(redis_url or settings.REDIS_URL or None) as url:
             caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url,
                                   "KEY_PREFIX": "bench-limits"}} if url else settings.CACHES
             with override_settings(CACHES=caches):
