@@ -23,6 +23,7 @@ PLAN_TOME_CALLS_PER_DAY = {"library": 200_000, "pool": 100_000}
 PLAN_WORDING = {"library": "JAR Approach: 200K TOME calls/day (2 calls per operation)",
                 "pool": "Prefetch Approach: 100K TOME calls/day (50% reduction)"}
 P99_LIMIT_MS = 50.0
+MIN_STEP_CARDS = 20
 APPROACHES = ("pool", "library")
 
 
@@ -162,11 +163,14 @@ def find_max(approach: Approach, config: LoadtestConfig, *, log: Callable[[str],
 
     def step(rate: float) -> bool:
         nonlocal stopped
-        phase = run_phase(approach=approach, rate=rate, duration=config.step_seconds, workers=config.workers,
+        # At least MIN_STEP_CARDS cards, so a slow step's p99 is not one unlucky card out of three.
+        duration = max(config.step_seconds, MIN_STEP_CARDS / rate)
+        phase = run_phase(approach=approach, rate=rate, duration=duration, workers=config.workers,
                           progress=config.progress, label=f"{approach.name} find-max {rate:.1f}/s")
         create, detokenize = summary_ms(phase.create), summary_ms(phase.detokenize)
         ok = phase.error_count == 0 and phase.p99_ms() < P99_LIMIT_MS and not phase.client_fell_behind
-        steps.append({"rate": round(rate, 3), "cards": phase.cards, "errors": phase.error_count,
+        steps.append({"rate": round(rate, 3), "seconds": round(duration, 1), "cards": phase.cards,
+                      "errors": phase.error_count,
                       "errors_by_code": dict(phase.errors), "create_ms": create, "detokenize_ms": detokenize,
                       "client_fell_behind": phase.client_fell_behind,
                       "client_start_lag_p99_ms": summary_ms(phase.start_lag)["p99"], "ok": ok})
