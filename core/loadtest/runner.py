@@ -153,9 +153,9 @@ def _spectrum(histogram: Any) -> list[list[float]]:
 
 
 def find_max(approach: Approach, config: LoadtestConfig, *, log: Callable[[str], None]) -> dict[str, Any]:
-    """Double the rate from ``find_max_start`` until p99 ≥ 50 ms, errors, or the client falls behind
-    (or halve it while even the start rate breaks); then bisect ``refine_steps`` times between the
-    last good and the first bad rate."""
+    """Double the rate from ``find_max_start`` until p99 ≥ 50 ms or errors (or halve it while even
+    the start rate breaks); then bisect ``refine_steps`` times between the last good and the first
+    bad rate."""
     steps: list[dict[str, Any]] = []
     good: float | None = None
     bad: float | None = None
@@ -168,7 +168,9 @@ def find_max(approach: Approach, config: LoadtestConfig, *, log: Callable[[str],
         phase = run_phase(approach=approach, rate=rate, duration=duration, workers=config.workers,
                           progress=config.progress, label=f"{approach.name} find-max {rate:.1f}/s")
         create, detokenize = summary_ms(phase.create), summary_ms(phase.detokenize)
-        ok = phase.error_count == 0 and phase.p99_ms() < P99_LIMIT_MS and not phase.client_fell_behind
+        # The client's own lag is inside the latencies (measured from the schedule), so a step under
+        # 50 ms is good whatever the lag; a broken step with a lagging client is only a lower bound.
+        ok = phase.error_count == 0 and phase.p99_ms() < P99_LIMIT_MS
         steps.append({"rate": round(rate, 3), "seconds": round(duration, 1), "cards": phase.cards,
                       "errors": phase.error_count,
                       "errors_by_code": dict(phase.errors), "create_ms": create, "detokenize_ms": detokenize,
@@ -178,12 +180,12 @@ def find_max(approach: Approach, config: LoadtestConfig, *, log: Callable[[str],
             f"{detokenize['p99']} ms, errors {phase.error_count}{' (client fell behind)' if phase.client_fell_behind else ''}"
             f" -> {'ok' if ok else 'broken'}")
         if not ok:
-            if phase.client_fell_behind and phase.error_count == 0 and phase.p99_ms() < P99_LIMIT_MS:
-                stopped = f"the load generator itself fell behind at {rate:.1f} cards/s (client-limited)"
-            elif phase.error_count:
+            if phase.error_count:
                 stopped = f"errors at {rate:.1f} cards/s: {dict(phase.errors)}"
             else:
                 stopped = f"p99 ≥ {P99_LIMIT_MS:g} ms at {rate:.1f} cards/s"
+            if phase.client_fell_behind:
+                stopped += " (the load generator also fell behind: a lower bound)"
         return ok
 
     rate = config.find_max_start
@@ -213,7 +215,7 @@ def find_max(approach: Approach, config: LoadtestConfig, *, log: Callable[[str],
             "first_broken_rate": round(bad, 3) if bad is not None else None,
             "headroom": round(good / PLAN_RATE, 1) if good is not None else None,
             "stopped_because": stopped, "step_seconds": config.step_seconds,
-            "criterion": f"create and detokenize p99 < {P99_LIMIT_MS:g} ms, no errors, client on schedule"}
+            "criterion": f"create and detokenize p99 < {P99_LIMIT_MS:g} ms (from the schedule), no errors"}
 
 
 def comparison(report: dict[str, Any], config: LoadtestConfig) -> dict[str, Any]:

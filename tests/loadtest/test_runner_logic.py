@@ -17,11 +17,11 @@ class _Named:
     name = "pool"
 
 
-def _phase(rate: float, *, p99_ms: float, errors: int = 0) -> PhaseResult:
+def _phase(rate: float, *, p99_ms: float, errors: int = 0, lag_ms: float = 0.5) -> PhaseResult:
     phase = PhaseResult(approach="pool", rate=rate, duration=1.0, workers=4, cards=10)
     for histogram in (phase.create, phase.detokenize):
         record_ms(histogram, p99_ms)
-    record_ms(phase.start_lag, 0.5)
+    record_ms(phase.start_lag, lag_ms)
     if errors:
         phase.errors["pool_unavailable"] = errors
     return phase
@@ -74,6 +74,17 @@ def test_find_max_reports_no_rate_when_even_half_the_plan_rate_breaks(breaks_abo
     result = find_max(_Named(), LoadtestConfig(base_url="x", api_key="k", find_max_start=1, refine_steps=0),
                       log=lambda line: None)
     assert result["max_rate"] is None and result["headroom"] is None
+
+
+def test_a_lagging_client_breaks_nothing_under_50ms_and_marks_a_broken_step_as_a_lower_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Latencies run from the schedule, so the client's lag is already inside them.
+    monkeypatch.setattr(runner, "run_phase", lambda *, rate, **kw: _phase(rate, p99_ms=30 if rate <= 10 else 70,
+                                                                          lag_ms=25))
+    result = find_max(_Named(), LoadtestConfig(base_url="x", api_key="k", find_max_start=5, refine_steps=0),
+                      log=lambda line: None)
+    assert result["max_rate"] == 10
+    assert result["stopped_because"] == "p99 ≥ 50 ms at 20.0 cards/s (the load generator also fell behind: a lower bound)"
 
 
 def test_tome_stats_deltas_count_only_calls_made_in_between() -> None:
