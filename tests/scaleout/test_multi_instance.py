@@ -26,7 +26,7 @@ LOAD_SECONDS = 4.0
 def stack(request, refill_ready, child_env, tmp_path):
     env = child_env(refill_ready,
                     # Only the shared key generation can make a revocation visible within 5 s now.
-                    API_KEY_CACHE_SECONDS="60", Q_WORKERS="2", REFILL_TRIGGER_MIN_INTERVAL_SECONDS="0.2",
+                    API_KEY_CACHE_SECONDS="60", Q_WORKERS="1", REFILL_TRIGGER_MIN_INTERVAL_SECONDS="0.2",
                     REFILL_COOLDOWN_SECONDS="1", TOME_MAX_ATTEMPTS="1")
     if request.param == "redis":
         server = request.getfixturevalue("redis_server")
@@ -42,6 +42,18 @@ def stack(request, refill_ready, child_env, tmp_path):
     deployment.kind = request.param
     yield deployment
     deployment.stop()
+
+
+def _gcra_allowed(arrivals: list[float], *, rate: float) -> int:
+    """How many of ``arrivals`` one in-memory GCRA (burst = rate, as core/api/limits.py) allows."""
+    interval, tau = 1.0 / rate, (max(1.0, rate) - 1.0) / rate
+    tat, allowed = float("-inf"), 0
+    for now in arrivals:
+        tat = max(tat, now)
+        if tat - now <= tau:
+            tat += interval
+            allowed += 1
+    return allowed
 
 
 def _key(name: str, *, rate: int | None = None) -> str:
@@ -119,9 +131,15 @@ def test_two_web_servers_and_two_qclusters_share_one_deployment(stack, make_pool
     assert set(statuses) <= {200, 429}, statuses
     # Every decision fell between the first request's sending and the last one's answer.
     elapsed = max(b for _, b, _ in timeline) - min(a for a, _, _ in timeline)
-    expected = RATE + RATE * elapsed
+    expected = RATE + RATE * elapsed  # what the limit allows to demand that never pauses
     allowed = statuses[200]
-    assert 0.9 * expected <= allowed <= 1.1 * expected, (allowed, expected, statuses)
+    # Never more than the limit: not N processes x the rate.
+    assert allowed <= 1.1 * expected, (allowed, expected, statuses)
+    # Not stricter either: an exact single limiter fed the same arrivals (each at its round trip's
+    # midpoint) would have allowed this many; a stalled machine pauses demand, and GCRA does not
+    # bank more than one burst of unused allowance.
+    exact = _gcra_allowed(sorted((a + b) / 2 for a, b, _ in timeline), rate=RATE)
+    assert allowed >= 0.9 * exact, (allowed, exact, expected, statuses)
     assert {srv for srv, s in limited_status if s == 200} == {0, 1}  # both servers served and refused
     assert {srv for srv, s in limited_status if s == 429} == {0, 1}
 
@@ -154,9 +172,9 @@ def test_two_web_servers_and_two_qclusters_share_one_deployment(stack, make_pool
     for _ in range(8):  # warm the caches of every worker we can reach
         for c in clients:
             assert c.get("/api/v1/pools/multi", headers=auth).status_code == 200
-    revoked = stack.manage("revoke_api_key", "victim")
+    # Revoked from this process, which is neither server (as `revoke_api_key` or the admin would).
+    assert ApiKey.objects.filter(name="victim", revoked=False).update(revoked=True) == 1
     revoked_at = time.monotonic()
-    assert revoked.returncode == 0, revoked.stderr
 
     def refused_by_both() -> bool:
         return all(all(c.get("/api/v1/pools/multi", headers=auth).status_code == 401 for _ in range(6))
@@ -167,6 +185,7 @@ def test_two_web_servers_and_two_qclusters_share_one_deployment(stack, make_pool
     assert seen_after < 5.0, seen_after
     for c in clients:
         c.close()
-    print(f"[{stack.kind}] limited key: {allowed} x 200 in {elapsed:.2f} s (expected {expected:.0f}), "
+    print(f"[{stack.kind}] limited key: {allowed} x 200 in {elapsed:.2f} s (limit {expected:.0f}, exact "
+          f"limiter on these arrivals {exact}), "
           f"{statuses[429]} x 429; {len(runs)} refill run(s), one at a time; revocation seen by both "
-          f"servers {seen_after:.2f} s after revoke_api_key returned")
+          f"servers {seen_after:.2f} s after it committed")
