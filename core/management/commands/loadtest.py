@@ -14,6 +14,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import httpx
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -77,7 +78,14 @@ class Command(BaseCommand):
             find_max_limit=opts["find_max_limit"], step_seconds=opts["step_seconds"],
             refill_batch_size=batch_size, progress=not opts["no_progress"],
         )
-        report = run_loadtest(config, log=lambda line: self.stderr.write(line))
+        try:
+            report = run_loadtest(config, log=lambda line: self.stderr.write(line))
+        except httpx.HTTPError as exc:
+            raise CommandError(f"the TOME emulator's admin API at {config.tome_url} failed ({type(exc).__name__}: "
+                               f"{exc}); the load test counts TOME calls with the emulator's own counters, so it "
+                               "needs --tome-url (default settings.TOME_BASE_URL) and --tome-admin-token") from None
+        except RuntimeError as exc:
+            raise CommandError(str(exc)) from None
         report["command"] = _command_line(opts)
         self.stdout.write(text_table(report))
         if opts["json_path"]:
