@@ -1,12 +1,13 @@
 """The claim at any table shape: scratch databases, table shapes and pgbench runs for ``bench_claim``.
 
 Everything here runs in scratch databases (``bench_claim`` and ``bench_claim_history`` by default),
-migrated with this project's migrations. Without ``DATABASE_URL`` they live in a PostgreSQL cluster
+migrated with this project's migrations. By default they live in a PostgreSQL cluster
 of their own (``var/bench_claim_pg``, the same embedded PostgreSQL 18 binaries, default settings),
 not in the shared embedded server: the benchmark needs its own connections (the shared server runs
 at its 100-connection limit while the test suites run), its 10M-row table stays out of the shared
-server's buffers, and its held snapshots cannot hold back anyone's VACUUM. With ``DATABASE_URL``
-they are databases on that server (the VACUUM horizon is per database, so still isolated).
+server's buffers, and its held snapshots cannot hold back anyone's VACUUM. With
+``--on-database-url-server`` they are databases on ``DATABASE_URL``'s server instead (the VACUUM
+horizon is per database, so still isolated).
 
 "naive" is the claim as it shipped before issue 13 (``pool_id = X ... ORDER BY id`` from the front);
 "front" is today's statement started at the front every time (the robust plan, no cursor); "ours" is
@@ -59,9 +60,10 @@ _AFTER_SENTINEL = -918273645  # replaced by the pgbench variable :last
 
 # ---- scratch databases ---------------------------------------------------------------------------
 
-def scratch_url(name: str) -> str:
-    """A database ``name`` on the same server as the app's (created if missing)."""
-    base = os.environ.get("DATABASE_URL")
+def scratch_url(name: str, *, on_database_url_server: bool = False) -> str:
+    """A database ``name`` (created if missing) in the benchmark's own cluster, or on the server of
+    ``DATABASE_URL`` when asked (and set)."""
+    base = os.environ.get("DATABASE_URL") if on_database_url_server else None
     if not base:
         from tokenpool.embedded_db import ensure_database
 
@@ -75,11 +77,10 @@ def scratch_url(name: str) -> str:
 
 def stop_private_server() -> None:
     """Stop the benchmark's own cluster (its data, e.g. the history table, stays for the next run)."""
-    if not os.environ.get("DATABASE_URL"):
-        from tokenpool.embedded_db import is_running, stop_server
+    from tokenpool.embedded_db import is_running, stop_server
 
-        if is_running(PGDATA):
-            stop_server(PGDATA)
+    if is_running(PGDATA):
+        stop_server(PGDATA)
 
 
 def migrate(url: str) -> None:
@@ -121,7 +122,7 @@ def insert_used(conn: psycopg.Connection, *, pool_ids: list[int], rows: int, tag
         " reservation_id, reserved_by_id, reserved_at, used_at)"
         " SELECT (%(ids)s::bigint[])[1 + i %% cardinality(%(ids)s::bigint[])],"
         " %(tag)s || lpad(i::text, 12, '0'), 'ext_' || %(tag)s || md5(i::text), 'USED', 'pool', now(),"
-        " gen_random_uuid(), %(key)s, now(), now() FROM generate_series(1, %(n)s) AS i",
+        " gen_random_uuid(), %(key)s, now(), now() FROM generate_series(1, %(n)s::bigint) AS i",
         {"ids": pool_ids, "tag": tag, "n": rows, "key": API_KEY_ID})
 
 
@@ -129,7 +130,7 @@ def insert_available(conn: psycopg.Connection, *, pool_id: int, rows: int, tag: 
     conn.execute(
         "INSERT INTO core_tokenpair (pool_id, internal_token, external_ref_id, status, source, created_at)"
         " SELECT %(pool)s, %(tag)s || lpad(i::text, 12, '0'), 'ext_' || %(tag)s || md5(i::text),"
-        " 'AVAILABLE', 'pool', now() FROM generate_series(1, %(n)s) AS i",
+        " 'AVAILABLE', 'pool', now() FROM generate_series(1, %(n)s::bigint) AS i",
         {"pool": pool_id, "tag": tag, "n": rows})
 
 

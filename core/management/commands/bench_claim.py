@@ -7,7 +7,7 @@
 
 Phases (each in scratch databases ``bench_claim`` / ``bench_claim_history``, migrated with this
 project's migrations, in a PostgreSQL cluster of the benchmark's own under ``var/bench_claim_pg``
-unless ``DATABASE_URL`` is set; see core/pool/claim_bench.py):
+unless ``--on-database-url-server``; see core/pool/claim_bench.py):
 
 - ``shapes``: the planner cliff. For each shape (the issue's: a 47k-row pool in front of a pool whose
   first 200k pairs were issued and which then got 700k fresh ones, measured just after that bulk
@@ -48,6 +48,8 @@ class Command(BaseCommand):
         parser.add_argument("--history-rows", type=int, default=10_000_000)
         parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds (indexes, history).")
         parser.add_argument("--database", default="bench_claim")
+        parser.add_argument("--on-database-url-server", action="store_true",
+                            help="Scratch databases on DATABASE_URL's server instead of the benchmark's own cluster.")
         parser.add_argument("--keep-server", action="store_true",
                             help="Leave the benchmark's own PostgreSQL (var/bench_claim_pg) running afterwards.")
 
@@ -58,7 +60,8 @@ class Command(BaseCommand):
             raise SystemExit(f"unknown phases: {sorted(unknown)}")
         self.opts = opts
         self.scale = opts["scale"]
-        self.url = cb.scratch_url(opts["database"])
+        self.on_shared = opts["on_database_url_server"]
+        self.url = cb.scratch_url(opts["database"], on_database_url_server=self.on_shared)
         self.line(f"scratch database {opts['database']}: migrating")
         cb.migrate(self.url)
         try:
@@ -67,7 +70,7 @@ class Command(BaseCommand):
                 for phase in phases:
                     getattr(self, f"phase_{phase}")(conn)
         finally:
-            if not opts["keep_server"]:
+            if not (opts["keep_server"] or self.on_shared):
                 cb.stop_private_server()
 
     def line(self, text: str) -> None:
@@ -170,8 +173,8 @@ class Command(BaseCommand):
         cb.insert_used(conn, pool_ids=[pool], rows=self.n(1_000_000), tag="s")
         cb.insert_available(conn, pool_id=pool, rows=self.n(1_200_000), tag="sa0")
         conn.execute("VACUUM ANALYZE core_tokenpair")
-        self.line("| claim | undisturbed /s | held: per 10 s | last 10 s / undisturbed |")
-        self.line("|---|---|---|---|")
+        self.line("| claim | undisturbed /s | held: per 10 s | last 10 s / undisturbed | pairs left after |")
+        self.line("|---|---|---|---|---|")
         top_ups = 0
         for count, unit in ((1, "claims"), (100, "pairs")):
             for variant in ("front", "ours"):
@@ -181,6 +184,12 @@ class Command(BaseCommand):
                 conn.execute("VACUUM ANALYZE core_tokenpair")
                 script = cb.pgbench_script(conn, variant=variant, pool_id=pool, count=count)
                 calm = cb.pgbench(self.url, script, clients=self.opts["clients"], seconds=self.opts["seconds"] * 2)
+                # Enough pairs for the held run at the undisturbed rate (+50 %): an empty pool would
+                # answer fast and flatter the numbers.
+                need = int(calm.tps * count * (hold + 5) * 1.5)
+                if cb.available(conn, pool) < need:
+                    top_ups += 1
+                    cb.insert_available(conn, pool_id=pool, rows=need, tag=f"sa{top_ups}")
                 conn.execute("VACUUM core_tokenpair")
                 holder = cb.SnapshotHolder(self.url)
                 try:
@@ -191,14 +200,15 @@ class Command(BaseCommand):
                 series = [t * count for t in held.intervals]
                 last = series[-1] if series else 0.0
                 label = f"{variant}, {'single' if count == 1 else f'batch of {count}'} ({unit}/s)"
+                left = cb.available(conn, pool)
                 self.line(f"| {label} | {base:,.0f} | {' / '.join(f'{t:,.0f}' for t in series)} | "
-                          f"{last / base if base else 0:.0%} |")
+                          f"{last / base if base else 0:.0%} | {left:,} |")
 
     # ---- history -----------------------------------------------------------------------------------
 
     def phase_history(self, conn: Any) -> None:
         rows = self.opts["history_rows"]
-        hurl = cb.scratch_url(self.opts["database"] + "_history")
+        hurl = cb.scratch_url(self.opts["database"] + "_history", on_database_url_server=self.on_shared)
         cb.migrate(hurl)
         with cb.connect(hurl) as hist:
             cb.ensure_api_key(hist)
@@ -207,7 +217,7 @@ class Command(BaseCommand):
             if have != rows:
                 self.line(f"building {rows:,} USED pairs in {self.opts['database']}_history (indexes built after) ...")
                 started = time.monotonic()
-                self.load_history(hist, pool=hpool, rows=rows)
+                self.load_history(hist, pool=hpool, rows=rows, template=conn)
                 self.line(f"  built in {time.monotonic() - started:,.0f} s")
             size = hist.execute("SELECT pg_size_pretty(pg_total_relation_size('core_tokenpair'))").fetchone()[0]
             cb.reset_pairs(conn)
@@ -250,20 +260,21 @@ class Command(BaseCommand):
                 times = cb.timed(lambda: hist.execute(sql).fetchall(), repeat=3)
                 self.line(f"- {label}: {min(times):,.1f}")
 
-    def load_history(self, hist: Any, *, pool: int, rows: int) -> None:
+    def load_history(self, hist: Any, *, pool: int, rows: int, template: Any) -> None:
         """Fastest honest way to a big table: drop the secondary indexes, one INSERT ... SELECT
-        generate_series in chunks, then rebuild them (sorted builds) with the same definitions."""
+        generate_series in chunks, then rebuild them (sorted builds) with the same definitions,
+        read from ``template`` (the other scratch database, same migrations, never stripped: an
+        interrupted load cannot lose them)."""
         cb.reset_pairs(hist)
-        defs = hist.execute(
+        defs = template.execute(
             "SELECT i.relname, pg_get_indexdef(i.oid), c.conname, pg_get_constraintdef(c.oid)"
             " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
             " LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid"
             " WHERE x.indrelid = 'core_tokenpair'::regclass AND NOT x.indisprimary").fetchall()
         for index, _idef, constraint, _cdef in defs:
             if constraint:
-                hist.execute(f'ALTER TABLE core_tokenpair DROP CONSTRAINT "{constraint}"')
-            else:
-                hist.execute(f'DROP INDEX "{index}"')
+                hist.execute(f'ALTER TABLE core_tokenpair DROP CONSTRAINT IF EXISTS "{constraint}"')
+            hist.execute(f'DROP INDEX IF EXISTS "{index}"')
         chunk = 2_000_000
         for start in range(0, rows, chunk):
             n = min(chunk, rows - start)
@@ -271,7 +282,7 @@ class Command(BaseCommand):
                 "INSERT INTO core_tokenpair (pool_id, internal_token, external_ref_id, status, source, created_at,"
                 " reservation_id, reserved_by_id, reserved_at, used_at)"
                 " SELECT %(pool)s, 'h' || lpad(i::text, 12, '0'), 'ext_h' || md5(i::text), 'USED', 'pool', now(),"
-                " gen_random_uuid(), %(key)s, now(), now() FROM generate_series(%(a)s, %(b)s) AS i",
+                " gen_random_uuid(), %(key)s, now(), now() FROM generate_series(%(a)s::bigint, %(b)s::bigint) AS i",
                 {"pool": pool, "key": cb.API_KEY_ID, "a": start + 1, "b": start + n})
             self.line(f"  {start + n:,} rows")
         hist.execute("SET maintenance_work_mem = '512MB'")
