@@ -128,6 +128,9 @@ def test_with_tokenpool_down_the_fallback_makes_live_pairs_the_emulator_resolves
         assert client.detokenize_batch(["ext_nope", batch[0].external_ref_id]) == [None, batch[0].pair]
 
     assert tome.calls(tome.ns1, "generate") == 2 and tome.calls(tome.ns2, "tokenize") == 2
+    # Once TokenPool answers again it resolves the client_direct pair too, by a live NS2 call.
+    resolved = pool_client.detokenize(reservation.external_ref_id)
+    assert resolved == reservation.pair and resolved.source == "tome"
     warnings = [r for r in caplog.records if r.getMessage() == "tokenpool_fallback_to_tome"]
     assert warnings and reservation.internal_token not in caplog.text and "any-key" not in caplog.text
 
