@@ -1,8 +1,9 @@
 """`make run`: the whole stack on embedded defaults, in the foreground, supervised.
 
-Start order: embedded PostgreSQL → bootstrap (migrate, static files, admin user, onboarding demo
-data, the development API key; one child process) → TOME emulator → initial fill of pool
-`default` (best effort, bounded wait: TOME may be down) → qcluster + web server.
+Start order: embedded PostgreSQL (a child a stop lets finish: initdb must not be cut half-way) →
+TOME emulator, booting beside the bootstrap (migrate, static files, admin user, onboarding demo data,
+the development API key; one child process) → initial fill of pool `default` when it is below its
+target (best effort, bounded wait: TOME may be down) → qcluster + web server.
 
 Supervision (docs/operations.md, "Process runner"):
 - Signal handlers only record the signal; the main loop does every stop. `make` forwards the SIGTERM
@@ -96,6 +97,7 @@ class Child:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.failures = 0  # consecutive quick exits, for the backoff
+        self.let_finish = False  # on stop: not signalled, waited for (up to the stop timeout)
         self.restart_at: float | None = None
 
     def start(self, env: Mapping[str, str]) -> None:
@@ -175,8 +177,9 @@ class Runner:
             self.pause(0.1)
         return child.proc.poll() if child.proc else None
 
-    def step(self, name: str, argv: list[str], *, ok: tuple[int, ...] = (0,)) -> int:
+    def step(self, name: str, argv: list[str], *, ok: tuple[int, ...] = (0,), let_finish: bool = False) -> int:
         child = self.spawn(name, argv, policy="oneshot")
+        child.let_finish = let_finish
         status = self.wait_child(child, timeout=float("inf"))
         self.children.remove(child)
         if status not in ok:
@@ -234,9 +237,13 @@ class Runner:
         for child in running:
             # The main process only: gunicorn's master and qcluster's guard stop their own workers in
             # order (qcluster hangs when its whole group is signalled at once).
-            child.signal(signal.SIGTERM)
+            if not child.let_finish:
+                child.signal(signal.SIGTERM)
         deadline = time.monotonic() + _env_float("RUNNER_STOP_TIMEOUT", 15.0)
-        while any(c.alive for c in running) and time.monotonic() < deadline:
+        # A database start is given longer: a first initdb on a loaded machine takes tens of seconds,
+        # and killing it half-way leaves a postmaster starting with no one left to stop it.
+        finish_by = deadline + 120.0
+        while any(c.alive and time.monotonic() < (finish_by if c.let_finish else deadline) for c in running):
             time.sleep(0.05)
         for child in reversed(self.children):
             if child.alive:
@@ -272,7 +279,11 @@ class Runner:
             # Stop the embedded server on exit only if this run started it (a test run may share it).
             self.owns_database = not embedded_db.is_running()
             log("embedded PostgreSQL")
-            embedded_db.ensure_database(env.get("EMBEDDED_DATABASE_NAME", "tokenpool"))
+            # In a child of its own session, let finish even when a stop comes: initdb or pg_ctl killed
+            # half-way by a signal to the terminal's process group would leave a broken var/pgdata.
+            name = env.get("EMBEDDED_DATABASE_NAME", "tokenpool")
+            self.step("database", [PY, "-c", f"from tokenpool import embedded_db; embedded_db.ensure_database({name!r})"],
+                      let_finish=True)
 
         emulator = None
         if not env.get("TOME_BASE_URL"):
