@@ -22,6 +22,7 @@ pytest_plugins = [
     "tests.fixtures.onboarding",
     "tests.fixtures.monitoring",
     "tests.fixtures.browser",
+    "tests.fixtures.redis", "tests.fixtures.pgbouncer",  # real redis-server / pgbouncer on free ports
 ]
 
 
