@@ -175,9 +175,10 @@ class ApiErrorMiddleware:
     - any other 4xx/5xx that is not JSON already (Django's 404 page for an unknown URL, a 405 of a
       plain view, a 500 page) is replaced by the contract body, keeping Allow/Retry-After/Connection.
 
-    Error responses under /api/ are marked as logged: ``RequestLogMiddleware`` writes one line per
-    request already, and Django's own ``django.request`` line would repeat it (at ERROR, per request,
-    during a database outage). Request bodies are ``ApiRequestGuardMiddleware``'s business."""
+    5xx responses under /api/ are marked as logged: ``RequestLogMiddleware`` writes one line per
+    request already and the cause was logged (rate-limited) where it was mapped; Django's own
+    ``django.request`` ERROR line would repeat it per request during a database outage. Request
+    bodies are ``ApiRequestGuardMiddleware``'s business."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -191,7 +192,8 @@ class ApiErrorMiddleware:
                 kept = {name: response[name] for name in ("Allow", "Retry-After", "WWW-Authenticate", "Connection")
                         if response.has_header(name)}
                 response = error_response(status=response.status_code, headers=kept)
-            response._has_been_logged = True  # type: ignore[attr-defined]
+            if response.status_code >= 500:
+                response._has_been_logged = True  # type: ignore[attr-defined]
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

@@ -61,7 +61,8 @@ def close_connection(request: HttpRequest, response: HttpResponse) -> HttpRespon
     outright and drains unread bodies itself, so it is not told."""
     if not request.META.get("SERVER_SOFTWARE", "").startswith("WSGIServer/"):
         response["Connection"] = "close"
-    response._has_been_logged = True  # type: ignore[attr-defined]  # RequestLogMiddleware logs it once
+    if response.status_code >= 500:  # a 503 while the database is away: logged once, rate-limited
+        response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 
 
