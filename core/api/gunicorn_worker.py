@@ -224,18 +224,23 @@ class TokenPoolThreadWorker(ThreadWorker):
     bytes holding no thread; the whole header block must arrive within the read deadline."""
 
     def handle(self, conn: Any) -> Any:
+        if getattr(conn, "is_http2", False):
+            return super().handle(conn)  # HTTP/2 frames its own way (not enabled by TokenPool)
         ready = self._header_block_ready(conn)
         if ready is None:
             return False  # closed by the peer, or the deadline passed
         if not ready:
             return _DEFER if self.alive else False
-        conn.parser.unreader._request_deadline = conn._header_deadline  # the same deadline goes on
-        conn._header_deadline = None
+        if not conn.is_http2:
+            conn.parser.unreader._request_deadline = getattr(conn, "_header_deadline", None)  # the same deadline goes on
+            conn._header_deadline = None
         return super().handle(conn)
 
     def _header_block_ready(self, conn: Any) -> bool | None:
         try:
             conn.init()  # builds the HTTP/1 parser (once per connection)
+            if conn.is_http2:
+                return True
             source = conn.parser.unreader
             buffered = source.take_buffered()
             if b"\r\n\r\n" not in buffered and len(buffered) < HEADER_BLOCK_LIMIT:
