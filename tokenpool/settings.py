@@ -260,6 +260,11 @@ API_THROTTLE_RATE_PER_SECOND = env.int("API_THROTTLE_RATE_PER_SECOND", default=1
 API_AUTH_FAILURE_RATE_PER_MINUTE = env.int("API_AUTH_FAILURE_RATE_PER_MINUTE", default=60)
 # Verified API keys are cached in process this long; a revoked key stops working within it.
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
+# A key verified this recently may still be looked up from an address throttled for failed
+# authentications (valid clients behind a shared proxy); unknown keys from it are refused unlooked.
+API_KEY_KNOWN_SECONDS = env.float("API_KEY_KNOWN_SECONDS", default=900.0)
+# While PostgreSQL is unreachable: one ERROR line with a stack per this many seconds (503s meanwhile).
+DATABASE_ERROR_LOG_SECONDS = env.float("DATABASE_ERROR_LOG_SECONDS", default=30.0)
 # Digests of valid keys are remembered (without the key) this long: a recently verified key is still
 # looked up from an address throttled for failed authentications.
 API_KEY_KNOWN_SECONDS = env.float("API_KEY_KNOWN_SECONDS", default=900.0)
