@@ -1,4 +1,4 @@
-"""The web server's worker: gunicorn's gthread worker plus three edge guarantees of the contract.
+"""The web server's worker: gunicorn's gthread worker plus four edge guarantees of the contract.
 
 ``make run`` and the Docker image start gunicorn with ``--worker-class
 core.api.gunicorn_worker.TokenPoolThreadWorker`` (docs/benchmarks.md "Web server" says why gunicorn
@@ -8,21 +8,21 @@ over real sockets, so an upgrade that moves these internals fails there first.
 1. **No read waits forever.** gthread reads headers and bodies with blocking ``recv`` and no
    timeout: eight clients that send half a request and stall hold eight threads (every thread of
    a 2×4 server) indefinitely. Here every request gets a read deadline of ``WEB_REQUEST_READ_TIMEOUT``
-   seconds (default 10) from its first ``recv``: headers and body together, so a client trickling
-   one byte at a time cannot stretch it either. A request that misses it is dropped quietly while
-   its headers are read, or answered 408 by the application while its body is read.
+   seconds (default 10) from its first byte: headers and body together, so a client trickling
+   one byte at a time cannot stretch it either. Headers are gathered without holding a thread at
+   all (``TokenPoolThreadWorker.handle``); a request past the deadline is dropped quietly while its
+   headers arrive, or answered 408 by the application while its body is read.
 2. **``Connection: close`` from the application is honoured.** WSGI leaves hop-by-hop headers to
    the server and gunicorn drops them, then announces keep-alive for a response whose request body
    was never read, and drops the connection while draining it (issue 10 #3). Here an application
    ``Connection: close`` makes gunicorn close after the response, and say so.
-   Headers are gathered without holding a thread at all (``TokenPoolThreadWorker.handle``).
+3. **The server's own error pages are the contract's JSON** (400 for an invalid request line or
+   header, 414, 431, …) instead of HTML, with an ``X-Correlation-ID``. The request's path is not
+   known at that point (it may not even parse), so this holds for every path.
 4. **Closing never stalls the server.** gunicorn closes a connection "gracefully" (half-close,
    then up to 2 s reading until the peer closes) on its main thread, the one that accepts every
    connection: eight clients that ignore a ``Connection: close`` froze accepting for 16 s. Here
    the lingering happens on a separate thread, for any number of sockets at once.
-3. **The server's own error pages are the contract's JSON** (400 for an invalid request line or
-   header, 414, 431, …) instead of HTML, with an ``X-Correlation-ID``. The request's path is not
-   known at that point (it may not even parse), so this holds for every path.
 """
 from __future__ import annotations
 
