@@ -33,21 +33,25 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from core.pool.services.claim import _CLAIM_EXACTLY_SQL, _CLAIM_ONE_SQL
+from core.pool.services.rows import RETURNING
 
 ROOT = Path(__file__).resolve().parents[2]
 PGDATA = ROOT / "var" / "bench_claim_pg"
 API_KEY_ID = "bench-claim"
 TTL = timedelta(minutes=15)
 
-# The claim as it shipped before: `pool_id = X` lets the primary key satisfy `ORDER BY id`.
-NAIVE_ONE_SQL = """
+# The claim as it shipped before: `pool_id = X` lets the primary key satisfy `ORDER BY id`. Same SET
+# and RETURNING as ours, so that only the pick differs.
+NAIVE_ONE_SQL = f"""
 UPDATE core_tokenpair AS t
    SET status = 'RESERVED', reservation_id = gen_random_uuid(), reserved_by_id = %(api_key)s,
+       owner_ref = %(owner_ref)s, idempotency_key = %(idempotency_key)s,
+       idempotency_index = %(idempotency_index)s, request_fingerprint = %(fingerprint)s,
        reserved_at = now(), expires_at = now() + %(ttl)s
  WHERE t.id = (SELECT id FROM core_tokenpair WHERE pool_id = %(pool)s AND status = 'AVAILABLE'
                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
    AND t.status = 'AVAILABLE'
-RETURNING t.id
+RETURNING 0, {RETURNING}
 """
 NAIVE_PICK_SQL = ("SELECT id FROM core_tokenpair WHERE pool_id = %(pool)s AND status = 'AVAILABLE' "
                   "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED")
@@ -169,18 +173,21 @@ def _inline(conn: psycopg.Connection, sql: str, params: dict[str, Any]) -> str:
 
 
 def pgbench_script(conn: psycopg.Connection, *, variant: str, pool_id: int, count: int = 1) -> str:
-    """One pgbench transaction of ``variant`` (naive | front | ours) claiming ``count`` pairs."""
+    """One pgbench transaction of ``variant`` (naive | front | ours) claiming ``count`` pairs.
+
+    Every variant runs the same SET and RETURNING inside the same ``WITH c AS (...) SELECT ... \\gset``
+    wrapper (which keeps ours' cursor), so only the pick differs between them."""
     if variant == "naive":
-        if count != 1:
+        if count == 1:
+            sql = NAIVE_ONE_SQL
+        else:
             sql = _CLAIM_EXACTLY_SQL.replace("(pool_id, id) > (%(pool)s, %(after)s) AND pool_id <= %(pool)s",
                                              "pool_id = %(pool)s").replace("ORDER BY pool_id, id", "ORDER BY id")
-            return _inline(conn, sql, _params(pool_id, count=count)) + ";\n"
-        return _inline(conn, NAIVE_ONE_SQL, _params(pool_id)) + ";\n"
-    sql = _CLAIM_ONE_SQL if count == 1 else _CLAIM_EXACTLY_SQL
-    after = 0 if variant == "front" else _AFTER_SENTINEL
+        after = 0
+    else:
+        sql = _CLAIM_ONE_SQL if count == 1 else _CLAIM_EXACTLY_SQL
+        after = 0 if variant == "front" else _AFTER_SENTINEL
     statement = _inline(conn, sql, _params(pool_id, after=after, count=count))
-    if variant == "front":
-        return statement + ";\n"
     statement = statement.replace(str(_AFTER_SENTINEL), ":last")
     # The cursor: the highest id this client claimed, 0 (the front) when it claimed nothing.
     return f"WITH c AS ({statement}) SELECT coalesce(max(id), 0) AS last FROM c \\gset\n"
