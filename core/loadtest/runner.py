@@ -172,7 +172,7 @@ def find_max(approach: Approach, config: LoadtestConfig, *, log: Callable[[str],
         # 50 ms is good whatever the lag; a broken step with a lagging client is only a lower bound.
         ok = phase.error_count == 0 and phase.p99_ms() < P99_LIMIT_MS
         steps.append({"rate": round(rate, 3), "seconds": round(duration, 1), "cards": phase.cards,
-                      "errors": phase.error_count,
+                      "errors": phase.error_count, "duplicates": phase.duplicates,
                       "errors_by_code": dict(phase.errors), "create_ms": create, "detokenize_ms": detokenize,
                       "client_fell_behind": phase.client_fell_behind,
                       "client_start_lag_p99_ms": summary_ms(phase.start_lag)["p99"], "ok": ok})

@@ -94,6 +94,7 @@ class Command(BaseCommand):
             _write(opts["report_path"], html_report(report, command=report["command"]))
         duplicates = sum(a["duplicates"] for a in report["approaches"].values())
         duplicates += report["duplicates_across_approaches"]
+        duplicates += sum(step["duplicates"] for found in report.get("find_max", {}).values() for step in found["steps"])
         if duplicates:
             # A pair handed out twice breaks the contract's first rule: fail loudly, not just in a table.
             raise CommandError(f"{duplicates} duplicate pair(s) received")
