@@ -104,6 +104,10 @@ def test_lock_held_elsewhere_means_skipped_locked(refill_ready, make_pool):
         assert pool_refill_locked(pool_id=pool.pk)
         run = refill_run(pool=pool, trigger=RefillTrigger.SCHEDULED)
     finally:
+        # Unlock before closing: the server drops a closed session's locks only once its backend
+        # has exited, which a loaded machine may not have done by the check below.
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock_all()")
         other.close()
     assert run.outcome == RefillOutcome.SKIPPED_LOCKED
     assert run.inserted == 0 and TokenPair.objects.filter(pool=pool).count() == 0
