@@ -31,6 +31,7 @@ from django.db import connection, connections
 from django.test.utils import override_settings
 
 from core.api.limits import LocalLimiter, PostgresLimiter, RedisLimiter
+from core.pool.loadgen import run_timed
 
 
 @contextmanager
@@ -128,8 +129,11 @@ class Command(BaseCommand):
         lock = threading.Lock()
         barrier = threading.Barrier(n_threads + 1)
 
-        def work(i: int) -> None:
-            name = "hot" if same_key else f"k{i}"
+        names = iter(["hot"] * n_threads if same_key else [f"k{i}" for i in range(n_threads)])
+
+        def work() -> None:
+            with lock:
+                name = next(names)
             mine = []
             limiter.take(name, rate=1e9)  # connect and load the script outside the timing
             barrier.wait()
@@ -141,14 +145,7 @@ class Command(BaseCommand):
                 latencies.extend(mine)
             connections.close_all()
 
-        workers = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
-        for w in workers:
-            w.start()
-        barrier.wait()
-        started = time.perf_counter()
-        for w in workers:
-            w.join()
-        wall = time.perf_counter() - started
+        wall = run_timed(work, threads=n_threads, barrier=barrier)
         us = [x * 1e6 for x in latencies]
         self.stdout.write(f"{backend:<9} {shape:<22} {len(us) / wall:>12,.0f} {statistics.fmean(us):>9.0f} "
                           f"{_pct(us, 0.5):>8.0f} {_pct(us, 0.95):>8.0f} {_pct(us, 0.99):>8.0f}")
