@@ -20,13 +20,14 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 RATE = 5  # the limited key's requests per second: far below what 4 threads ask for
 LOAD_SECONDS = 4.0
+FAILURES = 120  # failed authentications per client address and minute (burst 120, then 2/s)
 
 
 @pytest.fixture(params=["postgres_via_pgbouncer", "redis"])
 def stack(request, refill_ready, child_env, tmp_path):
     env = child_env(refill_ready,
                     # Only the shared key generation can make a revocation visible within 5 s now.
-                    API_KEY_CACHE_SECONDS="60", Q_WORKERS="1", REFILL_TRIGGER_MIN_INTERVAL_SECONDS="0.2",
+                    API_KEY_CACHE_SECONDS="60", Q_WORKERS="1", API_AUTH_FAILURE_RATE_PER_MINUTE=str(FAILURES), REFILL_TRIGGER_MIN_INTERVAL_SECONDS="0.2",
                     REFILL_COOLDOWN_SECONDS="1", TOME_MAX_ATTEMPTS="1")
     if request.param == "redis":
         server = request.getfixturevalue("redis_server")
@@ -54,6 +55,23 @@ def _gcra_allowed(arrivals: list[float], *, rate: float) -> int:
             tat += interval
             allowed += 1
     return allowed
+
+
+def _forget_failures(stack: Stack) -> None:
+    """Empty the shared failed-authentication buckets (the store the servers of ``stack`` use)."""
+    if stack.kind == "redis":
+        import redis
+
+        client = redis.Redis.from_url(stack.env["REDIS_URL"])
+        keys = list(client.scan_iter(match="*ratelimit:authfail:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    else:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM core_ratelimit WHERE bucket LIKE %s", ["authfail:%"])
 
 
 def _key(name: str, *, rate: int | None = None) -> str:
@@ -183,9 +201,23 @@ def test_two_web_servers_and_two_qclusters_share_one_deployment(stack, make_pool
     wait_for(refused_by_both, timeout=10, interval=0.1, message="both servers to refuse the revoked key")
     seen_after = time.monotonic() - revoked_at
     assert seen_after < 5.0, seen_after
+
+    # --- failed authentications from one address, counted once for both servers ----------------
+    _forget_failures(stack)  # the revocation's polling above counted some
+    bad = {"Authorization": "Api-Key not-a-key-" + "x" * 20}
+    started = time.monotonic()
+    failures = [(i % 2, clients[i % 2].get("/api/v1/pools/multi", headers=bad).status_code) for i in range(160)]
+    took = time.monotonic() - started
+    refused = Counter(status for _, status in failures)
+    assert set(refused) == {401, 429}, refused
+    # Per process it would have been 160 x 401 (4 processes x 120 allowed); shared: the burst of
+    # 120 plus 2/s for the time the loop took, then 429.
+    assert FAILURES <= refused[401] <= FAILURES + FAILURES / 60 * took + 1, (refused, took)
+    assert {srv for srv, status in failures if status == 429} == {0, 1}
     for c in clients:
         c.close()
     print(f"[{stack.kind}] limited key: {allowed} x 200 in {elapsed:.2f} s (limit {expected:.0f}, exact "
           f"limiter on these arrivals {exact}), "
           f"{statuses[429]} x 429; {len(runs)} refill run(s), one at a time; revocation seen by both "
-          f"servers {seen_after:.2f} s after it committed")
+          f"servers {seen_after:.2f} s after it committed; bad keys: {refused[401]} x 401 then "
+          f"{refused[429]} x 429 in {took:.1f} s")
