@@ -151,11 +151,29 @@ def cluster_running(home: Path) -> bool:
     return embedded_db.is_running(home / "pgdata")
 
 
+def _remove_stale_homes() -> None:
+    """Homes of test runs that were killed before their teardown (their pytest pid is gone)."""
+    for home in Path("/tmp").glob("tp-st-*-*"):
+        try:
+            pid = int(home.name.split("-")[2])
+            os.kill(pid, 0)
+            continue  # a live run (maybe another engineer's) still owns it
+        except (ValueError, IndexError):
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        stop_cluster(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def stack_home() -> Iterator[Path]:
     """A migrated PostgreSQL cluster of our own (stopped between tests) and a run-state directory.
     Short path: the cluster's unix socket lives in it (107-byte limit)."""
-    home = Path(tempfile.mkdtemp(prefix="tp-st-", dir="/tmp"))
+    _remove_stale_homes()
+    home = Path(tempfile.mkdtemp(prefix=f"tp-st-{os.getpid()}-", dir="/tmp"))
     try:
         initialise_database(home)
         yield home
