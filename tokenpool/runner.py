@@ -102,7 +102,7 @@ class Child:
 
     def start(self, env: Mapping[str, str]) -> None:
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=dict(env), start_new_session=True,
-                                     preexec_fn=_set_parent_death_signal)
+                                     preexec_fn=_set_parent_death_signal)  # noqa: PLW1509 - single-threaded
         self.started_at = time.monotonic()
         self.restart_at = None
 
@@ -414,7 +414,7 @@ def main(argv: list[str]) -> int:
     except Stopping as reason:
         log(f"stopping ({reason})")
         return 0 if runner.stop_signal is not None else 1
-    except Exception as exc:  # a failed step or a dead web server: report, then stop everything
+    except Exception as exc:  # noqa: BLE001 - a failed step or a dead web server: report, then stop everything
         log(f"{exc}")
         return 1
     finally:

@@ -84,7 +84,7 @@ class Load:
     def _run(self) -> None:
         try:
             self._loop()
-        except BaseException as exc:  # reported by stop(): a thread's exception would vanish
+        except BaseException as exc:  # noqa: BLE001 - reported by stop(): a thread's exception would vanish
             self.errors.append(exc)
 
     def _loop(self) -> None:
@@ -136,8 +136,8 @@ class Load:
     def summary(self) -> str:
         answers = list(self.answers)
         ok = sum(1 for a in answers if isinstance(a.status, int) and a.status < 400)
-        lines = [f"sent {len(answers)}, succeeded {ok}, failed {len(answers) - ok}; "
-                 f"cards reserved {len(self.issued)}, confirmed {len(self.confirmed)}, lookups audited {len(self.audited)}"]
+        lines = [(f"sent {len(answers)}, succeeded {ok}, failed {len(answers) - ok}; "
+                  f"cards reserved {len(self.issued)}, confirmed {len(self.confirmed)}, lookups audited {len(self.audited)}")]
         for phase, counts in self.table().items():
             lines.append(f"  {phase}: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
         return "\n".join(lines)

@@ -104,7 +104,7 @@ def test_tome_slow_failing_down_then_recovering(stack, tome, db):
             tome.reset()
             tome.faults(**faults)
             load.phase = phase
-            wait_for(lambda: load.successes(phase) >= 20, timeout=60, message=f"traffic while {phase}")
+            wait_for(lambda p=phase: load.successes(p) >= 20, timeout=60, message=f"traffic while {phase}")
         status, body = readyz(stack)
         assert status == 503 and body["status"] == "degraded" and body["checks"]["tome"] == "down"
         # A lookup the database cannot answer needs TOME: the contract's 503, with Retry-After.
