@@ -29,7 +29,17 @@ from typing import Protocol
 from django.conf import settings
 from django.db import connection
 
-__all__ = ["RateLimiter", "LocalLimiter", "PostgresLimiter", "RedisLimiter", "SharedLimiter", "limiter_for", "gcra_parameters"]
+__all__ = [
+    "LeasedLimiter",
+    "LocalLimiter",
+    "PostgresLimiter",
+    "RateLimiter",
+    "RedisLimiter",
+    "SharedLimiter",
+    "gcra_parameters",
+    "lease_size_limit",
+    "limiter_for",
+]
 
 logger = logging.getLogger("tokenpool.api")
 
@@ -46,6 +56,10 @@ class RateLimiter(Protocol):
     def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
         """0.0 if the event may happen now (and it is counted, unless ``peek``), else the seconds
         until it may."""
+
+    def take_many(self, name: str, *, rate: float, per: float = 1.0, want: int) -> tuple[int, float]:
+        """Up to ``want`` events at once: (how many were counted, 0.0) or, when not even one may
+        happen now, (0, seconds until one may)."""
 
     def reset(self) -> None:
         """Forget every name of this limiter (tests)."""
@@ -72,9 +86,30 @@ class LocalLimiter:
                 self._tat[name] = tat + interval
             return 0.0
 
+    def take_many(self, name: str, *, rate: float, per: float = 1.0, want: int) -> tuple[int, float]:
+        interval, tau = gcra_parameters(rate=rate, per=per)
+        now = time.monotonic()
+        with self._lock:
+            tat = max(self._tat.get(name, now), now)
+            granted = _grantable(ahead=tat - now, interval=interval, tau=tau, want=want)
+            if not granted:
+                return 0, tat - now - tau
+            if len(self._tat) > 100_000:
+                self._tat.clear()
+            self._tat[name] = tat + granted * interval
+            return granted, 0.0
+
     def reset(self) -> None:
         with self._lock:
             self._tat.clear()
+
+
+def _grantable(*, ahead: float, interval: float, tau: float, want: int) -> int:
+    """How many of ``want`` events GCRA allows at once when the bucket is ``ahead`` seconds ahead:
+    the k-th passes when ahead + (k - 1) * T <= tau (the 1e-9 absorbs float error in k * T)."""
+    if ahead > tau:
+        return 0
+    return max(1, min(want, int((tau - ahead) / interval + 1e-9) + 1))
 
 
 # The whole decision in one statement. ``checked_at`` is the database's clock at the decision
@@ -90,6 +125,25 @@ ON CONFLICT (bucket) DO UPDATE SET
     tat = CASE WHEN GREATEST(r.tat, EXCLUDED.checked_at) - EXCLUDED.checked_at <= %(tau)s
                THEN GREATEST(r.tat, EXCLUDED.checked_at) + %(interval)s
                ELSE r.tat END
+RETURNING allowed, tat - checked_at
+"""
+# Up to %(want)s events in one decision (the leases of ``LeasedLimiter``). ``checked_at`` is set to
+# where the granted span starts (the later of tat and the clock), so RETURNING can say how many
+# were granted without PostgreSQL 18's OLD: (tat - checked_at) / T when allowed; when refused,
+# checked_at is the clock and tat - checked_at how far ahead the bucket is.
+_PG_TAKE_MANY = """
+INSERT INTO core_ratelimit AS r (bucket, tat, checked_at, allowed)
+SELECT %(bucket)s, c.now + %(first)s * %(interval)s, c.now, true
+  FROM (SELECT extract(epoch FROM clock_timestamp())::float8 AS now) AS c
+ON CONFLICT (bucket) DO UPDATE SET
+    allowed = GREATEST(r.tat, EXCLUDED.checked_at) - EXCLUDED.checked_at <= %(tau)s,
+    tat = CASE WHEN GREATEST(r.tat, EXCLUDED.checked_at) - EXCLUDED.checked_at <= %(tau)s
+               THEN GREATEST(r.tat, EXCLUDED.checked_at) + %(interval)s * LEAST(%(want)s,
+                    floor((%(tau)s - (GREATEST(r.tat, EXCLUDED.checked_at) - EXCLUDED.checked_at)) / %(interval)s
+                          + 1e-9) + 1)
+               ELSE r.tat END,
+    checked_at = CASE WHEN GREATEST(r.tat, EXCLUDED.checked_at) - EXCLUDED.checked_at <= %(tau)s
+                      THEN GREATEST(r.tat, EXCLUDED.checked_at) ELSE EXCLUDED.checked_at END
 RETURNING allowed, tat - checked_at
 """
 _PG_PEEK = """
@@ -121,6 +175,21 @@ class PostgresLimiter:
                 cursor.execute(_PG_PRUNE)
         return 0.0 if allowed else max(ahead - tau, 1e-6)
 
+    def take_many(self, name: str, *, rate: float, per: float = 1.0, want: int) -> tuple[int, float]:
+        interval, tau = gcra_parameters(rate=rate, per=per)
+        # A new row starts from the clock: at most the burst (tau / T + 1) at once.
+        first = _grantable(ahead=0.0, interval=interval, tau=tau, want=want)
+        params = {"bucket": f"{self.namespace}:{name}", "interval": interval, "tau": tau, "want": want, "first": first}
+        with connection.cursor() as cursor:
+            cursor.execute(_PG_TAKE_MANY, params)
+            allowed, span = cursor.fetchone()
+            if time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + _PRUNE_EVERY_SECONDS
+                cursor.execute(_PG_PRUNE)
+        if not allowed:
+            return 0, max(span - tau, 1e-6)
+        return max(1, round(span / interval)), 0.0
+
     def reset(self) -> None:
         try:
             with connection.cursor() as cursor:
@@ -147,6 +216,23 @@ return '0'
 """
 
 
+# Up to ARGV[3] events at once (``LeasedLimiter``): returns "granted wait" as a string.
+_LUA_TAKE_MANY = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+if tat - now > tau then return '0 ' .. tostring(tat - now - tau) end
+local granted = math.min(want, math.floor((tau - (tat - now)) / interval + 1e-9) + 1)
+local new_tat = tat + granted * interval
+redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
+return tostring(granted) .. ' 0'
+"""
+
+
 class RedisLimiter:
     """GCRA in Redis through a cache of ``django.core.cache.backends.redis.RedisCache``."""
 
@@ -157,6 +243,7 @@ class RedisLimiter:
         self.cache_alias = cache_alias
         self._fallback = LocalLimiter(namespace)
         self._script = None
+        self._script_many = None
         self._script_lock = threading.Lock()
         self._next_log = 0.0
 
@@ -184,14 +271,33 @@ class RedisLimiter:
             wait = float(self._script(keys=[self._key(name)], args=[repr(interval), repr(tau), "1" if peek else "0"],
                                       client=client))
         except redis.RedisError as exc:
-            now = time.monotonic()
-            if now >= self._next_log:
-                self._next_log = now + self._LOG_EVERY_SECONDS
-                logger.error("rate_limit_store_unavailable",
-                             extra={"limiter": self.namespace, "error": type(exc).__name__,
-                                    "fallback": "per-process limits until Redis answers again"})
+            self._log_outage(exc)
             return self._fallback.take(name, rate=rate, per=per, peek=peek)
         return wait
+
+    def take_many(self, name: str, *, rate: float, per: float = 1.0, want: int) -> tuple[int, float]:
+        import redis
+
+        interval, tau = gcra_parameters(rate=rate, per=per)
+        try:
+            client = self._client()
+            if self._script_many is None:
+                with self._script_lock:
+                    self._script_many = self._script_many or client.register_script(_LUA_TAKE_MANY)
+            reply = self._script_many(keys=[self._key(name)], args=[repr(interval), repr(tau), str(want)], client=client)
+        except redis.RedisError as exc:
+            self._log_outage(exc)
+            return self._fallback.take_many(name, rate=rate, per=per, want=want)
+        granted, wait = (reply.decode() if isinstance(reply, bytes) else reply).split()
+        return int(granted), float(wait)
+
+    def _log_outage(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now >= self._next_log:
+            self._next_log = now + self._LOG_EVERY_SECONDS
+            logger.error("rate_limit_store_unavailable",
+                         extra={"limiter": self.namespace, "error": type(exc).__name__,
+                                "fallback": "per-process limits until Redis answers again"})
 
     def reset(self) -> None:
         import redis
@@ -204,6 +310,95 @@ class RedisLimiter:
                 client.delete(*keys)
         except redis.RedisError:
             pass
+
+
+# --- Leases: most decisions without a round trip ----------------------------------------------------
+LEASE_SECONDS = 0.2  # a lease's unused tokens are dropped after this: a process does not hoard them
+LEASE_MAX = 50
+LEASE_RATE_DIVISOR = 20  # largest lease = rate / 20 (1/20 s of the allowance): a key of <= 20/s stays exact
+
+
+def lease_size_limit(*, rate: float, per: float) -> int:
+    """The largest lease for ``rate`` events per ``per`` seconds: 1 (exact) up to 20/s, then
+    rate/20 per second's worth, at most LEASE_MAX."""
+    return int(min(max(1.0, rate / per / LEASE_RATE_DIVISOR), LEASE_MAX))
+
+
+class _Lease:
+    __slots__ = ("expires", "left", "refused_until", "size", "used")
+
+    def __init__(self) -> None:
+        self.left = 0
+        self.expires = 0.0
+        self.size = 1
+        self.used = 0
+        self.refused_until = 0.0
+
+
+class LeasedLimiter:
+    """A shared limiter whose tokens a process takes a few at a time (contract §1 still holds).
+
+    Each round trip to the shared store takes a lease of up to ``lease_size_limit`` tokens, counted
+    there as spent at once, so the whole deployment never gets more than the limit; this process
+    then serves requests from the lease until it is used up or ``LEASE_SECONDS`` old (unused tokens
+    are dropped, never given back: the error is only ever on the strict side). The lease grows by
+    doubling while leases get used up and falls back to what was used when one expires, so a
+    process that sees few requests takes one token at a time and wastes nothing of a shared key.
+    A refusal is remembered until the wait it named has passed (the store's tat never moves back),
+    so a throttled key costs no round trips either. ``peek`` goes to the store as is."""
+
+    def __init__(self, inner: RateLimiter) -> None:
+        self.inner = inner
+        self.namespace = getattr(inner, "namespace", "")
+        self._lock = threading.Lock()
+        self._leases: dict[tuple[str, float, float], _Lease] = {}
+
+    def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
+        limit = lease_size_limit(rate=rate, per=per)
+        if peek or limit == 1:
+            return self.inner.take(name, rate=rate, per=per, peek=peek)
+        key = (name, rate, per)
+        now = time.monotonic()
+        with self._lock:
+            lease = self._leases.get(key)
+            if lease is None:
+                if len(self._leases) > 10_000:  # many keys: drop the leases (strict side)
+                    self._leases.clear()
+                lease = self._leases[key] = _Lease()
+            if lease.refused_until > now:
+                return lease.refused_until - now
+            if lease.left > 0 and lease.expires > now:
+                lease.left -= 1
+                lease.used += 1
+                return 0.0
+            # The last lease is used up or expired: size the next one on what it saw (doubled
+            # only when it ran out within its lifetime: demand is at least that).
+            if lease.left == 0 and lease.used and lease.expires > now:
+                lease.size = min(limit, lease.size * 2)
+            else:
+                lease.size = max(1, min(limit, lease.used))
+            want = lease.size
+            lease.left, lease.used = 0, 0
+        # The round trip outside the lock: other threads of this process go on meanwhile.
+        granted, wait = self.inner.take_many(name, rate=rate, per=per, want=want)
+        now = time.monotonic()
+        with self._lock:
+            if not granted:
+                lease.refused_until = now + wait
+                return wait
+            # Tokens another thread leased meanwhile are kept: both leases were counted as spent.
+            lease.left = (lease.left if lease.expires > now else 0) + granted - 1
+            lease.used += 1
+            lease.expires = now + LEASE_SECONDS
+            return 0.0
+
+    def take_many(self, name: str, *, rate: float, per: float = 1.0, want: int) -> tuple[int, float]:
+        return self.inner.take_many(name, rate=rate, per=per, want=want)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._leases.clear()
+        self.inner.reset()
 
 
 _BACKENDS = {"redis": RedisLimiter, "postgres": PostgresLimiter, "local": LocalLimiter}
@@ -219,17 +414,23 @@ def limiter_for(namespace: str, *, backend: str) -> RateLimiter:
 class SharedLimiter:
     """The deployment's limiter for one namespace, chosen per call by
     ``settings.SHARED_LIMITS_BACKEND``: ``redis`` (the default when ``REDIS_URL`` is set),
-    ``postgres`` (the default otherwise) or ``local`` (per process; single-process use only)."""
+    ``postgres`` (the default otherwise) or ``local`` (per process; single-process use only).
+    On a shared store the decisions go through ``LeasedLimiter`` (exact up to 20 events/s, where
+    every decision is a round trip, so the failed-authentication limits are unchanged)."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, *, leased: bool = True) -> None:
         self.namespace = namespace
+        self.leased = leased
         self._instances: dict[str, RateLimiter] = {}
 
     def backend(self) -> RateLimiter:
         name = settings.SHARED_LIMITS_BACKEND
         instance = self._instances.get(name)
         if instance is None:
-            instance = self._instances.setdefault(name, limiter_for(self.namespace, backend=name))
+            made = limiter_for(self.namespace, backend=name)
+            if self.leased and name != "local":  # leases only save round trips to a shared store
+                made = LeasedLimiter(made)
+            instance = self._instances.setdefault(name, made)
         return instance
 
     def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:

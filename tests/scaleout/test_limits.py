@@ -3,11 +3,21 @@ one clock for every process; the Redis backend degrades to per-process limits wh
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 
-from core.api.limits import LocalLimiter, PostgresLimiter, RedisLimiter, SharedLimiter, gcra_parameters
+from core.api.limits import (
+    LeasedLimiter,
+    LocalLimiter,
+    PostgresLimiter,
+    RedisLimiter,
+    SharedLimiter,
+    gcra_parameters,
+    lease_size_limit,
+)
 
 
 def test_gcra_parameters_allow_a_burst_of_rate_then_one_per_interval():
@@ -130,7 +140,110 @@ def test_shared_limiter_follows_the_setting(settings, transactional_db):
     settings.SHARED_LIMITS_BACKEND = "local"
     assert isinstance(shared.backend(), LocalLimiter)
     settings.SHARED_LIMITS_BACKEND = "postgres"
-    assert isinstance(shared.backend(), PostgresLimiter)
+    assert isinstance(shared.backend(), LeasedLimiter) and isinstance(shared.backend().inner, PostgresLimiter)
     settings.SHARED_LIMITS_BACKEND = "nonsense"
     with pytest.raises(ValueError):
         shared.backend()
+
+
+# --- take_many and leases --------------------------------------------------------------------------
+def test_take_many_grants_up_to_the_burst_then_refuses_with_the_wait(limiter):
+    assert limiter.take_many("m", rate=10, per=1.0, want=4) == (4, 0.0)
+    assert limiter.take_many("m", rate=10, per=1.0, want=50) == (6, 0.0)  # the rest of the burst of 10
+    granted, wait = limiter.take_many("m", rate=10, per=1.0, want=5)
+    assert granted == 0 and 0.0 < wait <= 0.1 + 0.05
+    assert limiter.take("m", rate=10, per=1.0) > 0.0  # the one-at-a-time path agrees
+
+
+def test_lease_sizes_keep_low_rate_keys_exact():
+    assert lease_size_limit(rate=5, per=1.0) == 1
+    assert lease_size_limit(rate=20, per=1.0) == 1
+    assert lease_size_limit(rate=40, per=1.0) == 2
+    assert lease_size_limit(rate=1000, per=1.0) == 50
+    assert lease_size_limit(rate=100_000, per=1.0) == 50
+    assert lease_size_limit(rate=60, per=60.0) == 1  # the failed-authentication limit: exact
+
+
+def _pg_round_trips(queries) -> int:
+    return sum("core_ratelimit" in q["sql"] and "DELETE" not in q["sql"] for q in queries)
+
+
+def test_a_high_rate_key_pays_one_round_trip_per_lease(transactional_db):
+    limiter = LeasedLimiter(PostgresLimiter("lease"))
+    n = 500
+    with CaptureQueriesContext(connection) as ctx:
+        allowed = sum(limiter.take("hot", rate=1000, per=1.0) == 0.0 for _ in range(n))
+    assert allowed == n
+    # Leases of 1, 2, 4, ... 32, then 50 each: 500 requests in about 16 round trips, not 500.
+    assert _pg_round_trips(ctx.captured_queries) <= n / 50 + 8, len(ctx.captured_queries)
+
+
+def test_a_low_rate_key_pays_a_round_trip_per_decision(transactional_db):
+    limiter = LeasedLimiter(PostgresLimiter("exact"))
+    with CaptureQueriesContext(connection) as ctx:
+        results = [limiter.take("cold", rate=5, per=1.0) == 0.0 for _ in range(7)]
+    assert results == [True] * 5 + [False] * 2
+    assert _pg_round_trips(ctx.captured_queries) == 7
+
+
+def test_a_refusal_is_remembered_until_its_wait_has_passed(transactional_db):
+    limiter = LeasedLimiter(PostgresLimiter("refused"))
+    assert limiter.inner.take_many("k", rate=100, per=1.0, want=100) == (100, 0.0)  # another process: the burst
+    refused_at = time.monotonic()  # before: the limiter remembers the refusal from a later instant
+    wait = limiter.take("k", rate=100, per=1.0)
+    assert 0.0 < wait <= 0.01 + 0.005
+    with CaptureQueriesContext(connection) as ctx:
+        again = limiter.take("k", rate=100, per=1.0)
+    if time.monotonic() < refused_at + wait:  # still within the wait the store named (10 ms)
+        assert again > 0.0
+        assert _pg_round_trips(ctx.captured_queries) == 0  # known without asking
+
+
+@pytest.mark.parametrize("backend", ["postgres", "redis"])
+def test_two_leasing_processes_never_get_more_than_the_limit_together(backend, request, transactional_db):
+    """Two LeasedLimiters (two processes), two threads each on their own connection, hammer one key
+    of 200/s for 0.6 s: together never more than the burst plus rate x elapsed, and the leases kept
+    the round trips far below the decisions."""
+    if backend == "redis":
+        request.getfixturevalue("redis_url")
+    rate = 200.0
+    inners = [PostgresLimiter("two") if backend == "postgres" else RedisLimiter("two") for _ in range(2)]
+    processes = [LeasedLimiter(inner) for inner in inners]
+    trips = [0]
+    lock = threading.Lock()
+    for inner in inners:
+        original = inner.take_many
+
+        def counted(*args, _original=original, **kwargs):
+            with lock:
+                trips[0] += 1
+            return _original(*args, **kwargs)
+
+        inner.take_many = counted
+    allowed: list[int] = []
+    decisions: list[int] = []
+    times: list[float] = []
+    barrier = threading.Barrier(4, action=lambda: times.append(time.monotonic()))
+
+    def worker(process: LeasedLimiter) -> None:
+        try:
+            barrier.wait()
+            ok = n = 0
+            while time.monotonic() < times[0] + 0.6:
+                ok += process.take("shared", rate=rate, per=1.0) == 0.0
+                n += 1
+            allowed.append(ok)
+            decisions.append(n)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(processes[i % 2],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - times[0]
+    assert sum(allowed) <= rate + rate * elapsed, (sum(allowed), elapsed)
+    assert sum(allowed) >= rate * 0.9  # at least the burst (less the tail of the leases) got through
+    assert trips[0] < sum(decisions) / 5, (trips[0], sum(decisions))
+    processes[0].reset()
