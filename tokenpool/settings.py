@@ -88,7 +88,7 @@ MIDDLEWARE = [
     "core.api.middleware.ApiRequestGuardMiddleware",
     "core.api.errors.ApiErrorMiddleware",  # contract error bodies for everything under /api/
     "django.middleware.security.SecurityMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "core.api.middleware.HtmlCSPMiddleware",  # django-csp, not on JSON responses (cost, no page to protect)
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

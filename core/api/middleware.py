@@ -10,15 +10,21 @@ and handed to the view from memory. Errors answered without reading the body say
 that cannot be read (a malformed chunk, a truncated upload) is a JSON 400, a stalled one a 408;
 the web server bounds how long any read may wait (core/api/gunicorn_worker.py: 10 s per request).
 Every /api/v1/ response gets ``Cache-Control: no-store`` (they carry tokens).
+
+``HtmlCSPMiddleware``: django-csp's Content-Security-Policy, left off JSON responses (a browser
+renders no page from them, so a policy there protects nothing) where building it cost about a tenth
+of an API request's CPU; the admin, the dashboard and the docs keep it.
 """
 from __future__ import annotations
 
 import io
 from typing import Callable
 
+from csp.middleware import CSPMiddleware
 from django.conf import settings
 from django.core.handlers.wsgi import LimitedStream
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from rest_framework import exceptions as drf
 
 from core.api.auth import KEYWORD, VERIFIED_ATTR, client_address, verify_api_key
@@ -26,7 +32,7 @@ from core.api.errors import error_response, response_for_exception
 from core.errors import PayloadTooLarge
 from tokenpool_tome.correlation import accept_or_generate, correlation_scope
 
-__all__ = ["CorrelationIdMiddleware", "ApiRequestGuardMiddleware", "API_V1_PREFIX"]
+__all__ = ["API_V1_PREFIX", "ApiRequestGuardMiddleware", "CorrelationIdMiddleware", "HtmlCSPMiddleware"]
 
 API_V1_PREFIX = "/api/v1/"
 _READ_CHUNK = 16 * 1024
@@ -43,6 +49,13 @@ class CorrelationIdMiddleware:
             response = self.get_response(request)
         response["X-Correlation-ID"] = correlation_id
         return response
+
+
+class HtmlCSPMiddleware(CSPMiddleware):
+    def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        if "json" in response.get("Content-Type", ""):
+            return response
+        return super().process_response(request, response)
 
 
 class BodyReadError(Exception):

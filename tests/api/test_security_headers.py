@@ -105,3 +105,13 @@ def test_development_uses_a_random_per_checkout_secret(settings):
     stored = (ROOT / "var" / "secret-key.txt").read_text().strip()
     assert settings.SECRET_KEY == stored and len(stored) >= 50
     assert (ROOT / "var" / "secret-key.txt").stat().st_mode & 0o077 == 0
+
+
+def test_json_api_responses_carry_no_csp_but_html_pages_do(api, default_pool, client):
+    """The policy protects pages a browser renders; building it on every JSON response cost about a
+    tenth of a reservation's CPU (docs/benchmarks.md "The HTTP path")."""
+    reserved = api.post("/api/v1/reservations", {})
+    assert reserved.status_code == 201 and "json" in reserved["Content-Type"]
+    assert "Content-Security-Policy" not in reserved
+    assert "Content-Security-Policy" not in api.client.get("/api/v1/nothing-here")  # JSON errors too
+    assert "default-src 'self'" in client.get("/admin/login/")["Content-Security-Policy"]
