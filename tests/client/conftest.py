@@ -12,65 +12,31 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 import venv
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.fixtures.tome import ROOT, _free_port
+from tests.fixtures.processes import ROOT, ServerProcess
 from tokenpool_tome import HttpTokenizationLibrary, TomeClientConfig
 
 ALL_SCOPES = ["reserve", "lookup", "detokenize", "pools:read"]
 
 
-class TokenPoolProcess:
+class TokenPoolProcess(ServerProcess):
+    name = "TokenPool"
+
     def __init__(self, *, env: dict[str, str], log_path: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(log_path=log_path)
         self.env = env
-        self.log_path = log_path
-        self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, *, timeout: float = 180.0) -> None:
         # Seconds when idle; generous because the whole suite on a loaded 2-core machine runs ~15x slower.
         command = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload",
                    "--skip-checks"]
-        with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"TokenPool exited with {self._process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"TokenPool did not come up in {timeout:g} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=5)
-        self._process = None
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        self.launch(command, env=self.env, ready=self.healthy, timeout=timeout)
 
 
 @pytest.fixture

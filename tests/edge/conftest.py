@@ -11,9 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,64 +19,32 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.tome import ROOT, _free_port
+from tests.fixtures.processes import ServerProcess
 
 READ_DEADLINE_SECONDS = 3
 # EDGE_WORKER_CLASS=gthread shows what stock gunicorn does (most of these tests fail).
 WORKER_CLASS = os.environ.get("EDGE_WORKER_CLASS", "core.api.gunicorn_worker.TokenPoolThreadWorker")
 
 
-class WebServer:
+class WebServer(ServerProcess):
+    name = "gunicorn"
+    stop_timeout = 15.0
+
     def __init__(self, *, env: dict[str, str], log_path: Path, threads: int = 2) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(log_path=log_path)
         self.env = env
-        self.log_path = log_path
         self.threads = threads
-        self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, *, timeout: float = 60.0) -> None:
         command = [sys.executable, "-m", "gunicorn", "tokenpool.wsgi", "--bind", f"127.0.0.1:{self.port}",
                    "--worker-class", WORKER_CLASS, "--workers", "1", "--threads", str(self.threads),
                    "--graceful-timeout", "2", "--no-control-socket"]
-        with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                             start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self._process.returncode}:\n{self.log_tail()}")
-            try:
-                # /api/schema/ too: the first request imports every view; later timings must not pay it
-                if (httpx.get(f"{self.url}/healthz", timeout=2.0).status_code == 200
-                        and httpx.get(f"{self.url}/api/v1/pools/none", timeout=30.0).status_code in (401, 503)):
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"gunicorn did not come up in {timeout:g} s:\n{self.log_tail()}")
+        self.launch(command, env=self.env, ready=self._ready, timeout=timeout, start_new_session=True)
 
-    def stop(self) -> None:
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=5)
-        self._process = None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
+    def _ready(self) -> bool:
+        # /api/schema/ too: the first request imports every view; later timings must not pay it
+        return (self.healthy(timeout=2.0)
+                and httpx.get(f"{self.url}/api/v1/pools/none", timeout=30.0).status_code in (401, 503))
 
 
 def server_env(*, database: dict[str, str], tmp: Path, **extra: str) -> dict[str, str]:

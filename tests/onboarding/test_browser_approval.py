@@ -18,18 +18,24 @@ def _run_action(page, base_url: str, task: OnboardingTask, action: str) -> None:
     page.click("button[name=index]")
 
 
-def test_one_staff_user_submits_and_another_approves_in_the_admin(
-        transactional_db, live_server, browser_page, make_onboarding_user, onboarding_plan):
+def _alice_submits_with_bob_as_approver(live_server, browser_page, make_onboarding_user, onboarding_plan):
+    """Staff user alice starts and submits the UAT KMS task; bob exists as an approver."""
     alice = make_onboarding_user("alice", password=PASSWORD)
     bob = make_onboarding_user("bob", approver=True, password=PASSWORD)
     task = onboarding_plan["kms-onboarding-uat"]
-    base = live_server.url
-
     page_a = admin_login(browser_page(), live_server, "alice", PASSWORD)
-    _run_action(page_a, base, task, "start_tasks")
+    _run_action(page_a, live_server.url, task, "start_tasks")
     page_a.wait_for_selector("text=Started 1 task(s)")
-    _run_action(page_a, base, task, "submit_tasks")
+    _run_action(page_a, live_server.url, task, "submit_tasks")
     page_a.wait_for_selector("text=Submitted 1 task(s)")
+    return alice, bob, task, page_a
+
+
+def test_one_staff_user_submits_and_another_approves_in_the_admin(
+        transactional_db, live_server, browser_page, make_onboarding_user, onboarding_plan):
+    alice, bob, task, page_a = _alice_submits_with_bob_as_approver(
+        live_server, browser_page, make_onboarding_user, onboarding_plan)
+    base = live_server.url
     # Alice has no approver permission: the admin does not even offer the action.
     assert "approve_tasks" not in page_a.inner_html("select[name=action]")
     assert OnboardingTask.objects.get(pk=task.pk).state == S.AWAITING_APPROVAL
@@ -55,16 +61,9 @@ def test_one_staff_user_submits_and_another_approves_in_the_admin(
 
 def test_another_staff_user_rejects_with_a_note_and_the_page_says_reject(
         transactional_db, live_server, browser_page, make_onboarding_user, onboarding_plan):
-    alice = make_onboarding_user("alice", password=PASSWORD)
-    bob = make_onboarding_user("bob", approver=True, password=PASSWORD)
-    task = onboarding_plan["kms-onboarding-uat"]
+    alice, bob, task, page_a = _alice_submits_with_bob_as_approver(
+        live_server, browser_page, make_onboarding_user, onboarding_plan)
     base = live_server.url
-
-    page_a = admin_login(browser_page(), live_server, "alice", PASSWORD)
-    _run_action(page_a, base, task, "start_tasks")
-    page_a.wait_for_selector("text=Started 1 task(s)")
-    _run_action(page_a, base, task, "submit_tasks")
-    page_a.wait_for_selector("text=Submitted 1 task(s)")
     assert "reject_tasks" not in page_a.inner_html("select[name=action]")  # four-eyes: not her call
 
     page_b = admin_login(browser_page(viewport={"width": 1400, "height": 900}), live_server, "bob", PASSWORD)

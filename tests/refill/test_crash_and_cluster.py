@@ -13,21 +13,12 @@ import pytest
 from core.pool.models import PairStatus, TokenPair
 from core.refill.models import RefillOutcome, RefillRun, RefillTrigger
 from core.refill.services import pool_refill_locked, refill_run
+from tests.fixtures.processes import wait_for
 
 from .test_refill_run import assert_whole_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-def wait_for(predicate, *, timeout: float, interval: float = 0.1, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {message}")
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -7,25 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
+from tests.fixtures.processes import wait_for
 from tests.fixtures.redis import free_port
 from tokenpool.runner import web_command
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_for(predicate, *, timeout: float, interval: float = 0.1, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {message}")
 
 
 def web_argv(port: int, env: dict[str, str]) -> list[str]:

@@ -18,6 +18,7 @@ from core.api.limits import (
     gcra_parameters,
     lease_size_limit,
 )
+from tests.fixtures.concurrency import run_threads
 
 
 def test_gcra_parameters_allow_a_burst_of_rate_then_one_per_interval():
@@ -80,17 +81,10 @@ def test_concurrent_takers_on_separate_connections_get_exactly_the_burst(backend
     barrier = threading.Barrier(16)
 
     def worker() -> None:
-        try:
-            barrier.wait()
-            passed.append(sum(limiter.take("key", rate=40, per=60.0) == 0.0 for _ in range(10)))
-        finally:
-            connections.close_all()
+        barrier.wait()
+        passed.append(sum(limiter.take("key", rate=40, per=60.0) == 0.0 for _ in range(10)))
 
-    threads = [threading.Thread(target=worker) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(worker, count=16)
     assert sum(passed) == 40
 
 

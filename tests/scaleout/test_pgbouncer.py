@@ -6,12 +6,13 @@ import threading
 
 import psycopg
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from core.api.keystate import key_generation_read
 from core.api.limits import PostgresLimiter
 from core.pool.models import PairStatus, TokenPair
 from core.pool.services import reservation_create
+from tests.fixtures.concurrency import run_threads
 
 
 def _server_pids(n: int) -> set[int]:
@@ -51,14 +52,8 @@ def test_claims_through_pgbouncer_hand_out_each_pair_once(through_pgbouncer, mak
                 claimed.append(pair.internal_token)
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
-        finally:
-            connections.close_all()
 
-    threads = [threading.Thread(target=worker) for _ in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(worker, count=12)
     assert errors == []
     assert len(claimed) == len(set(claimed)) == 360
     assert TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count() == 0
