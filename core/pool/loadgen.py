@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import threading
 import time
 from collections import Counter
@@ -35,6 +36,16 @@ def run_timed(worker: Callable[[], None], *, threads: int, barrier: threading.Ba
     for w in workers:
         w.join()
     return time.perf_counter() - started
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float, float]:
+    """p50, p95, p99 of ``latencies`` (seconds) in milliseconds; the one percentile definition of the
+    bench commands (``bench_reserve``, ``bench_limits``), so their tables compare like with like."""
+    if len(latencies) < 2:
+        value = latencies[0] * 1000 if latencies else 0.0
+        return value, value, value
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return cuts[49] * 1000, cuts[94] * 1000, cuts[98] * 1000
 
 
 def failure_label(response: httpx.Response) -> str:

@@ -31,7 +31,7 @@ from django.db import connection, connections
 from django.test.utils import override_settings
 
 from core.api.limits import LocalLimiter, PostgresLimiter, RedisLimiter
-from core.pool.loadgen import run_timed
+from core.pool.loadgen import percentiles, run_timed
 
 
 @contextmanager
@@ -79,11 +79,6 @@ class _RoundTrip:
 
             caches["default"]._cache.get_client(write=True).ping()
         return 0.0
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Command(BaseCommand):
@@ -146,6 +141,6 @@ class Command(BaseCommand):
             connections.close_all()
 
         wall = run_timed(work, threads=n_threads, barrier=barrier)
-        us = [x * 1e6 for x in latencies]
-        self.stdout.write(f"{backend:<9} {shape:<22} {len(us) / wall:>12,.0f} {statistics.fmean(us):>9.0f} "
-                          f"{_pct(us, 0.5):>8.0f} {_pct(us, 0.95):>8.0f} {_pct(us, 0.99):>8.0f}")
+        p50, p95, p99 = (ms * 1000 for ms in percentiles(latencies))  # ms -> us
+        self.stdout.write(f"{backend:<9} {shape:<22} {len(latencies) / wall:>12,.0f} "
+                          f"{statistics.fmean(latencies) * 1e6:>9.0f} {p50:>8.0f} {p95:>8.0f} {p99:>8.0f}")

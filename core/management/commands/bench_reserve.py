@@ -37,7 +37,6 @@ import secrets
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,7 +56,7 @@ from django.utils import timezone
 from core.api.models import ApiKey
 from core.errors import TokenPoolError
 from core.pool import services
-from core.pool.loadgen import run_timed
+from core.pool.loadgen import percentiles, run_timed
 from core.pool.models import PairStatus, Pool, TokenPair
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -136,14 +135,6 @@ def insert_bulk_multirow(*, pool: Pool, pairs: list[Any], rows_per_statement: in
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
-
-def percentiles(latencies: list[float]) -> tuple[float, float, float]:
-    if len(latencies) < 2:
-        value = latencies[0] * 1000 if latencies else 0.0
-        return value, value, value
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    return cuts[49] * 1000, cuts[94] * 1000, cuts[98] * 1000
-
 
 def fake_pairs(count: int, tag: str) -> list[Any]:
     from tokenpool_tome.client import TokenPair as TomePair
