@@ -32,32 +32,28 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from core.pool.services.claim import _CLAIM_EXACTLY_SQL, _CLAIM_ONE_SQL
-from core.pool.services.rows import RETURNING
+from core.pool.services.claim import _CLAIM_EXACTLY_SQL, _CLAIM_ONE_SQL, _PICK
 
 ROOT = Path(__file__).resolve().parents[2]
 PGDATA = ROOT / "var" / "bench_claim_pg"
 API_KEY_ID = "bench-claim"
 TTL = timedelta(minutes=15)
 
-# The claim as it shipped before: `pool_id = X` lets the primary key satisfy `ORDER BY id`. Same SET
-# and RETURNING as ours, so that only the pick differs.
-NAIVE_ONE_SQL = f"""
-UPDATE core_tokenpair AS t
-   SET status = 'RESERVED', reservation_id = gen_random_uuid(), reserved_by_id = %(api_key)s,
-       owner_ref = %(owner_ref)s, idempotency_key = %(idempotency_key)s,
-       idempotency_index = %(idempotency_index)s, request_fingerprint = %(fingerprint)s,
-       reserved_at = now(), expires_at = now() + %(ttl)s
- WHERE t.id = (SELECT id FROM core_tokenpair WHERE pool_id = %(pool)s AND status = 'AVAILABLE'
-                ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-   AND t.status = 'AVAILABLE'
-RETURNING 0, {RETURNING}
-"""
-NAIVE_PICK_SQL = ("SELECT id FROM core_tokenpair WHERE pool_id = %(pool)s AND status = 'AVAILABLE' "
-                  "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED")
-OURS_PICK_SQL = ("SELECT id FROM core_tokenpair WHERE (pool_id, id) > (%(pool)s, %(after)s) "
-                 "AND pool_id <= %(pool)s AND status = 'AVAILABLE' ORDER BY pool_id, id LIMIT 1 "
-                 "FOR UPDATE SKIP LOCKED")
+# The claim as it shipped before (`pool_id = X` lets the primary key satisfy `ORDER BY id`), derived
+# from the service's statements so that only the pick differs: same SET, WHERE and RETURNING.
+_OURS_RANGE = "(pool_id, id) > (%(pool)s, %(after)s) AND pool_id <= %(pool)s"
+
+
+def _naive(sql: str) -> str:
+    if _OURS_RANGE not in sql or "ORDER BY pool_id, id" not in sql:
+        raise RuntimeError("core/pool/services/claim.py's pick changed: update claim_bench._naive")
+    return sql.replace(_OURS_RANGE, "pool_id = %(pool)s").replace("ORDER BY pool_id, id", "ORDER BY id")
+
+
+NAIVE_ONE_SQL = _naive(_CLAIM_ONE_SQL)
+NAIVE_EXACTLY_SQL = _naive(_CLAIM_EXACTLY_SQL)
+OURS_PICK_SQL = _PICK.format(limit="1")
+NAIVE_PICK_SQL = _naive(OURS_PICK_SQL)
 
 _AFTER_SENTINEL = -918273645  # replaced by the pgbench variable :last
 
@@ -178,11 +174,7 @@ def pgbench_script(conn: psycopg.Connection, *, variant: str, pool_id: int, coun
     Every variant runs the same SET and RETURNING inside the same ``WITH c AS (...) SELECT ... \\gset``
     wrapper (which keeps ours' cursor), so only the pick differs between them."""
     if variant == "naive":
-        if count == 1:
-            sql = NAIVE_ONE_SQL
-        else:
-            sql = _CLAIM_EXACTLY_SQL.replace("(pool_id, id) > (%(pool)s, %(after)s) AND pool_id <= %(pool)s",
-                                             "pool_id = %(pool)s").replace("ORDER BY pool_id, id", "ORDER BY id")
+        sql = NAIVE_ONE_SQL if count == 1 else NAIVE_EXACTLY_SQL
         after = 0
     else:
         sql = _CLAIM_ONE_SQL if count == 1 else _CLAIM_EXACTLY_SQL

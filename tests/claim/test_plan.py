@@ -10,12 +10,11 @@ from typing import Any, Iterator
 import pytest
 from django.db import connection
 
+from core.pool.claim_bench import NAIVE_PICK_SQL as NAIVE_PICK
 from core.pool.services.claim import _CLAIM_EXACTLY_SQL, _CLAIM_ONE_SQL
 
-# The statement as it shipped before: `pool_id = X ... ORDER BY id` (kept here to prove the shape
-# really is a cliff: on the analyzed 90 % shape the planner takes the primary key for it).
-NAIVE_PICK = ("SELECT id FROM core_tokenpair WHERE pool_id = %(pool)s AND status = 'AVAILABLE' "
-              "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED")
+# NAIVE_PICK: the statement as it shipped before, `pool_id = X ... ORDER BY id` (kept to prove the
+# shape really is a cliff: on the analyzed 90 % shape the planner takes the primary key for it).
 
 TOTAL_ROWS = 30_000
 
