@@ -170,9 +170,7 @@ class PostgresLimiter:
                 return max(0.0, row[0] - tau) if row else 0.0
             cursor.execute(_PG_TAKE, {"bucket": bucket, "interval": interval, "tau": tau})
             allowed, ahead = cursor.fetchone()
-            if time.monotonic() >= self._next_prune:
-                self._next_prune = time.monotonic() + _PRUNE_EVERY_SECONDS
-                cursor.execute(_PG_PRUNE)
+            self._prune_now_and_then(cursor)
         return 0.0 if allowed else max(ahead - tau, 1e-6)
 
     def take_many(self, name: str, *, rate: float, per: float = 1.0, want: int) -> tuple[int, float]:
@@ -183,12 +181,15 @@ class PostgresLimiter:
         with connection.cursor() as cursor:
             cursor.execute(_PG_TAKE_MANY, params)
             allowed, span = cursor.fetchone()
-            if time.monotonic() >= self._next_prune:
-                self._next_prune = time.monotonic() + _PRUNE_EVERY_SECONDS
-                cursor.execute(_PG_PRUNE)
+            self._prune_now_and_then(cursor)
         if not allowed:
             return 0, max(span - tau, 1e-6)
         return max(1, round(span / interval)), 0.0
+
+    def _prune_now_and_then(self, cursor) -> None:
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + _PRUNE_EVERY_SECONDS
+            cursor.execute(_PG_PRUNE)
 
     def reset(self) -> None:
         try:
@@ -242,8 +243,7 @@ class RedisLimiter:
         self.namespace = namespace
         self.cache_alias = cache_alias
         self._fallback = LocalLimiter(namespace)
-        self._script = None
-        self._script_many = None
+        self._scripts: dict[str, object] = {}  # Lua source -> redis-py Script (registered once)
         self._script_lock = threading.Lock()
         self._next_log = 0.0
 
@@ -263,13 +263,7 @@ class RedisLimiter:
 
         interval, tau = gcra_parameters(rate=rate, per=per)
         try:
-            client = self._client()
-            if self._script is None:
-                with self._script_lock:
-                    self._script = self._script or client.register_script(_LUA_TAKE)
-            # EVALSHA: one round trip (redis-py loads the script once on NOSCRIPT).
-            wait = float(self._script(keys=[self._key(name)], args=[repr(interval), repr(tau), "1" if peek else "0"],
-                                      client=client))
+            wait = float(self._run(_LUA_TAKE, name=name, args=[repr(interval), repr(tau), "1" if peek else "0"]))
         except redis.RedisError as exc:
             self._log_outage(exc)
             return self._fallback.take(name, rate=rate, per=per, peek=peek)
@@ -280,16 +274,21 @@ class RedisLimiter:
 
         interval, tau = gcra_parameters(rate=rate, per=per)
         try:
-            client = self._client()
-            if self._script_many is None:
-                with self._script_lock:
-                    self._script_many = self._script_many or client.register_script(_LUA_TAKE_MANY)
-            reply = self._script_many(keys=[self._key(name)], args=[repr(interval), repr(tau), str(want)], client=client)
+            reply = self._run(_LUA_TAKE_MANY, name=name, args=[repr(interval), repr(tau), str(want)])
         except redis.RedisError as exc:
             self._log_outage(exc)
             return self._fallback.take_many(name, rate=rate, per=per, want=want)
         granted, wait = (reply.decode() if isinstance(reply, bytes) else reply).split()
         return int(granted), float(wait)
+
+    def _run(self, source: str, *, name: str, args: list[str]):
+        client = self._client()
+        script = self._scripts.get(source)
+        if script is None:
+            with self._script_lock:
+                script = self._scripts.setdefault(source, client.register_script(source))
+        # EVALSHA: one round trip (redis-py loads the script once on NOSCRIPT).
+        return script(keys=[self._key(name)], args=args, client=client)
 
     def _log_outage(self, exc: Exception) -> None:
         now = time.monotonic()
