@@ -35,6 +35,8 @@ from typing import Any, Callable
 
 import httpx
 
+from tokenpool.runner import web_command
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 OUT = ROOT / "var" / "bench"
@@ -224,9 +226,8 @@ def start_stack() -> Stack:
     stack.base_url = f"http://127.0.0.1:{port}"
     env["PORT"] = str(port)  # loadtest's default --base-url
     stack.spawn("qcluster", [PY, "manage.py", "qcluster"])
-    web = stack.spawn("web", [PY, "-m", "gunicorn", "tokenpool.wsgi", "--bind", f"127.0.0.1:{port}",
-                              "--worker-class", "gthread", "--workers", env.get("WEB_WORKERS", "2"),
-                              "--threads", env.get("WEB_THREADS", "4"), "--log-level", "warning"])
+    # The server `make run` and the Dockerfile run (TokenPool's gthread worker), so the numbers are its.
+    web = stack.spawn("web", [*web_command(port=port, env=env), "--log-level", "warning"])
     _wait_http(f"{stack.base_url}/healthz", web)
     _log(f"TokenPool (gunicorn 2 workers x 4 threads, qcluster) on {stack.base_url}")
     return stack
@@ -284,8 +285,8 @@ def render(blocks: dict[str, str], facts: dict[str, str]) -> str:
         "",
         f"Machine (last run, commit `{facts['commit']}`): {facts['cpu']}, {facts['cores']} cores, {facts['ram']} RAM, "
         f"{facts['os']}; Python {facts['python']}, PostgreSQL {facts['postgres']} (embedded, database `{DATABASE}`). "
-        "TokenPool under test: gunicorn gthread 2 workers × 4 threads + the django-q2 cluster + a TOME emulator, "
-        "all started by `make bench` on the same cores as the load generator. **The machine is shared with other "
+        "TokenPool under test: gunicorn with TokenPool's gthread worker, 2 workers × 4 threads + the django-q2 "
+        "cluster + a TOME emulator, all started by `make bench` on the same cores as the load generator. **The machine is shared with other "
         "engineers' test runs (see each block's load average; 2 cores), so single numbers are noisy: compare "
         "runs, not digits.**",
         "",
