@@ -154,7 +154,7 @@ def response_for_exception(exc: Exception) -> HttpResponse:
     if isinstance(exc, PermissionDenied):
         return error_response(status=403)
     if isinstance(exc, RequestDataTooBig):
-        return error_response(status=413, code=PayloadTooLarge.code, detail=PayloadTooLarge.detail)
+        return response_for_exception(PayloadTooLarge())
     if isinstance(exc, (BadRequest, SuspiciousOperation)):
         return error_response(status=400)
     # Anything else is our bug: log it with its traceback, tell the client nothing about internals.

@@ -130,19 +130,17 @@ class ApiRequestGuardMiddleware:
             except ValueError:
                 return close_connection(request, error_response(status=400, detail="Invalid Content-Length header."))
         if declared is not None and declared > limit:
-            return close_connection(request, _too_large())
+            return close_connection(request, response_for_exception(PayloadTooLarge()))
 
         # 1. The key, from the headers alone.
         try:
             api_key = verify_api_key(authorization=meta.get("HTTP_AUTHORIZATION"), address=client_address(meta))
-        except Exception as exc:  # 401, 429, or the database being gone (503)
+            if api_key is None:
+                raise drf.NotAuthenticated()
+        except Exception as exc:  # 401, 429, or the database being gone (503): the one mapping
             response = response_for_exception(exc)
-            if isinstance(exc, drf.AuthenticationFailed):
+            if isinstance(exc, (drf.AuthenticationFailed, drf.NotAuthenticated)):
                 response["WWW-Authenticate"] = KEYWORD
-            return close_connection(request, response)
-        if api_key is None:
-            response = error_response(status=401, detail=str(drf.NotAuthenticated.default_detail),
-                                      headers={"WWW-Authenticate": KEYWORD})
             return close_connection(request, response)
         setattr(request, VERIFIED_ATTR, api_key)
         request.api_key_name = api_key.name  # for the request logger: the key's name, never the key
@@ -158,11 +156,7 @@ class ApiRequestGuardMiddleware:
                 response = error_response(status=400, detail="The request body is not validly framed.")
             return close_connection(request, response)
         if len(body) > limit:
-            return close_connection(request, _too_large())
+            return close_connection(request, response_for_exception(PayloadTooLarge()))
         meta["CONTENT_LENGTH"] = str(len(body))
         request._stream = LimitedStream(io.BytesIO(body), len(body))
         return self.get_response(request)
-
-
-def _too_large() -> HttpResponse:
-    return error_response(status=413, code=PayloadTooLarge.code, detail=PayloadTooLarge.detail)
