@@ -404,12 +404,9 @@ class HttpTokenizationLibrary(TokenizationLibrary):
         raise error_cls(message, status=status, code=code)
 
     def _wait(self, retry_state: Any) -> float:
-        backoff = min(self._backoff(retry_state), self.config.backoff_max)
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(exc, _RetryableFailure) and exc.retry_after is not None:
-            # Honour the server's pacing, but never park a request thread longer than backoff_max.
-            return min(max(exc.retry_after, backoff), self.config.backoff_max)
-        return backoff
+        # Honour the server's pacing, but never park a request thread longer than backoff_max.
+        return _retry_wait(self._backoff, retry_state, backoff_max=self.config.backoff_max,
+                          retry_after_max=self.config.backoff_max)
 
     def _parse(self, response: httpx.Response, *, namespace: str, operation: str, result_key: str,
                expected: int, nullable: bool) -> list[str | None]:
@@ -476,6 +473,20 @@ class HttpTokenizationLibrary(TokenizationLibrary):
     def _log_breaker_change(old: str, new: str) -> None:
         log = logger.warning if new != "closed" else logger.info
         log("tome_circuit_state", extra={"previous_state": old, "state": new})
+
+
+def _retry_wait(backoff: Callable[[Any], float], retry_state: Any, *, backoff_max: float,
+               retry_after_max: float) -> float:
+    """The retry policy's pause before the next attempt (both clients): the exponential ``backoff``
+    with jitter, capped at ``backoff_max``; or, when the failed attempt carried a ``Retry-After``
+    (``retry_after`` on the retried exception), that pacing, never shorter than the backoff and
+    never longer than ``retry_after_max``."""
+    pause = min(backoff(retry_state), backoff_max)
+    exc = retry_state.outcome.exception() if retry_state.outcome else None
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        return min(max(retry_after, pause), retry_after_max)
+    return pause
 
 
 def _error_body(response: httpx.Response) -> tuple[str, str]:

@@ -35,7 +35,7 @@ import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
 from tokenpool_tome.breaker import CircuitBreaker
-from tokenpool_tome.client import TokenizationLibrary, TokenPair, __version__, _retry_after
+from tokenpool_tome.client import TokenizationLibrary, TokenPair, __version__, _retry_after, _retry_wait
 from tokenpool_tome.correlation import correlation_scope, get_correlation_id, new_correlation_id
 from tokenpool_tome.errors import CircuitOpenError, TomeError
 
@@ -215,6 +215,7 @@ class _Retryable(Exception):
     def __init__(self, error: TokenPoolError) -> None:
         super().__init__(str(error))
         self.error = error
+        self.retry_after = error.retry_after  # read by the shared _retry_wait
 
 
 # ---- the client ------------------------------------------------------------------------------------
@@ -569,12 +570,9 @@ class TokenPoolClient:
         raise error
 
     def _wait(self, retry_state: Any) -> float:
-        backoff = min(self._backoff(retry_state), self.backoff_max)
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(exc, _Retryable) and exc.error.retry_after is not None:
-            # Honour the server's pacing, capped so one call cannot park its thread for minutes.
-            return min(max(exc.error.retry_after, backoff), self.retry_after_max)
-        return backoff
+        # Honour the server's pacing, capped so one call cannot park its thread for minutes.
+        return _retry_wait(self._backoff, retry_state, backoff_max=self.backoff_max,
+                          retry_after_max=self.retry_after_max)
 
     @staticmethod
     def _log_breaker_change(old: str, new: str) -> None:
