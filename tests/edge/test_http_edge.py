@@ -38,31 +38,36 @@ def assert_contract_error(raw: bytes, status: int, code: str) -> dict[str, str]:
     return headers
 
 
-def healthz(server: httpx.Client | None, url: str) -> int:
+def healthz(url: str) -> int:
     # 2 s: far less than the read deadline, so an answer proves no thread was waiting on the stalls.
     return httpx.get(f"{url}/healthz", timeout=2.0).status_code
+
+
+def assert_each_refused_and_server_free(server, stalled: list, status: int, code: str, *, wait: float) -> None:
+    """Every stalled socket gets the contract error and ``Connection: close``; then /healthz answers."""
+    try:
+        for sock in stalled:
+            headers = assert_contract_error(read_until_closed(sock, wait=wait), status, code)
+            assert headers["connection"] == "close"
+        assert healthz(server.url) == 200
+    finally:
+        for sock in stalled:
+            sock.close()
 
 
 def test_stalled_uploads_without_a_key_are_refused_before_the_body_is_read(edge_server):
     """Eight sockets: chunked headers, one byte of body, then silence. Before: each held a thread
     (the body was read before authentication), and /healthz timed out."""
     stalled = open_stalled(edge_server.port, CHUNKED_POST + b"\r\n5\r\na", 8)
-    try:
-        for sock in stalled:
-            raw = read_until_closed(sock, wait=READ_DEADLINE_SECONDS - 1)
-            headers = assert_contract_error(raw, 401, "not_authenticated")
-            assert headers["connection"] == "close"
-        assert healthz(None, edge_server.url) == 200
-    finally:
-        for sock in stalled:
-            sock.close()
+    assert_each_refused_and_server_free(edge_server, stalled, 401, "not_authenticated",
+                                        wait=READ_DEADLINE_SECONDS - 1)
 
 
 def test_slow_headers_hold_no_thread(edge_server):
     stalled = open_stalled(edge_server.port, b"GET /healthz HTTP/1.1\r\n" + HOST + b"X-Slow: 1", 8)
     try:
         for _ in range(3):
-            assert healthz(None, edge_server.url) == 200
+            assert healthz(edge_server.url) == 200
     finally:
         for sock in stalled:
             sock.close()
@@ -71,15 +76,8 @@ def test_slow_headers_hold_no_thread(edge_server):
 def test_a_stalled_upload_with_a_valid_key_is_cut_off_at_the_read_deadline(edge_server, edge_key):
     request = CHUNKED_POST + b"Authorization: Api-Key " + edge_key.encode() + b"\r\n\r\n5\r\na"
     stalled = open_stalled(edge_server.port, request, 2)  # both threads of the server
-    try:
-        for sock in stalled:
-            raw = read_until_closed(sock, wait=READ_DEADLINE_SECONDS + 10)
-            headers = assert_contract_error(raw, 408, "request_timeout")
-            assert headers["connection"] == "close"
-        assert healthz(None, edge_server.url) == 200
-    finally:
-        for sock in stalled:
-            sock.close()
+    assert_each_refused_and_server_free(edge_server, stalled, 408, "request_timeout",
+                                        wait=READ_DEADLINE_SECONDS + 10)
 
 
 def test_headers_trickled_past_the_deadline_are_dropped(edge_server):
