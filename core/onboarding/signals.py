@@ -5,5 +5,6 @@ from __future__ import annotations
 from django.dispatch import Signal
 
 # Sent by the summary's TOME-call comparison. A receiver answers with (cards issued, TOME HTTP calls
-# attributable to them) from its live counters, or None when it has nothing to say.
+# attributable to them) from the pool's own records (pairs handed out, refill runs' TOME calls), or None
+# when it has nothing to say.
 impact_measurement_requested = Signal()
