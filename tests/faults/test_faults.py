@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from tests.faults.load import Load, check_invariants, connect
-from tests.runner.stack import Stack, start_cluster, stop_cluster, wait_for
+from tests.fixtures.processes import wait_for
+from tests.runner.stack import Stack, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.slow
 

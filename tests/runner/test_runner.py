@@ -15,7 +15,8 @@ import stat
 import httpx
 import pytest
 
-from tests.runner.stack import Stack, free_port, run_sql, wait_for
+from tests.fixtures.processes import free_port, wait_for
+from tests.runner.stack import Stack, run_sql
 
 pytestmark = pytest.mark.slow
 

@@ -11,16 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.fixtures.processes import wait_for
-from tests.fixtures.redis import free_port
+from tests.fixtures.processes import ROOT, free_port, wait_for
 from tokenpool.runner import web_command
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def web_argv(port: int, env: dict[str, str]) -> list[str]:
-    """Exactly the web server command of `make run` (tokenpool/runner.py), on ``port``."""
-    return web_command(port=port, env=env)
 
 
 class Stack:
@@ -42,7 +34,7 @@ class Stack:
         metrics = self.logdir / f"{name}-metrics"
         metrics.mkdir(exist_ok=True)
         env = dict(self.env, PROMETHEUS_MULTIPROC_DIR=str(metrics))
-        self._spawn(name, web_argv(port, env), env)
+        self._spawn(name, web_command(port=port, env=env), env)  # exactly the web server of `make run`
         url = f"http://127.0.0.1:{port}"
         self.web_urls.append(url)
         return url
