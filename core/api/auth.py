@@ -79,6 +79,9 @@ class KeyCache(Protocol):
     def evict(self, key_id: str) -> None:
         """Forget a key (revoked or changed) now."""
 
+    def forget_verified(self) -> None:
+        """Forget every verified key, but not which digests were recently verified."""
+
     def clear(self) -> None: ...
 
 
@@ -161,6 +164,9 @@ class VerifiedKeyCache:
 
     def evict(self, key_id: str) -> None:
         self._entries.discard_where(lambda _digest, api_key: api_key.pk == key_id)
+
+    def forget_verified(self) -> None:
+        self._entries.clear()
 
     def clear(self) -> None:
         self._entries.clear()

@@ -60,35 +60,33 @@ class KeyGenerationWatch:
 
 
 class GenerationCheckedKeyCache:
-    """A per-process verified-key cache (core/api/auth.py's ``KeyCache``) that empties itself when
-    the shared key generation moves: whatever the cache TTL, a key revoked, expired or re-scoped in
-    any process is dropped here within ``API_KEY_REVOCATION_CHECK_SECONDS``."""
+    """A per-process verified-key cache (core/api/auth.py's ``KeyCache``) that drops its verified
+    keys when the shared key generation moves: whatever the cache TTL, a key revoked, expired or
+    re-scoped in any process is dropped here within ``API_KEY_REVOCATION_CHECK_SECONDS``. The
+    "recently verified" digests stay (``forget_verified``): emptying the key cache must not lock
+    valid keys behind a throttled shared address out (auth.py's guarantee)."""
 
     def __init__(self, inner: Any, *, watch: KeyGenerationWatch | None = None) -> None:
         self.inner = inner
         self.watch = watch or KeyGenerationWatch()
-        # "Recently verified" digests outlive a generation change: emptying the key cache must not
-        # lock valid keys behind a throttled shared address out (auth.py's guarantee).
-        self._known: dict[str, float] = {}
 
     def get(self, digest: str):
         if self.watch.changed():
-            self.inner.clear()
+            self.inner.forget_verified()
         return self.inner.get(digest)
 
     def put(self, digest: str, api_key) -> None:
         self.inner.put(digest, api_key)
-        if len(self._known) > 10_000:
-            self._known.clear()
-        self._known[digest] = time.monotonic() + settings.API_KEY_KNOWN_SECONDS
 
     def recently_verified(self, digest: str) -> bool:
-        return self._known.get(digest, 0.0) >= time.monotonic() or self.inner.recently_verified(digest)
+        return self.inner.recently_verified(digest)
 
     def evict(self, key_id: str) -> None:
         self.inner.evict(key_id)
 
+    def forget_verified(self) -> None:
+        self.inner.forget_verified()
+
     def clear(self) -> None:
         self.inner.clear()
-        self._known.clear()
         self.watch.reset()

@@ -5,28 +5,9 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
+from core.api.auth import VerifiedKeyCache
 from core.api.keystate import GenerationCheckedKeyCache, KeyGenerationWatch, key_generation_read
 from core.api.models import ApiKey
-
-
-class DictCache:
-    def __init__(self) -> None:
-        self.entries: dict = {}
-
-    def get(self, digest):
-        return self.entries.get(digest)
-
-    def put(self, digest, api_key):
-        self.entries[digest] = api_key
-
-    def recently_verified(self, digest):
-        return digest in self.entries
-
-    def evict(self, key_id):
-        self.entries = {d: k for d, k in self.entries.items() if k.pk != key_id}
-
-    def clear(self):
-        self.entries.clear()
 
 
 @pytest.mark.django_db
@@ -49,7 +30,7 @@ def test_every_kind_of_change_moves_the_generation(make_api_key):
 def test_the_cache_empties_when_the_generation_moves_and_not_before(make_api_key, settings):
     settings.API_KEY_REVOCATION_CHECK_SECONDS = 0.0  # check on every get
     key, _ = make_api_key()
-    cache = GenerationCheckedKeyCache(DictCache())
+    cache = GenerationCheckedKeyCache(VerifiedKeyCache())
     assert cache.get("d") is None  # first check remembers the generation
     cache.put("d", key)
     assert cache.get("d") == key
@@ -73,7 +54,7 @@ def test_recently_verified_survives_a_generation_change(make_api_key, settings):
     shared address look unknown (auth.py looks such keys up instead of refusing them)."""
     settings.API_KEY_REVOCATION_CHECK_SECONDS = 0.0
     key, _ = make_api_key()
-    cache = GenerationCheckedKeyCache(DictCache())
+    cache = GenerationCheckedKeyCache(VerifiedKeyCache())
     cache.get("d")
     cache.put("d", key)
     ApiKey.objects.filter(pk=key.pk).update(rate_limit_per_second=7)
