@@ -35,7 +35,14 @@ import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
 from tokenpool_tome.breaker import CircuitBreaker
-from tokenpool_tome.client import TokenizationLibrary, TokenPair, __version__, _retry_after, _retry_wait
+from tokenpool_tome.client import (
+    _RETRYABLE_TRANSPORT_ERRORS,
+    TokenizationLibrary,
+    TokenPair,
+    __version__,
+    _retry_after,
+    _retry_wait,
+)
 from tokenpool_tome.correlation import correlation_scope, get_correlation_id, new_correlation_id
 from tokenpool_tome.errors import CircuitOpenError, TomeError
 
@@ -69,9 +76,6 @@ _MAX_IDEMPOTENCY_KEY = 255
 _DIRECT_MEMO_SIZE = 1024
 # An outage must not turn into one warning per card: one per operation per interval, with a count.
 FALLBACK_LOG_INTERVAL_SECONDS = 10.0
-
-_RETRYABLE_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-
 
 # ---- errors ----------------------------------------------------------------------------------------
 
