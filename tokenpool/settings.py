@@ -265,11 +265,6 @@ API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 API_KEY_KNOWN_SECONDS = env.float("API_KEY_KNOWN_SECONDS", default=900.0)
 # While PostgreSQL is unreachable: one ERROR line with a stack per this many seconds (503s meanwhile).
 DATABASE_ERROR_LOG_SECONDS = env.float("DATABASE_ERROR_LOG_SECONDS", default=30.0)
-# Digests of valid keys are remembered (without the key) this long: a recently verified key is still
-# looked up from an address throttled for failed authentications.
-API_KEY_KNOWN_SECONDS = env.float("API_KEY_KNOWN_SECONDS", default=900.0)
-# While the database is down, "database unavailable" is logged at most once per this many seconds.
-DATABASE_ERROR_LOG_SECONDS = env.float("DATABASE_ERROR_LOG_SECONDS", default=30.0)
 
 # --- Shared state between processes (contract §1: REDIS_URL; docs/operations.md "Scaling out") ---
 # REDIS_URL set: Redis is the django-q2 broker and the shared cache (rate limits). Unset: everything
