@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import threading
-import time
 from typing import Any, Protocol
 
 from django.conf import settings
@@ -86,7 +84,7 @@ class KeyCache(Protocol):
 
 
 class Buckets(Protocol):
-    """A rate limiter by name (``TokenBucket`` here; a shared one elsewhere has the same ``take``)."""
+    """A rate limiter by name (``core.api.limits``: ``SharedLimiter``, ``LocalLimiter``, ...)."""
 
     def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
         """0.0 if the event may happen now (and it is counted, unless ``peek``), else seconds to wait."""
@@ -95,32 +93,6 @@ class Buckets(Protocol):
 
 
 # --- In-process implementations -----------------------------------------------------------------
-class TokenBucket:
-    """Thread-safe token buckets by name: ``rate`` tokens per ``per`` seconds, burst ``rate``."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._state: dict[str, tuple[float, float]] = {}
-
-    def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
-        """0.0 if a token was taken (or is there, with ``peek``), else seconds until one is."""
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._state.get(name, (rate, now))
-            tokens = min(rate, tokens + (now - last) * rate / per)
-            if tokens >= 1.0:
-                if not peek:
-                    tokens -= 1.0
-                self._state[name] = (tokens, now)
-                return 0.0
-            self._state[name] = (tokens, now)
-            return (1.0 - tokens) * per / rate
-
-    def reset(self) -> None:
-        with self._lock:
-            self._state.clear()
-
-
 class FailedAuthLimiter:
     """``API_AUTH_FAILURE_RATE_PER_MINUTE`` failed authentications per client address and minute,
     counted in ``buckets`` (in-process by default; give it a shared limiter to hold across processes)."""
