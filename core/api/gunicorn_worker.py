@@ -43,6 +43,7 @@ from gunicorn.http import wsgi as http_wsgi
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import _DEFER, ThreadWorker
 
+from core.errors import code_for_status
 from tokenpool_tome.correlation import new_correlation_id
 
 __all__ = ["TokenPoolThreadWorker", "REQUEST_READ_SECONDS", "RequestReadTimeout"]
@@ -97,16 +98,13 @@ http_wsgi.Response.process_headers = _process_headers_honouring_close
 
 
 # --- 3. JSON error pages -------------------------------------------------------------------------
-_CODES = {400: "invalid_request", 403: "permission_denied", 500: "internal_error"}
-
-
 def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     # ``mesg`` quotes the offending request line or header: it is not echoed (it may hold a key).
     try:
         phrase = HTTPStatus(status_int).phrase
     except ValueError:
         phrase = reason
-    code = _CODES.get(status_int) or phrase.lower().replace(" ", "_").replace("-", "_")
+    code = code_for_status(status_int)  # the contract's table (core.errors needs no Django)
     correlation_id = new_correlation_id()
     body = json.dumps({"code": code, "detail": f"{phrase}: the request could not be parsed.",
                        "correlation_id": correlation_id}).encode()
