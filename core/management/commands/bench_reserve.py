@@ -58,6 +58,7 @@ from core.errors import TokenPoolError
 from core.pool import services
 from core.pool.loadgen import percentiles, run_timed
 from core.pool.models import PairStatus, Pool, TokenPair
+from tokenpool.runner import web_command
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -319,9 +320,9 @@ class Command(BaseCommand):
         env["TOME_MAX_ATTEMPTS"] = "1"
         log_path = ROOT / "var" / "bench_gunicorn.log"
         log_path.parent.mkdir(exist_ok=True)
-        command = [sys.executable, "-m", "gunicorn", "tokenpool.wsgi", "--bind", f"127.0.0.1:{port}",
-                   "--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads),
-                   "--log-level", "warning"]
+        env["WEB_WORKERS"], env["WEB_THREADS"] = str(workers), str(threads)
+        # The server `make run` and the Dockerfile run (tokenpool.runner.web_command), not stock gthread.
+        command = [*web_command(port=port, env=env), "--log-level", "warning"]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True)
@@ -339,7 +340,7 @@ class Command(BaseCommand):
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"gunicorn did not start; see {log_path}")
                 time.sleep(0.2)
-            self.stdout.write(f"gunicorn gthread {workers} workers x {threads} threads on {base_url} "
+            self.stdout.write(f"gunicorn (TokenPoolThreadWorker) {workers} workers x {threads} threads on {base_url} "
                               f"(pid {process.pid})")
             yield base_url
         finally:
