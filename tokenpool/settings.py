@@ -30,14 +30,16 @@ PRODUCTION = TOKENPOOL_ENV == "production"
 def _secret_key() -> str:
     """SECRET_KEY from the environment; in development without one, a random key made once per
     checkout and kept in var/secret-key.txt (0600), so no two checkouts share a key and none is in git.
-    A known development default is refused whenever DEBUG is off; production requires a key."""
+    A published default or placeholder is refused whenever DEBUG is off; production requires a key."""
     from django.core.exceptions import ImproperlyConfigured
 
     key = env("SECRET_KEY", default="")
     if key:
-        if not DEBUG and (key in ("dev-insecure-tokenpool-secret-change-me",) or key.startswith("django-insecure-")):
-            raise ImproperlyConfigured("SECRET_KEY is a published development default; set a random one "
-                                       "(python -c 'import secrets; print(secrets.token_urlsafe(50))').")
+        # Covers Django's "django-insecure-…", our old dev default and the "change-me-in-production" kind
+        # of placeholder a compose file or .env template ships: a key anyone can read is no secret.
+        if not DEBUG and any(marker in key.lower() for marker in ("insecure", "change-me", "changeme")):
+            raise ImproperlyConfigured("SECRET_KEY is a published development default or placeholder; set a random "
+                                       "one (python -c 'import secrets; print(secrets.token_urlsafe(50))').")
         if PRODUCTION and (len(key) < 50 or len(set(key)) < 5):
             raise ImproperlyConfigured("SECRET_KEY must be at least 50 random characters in production.")
         return key

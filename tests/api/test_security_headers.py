@@ -92,11 +92,20 @@ def test_check_deploy_is_clean_with_production_settings(db):
     ({"SECRET_KEY": "django-insecure-abc"}, "published development default"),
     ({"TOKENPOOL_ENV": "production"}, "SECRET_KEY must be set"),
     ({"TOKENPOOL_ENV": "production", "SECRET_KEY": "short"}, "at least 50"),
+    # what docker/compose.yaml used to ship, and a long placeholder that passes the length rule
+    ({"SECRET_KEY": "change-me-in-production"}, "published development default or placeholder"),
+    ({"TOKENPOOL_ENV": "production", "SECRET_KEY": "change-me-in-production-" + secrets.token_urlsafe(50)},
+     "published development default or placeholder"),
 ])
 def test_development_secrets_are_refused_at_startup(db, env, message):
     result = _manage("check", **env)
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr and message in result.stderr
+
+
+def test_a_placeholder_secret_still_runs_development_with_debug_on(db):
+    result = _manage("check", SECRET_KEY="change-me-in-production", DEBUG="1")
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_development_uses_a_random_per_checkout_secret(settings):

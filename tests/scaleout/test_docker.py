@@ -127,6 +127,15 @@ def test_every_url_in_the_environment_names_a_service(compose):
                 assert urlsplit(value).hostname in services, (name, key, value)
 
 
+def test_secret_key_has_no_default_so_compose_refuses_to_start_without_one(compose):
+    """`${VAR:?message}` makes `docker compose up` fail when SECRET_KEY is unset or empty; a `${VAR:-default}`
+    or a literal would run every deployment that forgot it on a key published in this repository."""
+    keys = {name: service["environment"]["SECRET_KEY"] for name, service in _app_services(compose).items()}
+    assert set(keys) >= {"web", "web-2", "qcluster", "migrate", "tome-emulator"}
+    for name, value in keys.items():
+        assert re.fullmatch(r"\$\{SECRET_KEY:\?[^}]+\}", value), (name, value)
+
+
 def test_schema_changes_go_straight_to_postgres(compose):
     """DDL and CREATE DATABASE are not for a transaction pooler: migrate and the emulator go direct."""
     for name in ("migrate", "tome-emulator"):
