@@ -1,0 +1,120 @@
+"""The naive peer's tables, as raw SQL run by whoever benchmarks it (no Django settings needed).
+
+Each run gets its own PostgreSQL schema (``naive_peer_<hex>``), so two runs on one database never
+collide and dropping the schema removes everything. The peer finds its tables through
+``search_path`` (``NAIVE_PEER_SCHEMA``, see settings.py).
+
+``pairs`` is slim and carries exactly four indexes: the primary key, the two unique tokens, and a
+partial index on ``(pool, id) WHERE status = 'AVAILABLE'`` for the claim's pick.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS_MODULE = "tokenpool.naive_peer.settings"
+_SCHEMA_NAME = re.compile(r"^naive_peer_[0-9a-f]{6,32}$")
+
+_CREATE = """
+CREATE SCHEMA {schema};
+CREATE TABLE {schema}.api_keys (
+    id bigserial PRIMARY KEY,
+    name varchar(100) NOT NULL,
+    key_hash char(64) NOT NULL UNIQUE,
+    revoked boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE {schema}.pairs (
+    id bigserial PRIMARY KEY,
+    pool varchar(64) NOT NULL,
+    internal_token varchar(64) NOT NULL UNIQUE,
+    external_ref_id varchar(128) NOT NULL UNIQUE,
+    status varchar(16) NOT NULL DEFAULT 'AVAILABLE',
+    reservation_id uuid,
+    reserved_by_id bigint REFERENCES {schema}.api_keys (id),
+    reserved_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX pairs_available_idx ON {schema}.pairs (pool, id) WHERE status = 'AVAILABLE';
+"""
+
+
+def new_schema_name() -> str:
+    return f"naive_peer_{secrets.token_hex(4)}"
+
+
+def _checked(schema: str) -> str:
+    # The name is interpolated into DDL, so it must be one of ours.
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"not a naive peer schema name: {schema!r}")
+    return schema
+
+
+def create_schema(cursor: Any, *, schema: str) -> None:
+    """Create the schema and its two tables (fails if the schema exists)."""
+    cursor.execute(_CREATE.format(schema=_checked(schema)))
+
+
+def drop_schema(cursor: Any, *, schema: str) -> None:
+    cursor.execute(f"DROP SCHEMA IF EXISTS {_checked(schema)} CASCADE")
+
+
+def create_api_key(cursor: Any, *, schema: str, name: str = "bench") -> str:
+    """Store a new key's sha256 and return the raw key (shown once, never logged)."""
+    raw = secrets.token_urlsafe(32)
+    cursor.execute(f"INSERT INTO {_checked(schema)}.api_keys (name, key_hash) VALUES (%s, %s)",
+                   [name, hashlib.sha256(raw.encode()).hexdigest()])
+    return raw
+
+
+def fill_pairs(cursor: Any, *, schema: str, pool: str, count: int) -> None:
+    """Append ``count`` AVAILABLE pairs to ``pool`` in one INSERT … SELECT generate_series, then
+    VACUUM ANALYZE (as TokenPool's scratch pools get). VACUUM needs autocommit: call it outside a
+    transaction."""
+    tag = secrets.token_hex(4)
+    cursor.execute(
+        f"INSERT INTO {_checked(schema)}.pairs (pool, internal_token, external_ref_id, status) "
+        "SELECT %s, 'ntk_' || %s || '_' || g, 'ext_peer_' || %s || '_' || g, 'AVAILABLE' "
+        "FROM generate_series(1, %s) AS g", [pool, tag, tag, count])
+    cursor.execute(f"VACUUM ANALYZE {schema}.pairs")
+
+
+def count_pairs(cursor: Any, *, schema: str, status: str) -> int:
+    cursor.execute(f"SELECT count(*) FROM {_checked(schema)}.pairs WHERE status = %s", [status])
+    return cursor.fetchone()[0]
+
+
+def database_url(settings_dict: dict[str, Any]) -> str:
+    """A ``postgresql://`` URL for a Django ``DATABASES`` entry (host may be a unix socket dir),
+    so the peer connects to exactly the database the caller uses (a test database too)."""
+    user = quote(settings_dict.get("USER") or "", safe="")
+    password = quote(settings_dict.get("PASSWORD") or "", safe="")
+    credentials = f"{user}:{password}@" if user or password else ""
+    host = str(settings_dict.get("HOST") or "")
+    port = str(settings_dict.get("PORT") or "")
+    name = quote(settings_dict["NAME"], safe="")
+    if host.startswith("/"):
+        query = f"?host={quote(host, safe='')}" + (f"&port={port}" if port else "")
+        return f"postgresql://{credentials}/{name}{query}"
+    return f"postgresql://{credentials}{host}{':' + port if port else ''}/{name}"
+
+
+def gunicorn_command(*, port: int, workers: int = 2, threads: int = 4) -> list[str]:
+    """Stock gunicorn gthread, as a team would run it (no TokenPool worker class)."""
+    return [sys.executable, "-m", "gunicorn", "tokenpool.naive_peer.wsgi:application", "--worker-class", "gthread",
+            "--workers", str(workers), "--threads", str(threads), "--bind", f"127.0.0.1:{port}",
+            "--log-level", "warning"]
+
+
+def gunicorn_env(*, database_url: str, schema: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env.update({"DJANGO_SETTINGS_MODULE": SETTINGS_MODULE, "NAIVE_PEER_DATABASE_URL": database_url,
+                "NAIVE_PEER_SCHEMA": _checked(schema)})
+    return env
