@@ -390,13 +390,9 @@ def bootstrap() -> int:
 
 def revoke_legacy_dev_keys() -> int:
     """Revoke the all-scope `dev-<unix time>` keys every earlier `make run` created and kept active."""
-    from core.api.models import ApiKey
+    from core.api.services import api_keys_revoke
 
-    legacy = list(ApiKey.objects.filter(name__regex=LEGACY_DEV_KEY, revoked=False))
-    for key in legacy:
-        key.revoked = True
-        key.save(update_fields=["revoked"])  # save(): the revocation signal evicts cached keys
-    return len(legacy)
+    return api_keys_revoke(name_regex=LEGACY_DEV_KEY)
 
 
 def main(argv: list[str]) -> int:

@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from core.api.models import ApiKey, ApiScope
+from core.api.services import api_keys_revoke
 
 
 class Command(BaseCommand):
@@ -68,10 +69,7 @@ class Command(BaseCommand):
                 self.stdout.write(str(path))
                 return
         with transaction.atomic():
-            stale = list(ApiKey.objects.select_for_update().filter(name=name, revoked=False))
-            for old in stale:
-                old.revoked = True
-                old.save(update_fields=["revoked"])  # save(): the revocation signal evicts cached keys
+            stale = api_keys_revoke(name=name)
             key, raw = ApiKey.objects.create_key(name=name, scopes=scopes, rate_limit_per_second=rate_limit)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Written beside, then renamed: a reader never sees half a key, and the mode is 0600 from creation.
@@ -80,7 +78,7 @@ class Command(BaseCommand):
         with os.fdopen(fd, "w") as out:
             out.write(raw + "\n")
         os.replace(temporary, path)
-        replaced = f", revoked {len(stale)} older" if stale else ""
+        replaced = f", revoked {stale} older" if stale else ""
         self.stdout.write(f"Created API key {name!r} (prefix {key.prefix}, scopes {','.join(key.scopes)}{replaced}); "
                           f"the key is in {path}")
         self.stdout.write(str(path))

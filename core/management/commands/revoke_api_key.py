@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from core.api.models import ApiKey
+from core.api.services import api_keys_revoke
 
 
 class Command(BaseCommand):
@@ -18,10 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("name")
 
     def handle(self, *args: Any, name: str, **options: Any) -> None:
-        keys = list(ApiKey.objects.filter(name=name, revoked=False))
-        if not keys:
+        revoked = api_keys_revoke(name=name)
+        if not revoked:
             raise CommandError(f"no active API key named {name!r}")
-        for key in keys:
-            key.revoked = True
-            key.save(update_fields=["revoked"])  # save(), not update(): the cache eviction signal fires
-        self.stdout.write(f"Revoked {len(keys)} API key(s) named {name!r}.")
+        self.stdout.write(f"Revoked {revoked} API key(s) named {name!r}.")
