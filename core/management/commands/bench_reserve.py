@@ -36,7 +36,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -58,6 +57,7 @@ from core.errors import TokenPoolError
 from core.pool import services
 from core.pool.loadgen import percentiles, run_timed
 from core.pool.models import PairStatus, Pool, TokenPair
+from tokenpool.netutil import free_port
 from tokenpool.runner import web_command
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -141,12 +141,6 @@ def fake_pairs(count: int, tag: str) -> list[Any]:
     from tokenpool_tome.client import TokenPair as TomePair
 
     return [TomePair(f"b{tag}{i:011d}", f"ext_bench_{tag}_{i:011d}") for i in range(count)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pgbench_binary() -> str | None:
