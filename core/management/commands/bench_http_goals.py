@@ -6,13 +6,26 @@ through HTTP — gunicorn started as ``bench_reserve`` starts it, driven by wrk 
 (``POST /api/v1/reservations`` and ``POST /api/v1/reservations/batch``). Prints each rate (pairs/s for
 the batches), p99, and the three ratios of the goals: HTTP reserve / pgbench claim (goal ≥ 0.25),
 p99 at 16 connections (goal ≤ 25 ms), HTTP batch / pgbench batch in pairs/s (goal ≥ 0.5).
+
+Each round also measures issue 13 §4's naive peer (``tokenpool/naive_peer``: Django + DRF, an API-key
+SELECT per request, SELECT … FOR UPDATE SKIP LOCKED + UPDATE in ``atomic``, a slim four-index pairs
+table in its own schema, stock gunicorn gthread ``--workers`` × ``--worker-threads``) with the same wrk
+script and connections, back to back with TokenPool's HTTP reserve run (the order alternates from
+round to round so neither always runs on the warmer machine), and prints TokenPool / peer (goal ≥ 1.5).
+``--no-peer`` skips it. The last line is ``RESULT {json}`` with every number of every round.
 Repeat ``--rounds`` times to see the spread on a shared machine.
 """
 from __future__ import annotations
 
+import json
 import secrets
+import signal
 import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +33,20 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from core.api.models import ApiKey
-from core.management.commands.bench_reserve import WRK_DONE, pgbench_binary, pgbench_env
+from core.management.commands.bench_reserve import (
+    ROOT,
+    WRK_DONE,
+    free_port,
+    pgbench_binary,
+    pgbench_env,
+)
 from core.management.commands.bench_reserve import Command as ReserveBench
 from core.pool import services
 from core.pool.models import PairStatus, Pool, TokenPair
+from tokenpool.naive_peer import schema as peer_schema
+
+PEER_POOL = "bench"
+PEER_GOAL = 1.5  # issue 13 §4: TokenPool's HTTP reserve rate ≥ 1.5× the naive peer's
 
 WRK_BATCH_SCRIPT = """
 wrk.method = "POST"
@@ -31,6 +54,15 @@ wrk.body = '{"pool": "POOL", "count": COUNT}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Api-Key KEY"
 """ + WRK_DONE
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A running naive peer: where it listens, its schema, and the raw key wrk sends."""
+
+    base_url: str
+    schema: str
+    raw_key: str
 
 
 class Command(BaseCommand):
@@ -44,6 +76,7 @@ class Command(BaseCommand):
         parser.add_argument("--rounds", type=int, default=1)
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--worker-threads", type=int, default=4)
+        parser.add_argument("--no-peer", action="store_true", help="Skip the naive peer (issue 13 §4).")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         bench = ReserveBench(stdout=self.stdout, stderr=self.stderr)
@@ -54,16 +87,34 @@ class Command(BaseCommand):
         conns, seconds, batch = opts["connections"], opts["seconds"], opts["batch"]
         # Enough pairs that no HTTP run drains its pool (a drained pool would measure TOME fallbacks).
         http_pairs = 6000 * seconds
+        rounds: list[dict[str, Any]] = []
+        refused: list[str] = []
         try:
-            with bench.gunicorn(workers=opts["workers"], threads=opts["worker_threads"]) as base_url:
+            with ExitStack() as stack:
+                base_url = stack.enter_context(bench.gunicorn(workers=opts["workers"], threads=opts["worker_threads"]))
+                peer = None if opts["no_peer"] else stack.enter_context(
+                    self.naive_peer(workers=opts["workers"], threads=opts["worker_threads"]))
                 warm = bench.scratch_pool(pairs=4000, pools=pools)
                 bench._run_wrk(base_url, raw_key, warm.name, connections=conns, seconds=2)
+                if peer is not None:
+                    self.peer_fill(peer, pairs=4000)
+                    bench._run_wrk(peer.base_url, peer.raw_key, PEER_POOL, connections=conns, seconds=2)
                 for n in range(1, opts["rounds"] + 1):
                     one = self.pgbench(bench, count=1, pairs=opts["pgbench_pairs"], conns=conns, key=key, pools=pools)
                     many = self.pgbench(bench, count=batch, pairs=opts["pgbench_pairs"] * 5, conns=conns, key=key,
                                         pools=pools)
                     pool = bench.scratch_pool(pairs=http_pairs, pools=pools)
+                    if peer is not None:
+                        self.peer_fill(peer, pairs=http_pairs)
+                    # Back to back, alternating which goes first.
+                    peer_result = None
+                    if peer is not None and n % 2 == 1:
+                        peer_result = bench._run_wrk(peer.base_url, peer.raw_key, PEER_POOL, connections=conns,
+                                                     seconds=seconds)
                     single = bench._run_wrk(base_url, raw_key, pool.name, connections=conns, seconds=seconds)
+                    if peer is not None and n % 2 == 0:
+                        peer_result = bench._run_wrk(peer.base_url, peer.raw_key, PEER_POOL, connections=conns,
+                                                     seconds=seconds)
                     pool = bench.scratch_pool(pairs=http_pairs * 10, pools=pools)
                     batched = bench._run_wrk(base_url, raw_key, pool.name, connections=conns, seconds=seconds,
                                              path="/api/v1/reservations/batch",
@@ -71,17 +122,122 @@ class Command(BaseCommand):
                     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
                     http_rate = self.rate(single)
                     batch_rate = self.rate(batched) * batch
+                    row: dict[str, Any] = {
+                        "round": n, "load": load, "pgbench_claim_per_s": round(one), "pgbench_batch_pairs_per_s": round(many),
+                        "http_reserve_per_s": round(http_rate), "http_reserve_p99_ms": self.p99(single),
+                        "http_reserve_statuses": single["statuses"], "http_batch_pairs_per_s": round(batch_rate),
+                        "http_batch_p99_ms": self.p99(batched), "http_batch_statuses": batched["statuses"],
+                        "http_vs_pgbench_claim": round(http_rate / one, 3),
+                        "http_batch_vs_pgbench_batch": round(batch_rate / many, 3)}
                     self.stdout.write(
                         f"round {n} (load {load}): pgbench claim {one:,.0f}/s, pgbench batch of {batch} "
-                        f"{many:,.0f} pairs/s; HTTP reserve {http_rate:,.0f}/s p99 {single['p99'] / 1000:.1f} ms "
+                        f"{many:,.0f} pairs/s; HTTP reserve {http_rate:,.0f}/s p99 {self.p99_text(single)} "
                         f"({single['statuses']}), HTTP batch of {batch} {batch_rate:,.0f} pairs/s "
-                        f"p99 {batched['p99'] / 1000:.1f} ms ({batched['statuses']})")
-                    self.stdout.write(
-                        f"round {n} goals: HTTP/pgbench claim {http_rate / one:.2f} (>= 0.25), p99 at {conns} "
-                        f"{single['p99'] / 1000:.1f} ms (<= 25), HTTP batch/pgbench batch {batch_rate / many:.2f} "
-                        f"(>= 0.5)")
+                        f"p99 {self.p99_text(batched)} ({batched['statuses']})")
+                    goals = (f"round {n} goals: HTTP/pgbench claim {http_rate / one:.2f} (>= 0.25), p99 at {conns} "
+                             f"{self.p99_text(single)} (<= 25), HTTP batch/pgbench batch {batch_rate / many:.2f} "
+                             f"(>= 0.5)")
+                    if peer is not None and peer_result is not None:
+                        peer_rate = self.rate(peer_result)
+                        dry = self.peer_available(peer) == 0
+                        order = "before" if n % 2 == 1 else "after"
+                        self.stdout.write(
+                            f"round {n} naive peer (gunicorn gthread {opts['workers']}x{opts['worker_threads']}, run "
+                            f"{order} TokenPool's): {'n/a: pool ran dry' if dry else f'{peer_rate:,.0f}/s'} "
+                            f"p99 {self.p99_text(peer_result)} ({peer_result['statuses']})")
+                        row.update({"peer_reserve_per_s": None if dry else round(peer_rate),
+                                    "peer_reserve_p99_ms": self.p99(peer_result),
+                                    "peer_statuses": peer_result["statuses"], "peer_ran": order,
+                                    "http_vs_peer": None if dry or not peer_rate else round(http_rate / peer_rate, 3)})
+                        if dry or not peer_rate:
+                            refused.append(f"round {n} naive peer")
+                            goals += ", TokenPool/naive peer n/a"
+                        else:
+                            goals += f", TokenPool/naive peer {http_rate / peer_rate:.2f} (>= {PEER_GOAL})"
+                    self.stdout.write(goals)
+                    rounds.append(row)
         finally:
             bench.cleanup(pools=pools, api_key=key)
+        self.stdout.write("RESULT " + json.dumps({
+            "connections": conns, "seconds": seconds, "batch": batch, "workers": opts["workers"],
+            "worker_threads": opts["worker_threads"], "peer_goal": None if opts["no_peer"] else PEER_GOAL,
+            "rounds": rounds}))
+        if refused:
+            raise CommandError(f"no rate for {'; '.join(refused)}: its pool ran dry or nothing answered 2xx")
+
+    @staticmethod
+    def p99(result: dict) -> float | None:
+        """wrk's p99 in ms, or None when the run had any non-2xx answer or socket error (wrk's
+        histogram then mixes them in)."""
+        clean = all(200 <= int(status) < 300 for status in result["statuses"]) and not result["errors"]
+        return round(result["p99"] / 1000, 2) if clean else None
+
+    def p99_text(self, result: dict) -> str:
+        p99 = self.p99(result)
+        return "n/a (non-2xx answers)" if p99 is None else f"{p99:.1f} ms"
+
+    # ---- the naive peer (issue 13 §4) -------------------------------------------------------------------
+
+    @contextmanager
+    def naive_peer(self, *, workers: int, threads: int) -> Iterator[Peer]:
+        """Create the peer's schema in this database, start it under stock gunicorn gthread on a free
+        port, and on the way out stop it and drop the schema."""
+        name = peer_schema.new_schema_name()
+        with connection.cursor() as cursor:
+            peer_schema.create_schema(cursor, schema=name)
+            raw_key = peer_schema.create_api_key(cursor, schema=name)
+        env = peer_schema.gunicorn_env(database_url=peer_schema.database_url(connection.settings_dict), schema=name)
+        env["LOG_LEVEL"] = "WARNING"
+        port = free_port()
+        log_path = ROOT / "var" / "bench_naive_peer.log"
+        log_path.parent.mkdir(exist_ok=True)
+        process = None
+        try:
+            with open(log_path, "ab") as log:
+                process = subprocess.Popen(peer_schema.gunicorn_command(port=port, workers=workers, threads=threads),
+                                           cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+            base_url = f"http://127.0.0.1:{port}"
+            self.wait_listening(base_url, process=process, log_path=log_path)
+            self.stdout.write(f"naive peer: stock gunicorn gthread {workers} workers x {threads} threads on {base_url} "
+                              f"(pid {process.pid}), schema {name}")
+            yield Peer(base_url=base_url, schema=name, raw_key=raw_key)
+        finally:
+            if process is not None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            with connection.cursor() as cursor:
+                peer_schema.drop_schema(cursor, schema=name)
+
+    @staticmethod
+    def wait_listening(base_url: str, *, process: subprocess.Popen, log_path: Path) -> None:
+        """Until the peer answers HTTP at all (a GET without a key: 401, no database involved)."""
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base_url}/api/v1/reservations", timeout=1)
+                return
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise CommandError(f"the naive peer did not start; see {log_path}")
+            time.sleep(0.2)
+
+    @staticmethod
+    def peer_fill(peer: Peer, *, pairs: int) -> None:
+        with connection.cursor() as cursor:
+            peer_schema.fill_pairs(cursor, schema=peer.schema, pool=PEER_POOL, count=pairs)
+
+    @staticmethod
+    def peer_available(peer: Peer) -> int:
+        with connection.cursor() as cursor:
+            return peer_schema.count_pairs(cursor, schema=peer.schema, status="AVAILABLE")
 
     @staticmethod
     def rate(result: dict) -> float:
