@@ -36,7 +36,6 @@ from core.api.models import ApiKey
 from core.management.commands.bench_reserve import (
     ROOT,
     WRK_DONE,
-    free_port,
     pgbench_binary,
     pgbench_env,
 )
@@ -44,6 +43,7 @@ from core.management.commands.bench_reserve import Command as ReserveBench
 from core.pool import services
 from core.pool.models import PairStatus, Pool, TokenPair
 from tokenpool.naive_peer import schema as peer_schema
+from tokenpool.netutil import free_port
 
 PEER_POOL = "bench"
 PEER_GOAL = 1.5  # issue 13 §4: TokenPool's HTTP reserve rate ≥ 1.5× the naive peer's
