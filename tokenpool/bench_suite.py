@@ -24,7 +24,6 @@ import platform
 import re
 import secrets
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from typing import Any, Callable
 
 import httpx
 
+from tokenpool.netutil import free_port
 from tokenpool.runner import web_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,12 +138,6 @@ SUITE: list[Bench] = [
 
 # ---- the stack -------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _log(message: str) -> None:
     print(f"[make bench] {message}", flush=True)
 
@@ -209,7 +203,7 @@ def start_stack() -> Stack:
     _log(f"database {env.get('EMBEDDED_DATABASE_NAME', '$DATABASE_URL')}: migrate, approve UAT onboarding")
     stack.manage("migrate", "--no-input", "-v0")
     stack.manage("load_onboarding_plan", "--approve-environment", "UAT")
-    tome_port = _free_port()
+    tome_port = free_port()
     env["TOME_BASE_URL"] = f"http://127.0.0.1:{tome_port}"
     env.setdefault("TOME_EMULATOR_ADMIN_TOKEN", "dev-tome-admin")
     # `python -m core.tome.emulator` (not manage.py) for --log-level: no JSON line per TOME call.
@@ -222,7 +216,7 @@ def start_stack() -> Stack:
                        "reserve,lookup,detokenize,pools:read", "--rate-limit", "1000000",
                        capture=True).strip().splitlines()[-1]
     env["TOKENPOOL_API_KEY"] = key  # read by loadtest; never on a command line
-    port = _free_port()
+    port = free_port()
     stack.base_url = f"http://127.0.0.1:{port}"
     env["PORT"] = str(port)  # loadtest's default --base-url
     stack.spawn("qcluster", [PY, "manage.py", "qcluster"])

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.tome import _free_port
+from tests.fixtures.processes import free_port
 from tokenpool_tome import (
     CLIENT_DIRECT,
     NotAuthenticated,
@@ -104,7 +104,7 @@ def test_with_tokenpool_down_the_fallback_makes_live_pairs_the_emulator_resolves
         pool_client, tome_library, tome, caplog):
     issued = pool_client.confirm(pool_client.reserve())  # while TokenPool is up
     tome.reset_stats()
-    down = f"http://127.0.0.1:{_free_port()}"  # nothing listens there: connection refused
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there: connection refused
     with TokenPoolClient(down, "any-key", tome=tome_library, sleep=lambda _: None) as client:
         # Pairs TokenPool issued earlier still resolve, through TOME's NS2.
         assert client.detokenize(issued.external_ref_id) == issued.pair
@@ -136,7 +136,7 @@ def test_with_tokenpool_down_the_fallback_makes_live_pairs_the_emulator_resolves
 
 
 def test_without_a_fallback_an_unreachable_tokenpool_raises_unavailable():
-    down = f"http://127.0.0.1:{_free_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     with TokenPoolClient(down, "any-key", sleep=lambda _: None) as client:
         with pytest.raises(TokenPoolUnavailable) as raised:
             client.reserve()

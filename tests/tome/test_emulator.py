@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from core.tome.emulator.tokens import luhn_valid, numeric16_tokens
-from tests.fixtures.tome import ROOT, TomeEmulatorProcess, _free_port
+from tests.fixtures.processes import free_port
+from tests.fixtures.tome import ROOT, TomeEmulatorProcess
 
 NS2_TOKEN = re.compile(r"^ext_[a-z2-7]{26}$")
 GENERATED_VALUE = re.compile(r"^gen_[0-9a-f]{32}$")
@@ -364,7 +365,7 @@ def test_namespace_put_is_idempotent_and_conflicts_on_another_format(tome):
 
 
 def test_management_command_serves_and_stops_cleanly_on_sigterm(tome_emulator):
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, TOME_EMULATOR_DATABASE_URL=tome_emulator.database_url, PYTHONPATH=str(ROOT))
     process = subprocess.Popen([sys.executable, "manage.py", "tome_emulator", "--port", str(port)],
                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

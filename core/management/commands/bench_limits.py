@@ -32,6 +32,7 @@ from django.test.utils import override_settings
 
 from core.api.limits import LocalLimiter, PostgresLimiter, RedisLimiter
 from core.pool.loadgen import percentiles, run_timed
+from tokenpool.netutil import free_port
 
 
 @contextmanager
@@ -43,9 +44,7 @@ def _redis(url: str | None) -> Iterator[str | None]:
     if not shutil.os.path.exists(binary):
         yield None
         return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     workdir = tempfile.mkdtemp(prefix="bench-limits-redis-")
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import string
 import subprocess
 import sys
@@ -28,14 +27,9 @@ from django.db import connection, transaction
 from core.pool.models import Environment, Pool, TokenPair
 from core.refill.models import RefillLease, RefillOutcome, RefillRun, RefillTrigger
 from core.refill.services import refill_run
+from tokenpool.netutil import free_port
 
 ROOT = Path(settings.BASE_DIR)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _fake_pairs(n: int) -> list[tuple[str, str]]:
@@ -74,7 +68,7 @@ class Command(BaseCommand):
         url = options["tome_url"]
         try:
             if url is None:
-                port = _free_port()
+                port = free_port()
                 url = f"http://127.0.0.1:{port}"
                 emulator = subprocess.Popen(
                     [sys.executable, "manage.py", "tome_emulator", "--port", str(port), "--latency-ms", "0"],
