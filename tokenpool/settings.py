@@ -186,6 +186,9 @@ else:
     }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Django's PostgreSQL backend, but the per-request health check polls the idle socket instead of a
+# SELECT 1 round trip (tokenpool/postgresql/base.py says why that sees what the check is for).
+DATABASES["default"]["ENGINE"] = "tokenpool.postgresql"
 DATABASES["default"].setdefault("TEST", {})["NAME"] = env("TEST_DATABASE_NAME", default="test_tokenpool")
 DATABASES["default"].setdefault("OPTIONS", {})
 # A session left idle inside a transaction holds back VACUUM and slows every reservation claim
