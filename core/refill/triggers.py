@@ -3,20 +3,20 @@
 Wired to the pool room's ``pairs_reserved`` signal (sent after the reservation commits) by
 ``core/refill/signals.py``: pool never imports refill.
 
-This sits on the reservation hot path, so it costs almost nothing there: an in-memory rate limit
-per pool and process, and (at most once a second per pool and process) a registration with
-``transaction.on_commit``. The database work — a bounded count and, when low, the lease + enqueue
-of ``refill_request`` — runs after the reservation has committed, outside its transaction.
+This sits on the reservation hot path, so it costs little there: an in-memory rate limit per pool
+and process, and at most once a second per pool and process the database work — a bounded count
+and, when low, the lease + enqueue of ``refill_request``. The pool room sends the signal from
+``transaction.on_commit`` (core/pool/services/reservations.py), so that work runs after the
+reservation has committed, outside its transaction, and never for one that rolled back.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from functools import partial
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 
 from core.pool.selectors import pool_available_up_to
 from core.refill.models import RefillTrigger
@@ -47,9 +47,9 @@ def on_pairs_reserved(*, pool, count: int) -> None:
                 timer.start()
             return
         _last_check[pool.pk] = now
-    # Runs at once when no transaction is open, else after the reservation commits (never if it
-    # rolls back). robust: a failure here is logged and never fails the reservation.
-    transaction.on_commit(partial(_check_and_request, pool=pool), robust=True)
+    # No on_commit of our own: the signal already arrives after the commit, with no transaction
+    # open. A failure here is logged and never fails the reservation (_check_and_request).
+    _check_and_request(pool=pool)
 
 
 def _trailing_check(*, pool) -> None:

@@ -85,14 +85,32 @@ def test_no_refill_is_queued_above_the_low_watermark(refill_ready, make_pool, ap
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_rolled_back_reservation_queues_nothing(make_pool, no_rate_limit):
-    pool = make_pool(low_watermark=100)  # empty, so far below the watermark
-    with pytest.raises(RuntimeError), transaction.atomic():
-        on_pairs_reserved(pool=pool, count=1)
-        raise RuntimeError("reservation failed after the trigger was called")
-    assert queued_refills(pool) == []
-    on_pairs_reserved(pool=pool, count=1)  # committed (no transaction): now it does
-    assert len(queued_refills(pool)) == 1
+def test_the_trigger_runs_after_the_reservation_commits_never_inside_it(make_pool, api_key, no_rate_limit):
+    """The trigger has no on_commit of its own: it relies on the pool room sending ``pairs_reserved``
+    after the commit with no transaction open, so its lease + enqueue never ride in (or roll back with)
+    the reservation's transaction."""
+    from core.pool.services import reservation_create
+    from core.pool.signals import pairs_reserved
+
+    pool = make_pool(low_watermark=100, pairs=3)  # far below the watermark
+    in_transaction: list[bool] = []
+
+    def spy(*, pool, count, **kwargs) -> None:
+        in_transaction.append(connection.in_atomic_block)
+
+    pairs_reserved.connect(spy, dispatch_uid="test-trigger-spy")
+    try:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            reservation_create(pool=pool, api_key=api_key, idempotency_key=None, owner_ref=None)
+            raise RuntimeError("the caller's transaction fails after the reservation")
+        assert in_transaction == [] and queued_refills(pool) == []
+        with transaction.atomic():  # a caller's own transaction: the signal waits for its commit
+            reservation_create(pool=pool, api_key=api_key, idempotency_key=None, owner_ref=None)
+            assert in_transaction == [] and queued_refills(pool) == []
+        assert in_transaction == [False]
+        assert len(queued_refills(pool)) == 1
+    finally:
+        pairs_reserved.disconnect(dispatch_uid="test-trigger-spy")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -120,15 +138,15 @@ def test_the_hot_path_is_rate_limited_per_pool_and_process(make_pool, settings):
 
     settings.REFILL_TRIGGER_MIN_INTERVAL_SECONDS = 60
     reset_rate_limit()
-    pool = make_pool(low_watermark=100)
-    with transaction.atomic():  # the registration is deferred to commit; nothing queried yet
-        with CaptureQueriesContext(connection) as first:
-            on_pairs_reserved(pool=pool, count=1)
+    pool = make_pool(low_watermark=100, pairs=150)  # above the watermark: the check alone
+    with CaptureQueriesContext(connection) as first:
+        on_pairs_reserved(pool=pool, count=1)
     with CaptureQueriesContext(connection) as second:
         on_pairs_reserved(pool=pool, count=1)
-    assert len(first.captured_queries) == 0  # the reservation's own call never queries
-    assert len(second.captured_queries) == 0
     reset_rate_limit()
+    assert [q["sql"] for q in first.captured_queries if "LIMIT" in q["sql"]]  # the bounded count
+    assert len(first.captured_queries) == 1
+    assert second.captured_queries == []  # inside the window: no query (a trailing check is timed)
 
 
 @pytest.mark.django_db
