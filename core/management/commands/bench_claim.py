@@ -21,7 +21,15 @@ unless ``--on-database-url-server``; see core/pool/claim_bench.py):
   10 s). Autovacuum on.
 - ``indexes``: the claim with and without the two ``_like`` indexes migration 0013 dropped, interleaved.
 - ``history``: p50 of claim, lookup and detokenize on one connection, with ``--history-rows`` USED pairs
-  in front vs none (interleaved rounds), plus the admin's pair list and the counts.
+  in front vs none (interleaved rounds), plus the admin's pair list and the counts. Lookups of recent
+  pairs and of pairs spread uniformly over the history are both compared with a lookup in the empty
+  table (which has no old pairs). Measured per ``--history-cache`` state: ``cold`` (the cluster just
+  restarted: empty shared buffers) and ``warm`` (after reading the table and its indexes through the
+  buffers, a long-running server's steady state).
+
+The benchmark's own cluster runs with production-like memory (``--shared-buffers``, default 4GB, about
+a quarter of this 24 GB machine's RAM, and ``--effective-cache-size``), set with ALTER SYSTEM and a
+restart; ``--shared-buffers 128MB`` is PostgreSQL's default (the figures before this option existed).
 """
 from __future__ import annotations
 
@@ -34,6 +42,14 @@ from django.core.management.base import BaseCommand, CommandParser
 from core.pool import claim_bench as cb
 
 PHASES = ("shapes", "indexes", "snapshot", "history")
+CACHE_STATES = ("cold", "warm")
+
+
+def cache_states(value: str) -> list[str]:
+    states = [s.strip() for s in value.split(",") if s.strip()]
+    if not states or set(states) - set(CACHE_STATES):
+        raise ValueError(f"--history-cache takes {', '.join(CACHE_STATES)} (comma-separated): {value!r}")
+    return sorted(set(states), key=CACHE_STATES.index)
 
 
 class Command(BaseCommand):
@@ -52,6 +68,15 @@ class Command(BaseCommand):
                             help="Scratch databases on DATABASE_URL's server instead of the benchmark's own cluster.")
         parser.add_argument("--keep-server", action="store_true",
                             help="Leave the benchmark's own PostgreSQL (var/bench_claim_pg) running afterwards.")
+        parser.add_argument("--shared-buffers", type=cb.memory_setting, default="4GB",
+                            help="shared_buffers of the benchmark's own cluster (default 4GB: ~25%% of this "
+                                 "machine's 24 GB, as sized for production; 128MB is PostgreSQL's default).")
+        parser.add_argument("--effective-cache-size", type=cb.memory_setting, default="12GB",
+                            help="effective_cache_size of the benchmark's own cluster (default 12GB, ~50%% of RAM).")
+        parser.add_argument("--history-cache", type=cache_states, default=list(CACHE_STATES),
+                            help="history phase: measure with a cold cache (cluster restarted first), a warm "
+                                 "one (table and indexes read through shared buffers first), or both "
+                                 "(default cold,warm).")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         phases = [p.strip() for p in opts["phases"].split(",") if p.strip()]
@@ -61,6 +86,17 @@ class Command(BaseCommand):
         self.opts = opts
         self.scale = opts["scale"]
         self.on_shared = opts["on_database_url_server"]
+        if self.on_shared:
+            self.line("scratch databases on DATABASE_URL's server: --shared-buffers/--effective-cache-size "
+                      "not applied (its own settings are printed with the history phase)")
+        else:
+            # A restart empties shared buffers: the history phase's "cold" state starts from there.
+            applied = cb.configure_private_server(
+                settings={"shared_buffers": opts["shared_buffers"],
+                          "effective_cache_size": opts["effective_cache_size"]},
+                restart="history" in phases and "cold" in opts["history_cache"])
+            self.line(f"cluster {cb.PGDATA.relative_to(cb.ROOT)}: "
+                      + ", ".join(f"{k} = {v}" for k, v in applied.items()))
         self.url = cb.scratch_url(opts["database"], on_database_url_server=self.on_shared)
         self.line(f"scratch database {opts['database']}: migrating")
         cb.migrate(self.url)
@@ -228,19 +264,22 @@ class Command(BaseCommand):
                 hist.execute("VACUUM ANALYZE core_tokenpair")
             cb.insert_available(conn, pool_id=epool, rows=100_000, tag="ea")
             conn.execute("VACUUM ANALYZE core_tokenpair")
+            settings = ", ".join(f"{k} = {v}" for k, v in cb.server_settings(hist).items())
             self.line(f"\n## history: {rows:,} USED pairs ({size} with indexes) vs none; p50 ms on one "
-                      f"connection, {self.opts['rounds']} interleaved rounds of 300 operations each")
-            results: dict[str, dict[str, list[float]]] = {"empty": {}, "history": {}}
-            for _ in range(self.opts["rounds"]):
-                for label, c, pool in (("empty", conn, epool), ("history", hist, hpool)):
-                    for op, values in self.history_ops(c, pool).items():
-                        results[label].setdefault(op, []).extend(values)
-            self.line("| operation | empty history p50 ms | with history p50 ms | ratio |")
-            self.line("|---|---|---|---|")
-            for op in results["empty"]:
-                e, h = cb.p50(results["empty"][op]), cb.p50(results["history"][op])
-                self.line(f"| {op} | {e:.3f} | {h:.3f} | {h / e if e else 0:.2f}x |")
-            self.line("\nadmin and counts on the history table (one run each, ms):")
+                      f"connection, {self.opts['rounds']} interleaved rounds of 300 operations each; {settings}")
+            for state in self.opts["history_cache"]:
+                if state == "warm":
+                    took = sum(cb.warm_table(c) for c in (conn, hist))
+                    self.line(f"\n### warm: table and indexes read through shared buffers first ({took:,.0f} s)")
+                else:
+                    cached = cb.os_cached_share(hist)
+                    page_cache = ("unknown share" if cached is None else f"{cached:.0%}") + \
+                        " of the table's and indexes' files in the OS page cache, not dropped"
+                    self.line(f"\n### cold: cluster restarted at the start of this run (shared buffers empty; "
+                              f"{page_cache})" if not self.on_shared else
+                              "\n### cold: NOT guaranteed (DATABASE_URL's server was not restarted)")
+                self.history_table(conn, epool, hist, hpool, rows=rows)
+            self.line("\nadmin and counts on the history table (one run each, ms, after the states above):")
             for label, sql in (
                 ("pair list, newest 50 (ORDER BY id DESC LIMIT 50)",
                  "SELECT * FROM core_tokenpair ORDER BY id DESC LIMIT 50"),
@@ -260,6 +299,24 @@ class Command(BaseCommand):
             ):
                 times = cb.timed(lambda: hist.execute(sql).fetchall(), repeat=3)
                 self.line(f"- {label}: {min(times):,.1f}")
+
+    def history_table(self, conn: Any, epool: int, hist: Any, hpool: int, *, rows: int) -> None:
+        """One table of p50s: interleaved rounds, empty table then history table in each round."""
+        results: dict[str, dict[str, list[float]]] = {"empty": {}, "history": {}}
+        for _ in range(self.opts["rounds"]):
+            for label, c, pool in (("empty", conn, epool), ("history", hist, hpool)):
+                for op, values in self.history_ops(c, pool, spread_over=rows if label == "history" else 0).items():
+                    results[label].setdefault(op, []).extend(values)
+        self.line("| operation | empty history p50 ms | with history p50 ms | ratio |")
+        self.line("|---|---|---|---|")
+        for op, values in results["history"].items():
+            # The empty table has no old pairs: both history rows of an operation are compared with
+            # the same lookup there (of the pairs it just reserved).
+            base = results["empty"].get(op) or results["empty"][op.split(",")[0] + ", recent pairs"]
+            e, h = cb.p50(base), cb.p50(values)
+            self.line(f"| {op} | {e:.3f} | {h:.3f} | {h / e if e else 0:.2f}x |")
+        self.line("(empty history: lookups of the pairs the empty table just reserved, the only ones it has; "
+                  "both rows of an operation are compared with that same figure)")
 
     def load_history(self, hist: Any, *, pool: int, rows: int, template: Any) -> None:
         """Fastest honest way to a big table: drop the secondary indexes, one INSERT ... SELECT
@@ -293,7 +350,9 @@ class Command(BaseCommand):
                 hist.execute(f'ALTER TABLE core_tokenpair ADD CONSTRAINT "{constraint}" UNIQUE USING INDEX "{index}"')
         hist.execute("VACUUM ANALYZE core_tokenpair")
 
-    def history_ops(self, conn: Any, pool: int) -> dict[str, list[float]]:
+    def history_ops(self, conn: Any, pool: int, *, spread_over: int) -> dict[str, list[float]]:
+        """p50 samples of the claim, and of lookup/detokenize of 300 recent pairs; with ``spread_over``
+        (the history table's USED rows), also of 300 pairs spread uniformly over them."""
         claim_sql = cb._inline(conn, cb._CLAIM_ONE_SQL, cb._params(pool, after=cb._AFTER_SENTINEL)).replace(
             str(cb._AFTER_SENTINEL), "%s")
         last = [0]
@@ -304,27 +363,36 @@ class Command(BaseCommand):
 
         claims = cb.timed(claim, repeat=300)
         # Recent pairs (the ones just reserved: what a card service looks up and detokenizes) exist
-        # in both tables; pairs spread uniformly over the whole history only in the big one, where
-        # they mostly miss PostgreSQL's buffers (default shared_buffers 128 MB vs ~3 GB of table).
+        # in both tables.
         recent = conn.execute("SELECT internal_token, external_ref_id FROM core_tokenpair WHERE status = 'RESERVED' "
                               "ORDER BY id DESC LIMIT 300").fetchall()
-        max_id = conn.execute("SELECT max(id) FROM core_tokenpair WHERE status <> 'AVAILABLE'").fetchone()[0]
-        spread = []
-        while len(spread) < 300:
-            row = conn.execute("SELECT internal_token, external_ref_id FROM core_tokenpair WHERE id = %s "
-                               "AND status <> 'AVAILABLE'", [random.randint(1, max_id)]).fetchone()
-            if row:
-                spread.append(row)
         lookup_sql = ("SELECT id, internal_token, external_ref_id, status FROM core_tokenpair "
                       "WHERE internal_token = ANY(%s)")
         detok_sql = ("SELECT id, internal_token, external_ref_id, status FROM core_tokenpair "
                      "WHERE external_ref_id = ANY(%s)")
         out = {"claim (ours, single)": claims}
-        for label, picks in (("recent pairs", recent), ("pairs spread over the history", spread)):
-            it = iter(picks)
-            out[f"lookup, {label}"] = cb.timed(lambda: conn.execute(lookup_sql, [[next(it)[0]]]).fetchall(),
-                                               repeat=len(picks))
-            it2 = iter(picks)
-            out[f"detokenize, {label}"] = cb.timed(lambda: conn.execute(detok_sql, [[next(it2)[1]]]).fetchall(),
-                                                   repeat=len(picks))
+        groups = [("lookup", "detokenize", "recent pairs", recent)]
+        if spread_over:
+            # Derived from the load's formula, not read from the table: reading them first would
+            # pull their heap pages into the buffers and flatter the "cold" lookups.
+            spread = [cb.history_token(random.randint(1, spread_over)) for _ in range(300)]
+            groups.append(("lookup", "detokenize", "pairs spread uniformly over the history", spread))
+        for lookup, detok, label, picks in groups:
+            out[f"{lookup}, {label}"] = self.timed_finds(conn, lookup_sql, [p[0] for p in picks], label)
+            out[f"{detok}, {label}"] = self.timed_finds(conn, detok_sql, [p[1] for p in picks], label)
         return out
+
+    @staticmethod
+    def timed_finds(conn: Any, sql: str, values: list[str], label: str) -> list[float]:
+        """Per-statement ms of ``sql`` for each value; each must find its pair (a miss is cheaper
+        than a hit and would flatter the figure)."""
+        values_left = iter(values)
+        found = [0]
+
+        def one() -> None:
+            found[0] += len(conn.execute(sql, [[next(values_left)]]).fetchall())
+
+        times = cb.timed(one, repeat=len(values))
+        if found[0] != len(values):
+            raise RuntimeError(f"{label}: {found[0]} of {len(values)} lookups found their pair")
+        return times

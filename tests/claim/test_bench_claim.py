@@ -1,0 +1,106 @@
+"""bench_claim's knobs for the history phase (issue 13 §3): the memory settings of its own cluster,
+the cache states, the cache warm-up and the spread pairs' tokens. No 10M table needed."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import psycopg
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from core.management.commands.bench_claim import cache_states
+from core.pool import claim_bench as cb
+
+
+@pytest.mark.parametrize("value", ["4GB", "128MB", "512kB", "16384", " 6GB "])
+def test_memory_setting_accepts_postgresql_sizes(value):
+    assert cb.memory_setting(value) == value.strip()
+
+
+@pytest.mark.parametrize("value", ["", "4 GB", "4gb", "0", "-1GB", "4GiB", "4GB; DROP TABLE x"])
+def test_memory_setting_rejects_anything_else(value):
+    with pytest.raises(ValueError):
+        cb.memory_setting(value)
+
+
+def test_cache_states_parse_in_a_fixed_order():
+    assert cache_states("warm,cold") == ["cold", "warm"]
+    assert cache_states(" warm ") == ["warm"]
+    for bad in ("", "hot", "cold,hot"):
+        with pytest.raises(ValueError):
+            cache_states(bad)
+
+
+@pytest.mark.parametrize("args", [["--shared-buffers", "lots"], ["--effective-cache-size", "12 GB"],
+                                  ["--history-cache", "lukewarm"]])
+def test_bench_claim_refuses_bad_options_before_touching_any_database(args):
+    with pytest.raises(CommandError):
+        call_command("bench_claim", "--phases", "history", *args)
+
+
+@pytest.mark.django_db
+def test_history_token_is_what_the_history_load_inserts():
+    # bench_claim's load_history: 'h' || lpad(i::text, 12, '0') and 'ext_h' || md5(i::text).
+    with connection.cursor() as cursor:
+        for i in (1, 4_242, 10_000_000):
+            cursor.execute("SELECT 'h' || lpad(%s::text, 12, '0'), 'ext_h' || md5(%s::text)", [i, i])
+            assert cb.history_token(i) == cursor.fetchone()
+
+
+@pytest.mark.django_db
+def test_warm_table_walks_every_index_of_the_pairs_table(make_pool):
+    make_pool("bench-warm", pairs=200)
+    raw = connection.connection  # the test's psycopg connection, inside the test's transaction
+
+    # Raises if the planner would not walk one of the indexes (the warm-up would then cache nothing).
+    took = cb.warm_table(raw)
+
+    assert took >= 0
+    # Counted for the current transaction (the test's), so nobody else's scans are in these figures.
+    scans = dict(raw.execute("SELECT x.indexrelid::regclass::text, pg_stat_get_xact_numscans(x.indexrelid) "
+                             "FROM pg_index x WHERE x.indrelid = 'core_tokenpair'::regclass").fetchall())
+    assert scans and all(n >= 1 for n in scans.values()), scans
+
+
+def test_configure_private_server_applies_shared_buffers_with_a_restart(monkeypatch):
+    """A throw-away cluster (initdb + two starts, a few seconds): ALTER SYSTEM, the restart that
+    shared_buffers needs, and the values it then runs with."""
+    pgdata = cb.ROOT / "var" / f"test_bench_claim_pg_{os.getpid()}"
+    monkeypatch.setattr(cb, "PGDATA", pgdata)
+    monkeypatch.delenv("EMBEDDED_PGDATA", raising=False)
+    try:
+        applied = cb.configure_private_server(settings={"shared_buffers": "48MB", "effective_cache_size": "1GB"})
+        assert applied == {"shared_buffers": "48MB", "effective_cache_size": "1GB"}
+        with psycopg.connect(cb.scratch_url("postgres"), autocommit=True) as conn:
+            started = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+        again = cb.configure_private_server(settings={"shared_buffers": "48MB"}, restart=True)
+        assert again == {"shared_buffers": "48MB"}
+        with psycopg.connect(cb.scratch_url("postgres"), autocommit=True) as conn:
+            assert conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0] > started
+    finally:
+        cb.stop_private_server()
+        shutil.rmtree(pgdata, ignore_errors=True)
+
+
+def test_configure_private_server_refuses_a_cluster_it_does_not_own(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMBEDDED_PGDATA", str(tmp_path / "shared"))
+
+    with pytest.raises(RuntimeError, match="EMBEDDED_PGDATA"):
+        cb.configure_private_server(settings={"shared_buffers": "48MB"})
+
+    assert not (tmp_path / "shared").exists()  # nothing was started there
+
+
+@pytest.mark.django_db
+def test_os_cached_share_is_a_share_of_the_pairs_table_files(make_pool):
+    make_pool("bench-fincore", pairs=50)
+
+    share = cb.os_cached_share(connection.connection)
+
+    # None only where it cannot be told (no fincore, or a server on another machine).
+    assert share is None or 0.0 <= share <= 1.0
+    datadir = connection.connection.execute("SHOW data_directory").fetchone()[0]
+    if shutil.which("fincore") and os.path.isdir(datadir):
+        assert share is not None
