@@ -314,6 +314,7 @@ class RedisLimiter:
 # --- Leases: most decisions without a round trip ----------------------------------------------------
 LEASE_SECONDS = 0.2  # a lease's unused tokens are dropped after this: a process does not hoard them
 LEASE_MAX = 50
+FETCH_WAIT_SECONDS = 1.0  # longest a request waits for another thread's lease fetch before its own
 LEASE_RATE_DIVISOR = 20  # largest lease = rate / 20 (1/20 s of the allowance): a key of <= 20/s stays exact
 
 
@@ -324,9 +325,10 @@ def lease_size_limit(*, rate: float, per: float) -> int:
 
 
 class _Lease:
-    __slots__ = ("expires", "left", "refused_until", "size", "used")
+    __slots__ = ("expires", "fetching", "left", "refused_until", "size", "used")
 
     def __init__(self) -> None:
+        self.fetching = False  # a thread of this process is fetching the next lease from the store
         self.left = 0
         self.expires = 0.0
         self.size = 1
@@ -350,6 +352,7 @@ class LeasedLimiter:
         self.inner = inner
         self.namespace = getattr(inner, "namespace", "")
         self._lock = threading.Lock()
+        self._fetched = threading.Condition(self._lock)
         self._leases: dict[tuple[str, float, float], _Lease] = {}
 
     def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
@@ -358,18 +361,28 @@ class LeasedLimiter:
             return self.inner.take(name, rate=rate, per=per, peek=peek)
         key = (name, rate, per)
         now = time.monotonic()
+        wait_until = now + FETCH_WAIT_SECONDS
         with self._lock:
-            lease = self._leases.get(key)
-            if lease is None:
-                if len(self._leases) > 10_000:  # many keys: drop the leases (strict side)
-                    self._leases.clear()
-                lease = self._leases[key] = _Lease()
-            if lease.refused_until > now:
-                return lease.refused_until - now
-            if lease.left > 0 and lease.expires > now:
-                lease.left -= 1
-                lease.used += 1
-                return 0.0
+            while True:
+                lease = self._leases.get(key)
+                if lease is None:
+                    if len(self._leases) > 10_000:  # many keys: drop the leases (strict side)
+                        self._leases.clear()
+                    lease = self._leases[key] = _Lease()
+                if lease.refused_until > now:
+                    return lease.refused_until - now
+                if lease.left > 0 and lease.expires > now:
+                    lease.left -= 1
+                    lease.used += 1
+                    return 0.0
+                # Single flight: while one thread of this process fetches the key's next lease, the
+                # others wait for it instead of each paying a round trip of their own (with N threads
+                # the store would otherwise see up to N requests per lease, and each costs the request
+                # that makes it a round trip). A fetch slower than FETCH_WAIT_SECONDS is not waited for.
+                if not lease.fetching or now >= wait_until:
+                    break
+                self._fetched.wait(timeout=wait_until - now)
+                now = time.monotonic()
             # The last lease is used up or expired: size the next one on what it saw (doubled
             # only when it ran out within its lifetime: demand is at least that).
             if lease.left == 0 and lease.used and lease.expires > now:
@@ -378,10 +391,19 @@ class LeasedLimiter:
                 lease.size = max(1, min(limit, lease.used))
             want = lease.size
             lease.left, lease.used = 0, 0
+            lease.fetching = True
         # The round trip outside the lock: other threads of this process go on meanwhile.
-        granted, wait = self.inner.take_many(name, rate=rate, per=per, want=want)
+        try:
+            granted, wait = self.inner.take_many(name, rate=rate, per=per, want=want)
+        except BaseException:
+            with self._lock:
+                lease.fetching = False
+                self._fetched.notify_all()
+            raise
         now = time.monotonic()
         with self._lock:
+            lease.fetching = False
+            self._fetched.notify_all()
             if not granted:
                 lease.refused_until = now + wait
                 return wait
