@@ -79,6 +79,9 @@ class Command(BaseCommand):
         parser.add_argument("--no-peer", action="store_true", help="Skip the naive peer (issue 13 §4).")
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        # SIGTERM (a timeout in `make bench`) → SystemExit, so the finally blocks stop both gunicorns
+        # (their own sessions: nobody else would) and drop the scratch pools and the peer's schema.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         bench = ReserveBench(stdout=self.stdout, stderr=self.stderr)
         bench.refused = []
         key, raw_key = ApiKey.objects.create_key(name=f"bench-{secrets.token_hex(3)}", scopes=["reserve"],
@@ -270,3 +273,7 @@ class Command(BaseCommand):
         claimed = TokenPair.objects.filter(pool=pool, status=PairStatus.RESERVED).count()
         assert claimed == per_client * conns * count, (claimed, per_client, conns, count)
         return tps * count
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
