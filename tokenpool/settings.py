@@ -100,6 +100,18 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout response
 ]
+# The JSON API (/api/v1/) runs this shorter stack (tokenpool/wsgi.py): its clients send an API key
+# with every request, so the browser-session machinery below has nothing to do for them.
+SITE_ONLY_MIDDLEWARE = frozenset({
+    "core.api.middleware.HtmlCSPMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "axes.middleware.AxesMiddleware",
+})
+API_MIDDLEWARE = [path for path in MIDDLEWARE if path not in SITE_ONLY_MIDDLEWARE]
 
 # --- Admin login lockout: django-axes (contract section 3) --------------------------------------------
 # At most AXES_FAILURE_LIMIT failures per username OR per client address within AXES_COOLOFF_TIME,

@@ -415,7 +415,6 @@ class Command(BaseCommand):
         import io
         import types
 
-        from django.core.handlers.wsgi import WSGIHandler
         from django.test.utils import override_settings
         from django.urls import clear_url_caches, path
         from rest_framework.response import Response
@@ -435,7 +434,9 @@ class Command(BaseCommand):
         sys.modules[urls.__name__] = urls
         pool = self.scratch_pool(pairs=requests + 100, pools=pools)
         body = json.dumps({"pool": pool.name}).encode()
-        handler = WSGIHandler()
+        from tokenpool.wsgi import SplitApplication
+
+        handler = SplitApplication()  # what gunicorn serves: /api/v1/ runs settings.API_MIDDLEWARE
 
         def call(path_info: str) -> str:
             status: list[str] = []

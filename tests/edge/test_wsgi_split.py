@@ -1,0 +1,66 @@
+"""tokenpool/wsgi.py: the JSON API runs the API's middleware stack, every other path the site's.
+
+Requests go through ``tokenpool.wsgi.application`` itself (what gunicorn serves), in process."""
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import pytest
+from django.conf import settings
+
+
+def _call(path: str, *, method: str = "GET", body: bytes = b"", headers: dict[str, str] | None = None):
+    from tokenpool.wsgi import application
+
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "SERVER_NAME": "testserver", "SERVER_PORT": "80",
+               "HTTP_HOST": "testserver", "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http",
+               "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "CONTENT_LENGTH": str(len(body)),
+               "CONTENT_TYPE": "application/json", **(headers or {})}
+    started: list = []
+    result = application(environ, lambda status, response_headers: started.append((status, response_headers)))
+    try:
+        content = b"".join(result)
+    finally:
+        result.close()
+    status, response_headers = started[0]
+    return int(status.split()[0]), response_headers, content
+
+
+def test_the_api_stack_is_the_site_stack_without_the_browser_session_machinery():
+    from tokenpool.wsgi import application
+
+    assert settings.API_MIDDLEWARE == [m for m in settings.MIDDLEWARE if m not in settings.SITE_ONLY_MIDDLEWARE]
+    assert "core.api.middleware.ApiRequestGuardMiddleware" in settings.API_MIDDLEWARE
+    assert "django.middleware.csrf.CsrfViewMiddleware" not in settings.API_MIDDLEWARE
+    # The site's handler still has CSRF's process_view; the API's has no view middleware at all.
+    assert application.site._view_middleware and not application.api._view_middleware
+
+
+@pytest.mark.django_db(transaction=True)  # the handler checks connections at request end: no test transaction
+def test_a_reservation_through_the_split_application(make_pool, make_api_key):
+    pool = make_pool(pairs=3)
+    _, raw = make_api_key()
+    status, headers, content = _call("/api/v1/reservations", method="POST", body=json.dumps({"pool": pool.name}).encode(),
+                                     headers={"HTTP_AUTHORIZATION": f"Api-Key {raw}"})
+    names = {name.lower(): value for name, value in headers}
+    assert status == 201, content
+    assert json.loads(content)["internal_token"]
+    assert names["cache-control"] == "no-store"
+    assert names["x-content-type-options"] == "nosniff"  # SecurityMiddleware still runs
+    assert "set-cookie" not in names and "content-security-policy" not in names
+    status, _, content = _call("/api/v1/reservations", method="POST", body=b"{}")
+    assert status == 401 and json.loads(content)["code"] == "not_authenticated"
+
+
+@pytest.mark.django_db(transaction=True)  # the handler checks connections at request end: no test transaction
+def test_the_admin_still_gets_sessions_csrf_and_csp():
+    status, headers, _ = _call("/admin/login/")
+    names = {name.lower(): value for name, value in headers}
+    assert status == 200
+    assert "csrftoken" in names.get("set-cookie", "")
+    assert "content-security-policy" in names
+    status, _, _ = _call("/admin/login/", method="POST", body=b"username=a&password=b",
+                         headers={"CONTENT_TYPE": "application/x-www-form-urlencoded"})
+    assert status == 403  # no CSRF token: refused by the site stack's CsrfViewMiddleware
