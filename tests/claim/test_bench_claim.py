@@ -104,3 +104,10 @@ def test_os_cached_share_is_a_share_of_the_pairs_table_files(make_pool):
     datadir = connection.connection.execute("SHOW data_directory").fetchone()[0]
     if shutil.which("fincore") and os.path.isdir(datadir):
         assert share is not None
+
+
+def test_percentiles_by_nearest_rank():
+    values = [float(v) for v in range(10, 0, -1)]  # 10 .. 1, unsorted on purpose
+
+    assert (cb.p50(values), cb.percentile(values, 0.9), cb.percentile(values, 1.0)) == (6.0, 10.0, 10.0)
+    assert cb.percentile([], 0.9) == 0.0

@@ -307,14 +307,15 @@ class Command(BaseCommand):
             for label, c, pool in (("empty", conn, epool), ("history", hist, hpool)):
                 for op, values in self.history_ops(c, pool, spread_over=rows if label == "history" else 0).items():
                     results[label].setdefault(op, []).extend(values)
-        self.line("| operation | empty history p50 ms | with history p50 ms | ratio |")
-        self.line("|---|---|---|---|")
+        self.line("| operation | empty history p50 ms | with history p50 ms | ratio (p50) | p90 ms empty / history |")
+        self.line("|---|---|---|---|---|")
         for op, values in results["history"].items():
             # The empty table has no old pairs: both history rows of an operation are compared with
             # the same lookup there (of the pairs it just reserved).
             base = results["empty"].get(op) or results["empty"][op.split(",")[0] + ", recent pairs"]
             e, h = cb.p50(base), cb.p50(values)
-            self.line(f"| {op} | {e:.3f} | {h:.3f} | {h / e if e else 0:.2f}x |")
+            e90, h90 = cb.percentile(base, 0.9), cb.percentile(values, 0.9)
+            self.line(f"| {op} | {e:.3f} | {h:.3f} | {h / e if e else 0:.2f}x | {e90:.3f} / {h90:.3f} |")
         self.line("(empty history: lookups of the pairs the empty table just reserved, the only ones it has; "
                   "both rows of an operation are compared with that same figure)")
 
