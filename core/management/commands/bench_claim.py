@@ -301,7 +301,7 @@ class Command(BaseCommand):
                 self.line(f"- {label}: {min(times):,.1f}")
 
     def history_table(self, conn: Any, epool: int, hist: Any, hpool: int, *, rows: int) -> None:
-        """One table of p50s: interleaved rounds, empty table then history table in each round."""
+        """One table of p50s (and p90s): interleaved rounds, empty table then history table in each round."""
         results: dict[str, dict[str, list[float]]] = {"empty": {}, "history": {}}
         for _ in range(self.opts["rounds"]):
             for label, c, pool in (("empty", conn, epool), ("history", hist, hpool)):
