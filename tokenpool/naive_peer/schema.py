@@ -110,7 +110,10 @@ def gunicorn_command(*, port: int, workers: int = 2, threads: int = 4) -> list[s
     """Stock gunicorn gthread, as a team would run it (no TokenPool worker class)."""
     return [sys.executable, "-m", "gunicorn", "tokenpool.naive_peer.wsgi:application", "--worker-class", "gthread",
             "--workers", str(workers), "--threads", str(threads), "--bind", f"127.0.0.1:{port}",
-            "--log-level", "warning"]
+            "--log-level", "warning",
+            # gunicorn 27's control socket defaults to one path per user, shared by every gunicorn on
+            # the machine (TokenPool's runner turns it off too); nothing here uses it.
+            "--no-control-socket"]
 
 
 def gunicorn_env(*, database_url: str, schema: str, base: dict[str, str] | None = None) -> dict[str, str]:
