@@ -122,6 +122,11 @@ SUITE: list[Bench] = [
     Bench("reserve", ["bench_reserve", "--pairs", "10000", "--threads", "1,4,16", "--http-seconds", "5"],
           "reservations: service raw SQL vs ORM, pgbench, HTTP through gunicorn + wrk",
           quick={"--pairs": "1000", "--threads": "1,4", "--http-seconds": "2"}),
+    # Issue 13's HTTP goals in one run: HTTP reserve / pgbench of the claim, p99 at 16 connections,
+    # HTTP batch / pgbench batch, and TokenPool / the naive peer (tokenpool/naive_peer), interleaved.
+    Bench("http-goals", ["bench_http_goals", "--seconds", "5", "--rounds", "3"],
+          "issue 13 §4: HTTP reserve and batches vs pgbench of the same claims, and vs a naive Django+DRF peer",
+          quick={"--seconds": "1", "--rounds": "1"}),
     Bench("refill", ["bench_refill", "--pairs", "50000"], "a refill against a zero-latency emulator",
           quick={"--pairs": "5000"}),
     Bench("monitoring-request-costs", ["bench_monitoring", "--request-costs"], "a /metrics scrape and one log line"),
