@@ -22,7 +22,6 @@ import secrets
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -38,6 +37,8 @@ from core.management.commands.bench_reserve import (
     WRK_DONE,
     pgbench_binary,
     pgbench_env,
+    stop_process,
+    wait_answering,
 )
 from core.management.commands.bench_reserve import Command as ReserveBench
 from core.pool import services
@@ -207,30 +208,15 @@ class Command(BaseCommand):
             yield Peer(base_url=base_url, schema=name, raw_key=raw_key)
         finally:
             if process is not None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                stop_process(process)
             with connection.cursor() as cursor:
                 peer_schema.drop_schema(cursor, schema=name)
 
     @staticmethod
     def wait_listening(base_url: str, *, process: subprocess.Popen, log_path: Path) -> None:
         """Until the peer answers HTTP at all (a GET without a key: 401, no database involved)."""
-        import httpx
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base_url}/api/v1/reservations", timeout=1)
-                return
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise CommandError(f"the naive peer did not start; see {log_path}")
-            time.sleep(0.2)
+        if not wait_answering(f"{base_url}/api/v1/reservations", process=process):
+            raise CommandError(f"the naive peer did not start; see {log_path}")
 
     @staticmethod
     def peer_fill(peer: Peer, *, pairs: int) -> None:

