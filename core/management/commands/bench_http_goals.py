@@ -35,6 +35,7 @@ from core.api.models import ApiKey
 from core.management.commands.bench_reserve import (
     ROOT,
     WRK_DONE,
+    cpu_per_request,
     pgbench_binary,
     pgbench_env,
     stop_process,
@@ -64,6 +65,7 @@ class Peer:
     base_url: str
     schema: str
     raw_key: str
+    pid: int  # the peer's gunicorn master
 
 
 class Command(BaseCommand):
@@ -111,14 +113,19 @@ class Command(BaseCommand):
                     if peer is not None:
                         self.peer_fill(peer, pairs=http_pairs)
                     # Back to back, alternating which goes first.
-                    peer_result = None
+                    # CPU per answer of each server's workers and of the database's backends meanwhile.
+                    database = connection.settings_dict["NAME"]
+                    peer_result, peer_cpu = None, {}
                     if peer is not None and n % 2 == 1:
-                        peer_result = bench._run_wrk(peer.base_url, peer.raw_key, PEER_POOL, connections=conns,
-                                                     seconds=seconds)
-                    single = bench._run_wrk(base_url, raw_key, pool.name, connections=conns, seconds=seconds)
+                        with cpu_per_request(server_pid=peer.pid, database=database) as peer_cpu:
+                            peer_result = bench._run_wrk(peer.base_url, peer.raw_key, PEER_POOL, connections=conns,
+                                                         seconds=seconds)
+                    with cpu_per_request(server_pid=bench.server_pid, database=database) as cpu:
+                        single = bench._run_wrk(base_url, raw_key, pool.name, connections=conns, seconds=seconds)
                     if peer is not None and n % 2 == 0:
-                        peer_result = bench._run_wrk(peer.base_url, peer.raw_key, PEER_POOL, connections=conns,
-                                                     seconds=seconds)
+                        with cpu_per_request(server_pid=peer.pid, database=database) as peer_cpu:
+                            peer_result = bench._run_wrk(peer.base_url, peer.raw_key, PEER_POOL, connections=conns,
+                                                         seconds=seconds)
                     pool = bench.scratch_pool(pairs=http_pairs * 10, pools=pools)
                     batched = bench._run_wrk(base_url, raw_key, pool.name, connections=conns, seconds=seconds,
                                              path="/api/v1/reservations/batch",
@@ -131,13 +138,15 @@ class Command(BaseCommand):
                         "http_reserve_per_s": round(http_rate), "http_reserve_p99_ms": self.p99(single),
                         "http_reserve_statuses": single["statuses"], "http_batch_pairs_per_s": round(batch_rate),
                         "http_batch_p99_ms": self.p99(batched), "http_batch_statuses": batched["statuses"],
+                        "http_reserve_cpu_ms": self.cpu_ms(cpu, single),
                         "http_vs_pgbench_claim": round(http_rate / one, 3),
                         "http_batch_vs_pgbench_batch": round(batch_rate / many, 3)}
                     self.stdout.write(
                         f"round {n} (load {load}): pgbench claim {one:,.0f}/s, pgbench batch of {batch} "
                         f"{many:,.0f} pairs/s; HTTP reserve {http_rate:,.0f}/s p99 {self.p99_text(single)} "
                         f"({single['statuses']}), HTTP batch of {batch} {batch_rate:,.0f} pairs/s "
-                        f"p99 {self.p99_text(batched)} ({batched['statuses']})")
+                        f"p99 {self.p99_text(batched)} ({batched['statuses']}); CPU per reservation "
+                        f"{self.cpu_text(cpu, single)}")
                     goals = (f"round {n} goals: HTTP/pgbench claim {http_rate / one:.2f} (>= 0.25), p99 at {conns} "
                              f"{self.p99_text(single)} (<= 25), HTTP batch/pgbench batch {batch_rate / many:.2f} "
                              f"(>= 0.5)")
@@ -148,10 +157,12 @@ class Command(BaseCommand):
                         self.stdout.write(
                             f"round {n} naive peer (gunicorn gthread {opts['workers']}x{opts['worker_threads']}, run "
                             f"{order} TokenPool's): {'n/a: pool ran dry' if dry else f'{peer_rate:,.0f}/s'} "
-                            f"p99 {self.p99_text(peer_result)} ({peer_result['statuses']})")
+                            f"p99 {self.p99_text(peer_result)} ({peer_result['statuses']}); CPU per reservation "
+                            f"{self.cpu_text(peer_cpu, peer_result)}")
                         row.update({"peer_reserve_per_s": None if dry else round(peer_rate),
                                     "peer_reserve_p99_ms": self.p99(peer_result),
                                     "peer_statuses": peer_result["statuses"], "peer_ran": order,
+                                    "peer_reserve_cpu_ms": self.cpu_ms(peer_cpu, peer_result),
                                     "http_vs_peer": None if dry or not peer_rate else round(http_rate / peer_rate, 3)})
                         if dry or not peer_rate:
                             refused.append(f"round {n} naive peer")
@@ -168,6 +179,19 @@ class Command(BaseCommand):
             "rounds": rounds}))
         if refused:
             raise CommandError(f"no rate for {'; '.join(refused)}: its pool ran dry or nothing answered 2xx")
+
+    @classmethod
+    def cpu_ms(cls, cpu: dict[str, float], result: dict) -> dict[str, float] | None:
+        """CPU ms per 2xx answer: the web server's workers and the database's backends."""
+        answers = sum(n for status, n in result["statuses"].items() if 200 <= int(status) < 300)
+        if not answers or not cpu:
+            return None
+        return {group: round(seconds * 1000 / answers, 3) for group, seconds in cpu.items()}
+
+    @classmethod
+    def cpu_text(cls, cpu: dict[str, float], result: dict) -> str:
+        per = cls.cpu_ms(cpu, result)
+        return "n/a" if per is None else f"web {per['web']:.2f} ms + PostgreSQL {per['postgres']:.2f} ms"
 
     @staticmethod
     def p99(result: dict) -> float | None:
@@ -205,7 +229,7 @@ class Command(BaseCommand):
             self.wait_listening(base_url, process=process, log_path=log_path)
             self.stdout.write(f"naive peer: stock gunicorn gthread {workers} workers x {threads} threads on {base_url} "
                               f"(pid {process.pid}), schema {name}")
-            yield Peer(base_url=base_url, schema=name, raw_key=raw_key)
+            yield Peer(base_url=base_url, schema=name, raw_key=raw_key, pid=process.pid)
         finally:
             if process is not None:
                 stop_process(process)

