@@ -74,17 +74,12 @@ class LocalLimiter:
         self._tat: dict[str, float] = {}
 
     def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
-        interval, tau = gcra_parameters(rate=rate, per=per)
+        if not peek:
+            return self.take_many(name, rate=rate, per=per, want=1)[1]
+        _interval, tau = gcra_parameters(rate=rate, per=per)
         now = time.monotonic()
         with self._lock:
-            tat = max(self._tat.get(name, now), now)
-            if tat - now > tau:
-                return tat - now - tau
-            if not peek:
-                if len(self._tat) > 100_000:  # addresses of a scan: bound the memory, forgive them all
-                    self._tat.clear()
-                self._tat[name] = tat + interval
-            return 0.0
+            return max(self._tat.get(name, now) - now - tau, 0.0)
 
     def take_many(self, name: str, *, rate: float, per: float = 1.0, want: int) -> tuple[int, float]:
         interval, tau = gcra_parameters(rate=rate, per=per)
@@ -94,7 +89,7 @@ class LocalLimiter:
             granted = _grantable(ahead=tat - now, interval=interval, tau=tau, want=want)
             if not granted:
                 return 0, tat - now - tau
-            if len(self._tat) > 100_000:
+            if len(self._tat) > 100_000:  # addresses of a scan: bound the memory, forgive them all
                 self._tat.clear()
             self._tat[name] = tat + granted * interval
             return granted, 0.0
@@ -112,22 +107,10 @@ def _grantable(*, ahead: float, interval: float, tau: float, want: int) -> int:
     return max(1, min(want, int((tau - ahead) / interval + 1e-9) + 1))
 
 
-# The whole decision in one statement. ``checked_at`` is the database's clock at the decision
-# (clock_timestamp(), not now(): inside a caller's transaction now() stands still). The row lock
-# taken by ON CONFLICT serialises concurrent decisions on one name across every connection.
-_PG_TAKE = """
-INSERT INTO core_ratelimit AS r (bucket, tat, checked_at, allowed)
-SELECT %(bucket)s, c.now + %(interval)s, c.now, true
-  FROM (SELECT extract(epoch FROM clock_timestamp())::float8 AS now) AS c
-ON CONFLICT (bucket) DO UPDATE SET
-    checked_at = EXCLUDED.checked_at,
-    allowed = GREATEST(r.tat, EXCLUDED.checked_at) - EXCLUDED.checked_at <= %(tau)s,
-    tat = CASE WHEN GREATEST(r.tat, EXCLUDED.checked_at) - EXCLUDED.checked_at <= %(tau)s
-               THEN GREATEST(r.tat, EXCLUDED.checked_at) + %(interval)s
-               ELSE r.tat END
-RETURNING allowed, tat - checked_at
-"""
-# Up to %(want)s events in one decision (the leases of ``LeasedLimiter``). ``checked_at`` is set to
+# Up to %(want)s events in one statement (one for ``take``, a lease for ``LeasedLimiter``).
+# ``checked_at`` is the database's clock (clock_timestamp(), not now(): inside a caller's
+# transaction now() stands still); the row lock taken by ON CONFLICT serialises concurrent
+# decisions on one name across every connection. ``checked_at`` is then set to
 # where the granted span starts (the later of tat and the clock), so RETURNING can say how many
 # were granted without PostgreSQL 18's OLD: (tat - checked_at) / T when allowed; when refused,
 # checked_at is the clock and tat - checked_at how far ahead the bucket is.
@@ -161,17 +144,13 @@ class PostgresLimiter:
         self._next_prune = 0.0
 
     def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
-        interval, tau = gcra_parameters(rate=rate, per=per)
-        bucket = f"{self.namespace}:{name}"
+        if not peek:  # the same single statement as a lease of one
+            return self.take_many(name, rate=rate, per=per, want=1)[1]
+        _interval, tau = gcra_parameters(rate=rate, per=per)
         with connection.cursor() as cursor:
-            if peek:
-                cursor.execute(_PG_PEEK, {"bucket": bucket})
-                row = cursor.fetchone()
-                return max(0.0, row[0] - tau) if row else 0.0
-            cursor.execute(_PG_TAKE, {"bucket": bucket, "interval": interval, "tau": tau})
-            allowed, ahead = cursor.fetchone()
-            self._prune_now_and_then(cursor)
-        return 0.0 if allowed else max(ahead - tau, 1e-6)
+            cursor.execute(_PG_PEEK, {"bucket": f"{self.namespace}:{name}"})
+            row = cursor.fetchone()
+        return max(0.0, row[0] - tau) if row else 0.0
 
     def take_many(self, name: str, *, rate: float, per: float = 1.0, want: int) -> tuple[int, float]:
         interval, tau = gcra_parameters(rate=rate, per=per)
@@ -199,25 +178,19 @@ class PostgresLimiter:
             pass
 
 
-# KEYS[1] the name; ARGV interval, tau, peek ("1"/"0"). Returns the wait as a string (a Lua number
-# would come back truncated to an integer). Redis's own clock: every web machine agrees on it.
-_LUA_TAKE = """
+# KEYS[1] the name; ARGV tau. The wait before the next event, counting nothing (``peek``), as a
+# string (a Lua number would come back truncated to an integer). Redis's own clock: every web
+# machine agrees on it.
+_LUA_PEEK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local interval = tonumber(ARGV[1])
-local tau = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-if tat - now > tau then return tostring(tat - now - tau) end
-if ARGV[3] ~= '1' then
-  local new_tat = tat + interval
-  redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
-end
+local wait = tonumber(redis.call('GET', KEYS[1]) or '0') - now - tonumber(ARGV[1])
+if wait > 0 then return tostring(wait) end
 return '0'
 """
 
 
-# Up to ARGV[3] events at once (``LeasedLimiter``): returns "granted wait" as a string.
+# Up to ARGV[3] events at once (one for ``take``, a lease for ``LeasedLimiter``): returns "granted wait" as a string.
 _LUA_TAKE_MANY = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -261,13 +234,14 @@ class RedisLimiter:
     def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
         import redis
 
-        interval, tau = gcra_parameters(rate=rate, per=per)
+        if not peek:  # the same single script as a lease of one
+            return self.take_many(name, rate=rate, per=per, want=1)[1]
+        _interval, tau = gcra_parameters(rate=rate, per=per)
         try:
-            wait = float(self._run(_LUA_TAKE, name=name, args=[repr(interval), repr(tau), "1" if peek else "0"]))
+            return float(self._run(_LUA_PEEK, name=name, args=[repr(tau)]))
         except redis.RedisError as exc:
             self._log_outage(exc)
-            return self._fallback.take(name, rate=rate, per=per, peek=peek)
-        return wait
+            return self._fallback.take(name, rate=rate, per=per, peek=True)
 
     def take_many(self, name: str, *, rate: float, per: float = 1.0, want: int) -> tuple[int, float]:
         import redis
