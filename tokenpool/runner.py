@@ -97,7 +97,7 @@ class Child:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.failures = 0  # consecutive quick exits, for the backoff
-        self.let_finish = False  # on stop: not signalled, waited for (up to the stop timeout)
+        self.let_finish = False  # on stop: not signalled, waited for (stop timeout + 120 s), then killed
         self.restart_at: float | None = None
 
     def start(self, env: Mapping[str, str]) -> None:
