@@ -37,12 +37,12 @@ from core.management.commands.bench_reserve import (
     WRK_DONE,
     cpu_per_request,
     pgbench_binary,
+    pgbench_claim_script,
     pgbench_env,
     stop_process,
     wait_answering,
 )
 from core.management.commands.bench_reserve import Command as ReserveBench
-from core.pool import services
 from core.pool.models import PairStatus, Pool, TokenPair
 from tokenpool.naive_peer import schema as peer_schema
 from tokenpool.netutil import free_port
@@ -264,16 +264,10 @@ class Command(BaseCommand):
         if binary is None:
             raise CommandError("pgbench not found (neither on PATH nor in the embedded PostgreSQL)")
         pool = bench.scratch_pool(pairs=pairs, pools=pools)
-        params = {"pool": pool.pk, "api_key": key.pk, "owner_ref": None, "idempotency_key": None,
-                  "fingerprint": None, "ttl": pool.reservation_ttl, "idempotency_index": None, "after": 0,
-                  "count": count}
-        sql = services.claim._CLAIM_ONE_SQL if count == 1 else services.claim._CLAIM_EXACTLY_SQL
-        with connection.cursor() as cursor:
-            statement = cursor.mogrify(sql, params)
         env = pgbench_env()
         with tempfile.TemporaryDirectory() as tmp:
             script = Path(tmp) / "claim.sql"
-            script.write_text(" ".join(statement.split()) + ";\n")
+            script.write_text(pgbench_claim_script(pool=pool, api_key=key, count=count))
             # 80 % of the pool: every transaction claims (an empty pool would be counted too).
             per_client = max(1, int(pairs * 0.8) // count // conns)
             out = subprocess.run([binary, "-n", "-f", str(script), "-c", str(conns), "-j", str(min(conns, 2)),

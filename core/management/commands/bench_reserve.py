@@ -231,6 +231,18 @@ def pgbench_binary() -> str | None:
     return binary
 
 
+def pgbench_claim_script(*, pool: Pool, api_key: ApiKey, count: int = 1) -> str:
+    """The service's own claim SQL for ``count`` pairs of ``pool``, inlined as one pgbench script line;
+    from the front of the pool (pgbench keeps no per-process cursor)."""
+    params = {"pool": pool.pk, "api_key": api_key.pk, "owner_ref": None, "idempotency_key": None,
+              "fingerprint": None, "ttl": pool.reservation_ttl, "idempotency_index": None, "after": 0,
+              "count": count}
+    sql = services._CLAIM_ONE_SQL if count == 1 else services._CLAIM_EXACTLY_SQL
+    with connection.cursor() as cursor:
+        statement = cursor.mogrify(sql, params)
+    return " ".join(statement.split()) + ";\n"
+
+
 def pgbench_env() -> dict[str, str]:
     """The environment that points pgbench at Django's database (libpq PG* variables)."""
     sd = connection.settings_dict
@@ -541,15 +553,10 @@ class Command(BaseCommand):
             self.stdout.write("pgbench not found; skipped")
             return
         pool = self.scratch_pool(pairs=pairs, pools=pools)
-        params = {"pool": pool.pk, "api_key": api_key.pk, "owner_ref": None, "idempotency_key": None,
-                  "fingerprint": None, "ttl": pool.reservation_ttl, "idempotency_index": None,
-                  "after": 0}  # the claim from the front of the pool (no per-process cursor in pgbench)
-        with connection.cursor() as cursor:
-            statement = cursor.mogrify(services._CLAIM_ONE_SQL, params)
         env = pgbench_env()
         with tempfile.TemporaryDirectory() as tmp:
             script = Path(tmp) / "claim.sql"
-            script.write_text(" ".join(statement.split()) + ";\n")
+            script.write_text(pgbench_claim_script(pool=pool, api_key=api_key))
             per_client = pairs // threads
             subprocess.run([binary, "-n", "-f", str(script), "-c", str(threads), "-j", str(min(threads, 2)),
                             "-t", str(per_client), "-l", "--log-prefix", str(Path(tmp) / "log")],
