@@ -366,26 +366,24 @@ class LeasedLimiter:
             want = lease.size
             lease.left, lease.used = 0, 0
             lease.fetching = True
-        # The round trip outside the lock: other threads of this process go on meanwhile.
+        # The round trip outside the lock: other threads of this process go on meanwhile. Whether it
+        # answers or raises, the waiting threads are released in the same lock section.
+        outcome = None
         try:
-            granted, wait = self.inner.take_many(name, rate=rate, per=per, want=want)
-        except BaseException:
+            outcome = granted, wait = self.inner.take_many(name, rate=rate, per=per, want=want)
+        finally:
+            now = time.monotonic()
             with self._lock:
                 lease.fetching = False
                 self._fetched.notify_all()
-            raise
-        now = time.monotonic()
-        with self._lock:
-            lease.fetching = False
-            self._fetched.notify_all()
-            if not granted:
-                lease.refused_until = now + wait
-                return wait
-            # Tokens another thread leased meanwhile are kept: both leases were counted as spent.
-            lease.left = (lease.left if lease.expires > now else 0) + granted - 1
-            lease.used += 1
-            lease.expires = now + LEASE_SECONDS
-            return 0.0
+                if outcome is not None and not granted:
+                    lease.refused_until = now + wait
+                elif outcome is not None:
+                    # Tokens another thread leased meanwhile are kept: both leases were counted as spent.
+                    lease.left = (lease.left if lease.expires > now else 0) + granted - 1
+                    lease.used += 1
+                    lease.expires = now + LEASE_SECONDS
+        return 0.0 if granted else wait
 
     def take_many(self, name: str, *, rate: float, per: float = 1.0, want: int) -> tuple[int, float]:
         return self.inner.take_many(name, rate=rate, per=per, want=want)

@@ -205,6 +205,27 @@ def test_threads_of_one_process_share_a_lease_fetch_instead_of_each_making_one()
     assert trips[0] <= 27, trips[0]
 
 
+def test_a_failed_lease_fetch_is_raised_and_releases_the_single_flight():
+    """The store raising during a fetch reaches the caller, and the next decision makes a fetch of its
+    own instead of finding one still "in flight"."""
+    limiter = LeasedLimiter(LocalLimiter("failing"))
+    original = limiter.inner.take_many
+    trips = [0]
+
+    def failing_once(*args, **kwargs):
+        trips[0] += 1
+        if trips[0] == 1:
+            raise ConnectionError("store gone")
+        return original(*args, **kwargs)
+
+    limiter.inner.take_many = failing_once
+    with pytest.raises(ConnectionError):
+        limiter.take("hot", rate=1000, per=1.0)
+    assert limiter._leases[("hot", 1000, 1.0)].fetching is False
+    assert limiter.take("hot", rate=1000, per=1.0) == 0.0
+    assert trips[0] == 2
+
+
 def test_a_low_rate_key_pays_a_round_trip_per_decision(transactional_db):
     limiter = LeasedLimiter(PostgresLimiter("exact"))
     with CaptureQueriesContext(connection) as ctx:
