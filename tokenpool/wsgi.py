@@ -14,8 +14,6 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tokenpool.settings")
 
-API_PREFIX = "/api/v1/"
-
 
 class ApiWSGIHandler(WSGIHandler):
     """Django's handler with the API's middleware stack."""
@@ -39,9 +37,14 @@ class SplitApplication:
     def __init__(self) -> None:
         self.site = get_wsgi_application()  # django.setup() first
         self.api = ApiWSGIHandler()
+        # The prefix ApiRequestGuardMiddleware guards: the short stack runs exactly where it does
+        # (imported here, once the apps are loaded).
+        from core.api.middleware import API_V1_PREFIX
+
+        self.api_prefix = API_V1_PREFIX
 
     def __call__(self, environ, start_response):
-        handler = self.api if environ.get("PATH_INFO", "").startswith(API_PREFIX) else self.site
+        handler = self.api if environ.get("PATH_INFO", "").startswith(self.api_prefix) else self.site
         return handler(environ, start_response)
 
 
