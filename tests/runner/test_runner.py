@@ -18,6 +18,7 @@ import pytest
 
 from tests.fixtures.processes import free_port, wait_for
 from tests.runner.stack import Stack, run_sql
+from tokenpool.runner import DEV_KEY_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -55,8 +56,10 @@ def test_make_run_with_tome_unreachable_survives_a_qcluster_kill_and_stops_on_tw
     assert ready.json()["status"] == "degraded"
     assert ready.json()["checks"]["database"] == "ok" and ready.json()["checks"]["tome"] == "down"
     key = stack.api_key()
-    if before is not None:
-        assert key == before  # one development key per checkout, kept while valid
+    if before is not None:  # after the phase runs (the usual order): one key per checkout, kept while valid
+        assert key == before and "kept in" in stack.output()
+    else:  # run on its own: this run made the first one
+        assert f"Created API key {DEV_KEY_NAME!r}" in stack.output()
     reserve = httpx.post(f"{stack.base_url}/api/v1/reservations", json={}, timeout=30,
                          headers={"Authorization": f"Api-Key {key}"})
     # Served from the database when it holds pairs, else the contract's 503 (pool empty, TOME down).
