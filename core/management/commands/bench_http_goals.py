@@ -41,6 +41,7 @@ from core.management.commands.bench_reserve import (
     pgbench_env,
     stop_process,
     wait_answering,
+    wrk_ok,
 )
 from core.management.commands.bench_reserve import Command as ReserveBench
 from core.pool.models import PairStatus, Pool, TokenPair
@@ -183,7 +184,7 @@ class Command(BaseCommand):
     @classmethod
     def cpu_ms(cls, cpu: dict[str, float], result: dict) -> dict[str, float] | None:
         """CPU ms per 2xx answer: the web server's workers and the database's backends."""
-        answers = sum(n for status, n in result["statuses"].items() if 200 <= int(status) < 300)
+        answers = wrk_ok(result)
         if not answers or not cpu:
             return None
         return {group: round(seconds * 1000 / answers, 3) for group, seconds in cpu.items()}
@@ -254,8 +255,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def rate(result: dict) -> float:
-        ok = sum(n for status, n in result["statuses"].items() if 200 <= int(status) < 300)
-        return ok / (result["duration_us"] / 1e6)
+        return wrk_ok(result) / (result["duration_us"] / 1e6)
 
     def pgbench(self, bench: ReserveBench, *, count: int, pairs: int, conns: int, key: ApiKey,
                 pools: list[Pool]) -> float:
