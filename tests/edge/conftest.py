@@ -42,7 +42,7 @@ class WebServer(ServerProcess):
         self.launch(command, env=self.env, ready=self._ready, timeout=timeout, start_new_session=True)
 
     def _ready(self) -> bool:
-        # /api/schema/ too: the first request imports every view; later timings must not pay it
+        # An API request too: the first one imports every view; later timings must not pay it
         return (self.healthy(timeout=2.0)
                 and httpx.get(f"{self.url}/api/v1/pools/none", timeout=30.0).status_code in (401, 503))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import httpx
 import pytest
@@ -81,8 +82,6 @@ def test_a_stalled_upload_with_a_valid_key_is_cut_off_at_the_read_deadline(edge_
 
 
 def test_headers_trickled_past_the_deadline_are_dropped(edge_server):
-    import time
-
     sock = socket.create_connection(("127.0.0.1", edge_server.port), timeout=30)
     try:
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")
