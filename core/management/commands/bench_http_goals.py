@@ -87,7 +87,6 @@ class Command(BaseCommand):
         # (their own sessions: nobody else would) and drop the scratch pools and the peer's schema.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
         bench = ReserveBench(stdout=self.stdout, stderr=self.stderr)
-        bench.refused = []
         key, raw_key = ApiKey.objects.create_key(name=f"bench-{secrets.token_hex(3)}", scopes=["reserve"],
                                                  rate_limit_per_second=10_000_000)
         pools: list[Pool] = []
