@@ -67,16 +67,12 @@ class Stack:
         return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, timeout=timeout,
                               capture_output=True, text=True)
 
-    def stop(self, *, graceful: bool = False) -> None:
-        """SIGKILL every process group (the tests prove nothing about shutdown, and a qcluster's
-        orderly stop takes seconds); ``graceful``: SIGTERM to each leader only (gunicorn's arbiter
-        and qcluster's guard stop their own children), SIGKILL after 20 s."""
+    def stop(self) -> None:
+        """SIGKILL every process group: the tests prove nothing about shutdown, and a qcluster's
+        orderly stop takes seconds."""
         for _, proc, _ in self.processes:
             if proc.poll() is None:
-                if graceful:
-                    proc.send_signal(signal.SIGTERM)
-                else:
-                    os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)
         for _, proc, log in self.processes:
             try:
                 proc.wait(timeout=20)
