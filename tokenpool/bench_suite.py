@@ -32,9 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import httpx
-
-from tokenpool.netutil import free_port
+from tokenpool.netutil import free_port, wait_answering
 from tokenpool.runner import web_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,17 +176,9 @@ class Stack:
 
 
 def _wait_http(url: str, proc: subprocess.Popen, *, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"[make bench] {url} exited with {proc.returncode}; see var/bench/*.log")
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"[make bench] {url} did not come up within {timeout:.0f} s")
+    if not wait_answering(url, process=proc, ok=lambda status: status < 500, timeout=timeout):
+        raise SystemExit(f"[make bench] {url} did not come up within {timeout:.0f} s (exit status {proc.poll()}); "
+                         "see var/bench/*.log")
 
 
 def start_stack() -> Stack:

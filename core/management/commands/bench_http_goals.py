@@ -39,14 +39,12 @@ from core.management.commands.bench_reserve import (
     pgbench_binary,
     pgbench_claim_script,
     pgbench_env,
-    stop_process,
-    wait_answering,
     wrk_ok,
 )
 from core.management.commands.bench_reserve import Command as ReserveBench
 from core.pool.models import PairStatus, Pool, TokenPair
 from tokenpool.naive_peer import schema as peer_schema
-from tokenpool.netutil import free_port
+from tokenpool.netutil import free_port, stop_process, wait_answering
 
 PEER_POOL = "bench"
 PEER_GOAL = 1.5  # issue 13 §4: TokenPool's HTTP reserve rate ≥ 1.5× the naive peer's

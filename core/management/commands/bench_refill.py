@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
@@ -27,7 +26,7 @@ from django.db import connection, transaction
 from core.pool.models import Environment, Pool, TokenPair
 from core.refill.models import RefillLease, RefillOutcome, RefillRun, RefillTrigger
 from core.refill.services import refill_run
-from tokenpool.netutil import free_port
+from tokenpool.netutil import free_port, stop_process, wait_answering
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -82,11 +81,7 @@ class Command(BaseCommand):
             copy_one, copy_batched = self._bench_copy(pairs=pairs, batch=batch)
         finally:
             if emulator is not None:
-                emulator.terminate()
-                try:
-                    emulator.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    emulator.kill()
+                stop_process(emulator, timeout=10)
         run = refill
         if not run.finished_at or not run.inserted:
             raise CommandError(f"refill ended {run.outcome}: {run.error}")
@@ -124,17 +119,8 @@ class Command(BaseCommand):
 
     @staticmethod
     def _wait_healthy(url: str, proc: subprocess.Popen) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise CommandError(f"TOME emulator exited with {proc.returncode}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise CommandError("TOME emulator did not become healthy within 30 s")
+        if not wait_answering(f"{url}/healthz", process=proc, ok=lambda status: status == 200, timeout=30):
+            raise CommandError(f"TOME emulator did not become healthy within 30 s (exit status {proc.poll()})")
 
     @staticmethod
     def _point_at(url: str) -> None:

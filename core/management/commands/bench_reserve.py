@@ -57,7 +57,7 @@ from core.errors import TokenPoolError
 from core.pool import services
 from core.pool.loadgen import percentiles, run_timed
 from core.pool.models import PairStatus, Pool, TokenPair
-from tokenpool.netutil import free_port
+from tokenpool.netutil import free_port, stop_process, wait_answering
 from tokenpool.runner import web_command
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -141,34 +141,6 @@ def fake_pairs(count: int, tag: str) -> list[Any]:
     from tokenpool_tome.client import TokenPair as TomePair
 
     return [TomePair(f"b{tag}{i:011d}", f"ext_bench_{tag}_{i:011d}") for i in range(count)]
-
-
-def wait_answering(url: str, *, process: subprocess.Popen, ok: Callable[[int], bool] = lambda status: True,
-                   timeout: float = 60.0) -> bool:
-    """Poll ``url`` until an answer whose status ``ok`` accepts; False if ``process`` exited or the
-    time ran out first."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if ok(httpx.get(url, timeout=1).status_code):
-                return True
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-
-
-def stop_process(process: subprocess.Popen, *, timeout: float = 20.0) -> None:
-    """SIGTERM, then SIGKILL after ``timeout`` seconds."""
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def _cpu_seconds(pid: int) -> float:
