@@ -282,7 +282,8 @@ class Runner:
             # In a child of its own session, let finish even when a stop comes: initdb or pg_ctl killed
             # half-way by a signal to the terminal's process group would leave a broken var/pgdata.
             name = env.get("EMBEDDED_DATABASE_NAME", "tokenpool")
-            self.step("database", [PY, "-c", f"from tokenpool import embedded_db; embedded_db.ensure_database({name!r})"],
+            self.step("database",
+                      [PY, "-c", f"from tokenpool import embedded_db; embedded_db.ensure_database({name!r})"],
                       let_finish=True)
 
         emulator = None

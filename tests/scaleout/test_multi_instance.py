@@ -27,8 +27,8 @@ FAILURES = 120  # failed authentications per client address and minute (burst 12
 def stack(request, refill_ready, child_env, tmp_path):
     env = child_env(refill_ready,
                     # Only the shared key generation can make a revocation visible within 5 s now.
-                    API_KEY_CACHE_SECONDS="60", Q_WORKERS="1", API_AUTH_FAILURE_RATE_PER_MINUTE=str(FAILURES), REFILL_TRIGGER_MIN_INTERVAL_SECONDS="0.2",
-                    REFILL_COOLDOWN_SECONDS="1", TOME_MAX_ATTEMPTS="1")
+                    API_KEY_CACHE_SECONDS="60", Q_WORKERS="1", API_AUTH_FAILURE_RATE_PER_MINUTE=str(FAILURES),
+                    REFILL_TRIGGER_MIN_INTERVAL_SECONDS="0.2", REFILL_COOLDOWN_SECONDS="1", TOME_MAX_ATTEMPTS="1")
     if request.param == "redis":
         server = request.getfixturevalue("redis_server")
         server.flush()
@@ -177,7 +177,8 @@ def test_two_web_servers_and_two_qclusters_share_one_deployment(stack, make_pool
              timeout=60, message="refills to finish")
     runs = list(RefillRun.objects.filter(pool=pool).exclude(
         outcome__in=[RefillOutcome.SKIPPED_LOCKED, RefillOutcome.BLOCKED_ONBOARDING]).order_by("started_at"))
-    assert runs and all(r.outcome in (RefillOutcome.SUCCEEDED, RefillOutcome.NOTHING_TO_DO) for r in runs), [(r.trigger, r.outcome, r.error) for r in runs]
+    assert runs and all(r.outcome in (RefillOutcome.SUCCEEDED, RefillOutcome.NOTHING_TO_DO) for r in runs), [
+        (r.trigger, r.outcome, r.error) for r in runs]
     for a, b in combinations(runs, 2):
         assert a.finished_at <= b.started_at or b.finished_at <= a.started_at, (a.pk, b.pk)
     available = TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count()
