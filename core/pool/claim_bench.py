@@ -227,15 +227,16 @@ def reset_pairs(conn: psycopg.Connection) -> None:
     conn.execute("TRUNCATE core_tokenpair, core_auditrecord")
 
 
-def insert_used(conn: psycopg.Connection, *, pool_ids: list[int], rows: int, tag: str) -> None:
-    """``rows`` USED pairs, the pools interleaved (history: the lowest ids)."""
+def insert_used(conn: psycopg.Connection, *, pool_ids: list[int], rows: int, tag: str, first: int = 1) -> None:
+    """``rows`` USED pairs numbered from ``first`` (tokens as :func:`history_token` spells them for
+    tag ``h``), the pools interleaved (history: the lowest ids)."""
     conn.execute(
         "INSERT INTO core_tokenpair (pool_id, internal_token, external_ref_id, status, source, created_at,"
         " reservation_id, reserved_by_id, reserved_at, used_at)"
         " SELECT (%(ids)s::bigint[])[1 + i %% cardinality(%(ids)s::bigint[])],"
         " %(tag)s || lpad(i::text, 12, '0'), 'ext_' || %(tag)s || md5(i::text), 'USED', 'pool', now(),"
-        " gen_random_uuid(), %(key)s, now(), now() FROM generate_series(1, %(n)s::bigint) AS i",
-        {"ids": pool_ids, "tag": tag, "n": rows, "key": API_KEY_ID})
+        " gen_random_uuid(), %(key)s, now(), now() FROM generate_series(%(a)s::bigint, %(b)s::bigint) AS i",
+        {"ids": pool_ids, "tag": tag, "a": first, "b": first + rows - 1, "key": API_KEY_ID})
 
 
 def insert_available(conn: psycopg.Connection, *, pool_id: int, rows: int, tag: str) -> None:

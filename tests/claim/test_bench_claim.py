@@ -42,11 +42,15 @@ def test_bench_claim_refuses_bad_options_before_touching_any_database(args):
 
 @pytest.mark.django_db
 def test_history_token_is_what_the_history_load_inserts():
-    # bench_claim's load_history: 'h' || lpad(i::text, 12, '0') and 'ext_h' || md5(i::text).
-    with connection.cursor() as cursor:
-        for i in (1, 4_242, 10_000_000):
-            cursor.execute("SELECT 'h' || lpad(%s::text, 12, '0'), 'ext_h' || md5(%s::text)", [i, i])
-            assert cb.history_token(i) == cursor.fetchone()
+    # bench_claim's load_history inserts its chunks with insert_used(tag="h", first=...).
+    raw = connection.connection  # the test's psycopg connection, inside the test's transaction
+    cb.ensure_api_key(raw)
+    (pool,) = cb.ensure_pools(raw, ["bench-history-token"])
+    cb.insert_used(raw, pool_ids=[pool], rows=3, tag="h", first=4_241)
+
+    rows = raw.execute("SELECT internal_token, external_ref_id FROM core_tokenpair WHERE pool_id = %s "
+                       "ORDER BY id", [pool]).fetchall()
+    assert rows == [cb.history_token(i) for i in (4_241, 4_242, 4_243)]
 
 
 @pytest.mark.django_db

@@ -337,12 +337,7 @@ class Command(BaseCommand):
         chunk = 2_000_000
         for start in range(0, rows, chunk):
             n = min(chunk, rows - start)
-            hist.execute(
-                "INSERT INTO core_tokenpair (pool_id, internal_token, external_ref_id, status, source, created_at,"
-                " reservation_id, reserved_by_id, reserved_at, used_at)"
-                " SELECT %(pool)s, 'h' || lpad(i::text, 12, '0'), 'ext_h' || md5(i::text), 'USED', 'pool', now(),"
-                " gen_random_uuid(), %(key)s, now(), now() FROM generate_series(%(a)s::bigint, %(b)s::bigint) AS i",
-                {"pool": pool, "key": cb.API_KEY_ID, "a": start + 1, "b": start + n})
+            cb.insert_used(hist, pool_ids=[pool], rows=n, tag="h", first=start + 1)  # cb.history_token's tokens
             self.line(f"  {start + n:,} rows")
         hist.execute("SET maintenance_work_mem = '512MB'")
         for index, idef, constraint, cdef in defs:
