@@ -59,9 +59,8 @@ def test_warm_table_walks_every_index_of_the_pairs_table(make_pool):
     raw = connection.connection  # the test's psycopg connection, inside the test's transaction
 
     # Raises if the planner would not walk one of the indexes (the warm-up would then cache nothing).
-    took = cb.warm_table(raw)
+    cb.warm_table(raw)
 
-    assert took >= 0
     # Counted for the current transaction (the test's), so nobody else's scans are in these figures.
     scans = dict(raw.execute("SELECT x.indexrelid::regclass::text, pg_stat_get_xact_numscans(x.indexrelid) "
                              "FROM pg_index x WHERE x.indrelid = 'core_tokenpair'::regclass").fetchall())

@@ -180,7 +180,8 @@ class Command(BaseCommand):
 
     @classmethod
     def cpu_ms(cls, cpu: dict[str, float], result: dict) -> dict[str, float] | None:
-        """CPU ms per 2xx answer: the web server's workers and the database's backends."""
+        """CPU ms per 2xx answer: the web server's workers and the backends connected to the database
+        (PostgreSQL's shared processes — WAL writer, io workers, checkpointer — are not counted)."""
         answers = wrk_ok(result)
         if not answers or not cpu:
             return None
@@ -189,7 +190,7 @@ class Command(BaseCommand):
     @classmethod
     def cpu_text(cls, cpu: dict[str, float], result: dict) -> str:
         per = cls.cpu_ms(cpu, result)
-        return "n/a" if per is None else f"web {per['web']:.2f} ms + PostgreSQL {per['postgres']:.2f} ms"
+        return "n/a" if per is None else f"web {per['web']:.2f} ms + its database connections {per['postgres']:.2f} ms"
 
     @staticmethod
     def p99(result: dict) -> float | None:
