@@ -2,12 +2,13 @@
 for the tests' process fixtures: no Django, so anything may import it."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
 from collections.abc import Callable
 
-__all__ = ["free_port", "stop_process", "wait_answering"]
+__all__ = ["child_pids", "connections_per_child", "free_port", "stop_process", "wait_answering"]
 
 
 def free_port() -> int:
@@ -44,3 +45,36 @@ def stop_process(process: subprocess.Popen, *, timeout: float = 20.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (a gunicorn master's workers); Linux /proc, [] if gone."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(child) for child in children.read().split()]
+    except OSError:
+        return []
+
+
+def connections_per_child(*, parent_pid: int, port: int) -> dict[int, int]:
+    """Established TCP connections to local ``port`` held by each child of ``parent_pid`` (which web
+    worker holds how many kept-alive connections), from /proc/net/tcp and each child's fds."""
+    inodes = set()
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(f":{port:04X}") and fields[3] == "01":  # local address, ESTABLISHED
+                inodes.add(f"socket:[{fields[9]}]")
+    counts = {}
+    for child in child_pids(parent_pid):
+        held = 0
+        try:
+            for fd in os.listdir(f"/proc/{child}/fd"):
+                try:
+                    held += os.readlink(f"/proc/{child}/fd/{fd}") in inodes
+                except OSError:
+                    pass  # closed meanwhile
+        except OSError:
+            continue  # the child exited
+        counts[child] = held
+    return counts

@@ -1,4 +1,5 @@
-"""The web server's worker: gunicorn's gthread worker plus four edge guarantees of the contract.
+"""The web server's worker: gunicorn's gthread worker plus four edge guarantees of the contract,
+and kept-alive connections balanced over the worker processes (5.).
 
 ``make run`` and the Docker image start gunicorn with ``--worker-class
 core.api.gunicorn_worker.TokenPoolThreadWorker`` (docs/benchmarks.md "Web server" says why gunicorn
@@ -23,6 +24,9 @@ over real sockets, so an upgrade that moves these internals fails there first.
    then up to 2 s reading until the peer closes) on its main thread, the one that accepts every
    connection: eight clients that ignore a ``Connection: close`` froze accepting for 16 s. Here
    the lingering happens on a separate thread, for any number of sockets at once.
+5. **Connections spread over the processes.** The first worker to wake accepts, so one process
+   used to take 12–16 of 16 connections opened in a burst and serve them all on one GIL. A worker
+   with no idle thread now leaves new connections to a less loaded one (core/api/accept_balance.py).
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ from gunicorn.http import wsgi as http_wsgi
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import _DEFER, ThreadWorker
 
+from core.api.accept_balance import LEDGER, may_accept
 from core.errors import code_for_status
 from tokenpool_tome.correlation import new_correlation_id
 
@@ -220,6 +225,57 @@ class TokenPoolThreadWorker(ThreadWorker):
     classic slowloris). Here the thread takes what has arrived without blocking and, while the
     header block is incomplete, gives the connection back to the poller, which waits for more
     bytes holding no thread; the whole header block must arrive within the read deadline."""
+
+    # How often a loaded worker re-reads the other workers' counts while its own count is unchanged.
+    BALANCE_RECHECK_SECONDS = 0.01
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._connection_limit = 0
+        self._balance_slot = -1
+        self._held_back = False  # accepting paused: another worker holds fewer connections
+        self._balance_checked = (-1, 0.0)  # (own count, when) of the last look at the others
+        super().__init__(*args, **kwargs)
+
+    # gthread's loop accepts while ``nr_conns < worker_connections``: while held back, the limit
+    # reads as the current count, so the unmodified loop stops accepting (core/api/accept_balance.py).
+    @property
+    def worker_connections(self) -> int:
+        return self.nr_conns if self._held_back else self._connection_limit
+
+    @worker_connections.setter
+    def worker_connections(self, value: int) -> None:
+        self._connection_limit = value
+
+    def init_process(self) -> None:
+        self._balance_slot = LEDGER.claim(start=self.age)
+        super().init_process()  # runs the worker's loop until it exits
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            LEDGER.release(self._balance_slot)
+
+    def notify(self) -> None:
+        """Each turn of the loop (before it decides whether to accept): publish this worker's
+        connection count and decide whether to leave the next connection to a less loaded worker."""
+        super().notify()
+        open_now = self.nr_conns
+        accepting = self.alive and open_now < self._connection_limit
+        LEDGER.publish(self._balance_slot, open_connections=open_now if accepting else None)
+        if not accepting or self._balance_slot < 0 or open_now < self.cfg.threads:
+            self._held_back = False
+            return
+        now = time.monotonic()
+        last_count, last_time = self._balance_checked
+        if open_now != last_count or now - last_time >= self.BALANCE_RECHECK_SECONDS:
+            self._balance_checked = (open_now, now)
+            self._held_back = not may_accept(open_connections=open_now, threads=self.cfg.threads,
+                                             fewest_elsewhere=LEDGER.fewest_elsewhere(self._balance_slot))
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        # Held back, look again soon: the others may fill up while nothing wakes this loop.
+        super().wait_for_and_dispatch_events(min(timeout, self.BALANCE_RECHECK_SECONDS) if self._held_back else timeout)
 
     def handle(self, conn: Any) -> Any:
         if getattr(conn, "is_http2", False):

@@ -30,14 +30,15 @@ class WebServer(ServerProcess):
     name = "gunicorn"
     stop_timeout = 15.0
 
-    def __init__(self, *, env: dict[str, str], log_path: Path, threads: int = 2) -> None:
+    def __init__(self, *, env: dict[str, str], log_path: Path, threads: int = 2, workers: int = 1) -> None:
         super().__init__(log_path=log_path)
         self.env = env
         self.threads = threads
+        self.workers = workers
 
     def start(self, *, timeout: float = 60.0) -> None:
         command = [sys.executable, "-m", "gunicorn", "tokenpool.wsgi", "--bind", f"127.0.0.1:{self.port}",
-                   "--worker-class", WORKER_CLASS, "--workers", "1", "--threads", str(self.threads),
+                   "--worker-class", WORKER_CLASS, "--workers", str(self.workers), "--threads", str(self.threads),
                    "--graceful-timeout", "2", "--no-control-socket"]
         self.launch(command, env=self.env, ready=self._ready, timeout=timeout, start_new_session=True)
 

@@ -22,6 +22,7 @@ import secrets
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -44,9 +45,15 @@ from core.management.commands.bench_reserve import (
 from core.management.commands.bench_reserve import Command as ReserveBench
 from core.pool.models import PairStatus, Pool, TokenPair
 from tokenpool.naive_peer import schema as peer_schema
-from tokenpool.netutil import free_port, stop_process, wait_answering
+from tokenpool.netutil import (
+    connections_per_child,
+    free_port,
+    stop_process,
+    wait_answering,
+)
 
 PEER_POOL = "bench"
+SPREAD_SAMPLE_SECONDS = 1.0  # into a wrk run: its connections are all open and kept alive by then
 PEER_GOAL = 1.5  # issue 13 §4: TokenPool's HTTP reserve rate ≥ 1.5× the naive peer's
 
 WRK_BATCH_SCRIPT = """
@@ -65,6 +72,23 @@ class Peer:
     schema: str
     raw_key: str
     pid: int  # the peer's gunicorn master
+
+
+@contextmanager
+def connection_spread(*, base_url: str, server_pid: int) -> Iterator[list[int]]:
+    """How many of the run's kept-alive connections each web worker holds (sorted), sampled
+    ``SPREAD_SAMPLE_SECONDS`` into the run: a process holding most of them serves them on one GIL
+    (core/api/accept_balance.py)."""
+    port = int(base_url.rsplit(":", 1)[1])
+    spread: list[int] = []
+    timer = threading.Timer(SPREAD_SAMPLE_SECONDS, lambda: spread.extend(
+        sorted(connections_per_child(parent_pid=server_pid, port=port).values())))
+    timer.start()
+    try:
+        yield spread
+    finally:
+        timer.cancel()
+        timer.join()
 
 
 class Command(BaseCommand):
@@ -113,15 +137,18 @@ class Command(BaseCommand):
                     # Back to back, alternating which goes first.
                     # CPU per answer of each server's workers and of the database's backends meanwhile.
                     database = connection.settings_dict["NAME"]
-                    peer_result, peer_cpu = None, {}
+                    peer_result, peer_cpu, peer_spread = None, {}, []
                     if peer is not None and n % 2 == 1:
-                        with cpu_per_request(server_pid=peer.pid, database=database) as peer_cpu:
+                        with cpu_per_request(server_pid=peer.pid, database=database) as peer_cpu, \
+                                connection_spread(base_url=peer.base_url, server_pid=peer.pid) as peer_spread:
                             peer_result = bench._run_wrk(peer.base_url, peer.raw_key, PEER_POOL, connections=conns,
                                                          seconds=seconds)
-                    with cpu_per_request(server_pid=bench.server_pid, database=database) as cpu:
+                    with cpu_per_request(server_pid=bench.server_pid, database=database) as cpu, \
+                            connection_spread(base_url=base_url, server_pid=bench.server_pid) as spread:
                         single = bench._run_wrk(base_url, raw_key, pool.name, connections=conns, seconds=seconds)
                     if peer is not None and n % 2 == 0:
-                        with cpu_per_request(server_pid=peer.pid, database=database) as peer_cpu:
+                        with cpu_per_request(server_pid=peer.pid, database=database) as peer_cpu, \
+                                connection_spread(base_url=peer.base_url, server_pid=peer.pid) as peer_spread:
                             peer_result = bench._run_wrk(peer.base_url, peer.raw_key, PEER_POOL, connections=conns,
                                                          seconds=seconds)
                     pool = bench.scratch_pool(pairs=http_pairs * 10, pools=pools)
@@ -136,7 +163,7 @@ class Command(BaseCommand):
                         "http_reserve_per_s": round(http_rate), "http_reserve_p99_ms": self.p99(single),
                         "http_reserve_statuses": single["statuses"], "http_batch_pairs_per_s": round(batch_rate),
                         "http_batch_p99_ms": self.p99(batched), "http_batch_statuses": batched["statuses"],
-                        "http_reserve_cpu_ms": self.cpu_ms(cpu, single),
+                        "http_reserve_cpu_ms": self.cpu_ms(cpu, single), "http_reserve_connections_per_worker": spread,
                         "http_vs_pgbench_claim": round(http_rate / one, 3),
                         "http_batch_vs_pgbench_batch": round(batch_rate / many, 3)}
                     self.stdout.write(
@@ -144,7 +171,7 @@ class Command(BaseCommand):
                         f"{many:,.0f} pairs/s; HTTP reserve {http_rate:,.0f}/s p99 {self.p99_text(single)} "
                         f"({single['statuses']}), HTTP batch of {batch} {batch_rate:,.0f} pairs/s "
                         f"p99 {self.p99_text(batched)} ({batched['statuses']}); CPU per reservation "
-                        f"{self.cpu_text(cpu, single)}")
+                        f"{self.cpu_text(cpu, single)}; connections per worker {spread}")
                     goals = (f"round {n} goals: HTTP/pgbench claim {http_rate / one:.2f} (>= 0.25), p99 at {conns} "
                              f"{self.p99_text(single)} (<= 25), HTTP batch/pgbench batch {batch_rate / many:.2f} "
                              f"(>= 0.5)")
@@ -156,11 +183,12 @@ class Command(BaseCommand):
                             f"round {n} naive peer (gunicorn gthread {opts['workers']}x{opts['worker_threads']}, run "
                             f"{order} TokenPool's): {'n/a: pool ran dry' if dry else f'{peer_rate:,.0f}/s'} "
                             f"p99 {self.p99_text(peer_result)} ({peer_result['statuses']}); CPU per reservation "
-                            f"{self.cpu_text(peer_cpu, peer_result)}")
+                            f"{self.cpu_text(peer_cpu, peer_result)}; connections per worker {peer_spread}")
                         row.update({"peer_reserve_per_s": None if dry else round(peer_rate),
                                     "peer_reserve_p99_ms": self.p99(peer_result),
                                     "peer_statuses": peer_result["statuses"], "peer_ran": order,
                                     "peer_reserve_cpu_ms": self.cpu_ms(peer_cpu, peer_result),
+                                    "peer_connections_per_worker": peer_spread,
                                     "http_vs_peer": None if dry or not peer_rate else round(http_rate / peer_rate, 3)})
                         if dry or not peer_rate:
                             refused.append(f"round {n} naive peer")

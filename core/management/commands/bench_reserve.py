@@ -57,7 +57,7 @@ from core.errors import TokenPoolError
 from core.pool import services
 from core.pool.loadgen import percentiles, run_timed
 from core.pool.models import PairStatus, Pool, TokenPair
-from tokenpool.netutil import free_port, stop_process, wait_answering
+from tokenpool.netutil import child_pids, free_port, stop_process, wait_answering
 from tokenpool.runner import web_command
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -153,14 +153,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as children:
-            return [int(child) for child in children.read().split()]
-    except OSError:
-        return []
-
-
 def _database_backends(database: str) -> list[int]:
     """PostgreSQL backends connected to ``database`` (their process title names it)."""
     pids = []
@@ -181,7 +173,7 @@ def cpu_per_request(*, server_pid: int, database: str) -> Iterator[dict[str, flo
     """CPU seconds (utime + stime, /proc) used meanwhile by the web server's worker processes and by
     the PostgreSQL backends of ``database``; the caller divides by the answers it counted."""
     def sample() -> dict[str, dict[int, float]]:
-        return {"web": {pid: _cpu_seconds(pid) for pid in _children(server_pid)},
+        return {"web": {pid: _cpu_seconds(pid) for pid in child_pids(server_pid)},
                 "postgres": {pid: _cpu_seconds(pid) for pid in _database_backends(database)}}
 
     used: dict[str, float] = {}

@@ -1,0 +1,94 @@
+"""Kept-alive connections spread evenly over the web server's worker processes.
+
+Every gunicorn worker polls the one listening socket the master shares with them, and whichever
+wakes first accepts. When a client opens its connections in a burst (a connection pool warming up,
+a load balancer reconnecting, wrk), one process routinely took 12 to 16 of 16 connections, and a
+kept-alive connection stays on the process that accepted it for its whole life. That process's
+threads then share one GIL for most of the traffic while the other process idles: measured
+interleaved, balanced 8/8 served 462–567 reservations/s against 341–506/s unbalanced, with a lower
+p99 (docs/benchmarks.md, "Connections spread over the workers").
+
+The cure is nginx's (``accept_mutex``/``accept_disabled``) with the counts shared: every worker
+publishes how many connections it holds in a small table of shared memory that the master maps
+before it forks, and a worker with no idle thread accepts only while no other accepting worker
+holds fewer connections. The least loaded worker always accepts, so the backlog always drains; a
+worker with an idle thread always accepts, so a wrong or stale table can never hold a connection
+below the deployment's thread capacity. Entries are hints, read without locks: a torn read costs
+one wrong decision, re-made on the next turn of the worker's loop.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import time
+
+__all__ = ["LEDGER", "STALE_SECONDS", "ConnectionLedger", "may_accept"]
+
+# A worker's loop turns at least once a second (gunicorn's poll timeout) and publishes each turn; a
+# record older than this belongs to a worker that died without clearing it.
+STALE_SECONDS = 3.0
+
+_RECORD = struct.Struct("=qqd")  # pid, open connections (-1: not accepting), heartbeat (CLOCK_MONOTONIC)
+_NOT_ACCEPTING = -1
+
+
+def may_accept(*, open_connections: int, threads: int, fewest_elsewhere: int | None) -> bool:
+    """The balancing rule: idle threads always accept; otherwise only the least loaded worker does."""
+    if open_connections < threads:
+        return True
+    return fewest_elsewhere is None or open_connections <= fewest_elsewhere
+
+
+class ConnectionLedger:
+    """Open-connection counts of the workers of one server, in memory shared across ``fork``.
+
+    Created in the master (this module is imported when gunicorn loads the worker class, before
+    any worker forks): an anonymous ``MAP_SHARED`` mapping, so every worker reads and writes the
+    same bytes. Each worker owns one record, claimed at start and released at exit."""
+
+    def __init__(self, slots: int = 64) -> None:
+        self.slots = slots
+        self._map = mmap.mmap(-1, slots * _RECORD.size)
+
+    def claim(self, *, start: int) -> int:
+        """A free record for this process, searched from ``start`` (gunicorn's worker age, unique
+        among live workers, so workers starting together do not pick the same one); -1 if none."""
+        pid, now = os.getpid(), time.monotonic()
+        for offset in range(self.slots):
+            slot = (start + offset) % self.slots
+            owner, _, heartbeat = self._read(slot)
+            if owner in (0, pid) or now - heartbeat > STALE_SECONDS:
+                self._write(slot, pid, _NOT_ACCEPTING, now)
+                return slot
+        return -1
+
+    def publish(self, slot: int, *, open_connections: int | None) -> None:
+        """This worker's count (``None``: not accepting, e.g. draining or at its limit) and heartbeat."""
+        if slot >= 0:
+            count = _NOT_ACCEPTING if open_connections is None else open_connections
+            self._write(slot, os.getpid(), count, time.monotonic())
+
+    def release(self, slot: int) -> None:
+        if slot >= 0:
+            self._write(slot, 0, _NOT_ACCEPTING, 0.0)
+
+    def fewest_elsewhere(self, slot: int) -> int | None:
+        """The smallest count among the other live, accepting workers (None: there is none)."""
+        # Runs on every turn of a loaded worker's loop: one pass over the table in C, ~5 µs.
+        now, fewest = time.monotonic(), None
+        for other, (owner, count, heartbeat) in enumerate(_RECORD.iter_unpack(self._map)):
+            if (other != slot and owner and count >= 0 and now - heartbeat <= STALE_SECONDS
+                    and (fewest is None or count < fewest)):
+                fewest = count
+        return fewest
+
+    def _read(self, slot: int) -> tuple[int, int, float]:
+        return _RECORD.unpack_from(self._map, slot * _RECORD.size)
+
+    def _write(self, slot: int, pid: int, count: int, heartbeat: float) -> None:
+        _RECORD.pack_into(self._map, slot * _RECORD.size, pid, count, heartbeat)
+
+
+# One per server: module state, so it exists in the master before the workers fork.
+LEDGER = ConnectionLedger()

@@ -1,0 +1,145 @@
+"""Kept-alive connections spread over the worker processes (core/api/accept_balance.py).
+
+Unit tests of the rule and of the shared table (across a real ``fork``), then a real gunicorn with
+TokenPool's worker, 2 processes × 4 threads: 16 connections opened one after the other, each kept
+alive after a request, must end up 8/8 or close to it. Before the ledger the same test saw 4/12,
+5/11, 16/0, 4/12 and 3/13 in five trials.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from core.api.accept_balance import STALE_SECONDS, ConnectionLedger, may_accept
+from tests.edge.conftest import WebServer, server_env
+from tests.fixtures.processes import wait_for
+from tokenpool.netutil import connections_per_child
+
+# ---- the rule --------------------------------------------------------------------------------------
+
+def test_a_worker_with_an_idle_thread_always_accepts():
+    assert may_accept(open_connections=3, threads=4, fewest_elsewhere=0)
+
+
+def test_a_busy_worker_accepts_only_while_no_other_worker_holds_fewer():
+    assert not may_accept(open_connections=5, threads=4, fewest_elsewhere=4)
+    assert may_accept(open_connections=5, threads=4, fewest_elsewhere=5)  # ties accept: the backlog drains
+    assert may_accept(open_connections=9, threads=4, fewest_elsewhere=None)  # alone (or the others full)
+
+
+# ---- the shared table --------------------------------------------------------------------------------
+
+def test_counts_published_by_a_forked_process_are_read_by_its_parent():
+    ledger = ConnectionLedger(slots=8)
+    mine = ledger.claim(start=0)
+    child = os.fork()
+    if child == 0:  # the child: what a gunicorn worker does, then exit without cleaning up
+        try:
+            ledger.publish(ledger.claim(start=1), open_connections=5)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(child, 0)
+    assert status == 0
+    assert ledger.fewest_elsewhere(mine) == 5
+
+
+def test_own_record_not_accepting_stale_and_released_records_are_ignored():
+    ledger = ConnectionLedger(slots=8)
+    mine = ledger.claim(start=0)
+    ledger.publish(mine, open_connections=0)
+    assert ledger.fewest_elsewhere(mine) is None  # its own record does not count
+
+    other = ledger.claim(start=1)
+    assert other != mine
+    ledger.publish(other, open_connections=None)  # draining or at its limit
+    assert ledger.fewest_elsewhere(mine) is None
+    ledger.publish(other, open_connections=2)
+    assert ledger.fewest_elsewhere(mine) == 2
+    ledger.release(other)
+    assert ledger.fewest_elsewhere(mine) is None
+
+    # A worker that died without releasing: its heartbeat stops, and after STALE_SECONDS its record
+    # neither counts nor blocks a new worker from claiming it.
+    dead = ledger.claim(start=2)
+    ledger._write(dead, 999_999, 1, time.monotonic() - STALE_SECONDS - 1)
+    assert ledger.fewest_elsewhere(mine) is None
+    assert ledger.claim(start=2) == dead
+
+
+def test_claims_skip_live_records_and_fail_softly_when_full():
+    ledger = ConnectionLedger(slots=2)
+    first = ledger.claim(start=0)
+    ledger._write(1, 999_999, 0, time.monotonic())  # another live worker's record
+    assert first == 0
+    assert ledger.claim(start=1) == 0  # slot 1 is live and not ours: the search moves on to our own
+    ledger._write(0, 999_998, 0, time.monotonic())
+    assert ledger.claim(start=0) == -1  # full: this worker accepts as stock gunicorn does
+    ledger.publish(-1, open_connections=3)  # and publishing is a no-op, not an error
+    assert ledger.fewest_elsewhere(-1) == 0
+
+
+# ---- a real server ---------------------------------------------------------------------------------
+
+def _established_per_worker(server: WebServer) -> dict[int, int]:
+    return connections_per_child(parent_pid=server.pid, port=server.port)
+
+
+def _open_kept_alive(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections, opened one after the other, each answered once and kept open."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sockets.append(sock)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    for sock in sockets:
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    return sockets
+
+
+@pytest.fixture(scope="module")
+def two_worker_server(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory,
+                      ) -> Iterator[WebServer]:
+    from django.db import connection
+
+    tmp = tmp_path_factory.mktemp("balance")
+    with django_db_blocker.unblock():
+        name = connection.settings_dict["NAME"]
+    server = WebServer(env=server_env(database={"EMBEDDED_DATABASE_NAME": name}, tmp=tmp), log_path=tmp / "web.log",
+                       workers=2, threads=4)
+    server.start()
+    try:
+        # Both workers must be in their loops (the readiness check reached one of them): open
+        # connections until each worker holds some.
+        def both_serving() -> bool:
+            sockets = _open_kept_alive(server.port, 8)
+            try:
+                counts = _established_per_worker(server)
+                return len(counts) == 2 and min(counts.values()) > 0
+            finally:
+                for sock in sockets:
+                    sock.close()
+
+        wait_for(both_serving, timeout=60, interval=0.5, message="both workers accepting")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_sixteen_kept_alive_connections_are_spread_evenly_over_two_workers(two_worker_server):
+    server = two_worker_server
+    for _ in range(3):
+        wait_for(lambda: sum(_established_per_worker(server).values()) == 0, timeout=10,
+                 message="the previous trial's connections closed")
+        sockets = _open_kept_alive(server.port, 16)
+        try:
+            counts = sorted(_established_per_worker(server).values())
+            assert sum(counts) == 16 and counts[-1] - counts[0] <= 2, counts
+        finally:
+            for sock in sockets:
+                sock.close()
