@@ -13,7 +13,10 @@ publishes how many connections it holds in a small table of shared memory that t
 before it forks, and a worker with no idle thread accepts only while no other accepting worker
 holds fewer connections. The least loaded worker always accepts, so the backlog always drains; a
 worker with an idle thread always accepts, so a wrong or stale table can never hold a connection
-below the deployment's thread capacity. Entries are hints, read without locks: a torn read costs
+below the deployment's thread capacity. What a burst still gets wrong (counts lag while connections
+close) is mended afterwards: a worker holding two more than another closes one kept-alive connection
+after its answer, once it has lasted ``SHED_SETTLE_SECONDS``, and the client's reconnect lands on the
+less loaded worker. Entries are hints, read without locks: a torn read costs
 one wrong decision, re-made on the next turn of the worker's loop.
 """
 from __future__ import annotations
@@ -23,11 +26,15 @@ import os
 import struct
 import time
 
-__all__ = ["LEDGER", "STALE_SECONDS", "ConnectionLedger", "may_accept"]
+__all__ = ["LEDGER", "STALE_SECONDS", "ConnectionLedger", "SHED_SETTLE_SECONDS", "may_accept", "should_shed"]
 
 # A worker's loop turns at least once a second (gunicorn's poll timeout) and publishes each turn; a
 # record older than this belongs to a worker that died without clearing it.
 STALE_SECONDS = 3.0
+# Shed only an imbalance that lasted this long: during a burst the counts lag behind the connections
+# (closed ones not yet noticed, accepted ones not yet published). Also the pause after each shed: the
+# connection takes a moment to reconnect and show up in the other worker's count.
+SHED_SETTLE_SECONDS = 0.25
 
 _RECORD = struct.Struct("=qqd")  # pid, open connections (-1: not accepting), heartbeat (CLOCK_MONOTONIC)
 _NOT_ACCEPTING = -1
@@ -38,6 +45,16 @@ def may_accept(*, open_connections: int, threads: int, fewest_elsewhere: int | N
     if open_connections < threads:
         return True
     return fewest_elsewhere is None or open_connections <= fewest_elsewhere
+
+
+def should_shed(*, open_connections: int, threads: int, fewest_elsewhere: int | None) -> bool:
+    """Whether to close one kept-alive connection after its current answer (``Connection: close``):
+    this worker queues requests (more connections than threads) while another accepting worker
+    holds at least two fewer. The client reconnects and the rule above places the new connection
+    on the less loaded worker. Without this, connections stay where a burst or a worker restart put
+    them for their whole life (a restarted worker would get none of the existing ones)."""
+    return (open_connections > threads and fewest_elsewhere is not None
+            and open_connections - fewest_elsewhere >= 2)
 
 
 class ConnectionLedger:

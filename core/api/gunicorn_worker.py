@@ -26,7 +26,9 @@ over real sockets, so an upgrade that moves these internals fails there first.
    the lingering happens on a separate thread, for any number of sockets at once.
 5. **Connections spread over the processes.** The first worker to wake accepts, so one process
    used to take 12–16 of 16 connections opened in a burst and serve them all on one GIL. A worker
-   with no idle thread now leaves new connections to a less loaded one (core/api/accept_balance.py).
+   with no idle thread now leaves new connections to a less loaded one, and one holding two more
+   than another closes a kept-alive connection after its answer so it reconnects elsewhere
+   (core/api/accept_balance.py).
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ from gunicorn.http import wsgi as http_wsgi
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import _DEFER, ThreadWorker
 
-from core.api.accept_balance import LEDGER, may_accept
+from core.api.accept_balance import LEDGER, SHED_SETTLE_SECONDS, may_accept, should_shed
 from core.errors import code_for_status
 from tokenpool_tome.correlation import new_correlation_id
 
@@ -234,6 +236,8 @@ class TokenPoolThreadWorker(ThreadWorker):
         self._balance_slot = -1
         self._held_back = False  # accepting paused: another worker holds fewer connections
         self._balance_checked = (-1, 0.0)  # (own count, when) of the last look at the others
+        self._shed_one = False  # close the next answered kept-alive connection (accept_balance.should_shed)
+        self._imbalanced_since: float | None = None  # should_shed has held since (monotonic)
         super().__init__(*args, **kwargs)
 
     # gthread's loop accepts while ``nr_conns < worker_connections``: while held back, the limit
@@ -264,14 +268,29 @@ class TokenPoolThreadWorker(ThreadWorker):
         accepting = self.alive and open_now < self._connection_limit
         LEDGER.publish(self._balance_slot, open_connections=open_now if accepting else None)
         if not accepting or self._balance_slot < 0 or open_now < self.cfg.threads:
-            self._held_back = False
+            self._held_back = self._shed_one = False
+            self._imbalanced_since = None
             return
         now = time.monotonic()
         last_count, last_time = self._balance_checked
         if open_now != last_count or now - last_time >= self.BALANCE_RECHECK_SECONDS:
             self._balance_checked = (open_now, now)
-            self._held_back = not may_accept(open_connections=open_now, threads=self.cfg.threads,
-                                             fewest_elsewhere=LEDGER.fewest_elsewhere(self._balance_slot))
+            fewest = LEDGER.fewest_elsewhere(self._balance_slot)
+            threads = self.cfg.threads
+            self._held_back = not may_accept(open_connections=open_now, threads=threads, fewest_elsewhere=fewest)
+            if not should_shed(open_connections=open_now, threads=threads, fewest_elsewhere=fewest):
+                self._imbalanced_since = None
+            elif self._imbalanced_since is None:
+                self._imbalanced_since = now
+            elif now - self._imbalanced_since >= SHED_SETTLE_SECONDS:
+                self._shed_one = True
+                self._imbalanced_since = now  # the next shed only after another settle period
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        if self._shed_one:  # read and reset by whichever thread answers next (a lost race sheds one fewer)
+            self._shed_one = False
+            req.must_close = True  # answered with Connection: close, then closed
+        return super().handle_request(req, conn)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         # Held back, look again soon: the others may fill up while nothing wakes this loop.

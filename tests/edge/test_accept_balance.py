@@ -8,6 +8,7 @@ alive after a request, must end up 8/8 or close to it. Before the ledger the sam
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from core.api.accept_balance import STALE_SECONDS, ConnectionLedger, may_accept
+from core.api.accept_balance import STALE_SECONDS, ConnectionLedger, may_accept, should_shed
 from tests.edge.conftest import WebServer, server_env
 from tests.fixtures.processes import wait_for
 from tokenpool.netutil import connections_per_child
@@ -30,6 +31,14 @@ def test_a_busy_worker_accepts_only_while_no_other_worker_holds_fewer():
     assert not may_accept(open_connections=5, threads=4, fewest_elsewhere=4)
     assert may_accept(open_connections=5, threads=4, fewest_elsewhere=5)  # ties accept: the backlog drains
     assert may_accept(open_connections=9, threads=4, fewest_elsewhere=None)  # alone (or the others full)
+
+
+def test_a_worker_sheds_a_connection_only_while_it_queues_and_holds_two_more_than_another():
+    assert should_shed(open_connections=10, threads=4, fewest_elsewhere=6)
+    assert should_shed(open_connections=6, threads=4, fewest_elsewhere=4)
+    assert not should_shed(open_connections=9, threads=4, fewest_elsewhere=8)  # one apart: leave it
+    assert not should_shed(open_connections=4, threads=4, fewest_elsewhere=0)  # an idle thread: no queue
+    assert not should_shed(open_connections=16, threads=4, fewest_elsewhere=None)  # nowhere to go
 
 
 # ---- the shared table --------------------------------------------------------------------------------
@@ -89,16 +98,34 @@ def _established_per_worker(server: WebServer) -> dict[int, int]:
     return connections_per_child(parent_pid=server.pid, port=server.port)
 
 
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
 def _open_kept_alive(port: int, count: int) -> list[socket.socket]:
     """``count`` connections, opened one after the other, each answered once and kept open."""
     sockets = []
     for _ in range(count):
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         sockets.append(sock)
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        sock.sendall(HEALTHZ)
     for sock in sockets:
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _read_answer(sock)[0] == 200
     return sockets
+
+
+def _read_answer(sock: socket.socket) -> tuple[int, bool]:
+    """One response: its status and whether the server said it closes the connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed without answering"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers.get("content-length", "0")):
+        body += sock.recv(65536)
+    return int(lines[0].split()[1]), headers.get("connection", "").lower() == "close"
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +170,39 @@ def test_sixteen_kept_alive_connections_are_spread_evenly_over_two_workers(two_w
         finally:
             for sock in sockets:
                 sock.close()
+
+
+@pytest.mark.slow
+def test_connections_move_off_a_worker_that_holds_too_many(two_worker_server):
+    """One worker frozen (SIGSTOP) until its record goes stale: the other takes all 16 connections.
+    Once it runs again, clients that keep sending (and reconnect when told ``Connection: close``,
+    as any HTTP/1.1 client does) end up spread evenly, with every request answered 200."""
+    server = two_worker_server
+    wait_for(lambda: sum(_established_per_worker(server).values()) == 0, timeout=10,
+             message="the previous test's connections closed")
+    frozen = min(_established_per_worker(server))
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        time.sleep(STALE_SECONDS + 0.5)
+        sockets = _open_kept_alive(server.port, 16)
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    try:
+        assert _established_per_worker(server)[frozen] == 0
+        statuses, deadline = [], time.monotonic() + 30
+        while True:
+            counts = sorted(_established_per_worker(server).values())
+            if counts[-1] - counts[0] <= 2 or time.monotonic() > deadline:
+                break
+            for index, sock in enumerate(sockets):
+                sock.sendall(HEALTHZ)
+                status, closing = _read_answer(sock)
+                statuses.append(status)
+                if closing:  # shed: reconnect, as a client's connection pool would
+                    sock.close()
+                    sockets[index] = _open_kept_alive(server.port, 1)[0]
+        assert counts[-1] - counts[0] <= 2 and sum(counts) == 16, counts
+        assert set(statuses) == {200}
+    finally:
+        for sock in sockets:
+            sock.close()
