@@ -26,7 +26,7 @@ import os
 import struct
 import time
 
-__all__ = ["LEDGER", "STALE_SECONDS", "ConnectionLedger", "SHED_SETTLE_SECONDS", "may_accept", "should_shed"]
+__all__ = ["LEDGER", "SHED_SETTLE_SECONDS", "STALE_SECONDS", "ConnectionLedger", "may_accept", "should_shed"]
 
 # A worker's loop turns at least once a second (gunicorn's poll timeout) and publishes each turn; a
 # record older than this belongs to a worker that died without clearing it.

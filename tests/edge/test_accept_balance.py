@@ -16,7 +16,12 @@ from typing import Any
 
 import pytest
 
-from core.api.accept_balance import STALE_SECONDS, ConnectionLedger, may_accept, should_shed
+from core.api.accept_balance import (
+    STALE_SECONDS,
+    ConnectionLedger,
+    may_accept,
+    should_shed,
+)
 from tests.edge.conftest import WebServer, server_env
 from tests.fixtures.processes import wait_for
 from tokenpool.netutil import connections_per_child
