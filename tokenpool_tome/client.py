@@ -21,15 +21,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar, runtime_checkable
 from urllib.parse import quote
 
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
-from tokenpool_tome.correlation import get_correlation_id, new_correlation_id
 from tokenpool_tome.breaker import CircuitBreaker
+from tokenpool_tome.correlation import get_correlation_id, new_correlation_id
 from tokenpool_tome.errors import (
     CircuitOpenError,
     NamespaceNotFound,
@@ -38,6 +37,7 @@ from tokenpool_tome.errors import (
     TomeResponseError,
     TomeUnavailable,
 )
+from tokenpool_tome.retry_policy import RETRYABLE_TRANSPORT_ERRORS, retry_after_seconds, retry_wait
 
 __all__ = [
     "CallRecord",
@@ -157,10 +157,6 @@ class _RetryableFailure(Exception):
         self.description = description
         self.status_code = status_code
         self.retry_after = retry_after
-
-
-# Failures worth another attempt: no answer, or the server hung up mid-answer.
-_RETRYABLE_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
 class HttpTokenizationLibrary(TokenizationLibrary):
@@ -381,7 +377,7 @@ class HttpTokenizationLibrary(TokenizationLibrary):
                       attempt=attempt, correlation_id=headers["X-Correlation-ID"])
         try:
             response = self._http.post(url, json=payload, headers=headers)
-        except _RETRYABLE_TRANSPORT_ERRORS as exc:
+        except RETRYABLE_TRANSPORT_ERRORS as exc:
             self._record(**record, started=started, outcome=ERROR, status_code=None,
                          error=type(exc).__name__)
             raise _RetryableFailure(type(exc).__name__) from None
@@ -399,14 +395,14 @@ class HttpTokenizationLibrary(TokenizationLibrary):
                      error=f"{status} {code}")
         if status == 429 or status >= 500:
             raise _RetryableFailure(f"{status} {code}", status_code=status,
-                                    retry_after=_retry_after(response))
+                                    retry_after=retry_after_seconds(response))
         error_cls = NamespaceNotFound if status == 404 and code == "namespace_not_found" else TomeRequestError
         raise error_cls(message, status=status, code=code)
 
     def _wait(self, retry_state: Any) -> float:
         # Honour the server's pacing, but never park a request thread longer than backoff_max.
-        return _retry_wait(self._backoff, retry_state, backoff_max=self.config.backoff_max,
-                          retry_after_max=self.config.backoff_max)
+        return retry_wait(self._backoff, retry_state, backoff_max=self.config.backoff_max,
+                         retry_after_max=self.config.backoff_max)
 
     def _parse(self, response: httpx.Response, *, namespace: str, operation: str, result_key: str,
                expected: int, nullable: bool) -> list[str | None]:
@@ -475,20 +471,6 @@ class HttpTokenizationLibrary(TokenizationLibrary):
         log("tome_circuit_state", extra={"previous_state": old, "state": new})
 
 
-def _retry_wait(backoff: Callable[[Any], float], retry_state: Any, *, backoff_max: float,
-               retry_after_max: float) -> float:
-    """The retry policy's pause before the next attempt (both clients): the exponential ``backoff``
-    with jitter, capped at ``backoff_max``; or, when the failed attempt carried a ``Retry-After``
-    (``retry_after`` on the retried exception), that pacing, never shorter than the backoff and
-    never longer than ``retry_after_max``."""
-    pause = min(backoff(retry_state), backoff_max)
-    exc = retry_state.outcome.exception() if retry_state.outcome else None
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        return min(max(retry_after, pause), retry_after_max)
-    return pause
-
-
 def _error_body(response: httpx.Response) -> tuple[str, str]:
     """(code, message) from TOME's error body, tolerant of proxies answering HTML."""
     try:
@@ -498,18 +480,3 @@ def _error_body(response: httpx.Response) -> tuple[str, str]:
         return "http_error", response.reason_phrase or "unexpected response"
     # Keep messages short: they go into exception strings and from there into logs.
     return code[:64], message[:200]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    raw = response.headers.get("Retry-After")
-    if not raw:
-        return None
-    try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)

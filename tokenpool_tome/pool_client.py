@@ -35,16 +35,10 @@ import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
 from tokenpool_tome.breaker import CircuitBreaker
-from tokenpool_tome.client import (
-    _RETRYABLE_TRANSPORT_ERRORS,
-    TokenizationLibrary,
-    TokenPair,
-    __version__,
-    _retry_after,
-    _retry_wait,
-)
+from tokenpool_tome.client import TokenizationLibrary, TokenPair, __version__
 from tokenpool_tome.correlation import correlation_scope, get_correlation_id, new_correlation_id
 from tokenpool_tome.errors import CircuitOpenError, TomeError
+from tokenpool_tome.retry_policy import RETRYABLE_TRANSPORT_ERRORS, retry_after_seconds, retry_wait
 
 __all__ = [
     "CLIENT_DIRECT",
@@ -219,7 +213,7 @@ class _Retryable(Exception):
     def __init__(self, error: TokenPoolError) -> None:
         super().__init__(str(error))
         self.error = error
-        self.retry_after = error.retry_after  # read by the shared _retry_wait
+        self.retry_after = error.retry_after  # read by the shared retry_wait
 
 
 # ---- the client ------------------------------------------------------------------------------------
@@ -551,7 +545,7 @@ class TokenPoolClient:
         attempts[0] += 1
         try:
             response = self._http.request(method, path, json=json, headers=headers)
-        except _RETRYABLE_TRANSPORT_ERRORS as exc:
+        except RETRYABLE_TRANSPORT_ERRORS as exc:
             code = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection_error"
             logger.info("tokenpool_attempt_failed", extra={
                 "path": _path_label(path), "attempt": attempts[0], "error": type(exc).__name__,
@@ -575,8 +569,8 @@ class TokenPoolClient:
 
     def _wait(self, retry_state: Any) -> float:
         # Honour the server's pacing, capped so one call cannot park its thread for minutes.
-        return _retry_wait(self._backoff, retry_state, backoff_max=self.backoff_max,
-                          retry_after_max=self.retry_after_max)
+        return retry_wait(self._backoff, retry_state, backoff_max=self.backoff_max,
+                         retry_after_max=self.retry_after_max)
 
     @staticmethod
     def _log_breaker_change(old: str, new: str) -> None:
@@ -598,7 +592,7 @@ def _error_from(response: httpx.Response, *, fallback_correlation_id: str) -> To
         code, detail, errors = "http_error", response.reason_phrase or "unexpected response", None
     error_cls = TokenPoolUnavailable if status >= 500 else _ERRORS_BY_CODE.get(code, TokenPoolError)
     return error_cls(detail, code=code, status=status, correlation_id=correlation_id, errors=errors,
-                     retry_after=_retry_after(response))
+                     retry_after=retry_after_seconds(response))
 
 
 def _path_label(path: str) -> str:
