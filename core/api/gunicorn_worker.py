@@ -56,6 +56,9 @@ from tokenpool_tome.correlation import new_correlation_id
 __all__ = ["TokenPoolThreadWorker", "REQUEST_READ_SECONDS", "RequestReadTimeout"]
 
 REQUEST_READ_SECONDS = float(os.environ.get("WEB_REQUEST_READ_TIMEOUT", "10"))
+# 0 turns the balancing of 5. off (each worker then accepts as stock gunicorn does): an operator's
+# switch, and the "before" of tests/edge/bench_web_server.sh.
+BALANCE_CONNECTIONS = os.environ.get("WEB_BALANCE_CONNECTIONS", "1") != "0"
 
 
 class RequestReadTimeout(http_errors.NoMoreData, TimeoutError):
@@ -251,7 +254,7 @@ class TokenPoolThreadWorker(ThreadWorker):
         self._connection_limit = value
 
     def init_process(self) -> None:
-        self._balance_slot = LEDGER.claim(start=self.age)
+        self._balance_slot = LEDGER.claim(start=self.age) if BALANCE_CONNECTIONS else -1
         super().init_process()  # runs the worker's loop until it exits
 
     def run(self) -> None:

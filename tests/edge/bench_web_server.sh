@@ -3,6 +3,8 @@
 # TokenPool's worker, and granian WSGI, each 2 processes x 4 threads, interleaved round by round on one
 # scratch database; wrk with 16 connections on /healthz and on authenticated reservations.
 #   bash tests/edge/bench_web_server.sh            # ROUNDS=3 DUR=10s SERVERS="gunicorn tpworker granian"
+# tpunbalanced: TokenPool's worker with WEB_BALANCE_CONNECTIONS=0 (core/api/accept_balance.py off).
+# Each cell also prints how many of wrk's 16 connections each worker process held 2 s into the run.
 # granian is not a dependency of TokenPool: `.venv/bin/pip install granian==2.8.7` first to include it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,18 +41,34 @@ start() {
   case $1 in
     gunicorn) .venv/bin/python -m gunicorn tokenpool.wsgi --bind 127.0.0.1:$PORT --worker-class gthread --workers 2 --threads 4 --log-level warning --no-control-socket & ;;
     tpworker) .venv/bin/python -m gunicorn tokenpool.wsgi --bind 127.0.0.1:$PORT --worker-class core.api.gunicorn_worker.TokenPoolThreadWorker --workers 2 --threads 4 --log-level warning --no-control-socket & ;;
+    tpunbalanced) WEB_BALANCE_CONNECTIONS=0 .venv/bin/python -m gunicorn tokenpool.wsgi --bind 127.0.0.1:$PORT --worker-class core.api.gunicorn_worker.TokenPoolThreadWorker --workers 2 --threads 4 --log-level warning --no-control-socket & ;;
     granian) .venv/bin/granian --interface wsgi --host 127.0.0.1 --port $PORT --workers 2 --blocking-threads 4 --log-level warning tokenpool.wsgi:application & ;;
   esac
   PID=$!
   for _ in $(seq 150); do curl -sf -o /dev/null http://127.0.0.1:$PORT/healthz && break; sleep 0.2; done
+  sleep 3  # the readiness answer came from one worker; give the other time to finish booting
+}
+spread() {  # connections per worker process, sorted (tokenpool/netutil.py)
+  .venv/bin/python -c "from tokenpool.netutil import connections_per_child as c; print(sorted(c(parent_pid=$PID, port=$PORT).values()))"
+}
+cell() {  # label, wrk arguments...: wrk in the background, the spread 2 s in, then the row
+  local label=$1 out; shift
+  out=$(mktemp)
+  wrk -t2 -c16 -d"$DUR" --latency "$@" >"$out" &
+  local wrk_pid=$!
+  sleep 2
+  local conns; conns=$(spread)
+  wait $wrk_pid
+  row "$label" "$(cat "$out")" | sed "s/\$/ connections per worker $conns/"
+  rm -f "$out"
 }
 row() { echo "$2" | awk -v r="$1" '/Requests\/sec/{rps=$2} / 50%/{p50=$2} / 99%/{p99=$2} /Non-2xx/{bad=$NF} END{printf "%s %s req/s p50 %s p99 %s non-2xx %s\n", r, rps, p50, p99, bad+0}'; }
 for r in $(seq "$ROUNDS"); do
   for s in $SERVERS; do
     start "$s"
     wrk -t2 -c16 -d2s http://127.0.0.1:$PORT/healthz >/dev/null  # warm-up
-    row "round $r $s healthz:" "$(wrk -t2 -c16 -d"$DUR" --latency http://127.0.0.1:$PORT/healthz)"
-    row "round $r $s reserve:" "$(wrk -t2 -c16 -d"$DUR" --latency -s "$LUA" http://127.0.0.1:$PORT/api/v1/reservations)"
+    cell "round $r $s healthz:" http://127.0.0.1:$PORT/healthz
+    cell "round $r $s reserve:" -s "$LUA" http://127.0.0.1:$PORT/api/v1/reservations
     kill -TERM $PID; wait $PID 2>/dev/null || true
   done
 done
