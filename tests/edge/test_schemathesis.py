@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.edge.conftest import WebServer, server_env
+from tests.fixtures.processes import ROOT
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 MAX_EXAMPLES = 20
 # 422 means one thing here: the same Idempotency-Key came back with another body (contract section 2).
 # Schemathesis reuses generated header values across bodies, so a schema-valid request may meet it;

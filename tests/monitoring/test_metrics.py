@@ -7,7 +7,6 @@ import secrets
 import subprocess
 import sys
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -16,9 +15,9 @@ from core.monitoring.metrics import record_tome_call
 from core.pool.models import PairSource, PairStatus, TokenPair
 from core.refill.models import RefillOutcome, RefillRun, RefillTrigger
 from tests.fixtures.monitoring import sample_value, samples
+from tests.fixtures.processes import ROOT
 from tokenpool_tome.client import CallRecord
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db
 
 

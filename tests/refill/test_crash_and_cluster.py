@@ -6,18 +6,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from core.pool.models import PairStatus, TokenPair
 from core.refill.models import RefillOutcome, RefillRun, RefillTrigger
 from core.refill.services import pool_refill_locked, refill_run
-from tests.fixtures.processes import wait_for
+from tests.fixtures.processes import ROOT, wait_for
 
 from .test_refill_run import assert_whole_pairs
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
@@ -82,9 +80,10 @@ def test_a_real_qcluster_refills_a_pool_drained_by_reservations(refill_ready, ma
     pool = make_pool("e2e-pool", target_size=400, low_watermark=200, batch_size=100,
                      refill_interval_minutes=60)
     # Leave the scheduled refill for later: what must refill the pool here is the low-watermark trigger.
-    from django_q.models import Schedule
-    from django.utils import timezone
     from datetime import timedelta
+
+    from django.utils import timezone
+    from django_q.models import Schedule
 
     Schedule.objects.filter(name=f"refill:{pool.name}").update(next_run=timezone.now() + timedelta(hours=1))
     assert refill_run(pool=pool, trigger=RefillTrigger.STARTUP).inserted == 400

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from core.pool.models import TokenPair
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fixtures.processes import ROOT
 
 
 def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

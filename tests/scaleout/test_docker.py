@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from tests.fixtures.processes import ROOT
 from tokenpool.runner import web_command
 
-ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import runpy
 import warnings
-from pathlib import Path
 
 import pytest
 
-SETTINGS = Path(__file__).resolve().parents[2] / "tokenpool" / "settings.py"
+from tests.fixtures.processes import ROOT
+
+SETTINGS = ROOT / "tokenpool" / "settings.py"
 
 
 def load(monkeypatch, **env: str) -> dict:
