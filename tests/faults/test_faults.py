@@ -37,6 +37,9 @@ STACK_ENV = {
     "REFILL_TIME_BUDGET_SECONDS": "8",
     "Q_TIMEOUT": "10",
     "Q_RETRY": "12",
+    # Web workers cache pool rows this long; short, so a watermark the test writes into the database
+    # reaches them within a fraction of a second instead of the default 5 s.
+    "POOL_CACHE_SECONDS": "0.5",
 }
 
 
@@ -143,11 +146,22 @@ def test_qcluster_killed_mid_refill_loses_and_doubles_no_batch(stack, tome, db):
     last_run = db.execute("SELECT coalesce(max(id), 0) FROM core_refillrun").fetchone()[0]
     first_pair = db.execute("SELECT coalesce(max(id), 0) FROM core_tokenpair").fetchone()[0]
     tome.faults(latency_ms=300)  # ~0.7 s per batch of 500: a wide window to land the kill in
-    time.sleep(6)  # POOL_CACHE_SECONDS: every web worker sees the new watermark
-    key = stack.api_key()
-    headers = {"Authorization": f"Api-Key {key}"}
-    reserved = httpx.post(f"{stack.base_url}/api/v1/reservations", json={}, headers=headers, timeout=30)
-    assert reserved.status_code == 201, reserved.text
+    [since] = db.execute("SELECT clock_timestamp()").fetchone()
+    headers = {"Authorization": f"Api-Key {stack.api_key()}"}
+
+    def reservation_queued_a_refill() -> bool:
+        # A web worker still holding the old pool row (POOL_CACHE_SECONDS) sees no low watermark and
+        # queues nothing; reserve again until one has seen the new watermark and taken the refill lease
+        # (or a refill run has started). The refill tops up to the target whatever the reservations took.
+        reserved = httpx.post(f"{stack.base_url}/api/v1/reservations", json={}, headers=headers, timeout=30)
+        assert reserved.status_code == 201, reserved.text
+        return bool(db.execute(
+            "SELECT 1 FROM core_refilllease l JOIN core_pool p ON p.id = l.pool_id "
+            "WHERE p.name = 'default' AND l.acquired_at >= %s "
+            "UNION ALL SELECT 1 FROM core_refillrun WHERE id > %s", (since, last_run)).fetchone())
+
+    wait_for(reservation_queued_a_refill, timeout=30, interval=0.5,
+             message="a reservation to see the new watermark and queue a refill")
     run_id = wait_for(lambda: (db.execute(
         "SELECT id FROM core_refillrun WHERE id > %s AND outcome = 'running' AND inserted >= 1000",
         (last_run,)).fetchone() or [None])[0], timeout=90, message="the qcluster's refill to commit two batches")
