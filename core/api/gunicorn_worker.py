@@ -290,7 +290,7 @@ class TokenPoolThreadWorker(ThreadWorker):
                 self._imbalanced_since = now  # the next shed only after another settle period
 
     def handle_request(self, req: Any, conn: Any) -> Any:
-        if self._shed_one:  # read and reset by whichever thread answers next (a lost race sheds one fewer)
+        if self._shed_one:  # whichever thread answers next; two racing threads may both shed (one extra reconnect)
             self._shed_one = False
             req.must_close = True  # answered with Connection: close, then closed
         return super().handle_request(req, conn)
