@@ -388,13 +388,3 @@ def timed(fn: Callable[[], Any], *, repeat: int) -> list[float]:
         fn()
         out.append((time.perf_counter() - start) * 1000)
     return out
-
-
-def p50(values: list[float]) -> float:
-    return percentile(values, 0.5)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The value below which a share ``q`` of ``values`` lies (nearest rank; 0.0 when empty)."""
-    ordered = sorted(values)
-    return ordered[min(int(len(ordered) * q), len(ordered) - 1)] if ordered else 0.0

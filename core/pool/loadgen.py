@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import statistics
 import threading
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
 
@@ -38,14 +38,25 @@ def run_timed(worker: Callable[[], None], *, threads: int, barrier: threading.Ba
     return time.perf_counter() - started
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` (0 < q <= 1) percentile of ``values`` by nearest rank: the smallest value that at
+    least a share ``q`` of ``values`` are at or below (0.0 when empty).
+
+    The one percentile definition of the bench commands (``bench_reserve``, ``bench_limits``,
+    ``bench_claim``, this load generator). Nearest rank because it always reports a latency that
+    was measured, never one interpolated between two, and it is how wrk's histogram (whose
+    percentiles the HTTP lines print beside ours) and core/loadtest's HdrHistogram read theirs."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = math.ceil(round(q * len(ordered), 9))  # 1-based; round: 0.07 * 100 is 7.000000000000001
+    return ordered[min(max(rank, 1), len(ordered)) - 1]
+
+
 def percentiles(latencies: list[float]) -> tuple[float, float, float]:
-    """p50, p95, p99 of ``latencies`` (seconds) in milliseconds; the one percentile definition of the
-    bench commands (``bench_reserve``, ``bench_limits``), so their tables compare like with like."""
-    if len(latencies) < 2:
-        value = latencies[0] * 1000 if latencies else 0.0
-        return value, value, value
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    return cuts[49] * 1000, cuts[94] * 1000, cuts[98] * 1000
+    """p50, p95, p99 of ``latencies`` (seconds) in milliseconds (nearest rank, see :func:`percentile`)."""
+    p50, p95, p99 = (percentile(latencies, q) * 1000 for q in (0.50, 0.95, 0.99))
+    return p50, p95, p99
 
 
 def failure_label(response: httpx.Response) -> str:

@@ -12,6 +12,7 @@ from django.db import connection
 
 from core.management.commands.bench_claim import cache_states
 from core.pool import claim_bench as cb
+from core.pool.loadgen import percentile, percentiles
 
 
 @pytest.mark.parametrize("value", ["4GB", "128MB", "512kB", "16384", " 6GB "])
@@ -112,5 +113,15 @@ def test_os_cached_share_is_a_share_of_the_pairs_table_files(make_pool):
 def test_percentiles_by_nearest_rank():
     values = [float(v) for v in range(10, 0, -1)]  # 10 .. 1, unsorted on purpose
 
-    assert (cb.p50(values), cb.percentile(values, 0.9), cb.percentile(values, 1.0)) == (6.0, 10.0, 10.0)
-    assert cb.percentile([], 0.9) == 0.0
+    # The smallest value that at least that share of the values are at or below: always a measured one.
+    assert [percentile(values, q) for q in (0.5, 0.9, 0.95, 1.0)] == [5.0, 9.0, 10.0, 10.0]
+    assert percentile([float(v) for v in range(1, 101)], 0.07) == 7.0  # 0.07 * 100 is 7.000000000000001
+    assert percentile([], 0.9) == 0.0
+    assert percentile([3.0], 0.99) == 3.0
+
+
+def test_percentiles_are_milliseconds_of_the_same_definition():
+    seconds = [v / 1000 for v in range(1, 201)]  # 1 .. 200 ms
+
+    assert percentiles(seconds) == pytest.approx((100.0, 190.0, 198.0))
+

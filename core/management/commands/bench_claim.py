@@ -40,6 +40,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from core.pool import claim_bench as cb
+from core.pool.loadgen import percentile
 
 PHASES = ("shapes", "indexes", "snapshot", "history")
 CACHE_STATES = ("cold", "warm")
@@ -313,8 +314,8 @@ class Command(BaseCommand):
             # The empty table has no old pairs: both history rows of an operation are compared with
             # the same lookup there (of the pairs it just reserved).
             base = results["empty"].get(op) or results["empty"][op.split(",")[0] + ", recent pairs"]
-            e, h = cb.p50(base), cb.p50(values)
-            e90, h90 = cb.percentile(base, 0.9), cb.percentile(values, 0.9)
+            e, h = percentile(base, 0.5), percentile(values, 0.5)
+            e90, h90 = percentile(base, 0.9), percentile(values, 0.9)
             self.line(f"| {op} | {e:.3f} | {h:.3f} | {h / e if e else 0:.2f}x | {e90:.3f} / {h90:.3f} |")
         self.line("(empty history: lookups of the pairs the empty table just reserved, the only ones it has; "
                   "both rows of an operation are compared with that same figure)")

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 
+from core.pool.loadgen import percentile
 from core.pool.models import Environment, Pool, TokenPair
 from core.refill.models import RefillLease, RefillOutcome, RefillRun, RefillTrigger
 from core.refill.services import refill_run
@@ -183,8 +184,6 @@ class Command(BaseCommand):
         return one, batched
 
     def _bench_insert_methods(self, *, batches: int, batch: int, environment: str) -> tuple[float, float]:
-        import statistics
-
         from core.pool.services import pairs_insert_bulk
         from tokenpool_tome.client import TokenPair as Pair
 
@@ -218,4 +217,4 @@ class Command(BaseCommand):
             with transaction.atomic():
                 TokenPair.objects.filter(pool=pool).delete()
                 pool.delete()
-        return statistics.median(times["bulk"]), statistics.median(times["direct"])
+        return percentile(times["bulk"], 0.5), percentile(times["direct"], 0.5)
