@@ -26,10 +26,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -304,6 +305,10 @@ class PgbenchResult:
     latency_ms: float
     intervals: list[float] = field(default_factory=list)  # tps per --progress interval
     failed: int = 0
+    # With latencies=True: each transaction's latency (seconds), and the seconds from the first
+    # transaction's start to the last one's end.
+    latencies: list[float] = field(default_factory=list)
+    span: float = 0.0
 
 
 def pgbench_binary() -> str:
@@ -318,19 +323,36 @@ def pgbench_binary() -> str:
     return binary
 
 
-def pgbench(url: str, script: str, *, clients: int, seconds: int, progress: int | None = None,
-            transactions: int | None = None) -> PgbenchResult:
-    """``seconds`` long, or ``transactions`` per client when given (so a small pool never runs dry
-    mid-run: an empty claim is cheap and would flatter the rate)."""
+# :last, the cursor pgbench_script's "ours" keeps per client, starts at the front; other scripts ignore it.
+SCRIPT_DEFINES = {"last": "0"}
+
+
+def pgbench(url: str | None, script: str, *, clients: int, seconds: int = 0, progress: int | None = None,
+            transactions: int | None = None, env: dict[str, str] | None = None, latencies: bool = False,
+            defines: Mapping[str, str] | None = None) -> PgbenchResult:
+    """The one pgbench runner of the benchmarks: ``script`` with ``clients`` clients (``-j`` at most
+    2), ``seconds`` long, or ``transactions`` per client when given (so a small pool never runs dry
+    mid-run: an empty claim is cheap and would flatter the rate).
+
+    ``url`` is the database, or None to let ``env``'s libpq variables (PGHOST, PGDATABASE, ...) say
+    it. ``progress``: tps every that many seconds (``intervals``). ``latencies``: log every
+    transaction (``-l``) and return their latencies and span. ``defines``: pgbench variables (``-D``),
+    by default ``SCRIPT_DEFINES``. RuntimeError when pgbench is missing or fails."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "claim.sql"
         path.write_text(script)
-        cmd = [pgbench_binary(), "-n", "-D", "last=0", "-f", str(path), "-c", str(clients),
-               "-j", str(min(clients, 2))]
+        cmd = [pgbench_binary(), "-n"]
+        for name, value in (SCRIPT_DEFINES if defines is None else defines).items():
+            cmd += ["-D", f"{name}={value}"]
+        cmd += ["-f", str(path), "-c", str(clients), "-j", str(min(clients, 2))]
         cmd += ["-t", str(transactions)] if transactions else ["-T", str(seconds)]
         if progress:
             cmd += ["-P", str(progress)]
-        done = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds * 4 + 600)
+        if latencies:
+            cmd += ["-l", "--log-prefix", str(Path(tmp) / "log")]
+        done = subprocess.run(cmd + ([url] if url else []), check=False, cwd=tmp, env=env, capture_output=True, text=True,
+                              timeout=seconds * 4 + 900)
+        logged = [line.split() for log in Path(tmp).glob("log*") for line in log.read_text().splitlines()]
     out = done.stdout + done.stderr
     if done.returncode != 0:
         raise RuntimeError(f"pgbench failed: {out[-2000:]}")
@@ -338,7 +360,12 @@ def pgbench(url: str, script: str, *, clients: int, seconds: int, progress: int 
     latency = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
     intervals = [float(x) for x in re.findall(r"progress: [\d.]+ s, ([\d.]+) tps", out)]
     failed = re.search(r"number of failed transactions: (\d+)", out)
-    return PgbenchResult(tps=tps, latency_ms=latency, intervals=intervals, failed=int(failed.group(1)) if failed else 0)
+    # A -l line: client, transaction, latency (us), script, end time (epoch s), end time (us part).
+    took = [int(fields[2]) / 1e6 for fields in logged]
+    ends = [int(fields[4]) + int(fields[5]) / 1e6 for fields in logged]
+    span = max(ends) - min(end - t for end, t in zip(ends, took)) if logged else 0.0
+    return PgbenchResult(tps=tps, latency_ms=latency, intervals=intervals, failed=int(failed.group(1)) if failed else 0,
+                         latencies=took, span=span)
 
 
 def explain_pick(conn: psycopg.Connection, *, variant: str, pool_id: int, after: int = 0) -> dict[str, Any]:

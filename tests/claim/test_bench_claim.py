@@ -13,6 +13,7 @@ from django.db import connection
 from core.management.commands.bench_claim import cache_states
 from core.pool import claim_bench as cb
 from core.pool.loadgen import percentile, percentiles
+from tokenpool.naive_peer import schema as peer_schema
 
 
 @pytest.mark.parametrize("value", ["4GB", "128MB", "512kB", "16384", " 6GB "])
@@ -125,3 +126,17 @@ def test_percentiles_are_milliseconds_of_the_same_definition():
 
     assert percentiles(seconds) == pytest.approx((100.0, 190.0, 198.0))
 
+
+@pytest.mark.django_db
+def test_the_pgbench_runner_counts_and_logs_every_transaction():
+    url = peer_schema.database_url(connection.settings_dict)
+    result = cb.pgbench(url, "SELECT 1;\n", clients=2, transactions=5, latencies=True)
+
+    assert len(result.latencies) == 10 and all(t > 0 for t in result.latencies)
+    assert result.tps > 0 and result.failed == 0
+    assert result.span >= max(result.latencies)
+
+
+def test_the_pgbench_runner_says_why_pgbench_failed():
+    with pytest.raises(RuntimeError, match="pgbench failed"):
+        cb.pgbench("postgresql:///no_such_database?host=/nonexistent", "SELECT 1;\n", clients=1, transactions=1)

@@ -21,7 +21,6 @@ import json
 import secrets
 import signal
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -286,20 +285,15 @@ class Command(BaseCommand):
     def pgbench(self, bench: ReserveBench, *, count: int, pairs: int, conns: int, key: ApiKey,
                 pools: list[Pool]) -> float:
         """Pairs per second claimed by pgbench running the service's claim SQL for ``count`` pairs."""
-        binary = pgbench_binary()
-        if binary is None:
+        from core.pool import claim_bench
+
+        if pgbench_binary() is None:
             raise CommandError("pgbench not found (neither on PATH nor in the embedded PostgreSQL)")
         pool = bench.scratch_pool(pairs=pairs, pools=pools)
-        env = pgbench_env()
-        with tempfile.TemporaryDirectory() as tmp:
-            script = Path(tmp) / "claim.sql"
-            script.write_text(pgbench_claim_script(pool=pool, api_key=key, count=count))
-            # 80 % of the pool: every transaction claims (an empty pool would be counted too).
-            per_client = max(1, int(pairs * 0.8) // count // conns)
-            out = subprocess.run([binary, "-n", "-f", str(script), "-c", str(conns), "-j", str(min(conns, 2)),
-                                  "-t", str(per_client)], cwd=tmp, env=env, capture_output=True, text=True,
-                                 check=True, timeout=900).stdout
-        tps = float(next(line for line in out.splitlines() if line.startswith("tps =")).split()[2])
+        # 80 % of the pool: every transaction claims (an empty pool would be counted too).
+        per_client = max(1, int(pairs * 0.8) // count // conns)
+        tps = claim_bench.pgbench(None, pgbench_claim_script(pool=pool, api_key=key, count=count), clients=conns,
+                                  transactions=per_client, env=pgbench_env()).tps
         claimed = TokenPair.objects.filter(pool=pool, status=PairStatus.RESERVED).count()
         assert claimed == per_client * conns * count, (claimed, per_client, conns, count)
         return tps * count

@@ -518,31 +518,19 @@ class Command(BaseCommand):
     # ---- (r) pgbench ------------------------------------------------------------------------------------
 
     def bench_pgbench(self, *, threads: int, pairs: int, api_key: ApiKey, pools: list[Pool]) -> None:
-        binary = pgbench_binary()
-        if binary is None:
+        from core.pool import claim_bench
+
+        if pgbench_binary() is None:
             self.stdout.write("pgbench not found; skipped")
             return
         pool = self.scratch_pool(pairs=pairs, pools=pools)
-        env = pgbench_env()
-        with tempfile.TemporaryDirectory() as tmp:
-            script = Path(tmp) / "claim.sql"
-            script.write_text(pgbench_claim_script(pool=pool, api_key=api_key))
-            per_client = pairs // threads
-            subprocess.run([binary, "-n", "-f", str(script), "-c", str(threads), "-j", str(min(threads, 2)),
-                            "-t", str(per_client), "-l", "--log-prefix", str(Path(tmp) / "log")],
-                           cwd=tmp, env=env, capture_output=True, text=True, check=True, timeout=900)
-            latencies, first, last = [], None, None
-            for log in Path(tmp).glob("log*"):
-                for line in log.read_text().splitlines():
-                    fields = line.split()
-                    latencies.append(int(fields[2]) / 1e6)
-                    end = int(fields[4]) + int(fields[5]) / 1e6
-                    first = end - latencies[-1] if first is None else min(first, end - latencies[-1])
-                    last = end if last is None else max(last, end)
+        run = claim_bench.pgbench(None, pgbench_claim_script(pool=pool, api_key=api_key), clients=threads,
+                                  transactions=pairs // threads, env=pgbench_env(), latencies=True)
         # The claim returns no row on an empty pool and pgbench still counts it as a transaction.
+        latencies = run.latencies
         claimed = TokenPair.objects.filter(pool=pool, status=PairStatus.RESERVED).count()
         failures = Counter({"transactions that claimed nothing": len(latencies) - claimed}) if claimed < len(latencies) else Counter()
-        self.report("pgbench claim SQL", threads, len(latencies), (last - first) if latencies else 1.0, latencies,
+        self.report("pgbench claim SQL", threads, len(latencies), run.span if latencies else 1.0, latencies,
                     failures=failures, dry=bool(failures))
 
     # ---- (c) bulk insert ----------------------------------------------------------------------------------
