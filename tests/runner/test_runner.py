@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.fixtures.processes import free_port, wait_for
-from tests.runner.stack import Stack, run_sql
+from tests.runner.stack import Stack, port_open, run_sql
 from tokenpool.runner import DEV_KEY_NAME
 
 pytestmark = pytest.mark.slow
@@ -45,9 +45,16 @@ def test_make_run_with_tome_unreachable_survives_a_qcluster_kill_and_stops_on_tw
     """After the runs above: the development key they created is reused, not replaced."""
     key_file = stack_home / "var" / "dev-api-key.txt"
     before = key_file.read_text().strip() if key_file.exists() else None
-    stack: Stack = make_stack(via_make=True, tome_base_url=f"http://127.0.0.1:{free_port()}",  # nobody there
+    tome_url = f"http://127.0.0.1:{free_port()}"  # nobody there
+    stack: Stack = make_stack(via_make=True, tome_base_url=tome_url,
                               RUNNER_FILL_WAIT_SECONDS="10", REFILL_BACKOFF_MAX_SECONDS="0.5").start()
     stack.wait_up()
+
+    # TOME_BASE_URL names another TOME: the runner uses it and starts no emulator, neither on
+    # TOME_PORT (which the stack sets) nor anywhere else.
+    assert f"TOME at {tome_url}" in stack.output()
+    assert not stack.children("tome_emulator")
+    assert not port_open(stack.tome_port), "the runner started its emulator although TOME_BASE_URL was set"
 
     # Up although TOME is unreachable: alive, not ready, degraded rather than down.
     assert stack.get("/healthz").status_code == 200
