@@ -6,12 +6,15 @@ from __future__ import annotations
 import configparser
 import json
 import re
+import runpy
+import secrets
 import shlex
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from django.core.exceptions import ImproperlyConfigured
 
 from tests.fixtures.processes import ROOT
 from tokenpool.runner import web_command
@@ -140,3 +143,30 @@ def test_schema_changes_go_straight_to_postgres(compose):
     """DDL and CREATE DATABASE are not for a transaction pooler: migrate and the emulator go direct."""
     for name in ("migrate", "tome-emulator"):
         assert urlsplit(compose["services"][name]["environment"]["DATABASE_URL"]).hostname == "postgres"
+
+
+# What TOKENPOOL_ENV=production turns on and compose, serving plain http, explicitly turns off again.
+HTTPS_OPT_OUTS = {"SECURE_SSL_REDIRECT": False, "SESSION_COOKIE_SECURE": False, "CSRF_COOKIE_SECURE": False,
+                  "SECURE_HSTS_SECONDS": 0, "SECURE_HSTS_INCLUDE_SUBDOMAINS": False}
+
+
+def test_every_django_process_runs_in_production_mode_over_plain_http(compose, monkeypatch):
+    """A deployment from compose gets production's SECRET_KEY rules; the https redirect, Secure cookies
+    and HSTS stay off because nothing in the stack speaks TLS (http://localhost:8000 must keep working)."""
+    for name, service in _app_services(compose).items():
+        env = service["environment"]
+        assert env["TOKENPOOL_ENV"] == "production", name
+        assert {key: env.get(key) for key in HTTPS_OPT_OUTS} == {
+            key: str(value).lower() for key, value in HTTPS_OPT_OUTS.items()}, name
+    # Settings read with that environment: production mode, the opt-outs honoured, a short key refused.
+    env = _app_services(compose)["web"]["environment"]
+    for key in ("TOKENPOOL_ENV", *HTTPS_OPT_OUTS):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.delenv("DEBUG", raising=False)
+    monkeypatch.setenv("SECRET_KEY", secrets.token_urlsafe(50))
+    settings = runpy.run_path(str(ROOT / "tokenpool" / "settings.py"))
+    assert settings["PRODUCTION"] is True
+    assert {key: settings[key] for key in HTTPS_OPT_OUTS} == HTTPS_OPT_OUTS
+    monkeypatch.setenv("SECRET_KEY", "short-but-no-placeholder-word")
+    with pytest.raises(ImproperlyConfigured, match="at least 50"):
+        runpy.run_path(str(ROOT / "tokenpool" / "settings.py"))
