@@ -13,6 +13,7 @@ import secrets
 import socket
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,20 +61,29 @@ def server_env(*, database: dict[str, str], tmp: Path, **extra: str) -> dict[str
     return env
 
 
-@pytest.fixture(scope="module")
-def edge_server(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory,
-                ) -> Iterator[WebServer]:
+@contextmanager
+def running_web_server(django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory, *, label: str,
+                       **sizes: int) -> Iterator[WebServer]:
+    """A WebServer (``sizes``: workers, threads) on this test run's database, stopped afterwards."""
     from django.db import connection
 
-    tmp = tmp_path_factory.mktemp("edge")
+    tmp = tmp_path_factory.mktemp(label)
     with django_db_blocker.unblock():
         name = connection.settings_dict["NAME"]
-    server = WebServer(env=server_env(database={"EMBEDDED_DATABASE_NAME": name}, tmp=tmp), log_path=tmp / "web.log")
+    server = WebServer(env=server_env(database={"EMBEDDED_DATABASE_NAME": name}, tmp=tmp), log_path=tmp / "web.log",
+                       **sizes)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def edge_server(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory,
+                ) -> Iterator[WebServer]:
+    with running_web_server(django_db_blocker, tmp_path_factory, label="edge") as server:
+        yield server
 
 
 class EdgeKey(str):

@@ -22,7 +22,7 @@ from core.api.accept_balance import (
     may_accept,
     should_shed,
 )
-from tests.edge.conftest import WebServer, server_env
+from tests.edge.conftest import WebServer, running_web_server, split_response
 from tests.fixtures.processes import wait_for
 from tokenpool.netutil import connections_per_child
 
@@ -125,26 +125,19 @@ def _read_answer(sock: socket.socket) -> tuple[int, bool]:
         chunk = sock.recv(65536)
         assert chunk, "the server closed without answering"
         data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
-    while len(body) < int(headers.get("content-length", "0")):
-        body += sock.recv(65536)
-    return int(lines[0].split()[1]), headers.get("connection", "").lower() == "close"
+    status, headers, body = split_response(data)
+    missing = int(headers.get("content-length", "0")) - len(body)
+    while missing > 0:  # read the rest, so the next answer on this connection starts clean
+        chunk = sock.recv(missing)
+        assert chunk, "the server closed mid-answer"
+        missing -= len(chunk)
+    return status, headers.get("connection", "").lower() == "close"
 
 
 @pytest.fixture(scope="module")
 def two_worker_server(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory,
                       ) -> Iterator[WebServer]:
-    from django.db import connection
-
-    tmp = tmp_path_factory.mktemp("balance")
-    with django_db_blocker.unblock():
-        name = connection.settings_dict["NAME"]
-    server = WebServer(env=server_env(database={"EMBEDDED_DATABASE_NAME": name}, tmp=tmp), log_path=tmp / "web.log",
-                       workers=2, threads=4)
-    server.start()
-    try:
+    with running_web_server(django_db_blocker, tmp_path_factory, label="balance", workers=2, threads=4) as server:
         # Both workers must be in their loops (the readiness check reached one of them): open
         # connections until each worker holds some.
         def both_serving() -> bool:
@@ -158,8 +151,6 @@ def two_worker_server(django_db_setup: None, django_db_blocker: Any, tmp_path_fa
 
         wait_for(both_serving, timeout=60, interval=0.5, message="both workers accepting")
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.slow
