@@ -2,7 +2,7 @@
 
 On scratch pools (deleted afterwards), in this order: pgbench of the single claim and of the batch
 claim of ``--batch`` (the exact SQL the service runs, from the front of the pool), then the same two
-through HTTP — gunicorn started as ``bench_reserve`` starts it, driven by wrk at ``--connections``
+through HTTP — TokenPool's gunicorn (core/pool/bench_http.py, as ``bench_reserve`` starts it), driven by wrk at ``--connections``
 (``POST /api/v1/reservations`` and ``POST /api/v1/reservations/batch``). Prints each rate (pairs/s for
 the batches), p99, and the three ratios of the goals: HTTP reserve / pgbench claim (goal ≥ 0.25),
 p99 at 16 connections (goal ≤ 25 ms), HTTP batch / pgbench batch in pairs/s (goal ≥ 0.5).
@@ -18,7 +18,6 @@ Repeat ``--rounds`` times to see the spread on a shared machine.
 from __future__ import annotations
 
 import json
-import secrets
 import signal
 import subprocess
 import threading
@@ -32,17 +31,21 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from core.api.models import ApiKey
-from core.management.commands.bench_reserve import (
+from core.pool.bench_http import (
     ROOT,
-    WRK_DONE,
+    WRK_BATCH_SCRIPT,
+    bench_api_key,
+    cleanup,
     cpu_per_request,
-    pgbench_binary,
-    pgbench_claim_script,
-    pgbench_env,
+    pgbench_claim,
+    reserved_count,
+    run_wrk,
+    scratch_pool,
+    web_server,
     wrk_ok,
+    wrk_rate,
 )
-from core.management.commands.bench_reserve import Command as ReserveBench
-from core.pool.models import PairStatus, Pool, TokenPair
+from core.pool.models import Pool
 from tokenpool.naive_peer import schema as peer_schema
 from tokenpool.netutil import (
     connections_per_child,
@@ -54,13 +57,6 @@ from tokenpool.netutil import (
 PEER_POOL = "bench"
 SPREAD_SAMPLE_SECONDS = 1.0  # into a wrk run: its connections are all open and kept alive by then
 PEER_GOAL = 1.5  # issue 13 §4: TokenPool's HTTP reserve rate ≥ 1.5× the naive peer's
-
-WRK_BATCH_SCRIPT = """
-wrk.method = "POST"
-wrk.body = '{"pool": "POOL", "count": COUNT}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Api-Key KEY"
-""" + WRK_DONE
 
 
 @dataclass(frozen=True)
@@ -107,9 +103,7 @@ class Command(BaseCommand):
         # SIGTERM (a timeout in `make bench`) → SystemExit, so the finally blocks stop both gunicorns
         # (their own sessions: nobody else would) and drop the scratch pools and the peer's schema.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        bench = ReserveBench(stdout=self.stdout, stderr=self.stderr)
-        key, raw_key = ApiKey.objects.create_key(name=f"bench-{secrets.token_hex(3)}", scopes=["reserve"],
-                                                 rate_limit_per_second=10_000_000)
+        key, raw_key = bench_api_key()
         pools: list[Pool] = []
         conns, seconds, batch = opts["connections"], opts["seconds"], opts["batch"]
         # Enough pairs that no HTTP run drains its pool (a drained pool would measure TOME fallbacks).
@@ -118,19 +112,21 @@ class Command(BaseCommand):
         refused: list[str] = []
         try:
             with ExitStack() as stack:
-                base_url = stack.enter_context(bench.gunicorn(workers=opts["workers"], threads=opts["worker_threads"]))
+                server = stack.enter_context(web_server(workers=opts["workers"], threads=opts["worker_threads"],
+                                                        say=self.stdout.write))
+                base_url = server.base_url
                 peer = None if opts["no_peer"] else stack.enter_context(
                     self.naive_peer(workers=opts["workers"], threads=opts["worker_threads"]))
-                warm = bench.scratch_pool(pairs=4000, pools=pools)
-                bench._run_wrk(base_url, raw_key, warm.name, connections=conns, seconds=2)
+                warm = scratch_pool(pairs=4000, pools=pools)
+                run_wrk(base_url=base_url, raw_key=raw_key, pool=warm.name, connections=conns, seconds=2)
                 if peer is not None:
                     self.peer_fill(peer, pairs=4000)
-                    bench._run_wrk(peer.base_url, peer.raw_key, PEER_POOL, connections=conns, seconds=2)
+                    run_wrk(base_url=peer.base_url, raw_key=peer.raw_key, pool=PEER_POOL, connections=conns, seconds=2)
                 for n in range(1, opts["rounds"] + 1):
-                    one = self.pgbench(bench, count=1, pairs=opts["pgbench_pairs"], conns=conns, key=key, pools=pools)
-                    many = self.pgbench(bench, count=batch, pairs=opts["pgbench_pairs"] * 5, conns=conns, key=key,
+                    one = self.pgbench(count=1, pairs=opts["pgbench_pairs"], conns=conns, key=key, pools=pools)
+                    many = self.pgbench(count=batch, pairs=opts["pgbench_pairs"] * 5, conns=conns, key=key,
                                         pools=pools)
-                    pool = bench.scratch_pool(pairs=http_pairs, pools=pools)
+                    pool = scratch_pool(pairs=http_pairs, pools=pools)
                     if peer is not None:
                         self.peer_fill(peer, pairs=http_pairs)
                     # Back to back, alternating which goes first.
@@ -140,23 +136,24 @@ class Command(BaseCommand):
                     if peer is not None and n % 2 == 1:
                         with cpu_per_request(server_pid=peer.pid, database=database) as peer_cpu, \
                                 connection_spread(base_url=peer.base_url, server_pid=peer.pid) as peer_spread:
-                            peer_result = bench._run_wrk(peer.base_url, peer.raw_key, PEER_POOL, connections=conns,
-                                                         seconds=seconds)
-                    with cpu_per_request(server_pid=bench.server_pid, database=database) as cpu, \
-                            connection_spread(base_url=base_url, server_pid=bench.server_pid) as spread:
-                        single = bench._run_wrk(base_url, raw_key, pool.name, connections=conns, seconds=seconds)
+                            peer_result = run_wrk(base_url=peer.base_url, raw_key=peer.raw_key, pool=PEER_POOL,
+                                                  connections=conns, seconds=seconds)
+                    with cpu_per_request(server_pid=server.pid, database=database) as cpu, \
+                            connection_spread(base_url=base_url, server_pid=server.pid) as spread:
+                        single = run_wrk(base_url=base_url, raw_key=raw_key, pool=pool.name, connections=conns,
+                                         seconds=seconds)
                     if peer is not None and n % 2 == 0:
                         with cpu_per_request(server_pid=peer.pid, database=database) as peer_cpu, \
                                 connection_spread(base_url=peer.base_url, server_pid=peer.pid) as peer_spread:
-                            peer_result = bench._run_wrk(peer.base_url, peer.raw_key, PEER_POOL, connections=conns,
-                                                         seconds=seconds)
-                    pool = bench.scratch_pool(pairs=http_pairs * 10, pools=pools)
-                    batched = bench._run_wrk(base_url, raw_key, pool.name, connections=conns, seconds=seconds,
-                                             path="/api/v1/reservations/batch",
-                                             script=WRK_BATCH_SCRIPT.replace("COUNT", str(batch)))
+                            peer_result = run_wrk(base_url=peer.base_url, raw_key=peer.raw_key, pool=PEER_POOL,
+                                                  connections=conns, seconds=seconds)
+                    pool = scratch_pool(pairs=http_pairs * 10, pools=pools)
+                    batched = run_wrk(base_url=base_url, raw_key=raw_key, pool=pool.name, connections=conns,
+                                      seconds=seconds, path="/api/v1/reservations/batch",
+                                      script=WRK_BATCH_SCRIPT.replace("COUNT", str(batch)))
                     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-                    http_rate = self.rate(single)
-                    batch_rate = self.rate(batched) * batch
+                    http_rate = wrk_rate(single)
+                    batch_rate = wrk_rate(batched) * batch
                     row: dict[str, Any] = {
                         "round": n, "load": load, "pgbench_claim_per_s": round(one), "pgbench_batch_pairs_per_s": round(many),
                         "http_reserve_per_s": round(http_rate), "http_reserve_p99_ms": self.p99(single),
@@ -175,7 +172,7 @@ class Command(BaseCommand):
                              f"{self.p99_text(single)} (<= 25), HTTP batch/pgbench batch {batch_rate / many:.2f} "
                              f"(>= 0.5)")
                     if peer is not None and peer_result is not None:
-                        peer_rate = self.rate(peer_result)
+                        peer_rate = wrk_rate(peer_result)
                         dry = self.peer_available(peer) == 0
                         order = "before" if n % 2 == 1 else "after"
                         self.stdout.write(
@@ -197,7 +194,7 @@ class Command(BaseCommand):
                     self.stdout.write(goals)
                     rounds.append(row)
         finally:
-            bench.cleanup(pools=pools, api_key=key)
+            cleanup(pools=pools, api_key=key)
         self.stdout.write("RESULT " + json.dumps({
             "connections": conns, "seconds": seconds, "batch": batch, "workers": opts["workers"],
             "worker_threads": opts["worker_threads"], "peer_goal": None if opts["no_peer"] else PEER_GOAL,
@@ -279,24 +276,18 @@ class Command(BaseCommand):
             return peer_schema.count_pairs(cursor, schema=peer.schema, status="AVAILABLE")
 
     @staticmethod
-    def rate(result: dict) -> float:
-        return wrk_ok(result) / (result["duration_us"] / 1e6)
-
-    def pgbench(self, bench: ReserveBench, *, count: int, pairs: int, conns: int, key: ApiKey,
-                pools: list[Pool]) -> float:
+    def pgbench(*, count: int, pairs: int, conns: int, key: ApiKey, pools: list[Pool]) -> float:
         """Pairs per second claimed by pgbench running the service's claim SQL for ``count`` pairs."""
-        from core.pool import claim_bench
-
-        if pgbench_binary() is None:
-            raise CommandError("pgbench not found (neither on PATH nor in the embedded PostgreSQL)")
-        pool = bench.scratch_pool(pairs=pairs, pools=pools)
+        pool = scratch_pool(pairs=pairs, pools=pools)
         # 80 % of the pool: every transaction claims (an empty pool would be counted too).
         per_client = max(1, int(pairs * 0.8) // count // conns)
-        tps = claim_bench.pgbench(None, pgbench_claim_script(pool=pool, api_key=key, count=count), clients=conns,
-                                  transactions=per_client, env=pgbench_env()).tps
-        claimed = TokenPair.objects.filter(pool=pool, status=PairStatus.RESERVED).count()
+        try:
+            run = pgbench_claim(pool=pool, api_key=key, clients=conns, transactions=per_client, count=count)
+        except RuntimeError as exc:
+            raise CommandError(str(exc)) from exc
+        claimed = reserved_count(pool)
         assert claimed == per_client * conns * count, (claimed, per_client, conns, count)
-        return tps * count
+        return run.tps * count
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

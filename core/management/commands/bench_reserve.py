@@ -38,14 +38,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from contextlib import contextmanager, nullcontext
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
 from unittest import mock
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -55,42 +54,22 @@ from django.utils import timezone
 from core.api.models import ApiKey
 from core.errors import TokenPoolError
 from core.pool import services
+from core.pool.bench_http import (
+    ROOT,
+    WRK_GET_SCRIPT,
+    bench_api_key,
+    cleanup,
+    fake_pairs,
+    pgbench_claim,
+    ran_dry,
+    reserved_count,
+    run_wrk,
+    scratch_pool,
+    web_server,
+    wrk_ok,
+)
 from core.pool.loadgen import percentiles, run_timed
 from core.pool.models import PairStatus, Pool, TokenPair
-from tokenpool.netutil import child_pids, free_port, stop_process, wait_answering
-from tokenpool.runner import web_command
-
-ROOT = Path(__file__).resolve().parents[3]
-
-# wrk's latency histogram mixes every answer, so the statuses are counted per thread (response())
-# and summed in done(); a run with any non-2xx answer gets no percentiles (see _wrk_line).
-WRK_DONE = """
-local threads = {}
-setup = function(thread) table.insert(threads, thread) end
-init = function(args) statuses = {} end
-response = function(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  local counts = {}
-  for _, thread in ipairs(threads) do
-    for status, n in pairs(thread:get("statuses")) do counts[status] = (counts[status] or 0) + n end
-  end
-  local parts = {}
-  for status, n in pairs(counts) do table.insert(parts, string.format('"%d": %d', status, n)) end
-  io.write(string.format(
-    'RESULT {"requests": %d, "duration_us": %d, "non2xx": %d, "errors": %d, "p50": %d, "p95": %d, "p99": %d, "statuses": {%s}}\\n',
-    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99), table.concat(parts, ", ")))
-end
-"""
-WRK_GET_SCRIPT = WRK_DONE
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = '{"pool": "POOL"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Api-Key KEY"
-""" + WRK_DONE
-
 
 # ---- the ORM variant of the claim, for comparison only ------------------------------------------
 
@@ -135,96 +114,6 @@ def insert_bulk_multirow(*, pool: Pool, pairs: list[Any], rows_per_statement: in
     return inserted
 
 
-# ---- helpers -------------------------------------------------------------------------------------------
-
-def fake_pairs(count: int, tag: str) -> list[Any]:
-    from tokenpool_tome.client import TokenPair as TomePair
-
-    return [TomePair(f"b{tag}{i:011d}", f"ext_bench_{tag}_{i:011d}") for i in range(count)]
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (0 when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _database_backends(database: str) -> list[int]:
-    """PostgreSQL backends connected to ``database`` (their process title names it)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    title = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if title.startswith("postgres: ") and f" {database} " in title:
-                pids.append(int(entry))
-    return pids
-
-
-@contextmanager
-def cpu_per_request(*, server_pid: int, database: str) -> Iterator[dict[str, float]]:
-    """CPU seconds (utime + stime, /proc) used meanwhile by the web server's worker processes and by
-    the PostgreSQL backends of ``database``; the caller divides by the answers it counted."""
-    def sample() -> dict[str, dict[int, float]]:
-        return {"web": {pid: _cpu_seconds(pid) for pid in child_pids(server_pid)},
-                "postgres": {pid: _cpu_seconds(pid) for pid in _database_backends(database)}}
-
-    used: dict[str, float] = {}
-    before = sample()
-    yield used
-    after = sample()
-    for group, pids in after.items():
-        used[group] = sum(seconds - before[group].get(pid, 0.0) for pid, seconds in pids.items())
-
-
-def wrk_ok(result: dict) -> int:
-    """The 2xx answers of a wrk run (``RESULT`` of ``WRK_DONE``): its ``non2xx`` is wrk's status-error
-    count, which leaves out 1xx and 3xx answers."""
-    return sum(n for status, n in result["statuses"].items() if 200 <= int(status) < 300)
-
-
-def pgbench_binary() -> str | None:
-    """``pgbench`` on PATH, else the one shipped with the embedded PostgreSQL (None when neither):
-    claim_bench's lookup."""
-    from core.pool import claim_bench
-
-    try:
-        return claim_bench.pgbench_binary()
-    except RuntimeError:
-        return None
-
-
-def pgbench_claim_script(*, pool: Pool, api_key: ApiKey, count: int = 1) -> str:
-    """The service's own claim SQL for ``count`` pairs of ``pool``, inlined as one pgbench script line;
-    from the front of the pool (pgbench keeps no per-process cursor)."""
-    params = {"pool": pool.pk, "api_key": api_key.pk, "owner_ref": None, "idempotency_key": None,
-              "fingerprint": None, "ttl": pool.reservation_ttl, "idempotency_index": None, "after": 0,
-              "count": count}
-    sql = services._CLAIM_ONE_SQL if count == 1 else services._CLAIM_EXACTLY_SQL
-    with connection.cursor() as cursor:
-        statement = cursor.mogrify(sql, params)
-    return " ".join(statement.split()) + ";\n"
-
-
-def pgbench_env() -> dict[str, str]:
-    """The environment that points pgbench at Django's database (libpq PG* variables)."""
-    sd = connection.settings_dict
-    return {**os.environ, "PGHOST": str(sd.get("HOST") or ""), "PGPORT": str(sd.get("PORT") or ""),
-            "PGUSER": sd.get("USER") or "", "PGPASSWORD": sd.get("PASSWORD") or "", "PGDATABASE": sd["NAME"]}
-
-
-def vacuum_pairs() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE core_tokenpair")
-
-
 class Command(BaseCommand):
     help = "Benchmark reservations (service raw SQL vs ORM, HTTP through gunicorn) and the bulk insert."
 
@@ -254,8 +143,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
         self.stdout.write(f"bench_reserve: PostgreSQL {connection.pg_version}, {os.cpu_count()} CPUs, "
                           f"pairs/run {opts['pairs']}, threads {thread_counts}")
-        key, raw_key = ApiKey.objects.create_key(name=f"bench-{secrets.token_hex(3)}", scopes=["reserve"],
-                                                 rate_limit_per_second=10_000_000)
+        key, raw_key = bench_api_key()
         pools: list[Pool] = []
         self.refused: list[str] = []
         try:
@@ -276,7 +164,9 @@ class Command(BaseCommand):
                 loadgen = opts["loadgen"]
                 if loadgen == "auto":
                     loadgen = "wrk" if shutil.which("wrk") else "python"
-                with self.gunicorn(workers=opts["workers"], threads=opts["worker_threads"]) as base_url:
+                with web_server(workers=opts["workers"], threads=opts["worker_threads"],
+                                say=self.stdout.write) as server:
+                    base_url = server.base_url
                     if loadgen == "wrk":
                         for threads in thread_counts:
                             self.bench_healthz(base_url=base_url, connections=threads, seconds=opts["http_seconds"])
@@ -285,40 +175,16 @@ class Command(BaseCommand):
                                         pairs=opts["http_pairs"] or opts["pairs"], pools=pools,
                                         loadgen=loadgen, seconds=opts["http_seconds"])
         finally:
-            self.cleanup(pools=pools, api_key=key)
+            cleanup(pools=pools, api_key=key)
         if self.refused:
             raise CommandError(f"no rate printed for {len(self.refused)} run(s) ({'; '.join(self.refused)}): the pool "
                                "ran dry or answers were not 201; rerun with a larger --pairs/--http-pairs")
-
-    # ---- scratch data ----------------------------------------------------------------------------------
-
-    def scratch_pool(self, *, pairs: int, pools: list[Pool]) -> Pool:
-        tag = secrets.token_hex(3)
-        pool = Pool.objects.create(name=f"bench-{tag}", refill_enabled=False, target_size=max(pairs, 2),
-                                   low_watermark=1, critical_watermark=0)
-        pools.append(pool)
-        batch = fake_pairs(pairs, tag)
-        for start in range(0, pairs, 5000):
-            services.pairs_insert_bulk(pool=pool, pairs=batch[start:start + 5000])
-        vacuum_pairs()
-        return pool
-
-    def cleanup(self, *, pools: list[Pool], api_key: ApiKey) -> None:
-        ids = [p.pk for p in pools]
-        if ids:
-            with connection.cursor() as cursor:
-                cursor.execute("DELETE FROM core_tokenpair WHERE pool_id = ANY(%s)", [ids])
-            for pool in pools:
-                pool.delete()
-        TokenPair.objects.filter(reserved_by=api_key).delete()
-        api_key.delete()
-        vacuum_pairs()
 
     # ---- (a) the service call --------------------------------------------------------------------------
 
     def bench_service(self, *, label: str, claim: Callable[..., Any] | None, threads: int, pairs: int,
                       api_key: ApiKey, pools: list[Pool]) -> None:
-        pool = self.scratch_pool(pairs=pairs, pools=pools)
+        pool = scratch_pool(pairs=pairs, pools=pools)
         remaining = [pairs]
         lock = threading.Lock()
         latencies: list[float] = []
@@ -361,56 +227,27 @@ class Command(BaseCommand):
 
     # ---- (b) HTTP through gunicorn ---------------------------------------------------------------------
 
-    @contextmanager
-    def gunicorn(self, *, workers: int, threads: int) -> Iterator[str]:
-        port = free_port()
-        env = dict(os.environ)
-        # Same database as this process (DATABASE_URL or the embedded server), quiet logs.
-        env.setdefault("LOG_LEVEL", "WARNING")
-        # TOME on a closed port: should a run ever drain its pool, the fallback fails fast (503,
-        # reported) instead of quietly measuring live TOME calls.
-        env["TOME_BASE_URL"] = f"http://127.0.0.1:{free_port()}"
-        env["TOME_MAX_ATTEMPTS"] = "1"
-        log_path = ROOT / "var" / "bench_gunicorn.log"
-        log_path.parent.mkdir(exist_ok=True)
-        env["WEB_WORKERS"], env["WEB_THREADS"] = str(workers), str(threads)
-        # The server `make run` and the Dockerfile run (tokenpool.runner.web_command), not stock gthread.
-        command = [*web_command(port=port, env=env), "--log-level", "warning"]
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
-        self.server_pid = process.pid
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            if not wait_answering(f"{base_url}/healthz", process=process, ok=lambda status: status == 200):
-                raise RuntimeError(f"gunicorn did not start; see {log_path}")
-            self.stdout.write(f"gunicorn (TokenPoolThreadWorker) {workers} workers x {threads} threads on {base_url} "
-                              f"(pid {process.pid})")
-            yield base_url
-        finally:
-            stop_process(process)
-
     def bench_http(self, *, base_url: str, raw_key: str, threads: int, pairs: int, pools: list[Pool],
                    loadgen: str, seconds: int) -> None:
-        pool = self.scratch_pool(pairs=pairs, pools=pools)
+        pool = scratch_pool(pairs=pairs, pools=pools)
         # Warm every worker's connection and caches on another pool first (not measured).
-        warm = self.scratch_pool(pairs=3000, pools=pools)
+        warm = scratch_pool(pairs=3000, pools=pools)
         if loadgen == "wrk":
-            self._run_wrk(base_url, raw_key, warm.name, connections=threads, seconds=2)
-            result = self._run_wrk(base_url, raw_key, pool.name, connections=threads, seconds=seconds)
-            dry = not TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).exists()
+            run_wrk(base_url=base_url, raw_key=raw_key, pool=warm.name, connections=threads, seconds=2)
+            result = run_wrk(base_url=base_url, raw_key=raw_key, pool=pool.name, connections=threads, seconds=seconds)
+            dry = ran_dry(pool)
             self._wrk_line("HTTP gunicorn wrk", threads, result, dry=dry)
             return
         self._run_load(base_url, raw_key, warm.name, threads=min(threads, 8), per_thread=200 // min(threads, 8))
         elapsed, latencies, failures = self._run_load(base_url, raw_key, pool.name, threads=threads,
                                                       per_thread=pairs // threads)
-        dry = not TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).exists() and bool(failures)
+        dry = ran_dry(pool) and bool(failures)
         self.report("HTTP gunicorn py", threads, len(latencies), elapsed, latencies, failures=Counter(failures),
                     dry=dry)
 
     def bench_healthz(self, *, base_url: str, connections: int, seconds: int) -> None:
-        result = self._run_wrk(base_url, "", "", connections=connections, seconds=seconds, path="/healthz",
-                               script=WRK_GET_SCRIPT)
+        result = run_wrk(base_url=base_url, connections=connections, seconds=seconds, path="/healthz",
+                         script=WRK_GET_SCRIPT)
         self._wrk_line("HTTP /healthz wrk", connections, result, dry=False)
 
     def _wrk_line(self, label: str, connections: int, result: dict, *, dry: bool) -> None:
@@ -428,22 +265,6 @@ class Command(BaseCommand):
         p50, p95, p99 = (result[k] / 1000 for k in ("p50", "p95", "p99"))
         self.stdout.write(f"{label:<18} threads={connections:<3} n={ok:<6} {ok / elapsed:8,.0f} /s   "
                           f"p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  p99 {p99:6.2f} ms")
-
-    def _run_wrk(self, base_url: str, raw_key: str, pool: str, *, connections: int, seconds: int,
-                 path: str = "/api/v1/reservations", script: str | None = None) -> dict:
-        script = (script or WRK_SCRIPT).replace("POOL", pool).replace("KEY", raw_key)
-        # The key goes into a private temporary file (mode 0600), never onto a command line.
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-            handle.write(script)
-        try:
-            out = subprocess.run(
-                ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s", "-s", handle.name,
-                 f"{base_url}{path}"],
-                capture_output=True, text=True, timeout=seconds + 120, check=True).stdout
-        finally:
-            os.unlink(handle.name)
-        line = next(l for l in out.splitlines() if l.startswith("RESULT "))
-        return json.loads(line[len("RESULT "):])
 
     def _run_load(self, base_url: str, raw_key: str, pool: str, *, threads: int, per_thread: int) -> Any:
         env = {**os.environ, "LOADGEN_API_KEY": raw_key}
@@ -477,7 +298,7 @@ class Command(BaseCommand):
         urls = types.ModuleType("bench_reserve_urls")
         urls.urlpatterns = [path("api/v1/bench-noop", NoopApi.as_view()), *tokenpool.urls.urlpatterns]
         sys.modules[urls.__name__] = urls
-        pool = self.scratch_pool(pairs=requests + 100, pools=pools)
+        pool = scratch_pool(pairs=requests + 100, pools=pools)
         body = json.dumps({"pool": pool.name}).encode()
         from tokenpool.wsgi import SplitApplication
 
@@ -518,17 +339,17 @@ class Command(BaseCommand):
     # ---- (r) pgbench ------------------------------------------------------------------------------------
 
     def bench_pgbench(self, *, threads: int, pairs: int, api_key: ApiKey, pools: list[Pool]) -> None:
-        from core.pool import claim_bench
-
-        if pgbench_binary() is None:
+        pool = scratch_pool(pairs=pairs, pools=pools)
+        try:
+            run = pgbench_claim(pool=pool, api_key=api_key, clients=threads, transactions=pairs // threads,
+                                latencies=True)
+        except RuntimeError as exc:
+            if "not found" not in str(exc):
+                raise
             self.stdout.write("pgbench not found; skipped")
             return
-        pool = self.scratch_pool(pairs=pairs, pools=pools)
-        run = claim_bench.pgbench(None, pgbench_claim_script(pool=pool, api_key=api_key), clients=threads,
-                                  transactions=pairs // threads, env=pgbench_env(), latencies=True)
         # The claim returns no row on an empty pool and pgbench still counts it as a transaction.
-        latencies = run.latencies
-        claimed = TokenPair.objects.filter(pool=pool, status=PairStatus.RESERVED).count()
+        latencies, claimed = run.latencies, reserved_count(pool)
         failures = Counter({"transactions that claimed nothing": len(latencies) - claimed}) if claimed < len(latencies) else Counter()
         self.report("pgbench claim SQL", threads, len(latencies), run.span if latencies else 1.0, latencies,
                     failures=failures, dry=bool(failures))
@@ -539,7 +360,7 @@ class Command(BaseCommand):
         for label, insert in (("direct COPY (pairs_insert_bulk)", services.pairs_insert_bulk),
                               ("staged COPY + INSERT ... SELECT ON CONFLICT", services._pairs_insert_staged),
                               ("multi-row INSERT ON CONFLICT (1,000 rows/statement)", insert_bulk_multirow)):
-            pool = self.scratch_pool(pairs=0, pools=pools)
+            pool = scratch_pool(pairs=0, pools=pools)
             data = fake_pairs(rows, secrets.token_hex(3))
             started = time.perf_counter()
             inserted = 0
