@@ -31,21 +31,39 @@ print(ApiKey.objects.create_key(name=f"bench-{run}", scopes=["reserve"], rate_li
 PY
 )
 LUA=$(mktemp --suffix=.lua)
+PID=""
+# Whatever way the script ends (a server that never came up, a failed wrk), no server is left running.
+trap 'if [ -n "$PID" ]; then kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi; rm -f "$LUA"' EXIT
 cat > "$LUA" <<'LUA'
 wrk.method = "POST"
 wrk.body = '{"pool": "bench"}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Api-Key " .. os.getenv("BENCH_KEY")
 LUA
-start() {
+start() {  # server name: start it on $PORT (output in var/bench_web_server_<name>.log), wait until it answers
+  local log=var/bench_web_server_$1.log
+  mkdir -p var
   case $1 in
-    gunicorn) .venv/bin/python -m gunicorn tokenpool.wsgi --bind 127.0.0.1:$PORT --worker-class gthread --workers 2 --threads 4 --log-level warning --no-control-socket & ;;
-    tpworker) .venv/bin/python -m gunicorn tokenpool.wsgi --bind 127.0.0.1:$PORT --worker-class core.api.gunicorn_worker.TokenPoolThreadWorker --workers 2 --threads 4 --log-level warning --no-control-socket & ;;
-    tpunbalanced) WEB_BALANCE_CONNECTIONS=0 .venv/bin/python -m gunicorn tokenpool.wsgi --bind 127.0.0.1:$PORT --worker-class core.api.gunicorn_worker.TokenPoolThreadWorker --workers 2 --threads 4 --log-level warning --no-control-socket & ;;
-    granian) .venv/bin/granian --interface wsgi --host 127.0.0.1 --port $PORT --workers 2 --blocking-threads 4 --log-level warning tokenpool.wsgi:application & ;;
+    gunicorn) .venv/bin/python -m gunicorn tokenpool.wsgi --bind 127.0.0.1:$PORT --worker-class gthread --workers 2 --threads 4 --log-level warning --no-control-socket >>"$log" 2>&1 & ;;
+    tpworker) .venv/bin/python -m gunicorn tokenpool.wsgi --bind 127.0.0.1:$PORT --worker-class core.api.gunicorn_worker.TokenPoolThreadWorker --workers 2 --threads 4 --log-level warning --no-control-socket >>"$log" 2>&1 & ;;
+    tpunbalanced) WEB_BALANCE_CONNECTIONS=0 .venv/bin/python -m gunicorn tokenpool.wsgi --bind 127.0.0.1:$PORT --worker-class core.api.gunicorn_worker.TokenPoolThreadWorker --workers 2 --threads 4 --log-level warning --no-control-socket >>"$log" 2>&1 & ;;
+    granian) .venv/bin/granian --interface wsgi --host 127.0.0.1 --port $PORT --workers 2 --blocking-threads 4 --log-level warning tokenpool.wsgi:application >>"$log" 2>&1 & ;;
+    *) echo "bench_web_server.sh: unknown server '$1' (gunicorn, tpworker, tpunbalanced, granian)" >&2; exit 2 ;;
   esac
   PID=$!
-  for _ in $(seq 150); do curl -sf -o /dev/null http://127.0.0.1:$PORT/healthz && break; sleep 0.2; done
+  local up=""
+  for _ in $(seq 150); do
+    if curl -sf -o /dev/null http://127.0.0.1:$PORT/healthz; then up=1; break; fi
+    kill -0 "$PID" 2>/dev/null || break  # it exited: no use waiting out the loop
+    sleep 0.2
+  done
+  if [ -z "$up" ]; then
+    # Rows measured against nothing would look like numbers: stop here instead.
+    local why="within 30 s"; kill -0 "$PID" 2>/dev/null || why="(it exited)"
+    echo "bench_web_server.sh: $1 did not answer http://127.0.0.1:$PORT/healthz $why; see $log" >&2
+    tail -n 20 "$log" >&2 || true
+    exit 1
+  fi
   sleep 3  # the readiness answer came from one worker; give the other time to finish booting
 }
 spread() {  # connections per worker process, sorted (tokenpool/netutil.py)
@@ -70,6 +88,7 @@ for r in $(seq "$ROUNDS"); do
     cell "round $r $s healthz:" http://127.0.0.1:$PORT/healthz
     cell "round $r $s reserve:" -s "$LUA" http://127.0.0.1:$PORT/api/v1/reservations
     kill -TERM $PID; wait $PID 2>/dev/null || true
+    PID=""
   done
 done
 echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
