@@ -7,11 +7,13 @@
 Django-free; ships alone as the ``tokenpool-tome-client`` wheel and is also what the TokenPool
 service itself uses (its Django glue lives in ``core/tome/provider.py``). Usage: docs/client-library.md.
 """
-from tokenpool_tome.client import *  # noqa: F401,F403  (client.__all__ also names the errors)
-from tokenpool_tome.client import __all__ as _client_api
+from tokenpool_tome import client, pool_client
+from tokenpool_tome.client import *  # client.__all__ also names the errors
 from tokenpool_tome.client import __version__
 from tokenpool_tome.correlation import correlation_scope, get_correlation_id
-from tokenpool_tome.pool_client import *  # noqa: F401,F403
-from tokenpool_tome.pool_client import __all__ as _pool_client_api
+from tokenpool_tome.pool_client import *
 
-__all__ = [*_client_api, *_pool_client_api, "__version__", "correlation_scope", "get_correlation_id"]
+__all__ = []
+__all__ += client.__all__
+__all__ += pool_client.__all__
+__all__ += ["__version__", "correlation_scope", "get_correlation_id"]

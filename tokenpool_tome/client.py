@@ -20,8 +20,9 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 from urllib.parse import quote
 
 import httpx
@@ -299,7 +300,7 @@ class HttpTokenizationLibrary(TokenizationLibrary):
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> HttpTokenizationLibrary:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -373,8 +374,8 @@ class HttpTokenizationLibrary(TokenizationLibrary):
         attempts[0] += 1
         attempt = attempts[0]
         started = time.perf_counter()
-        record = dict(namespace=namespace, operation=operation, batch_size=batch_size,
-                      attempt=attempt, correlation_id=headers["X-Correlation-ID"])
+        record = {"namespace": namespace, "operation": operation, "batch_size": batch_size,
+                  "attempt": attempt, "correlation_id": headers["X-Correlation-ID"]}
         try:
             response = self._http.post(url, json=payload, headers=headers)
         except RETRYABLE_TRANSPORT_ERRORS as exc:

@@ -26,9 +26,10 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Any, Callable, Sequence, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -270,7 +271,8 @@ class TokenPoolClient:
         )
 
     def __repr__(self) -> str:  # never the API key
-        return f"TokenPoolClient(base_url={str(self._http.base_url)!r}, pool={self.pool!r}, fallback={self.tome is not None})"
+        return (f"TokenPoolClient(base_url={str(self._http.base_url)!r}, pool={self.pool!r}, "
+                f"fallback={self.tome is not None})")
 
     # ---- reservations --------------------------------------------------------------------------
 
@@ -303,7 +305,7 @@ class TokenPoolClient:
                 rest = count - len(reservations)
                 memo = (idempotency_key, "batch", count, index, owner_ref) if idempotency_key else None
                 reservations.extend(self._fallback("reserve_batch", exc,
-                                                   lambda tome: self._direct(tome, rest, owner_ref, memo)))
+                                                   lambda tome, n=rest, m=memo: self._direct(tome, n, owner_ref, m)))
                 break
             try:
                 items = answer["reservations"]
@@ -320,7 +322,7 @@ class TokenPoolClient:
         server side: it comes back marked USED locally, without a request."""
         if isinstance(reservation_id, Reservation) and reservation_id.is_client_direct:
             reservation = reservation_id
-            return replace(reservation, status="USED", used_at=datetime.now(timezone.utc),
+            return replace(reservation, status="USED", used_at=datetime.now(UTC),
                            owner_ref=owner_ref if owner_ref is not None else reservation.owner_ref)
         body = {"owner_ref": owner_ref} if owner_ref is not None else {}
         # Confirm is idempotent by contract, so retrying it is safe.
@@ -385,7 +387,7 @@ class TokenPoolClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> TokenPoolClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -419,7 +421,7 @@ class TokenPoolClient:
             try:
                 answer = self._request("POST", path, json={field_name: chunk})
             except TokenPoolUnavailable as exc:
-                results.extend(self._fallback(operation, exc, lambda tome: fallback(tome, chunk)))
+                results.extend(self._fallback(operation, exc, lambda tome, chunk=chunk: fallback(tome, chunk)))
                 continue
             try:
                 entries = answer["results"]
@@ -446,7 +448,7 @@ class TokenPoolClient:
                 if memo_key in self._direct_memo:
                     self._direct_memo.move_to_end(memo_key)
                     return list(self._direct_memo[memo_key])
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         made = [Reservation(reservation_id=None, pool=self.pool, internal_token=p.internal_token,
                             external_ref_id=p.external_ref_id, status="RESERVED", source=CLIENT_DIRECT,
                             owner_ref=owner_ref, reserved_at=now, expires_at=None, used_at=None)
