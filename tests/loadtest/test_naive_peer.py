@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from django.core.management import call_command
 from django.db import connection
@@ -30,9 +32,12 @@ class RunningPeer:
 
 @pytest.fixture
 def peer(tmp_path: Any) -> Iterator[RunningPeer]:
-    name = peer_schema.new_schema_name()
+    with peer_schema.owned_schema(database_url=peer_schema.database_url(connection.settings_dict)) as name:
+        yield from _running_peer(tmp_path, name)
+
+
+def _running_peer(tmp_path: Any, name: str) -> Iterator[RunningPeer]:
     with connection.cursor() as cursor:
-        peer_schema.create_schema(cursor, schema=name)
         raw_key = peer_schema.create_api_key(cursor, schema=name)
     port = free_port()
     env = peer_schema.gunicorn_env(database_url=peer_schema.database_url(connection.settings_dict), schema=name)
@@ -55,8 +60,6 @@ def peer(tmp_path: Any) -> Iterator[RunningPeer]:
     finally:
         process.terminate()
         process.wait(timeout=20)
-        with connection.cursor() as cursor:
-            peer_schema.drop_schema(cursor, schema=name)
 
 
 def _fill(peer: RunningPeer, count: int, pool: str = "p") -> None:
@@ -122,3 +125,30 @@ def test_bench_http_goals_measures_the_peer_and_cleans_up(monkeypatch: pytest.Mo
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'naive\\_peer\\_%%'")
         assert cursor.fetchone()[0] == 0
+
+
+def _schemas() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'naive\\_peer\\_%%'")
+        return {row[0] for row in cursor.fetchall()}
+
+
+def test_a_killed_runs_schema_is_dropped_by_the_next_run_and_a_live_runs_is_not() -> None:
+    url = peer_schema.database_url(connection.settings_dict)
+    # A run that gets SIGKILLed while it owns its schema (its finally never runs).
+    killed = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from tokenpool.naive_peer import schema as s\n"
+         "with s.owned_schema(database_url=sys.argv[1]) as name:\n    print(name, flush=True); time.sleep(600)", url],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    orphan = killed.stdout.readline().strip()
+    with peer_schema.owned_schema(database_url=url) as live:
+        assert {orphan, live} <= _schemas()
+        with psycopg.connect(url, autocommit=True) as other_run:
+            assert peer_schema.drop_orphans(other_run) == []  # both owners alive: nothing dropped
+            killed.kill()
+            killed.wait(timeout=20)
+            # The server notices the closed connection at once; give it a moment all the same.
+            wait_for(lambda: peer_schema.drop_orphans(other_run) == [orphan] or orphan not in _schemas(),
+                     timeout=10, interval=0.1, message="the killed run's lock to go")
+            assert _schemas() >= {live} and orphan not in _schemas()
+    assert live not in _schemas()

@@ -4,6 +4,11 @@ Each run gets its own PostgreSQL schema (``naive_peer_<hex>``), so two runs on o
 collide and dropping the schema removes everything. The peer finds its tables through
 ``search_path`` (``NAIVE_PEER_SCHEMA``, see settings.py).
 
+A run owns its schema through a session-level advisory lock held on a connection of its own for
+as long as the schema exists (:func:`owned_schema`); a run that was SIGKILLed leaves its schema
+behind, but its connection closes with it and PostgreSQL releases the lock. So a schema whose lock
+can be taken has no live owner, and :func:`drop_orphans` drops it when the next run starts.
+
 ``pairs`` is slim and carries exactly four indexes: the primary key, the two unique tokens, and a
 partial index on ``(pool, id) WHERE status = 'AVAILABLE'`` for the claim's pick.
 """
@@ -14,13 +19,20 @@ import os
 import re
 import secrets
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import psycopg
+
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_MODULE = "tokenpool.naive_peer.settings"
 _SCHEMA_NAME = re.compile(r"^naive_peer_[0-9a-f]{6,32}$")
+# First key of the two-key advisory lock that marks a schema as owned (ASCII "napr"; refill's is
+# "refl"); the second is hashtext(schema name).
+OWNER_LOCK_CLASS = 0x6E617072
 
 _CREATE = """
 CREATE SCHEMA {schema};
@@ -64,6 +76,52 @@ def create_schema(cursor: Any, *, schema: str) -> None:
 
 def drop_schema(cursor: Any, *, schema: str) -> None:
     cursor.execute(f"DROP SCHEMA IF EXISTS {_checked(schema)} CASCADE")
+
+
+def _try_lock(conn: psycopg.Connection, schema: str) -> bool:
+    return conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", [OWNER_LOCK_CLASS, schema]).fetchone()[0]
+
+
+def drop_orphans(conn: psycopg.Connection) -> list[str]:
+    """Drop every ``naive_peer_*`` schema no live run owns, and return their names.
+
+    Safe because an owner takes its lock before it creates the schema and drops the schema before
+    it lets go (:func:`owned_schema`), and PostgreSQL holds a session's advisory lock exactly as
+    long as the session lives, on whatever machine its client runs (a pid would say nothing about
+    another machine's run, and pids are reused). Call it on a session that owns no schema yet:
+    its own locks would be granted to it again."""
+    dropped = []
+    names = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'naive\\_peer\\_%'").fetchall()
+    for (name,) in names:
+        if _SCHEMA_NAME.match(name) and _try_lock(conn, name):
+            try:
+                conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+                dropped.append(name)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", [OWNER_LOCK_CLASS, name])
+    return dropped
+
+
+@contextmanager
+def owned_schema(*, database_url: str, on_orphans: Callable[[list[str]], None] | None = None) -> Iterator[str]:
+    """A new peer schema (tables created) owned by this run, dropped on the way out; the orphans of
+    killed runs are dropped first (``on_orphans`` gets their names when there were any)."""
+    with psycopg.connect(database_url, autocommit=True) as owner:
+        dropped = drop_orphans(owner)
+        if dropped and on_orphans is not None:
+            on_orphans(dropped)
+        name = new_schema_name()
+        if not _try_lock(owner, name):  # 32 random bits, or a hashtext collision: take another
+            name = new_schema_name()
+            if not _try_lock(owner, name):
+                raise RuntimeError("could not take a naive peer schema's owner lock")
+        with owner.cursor() as cursor:
+            create_schema(cursor, schema=name)
+        try:
+            yield name
+        finally:
+            # Dropped before the lock goes (it goes with the session): never an unowned live schema.
+            owner.execute(f"DROP SCHEMA IF EXISTS {_checked(name)} CASCADE")
 
 
 def create_api_key(cursor: Any, *, schema: str, name: str = "bench") -> str:

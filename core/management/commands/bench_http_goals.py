@@ -231,33 +231,33 @@ class Command(BaseCommand):
 
     @contextmanager
     def naive_peer(self, *, workers: int, threads: int) -> Iterator[Peer]:
-        """Create the peer's schema in this database, start it under stock gunicorn gthread on a free
-        port, and on the way out stop it and drop the schema."""
-        name = peer_schema.new_schema_name()
-        with connection.cursor() as cursor:
-            peer_schema.create_schema(cursor, schema=name)
-            raw_key = peer_schema.create_api_key(cursor, schema=name)
-        env = peer_schema.gunicorn_env(database_url=peer_schema.database_url(connection.settings_dict), schema=name)
-        env["LOG_LEVEL"] = "WARNING"
-        port = free_port()
-        log_path = ROOT / "var" / "bench_naive_peer.log"
-        log_path.parent.mkdir(exist_ok=True)
-        process = None
-        try:
-            with open(log_path, "ab") as log:
-                process = subprocess.Popen(peer_schema.gunicorn_command(port=port, workers=workers, threads=threads),
-                                           cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                           start_new_session=True)
-            base_url = f"http://127.0.0.1:{port}"
-            self.wait_listening(base_url, process=process, log_path=log_path)
-            self.stdout.write(f"naive peer: stock gunicorn gthread {workers} workers x {threads} threads on {base_url} "
-                              f"(pid {process.pid}), schema {name}")
-            yield Peer(base_url=base_url, schema=name, raw_key=raw_key, pid=process.pid)
-        finally:
-            if process is not None:
-                stop_process(process)
+        """Create the peer's schema in this database (dropping those of killed runs first, see
+        tokenpool/naive_peer/schema.py), start it under stock gunicorn gthread on a free port, and on
+        the way out stop it and drop the schema."""
+        database_url = peer_schema.database_url(connection.settings_dict)
+        with peer_schema.owned_schema(database_url=database_url, on_orphans=lambda names: self.stdout.write(
+                f"naive peer: dropped {len(names)} schema(s) of killed runs: {', '.join(names)}")) as name:
             with connection.cursor() as cursor:
-                peer_schema.drop_schema(cursor, schema=name)
+                raw_key = peer_schema.create_api_key(cursor, schema=name)
+            env = peer_schema.gunicorn_env(database_url=database_url, schema=name)
+            env["LOG_LEVEL"] = "WARNING"
+            port = free_port()
+            log_path = ROOT / "var" / "bench_naive_peer.log"
+            log_path.parent.mkdir(exist_ok=True)
+            process = None
+            try:
+                with open(log_path, "ab") as log:
+                    process = subprocess.Popen(peer_schema.gunicorn_command(port=port, workers=workers, threads=threads),
+                                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                               start_new_session=True)
+                base_url = f"http://127.0.0.1:{port}"
+                self.wait_listening(base_url, process=process, log_path=log_path)
+                self.stdout.write(f"naive peer: stock gunicorn gthread {workers} workers x {threads} threads on "
+                                  f"{base_url} (pid {process.pid}), schema {name}")
+                yield Peer(base_url=base_url, schema=name, raw_key=raw_key, pid=process.pid)
+            finally:
+                if process is not None:
+                    stop_process(process)
 
     @staticmethod
     def wait_listening(base_url: str, *, process: subprocess.Popen, log_path: Path) -> None:
