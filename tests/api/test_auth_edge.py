@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-KEY_LOOKUP = re.compile(r'FROM "core_apikey"\s', re.I)
+KEY_LOOKUP = re.compile(r'FROM "core_apikey"\s', re.IGNORECASE)
 
 
 class ExplodingStream(io.RawIOBase):
@@ -63,8 +63,8 @@ def test_a_throttled_address_is_refused_before_any_key_lookup(api_as, default_po
     guesses = [api_as(f"AbCdEf{n:02d}.guessguessguessguessguessguessgu") for n in range(8)]
     assert [guesses[n].get("/api/v1/pools/default").status_code for n in range(3)] == [401, 401, 401]
     for guess in guesses[3:]:
-        for send in (lambda: guess.get("/api/v1/pools/default"),
-                     lambda: guess.post("/api/v1/reservations", {"pool": "default"})):
+        for send in (lambda guess=guess: guess.get("/api/v1/pools/default"),
+                     lambda guess=guess: guess.post("/api/v1/reservations", {"pool": "default"})):
             with CaptureQueriesContext(connection) as queries:
                 response = send()
             assert response.status_code == 429 and int(response["Retry-After"]) >= 1

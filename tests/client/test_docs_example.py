@@ -20,7 +20,7 @@ DOC = ROOT / "docs" / "client-library.md"
 
 def example(marker: str) -> str:
     """The ```python block right after the HTML comment containing ``marker``."""
-    match = re.search(rf"<!--[^>]*{re.escape(marker)}[^>]*-->\s*```python\n(.*?)```", DOC.read_text(), re.S)
+    match = re.search(rf"<!--[^>]*{re.escape(marker)}[^>]*-->\s*```python\n(.*?)```", DOC.read_text(), re.DOTALL)
     assert match, f"no python block after a comment with {marker!r} in {DOC}"
     return match.group(1)
 

@@ -92,10 +92,10 @@ def test_release_then_confirm_is_a_typed_409_and_unknowns_are_typed_404(pool_cli
 
 def test_a_4xx_never_falls_back_and_keeps_the_servers_correlation_id(served_pool, tome_library, tome):
     tome.reset_stats()
-    with TokenPoolClient(served_pool["url"], "not-a-key", pool=served_pool["pool"].name, tome=tome_library,
-                         timeout=30.0) as client, correlation_scope("corr-4xx-test"):
-        with pytest.raises(NotAuthenticated) as raised:
-            client.reserve()
+    with (TokenPoolClient(served_pool["url"], "not-a-key", pool=served_pool["pool"].name, tome=tome_library,
+                          timeout=30.0) as client, correlation_scope("corr-4xx-test"),
+          pytest.raises(NotAuthenticated) as raised):
+        client.reserve()
     assert raised.value.status == 401 and raised.value.correlation_id == "corr-4xx-test"
     assert tome.calls(tome.ns1, "generate") == 0
 
@@ -137,9 +137,9 @@ def test_with_tokenpool_down_the_fallback_makes_live_pairs_the_emulator_resolves
 
 def test_without_a_fallback_an_unreachable_tokenpool_raises_unavailable():
     down = f"http://127.0.0.1:{free_port()}"
-    with TokenPoolClient(down, "any-key", sleep=lambda _: None) as client:
-        with pytest.raises(TokenPoolUnavailable) as raised:
-            client.reserve()
+    with TokenPoolClient(down, "any-key", sleep=lambda _: None) as client, \
+            pytest.raises(TokenPoolUnavailable) as raised:
+        client.reserve()
     assert raised.value.code == "connection_error" and raised.value.status is None
 
 

@@ -6,7 +6,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -151,8 +151,8 @@ def test_reserve_sends_key_body_and_headers_and_parses_every_field(make_client):
     assert reservation == Reservation(
         reservation_id=str(uuid.UUID(int=1)), pool="default", internal_token="7000000000000001",
         external_ref_id="ext_00000001", status="RESERVED", source="pool", owner_ref="card-1",
-        reserved_at=datetime(2026, 11, 29, 10, 0, 0, 123456, tzinfo=timezone.utc),
-        expires_at=datetime(2026, 11, 29, 10, 15, 0, 123456, tzinfo=timezone.utc), used_at=None)
+        reserved_at=datetime(2026, 11, 29, 10, 0, 0, 123456, tzinfo=UTC),
+        expires_at=datetime(2026, 11, 29, 10, 15, 0, 123456, tzinfo=UTC), used_at=None)
     assert reservation.pair == TokenPair("7000000000000001", "ext_00000001")
 
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 
 def figures(html: str, pool: str) -> dict[str, str]:
-    section = re.search(rf'<section class="tp-card" data-testid="pool-{re.escape(pool)}".*?</section>', html, re.S)
+    section = re.search(rf'<section class="tp-card" data-testid="pool-{re.escape(pool)}".*?</section>', html, re.DOTALL)
     assert section, f"no card for {pool}"
     return dict(re.findall(r'data-testid="([a-z0-9-]+)" data-value="([^"]*)"', section.group(0)))
 
@@ -79,7 +79,7 @@ def test_a_refill_blocked_by_onboarding_names_the_missing_approvals(admin_client
                              finished_at=timezone.now(),
                              error="Missing onboarding approvals (UAT): Master key creation - UAT")
     html = admin_client.get("/admin/dashboard/").content.decode()
-    notice = re.search(r'data-testid="blocked-onboarding">(.*?)</div>', html, re.S)
+    notice = re.search(r'data-testid="blocked-onboarding">(.*?)</div>', html, re.DOTALL)
     assert notice and "Master key creation - UAT" in notice.group(1)
     assert "/admin/core/onboardingtask/summary/UAT/" in notice.group(1)
 
@@ -94,12 +94,12 @@ def test_chart_drawn_from_snapshots_for_both_ranges(admin_client, make_pool):
     ])
     for range_key in ("24h", "7d"):
         html = admin_client.get(f"/admin/dashboard/?range={range_key}").content.decode()
-        card = re.search(r'data-testid="pool-charted".*?</section>', html, re.S).group(0)
+        card = re.search(r'data-testid="pool-charted".*?</section>', html, re.DOTALL).group(0)
         assert "<svg" in card and card.count("<polyline") == 2, range_key
         assert f'data-testid="range-{range_key}"' in html
     empty = make_pool("uncharted", pairs=1)
     html = admin_client.get("/admin/dashboard/").content.decode()
-    assert "Not enough snapshots yet" in re.search(r'data-testid="pool-uncharted".*?</section>', html, re.S).group(0)
+    assert "Not enough snapshots yet" in re.search(r'data-testid="pool-uncharted".*?</section>', html, re.DOTALL).group(0)
     assert empty.pk
 
 
@@ -142,7 +142,7 @@ def test_large_table_mode_rates_come_from_snapshot_differences(admin_client, mak
 
 
 def _card(html: str, pool: str) -> str:
-    return re.search(rf'data-testid="pool-{re.escape(pool)}".*?</section>', html, re.S).group(0)
+    return re.search(rf'data-testid="pool-{re.escape(pool)}".*?</section>', html, re.DOTALL).group(0)
 
 
 def test_a_new_deployments_chart_spans_its_data_not_the_whole_day(admin_client, make_pool):
@@ -155,7 +155,7 @@ def test_a_new_deployments_chart_spans_its_data_not_the_whole_day(admin_client, 
         for m in range(25, -1, -5)
     ])
     svg = re.search(r'data-testid="stock-chart">(<svg.*?</svg>)', _card(admin_client.get("/admin/dashboard/")
-                                                                      .content.decode(), "fresh"), re.S).group(1)
+                                                                      .content.decode(), "fresh"), re.DOTALL).group(1)
     start = timezone.datetime.fromisoformat(re.search(r'data-start="([^"]+)"', svg).group(1))
     end = timezone.datetime.fromisoformat(re.search(r'data-end="([^"]+)"', svg).group(1))
     assert abs((start - (now - timedelta(minutes=25))).total_seconds()) < 1
@@ -206,7 +206,7 @@ def test_dashboard_draws_the_activity_chart(admin_client, make_pool):
     RefillRun.objects.create(pool=pool, trigger=RefillTrigger.STARTUP, outcome="succeeded", requested=500,
                              inserted=500, tome_calls=10, finished_at=timezone.now())
     card = _card(admin_client.get("/admin/dashboard/").content.decode(), "refilled-now")
-    activity = re.search(r'data-testid="activity-chart">(<svg.*?</svg>)', card, re.S).group(1)
+    activity = re.search(r'data-testid="activity-chart">(<svg.*?</svg>)', card, re.DOTALL).group(1)
     assert activity.count('class="tp-series-refill"') == 1 and 'class="tp-series-tome"' in activity
     assert "500 pairs refilled" in activity
     quiet = make_pool("quiet", pairs=1)

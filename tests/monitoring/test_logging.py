@@ -26,7 +26,7 @@ def test_requests_carrying_keys_and_tokens_leave_none_in_the_logs(make_pool, pai
     pool = make_pool("default", pairs=5)
     pair_states(pool, used=2)
     used = list(TokenPair.objects.filter(pool=pool, status="USED"))
-    key, raw_key = make_api_key(name="billing-service")
+    _key, raw_key = make_api_key(name="billing-service")
     caller = api_as(raw_key)
     secrets_seen = {raw_key, raw_key.split(".")[1]}
 

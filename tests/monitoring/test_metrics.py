@@ -196,7 +196,7 @@ def test_large_table_mode_keeps_counters_exact_without_a_full_scan(make_pool, pa
 
 
 def test_database_collector_failure_still_serves_process_metrics(scrape, monkeypatch):
-    import core.monitoring.selectors as selectors
+    from core.monitoring import selectors
 
     def broken():
         raise RuntimeError("database is down")

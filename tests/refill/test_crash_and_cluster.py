@@ -35,11 +35,11 @@ def test_sigkill_mid_refill_leaves_only_whole_committed_batches_and_the_next_run
         refill_ready, make_pool, child_env, tmp_path):
     pool = make_pool("crash-pool", target_size=3000, low_watermark=100, batch_size=100)
     refill_ready.set_faults(latency_ms=120)  # ~0.25 s per batch: a wide window to land the kill in
-    log = open(tmp_path / "refill.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "refill_pool", "--pool", pool.name, "--trigger", "manual"],
-        cwd=ROOT, env=child_env(refill_ready), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    with open(tmp_path / "refill.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "refill_pool", "--pool", pool.name, "--trigger", "manual"],
+            cwd=ROOT, env=child_env(refill_ready), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
     try:
         run = wait_for(lambda: RefillRun.objects.filter(pool=pool, inserted__gte=300).first(), timeout=60,
                        message="the child to commit three batches")
@@ -48,7 +48,6 @@ def test_sigkill_mid_refill_leaves_only_whole_committed_batches_and_the_next_run
         assert proc.wait(timeout=10) == -signal.SIGKILL
     finally:
         stop(proc)
-        log.close()
         refill_ready.reset_faults()
 
     run.refresh_from_db()
@@ -89,10 +88,10 @@ def test_a_real_qcluster_refills_a_pool_drained_by_reservations(refill_ready, ma
     assert refill_run(pool=pool, trigger=RefillTrigger.STARTUP).inserted == 400
     key, _ = ApiKey.objects.create_key(name="e2e", scopes=["reserve"])
 
-    log = open(tmp_path / "qcluster.log", "wb")
-    cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT,
-                               env=child_env(refill_ready, Q_WORKERS="1"), stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    with open(tmp_path / "qcluster.log", "wb") as log:
+        cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT,
+                                   env=child_env(refill_ready, Q_WORKERS="1"), stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
         for _ in range(250):  # 400 → 150 available, below the watermark of 200
             reservation_create(pool=pool, api_key=key, idempotency_key=None, owner_ref=None)
@@ -107,7 +106,6 @@ def test_a_real_qcluster_refills_a_pool_drained_by_reservations(refill_ready, ma
         stopping = time.monotonic()
         stop(cluster)
         stop_seconds = time.monotonic() - stopping
-        log.close()
     assert cluster.returncode == 0 and stop_seconds < 15  # a clean, prompt shutdown on SIGTERM
     # The refill topped up what was missing when it started; reservations made while it ran are not
     # chased (the next dip below the watermark queues the next refill).
