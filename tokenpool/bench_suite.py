@@ -27,10 +27,11 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tokenpool.netutil import free_port, wait_answering
 from tokenpool.runner import web_command
@@ -64,18 +65,20 @@ def _cut(summary: dict[str, Any]) -> str:
 def loadtest_summary(path: Path) -> str:
     data = json.loads(path.read_text())
     config = data["config"]
-    lines = [f"{config['cards_per_day']:,} cards/day × {config['speedup']:g} = {config['rate_per_second']} cards/s "
-             f"for {config['duration']:g} s per approach, TOME latency {data['tome']['latency_ms']} ms:", "",
-             "| approach | cards | errors | duplicates | create ms p50 / p95 / p99 / max | detokenize ms p50 / p95 / p99 / max "
-             "| TOME calls | TOME calls per card | client start lag p99 ms |",
+    lines = [(f"{config['cards_per_day']:,} cards/day × {config['speedup']:g} = {config['rate_per_second']} cards/s "
+             f"for {config['duration']:g} s per approach, TOME latency {data['tome']['latency_ms']} ms:"), "",
+             ("| approach | cards | errors | duplicates | create ms p50 / p95 / p99 / max "
+              "| detokenize ms p50 / p95 / p99 / max | TOME calls | TOME calls per card | client start lag p99 ms |"),
              "|---|---|---|---|---|---|---|---|---|"]
     for name, row in data["approaches"].items():
         per_card = row["tome_calls_per_card"]
-        lines.append(f"| {name} | {row['cards']} | {row['errors']}"
-                     f"{' (' + ', '.join(f'{k} {v}' for k, v in row['errors_by_code'].items()) + ')' if row['errors'] else ''}"
-                     f" | {row['duplicates']} | {_cut(row['latency_ms']['create'])} | {_cut(row['latency_ms']['detokenize'])} "
+        by_code = ", ".join(f"{k} {v}" for k, v in row["errors_by_code"].items())
+        behind = " (client fell behind)" if row["client"]["fell_behind"] else ""
+        lines.append(f"| {name} | {row['cards']} | {row['errors']}{f' ({by_code})' if row['errors'] else ''}"
+                     f" | {row['duplicates']} | {_cut(row['latency_ms']['create'])} "
+                     f"| {_cut(row['latency_ms']['detokenize'])} "
                      f"| {row['tome_calls']} | {'-' if per_card is None else f'{per_card:.4f}'} "
-                     f"| {row['client']['start_lag_ms']['p99']}{' (client fell behind)' if row['client']['fell_behind'] else ''} |")
+                     f"| {row['client']['start_lag_ms']['p99']}{behind} |")
     comparison = data.get("comparison", {})
     rows = comparison.get("tome_calls_per_day", {})
     if rows:
@@ -83,14 +86,15 @@ def loadtest_summary(path: Path) -> str:
                   "| approach | measured | plan | basis |", "|---|---|---|---|"]
         for name, row in rows.items():
             measured = row["measured_tome_calls_per_day"]
-            lines.append(f"| {name} | {'-' if measured is None else f'{measured:,}'} | {row['plan_tome_calls_per_day']:,} "
-                         f"| {row.get('basis', row.get('note', ''))} |")
+            lines.append(f"| {name} | {'-' if measured is None else f'{measured:,}'} "
+                         f"| {row['plan_tome_calls_per_day']:,} | {row.get('basis', row.get('note', ''))} |")
     for name, found in data.get("find_max", {}).items():
         lines += ["", f"find-max, {name} ({found['step_seconds']:g} s per step; {found['criterion']}):", "",
-                  "| cards/s | cards | create p99 ms | detokenize p99 ms | errors | result |", "|---|---|---|---|---|---|"]
+                  "| cards/s | cards | create p99 ms | detokenize p99 ms | errors | result |",
+                  "|---|---|---|---|---|---|"]
         for step in found["steps"]:
-            lines.append(f"| {step['rate']:g} | {step['cards']} | {step['create_ms']['p99']} | {step['detokenize_ms']['p99']} "
-                         f"| {step['errors']} | {'ok' if step['ok'] else 'broken'}"
+            lines.append(f"| {step['rate']:g} | {step['cards']} | {step['create_ms']['p99']} "
+                         f"| {step['detokenize_ms']['p99']} | {step['errors']} | {'ok' if step['ok'] else 'broken'}"
                          f"{' (client behind)' if step['client_fell_behind'] else ''} |")
         if found["max_rate"] is None:
             lines.append(f"\n**{name}: no rate met the criterion** ({found['stopped_because']}).")
@@ -107,7 +111,8 @@ SUITE: list[Bench] = [
           "the plan's load test at 50,000 cards/day in real time (0.58 cards/s), both approaches",
           summarize=loadtest_summary, json_name="loadtest-50k.json", quick={"--duration": "10"}),
     Bench("loadtest-x100",
-          ["loadtest", "--approach", "both", "--speedup", "100", "--duration", "60", "--json", "{out}/loadtest-x100.json",
+          ["loadtest", "--approach", "both", "--speedup", "100", "--duration", "60",
+           "--json", "{out}/loadtest-x100.json",
            "--report", "{out}/loadtest-x100.html", "--no-progress"],
           "the same at 100× the plan's rate (57.9 cards/s)", summarize=loadtest_summary, json_name="loadtest-x100.json",
           quick={"--duration": "5"}),
@@ -157,9 +162,9 @@ class Stack:
         return result.stdout if capture else ""
 
     def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = open(OUT / f"{name}.log", "ab")
-        proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        with open(OUT / f"{name}.log", "ab") as log:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         self.children.append(proc)
         return proc
 
@@ -238,11 +243,11 @@ def machine_facts(env: dict[str, str]) -> dict[str, str]:
     except (OSError, AttributeError):
         pass
     postgres = subprocess.run(
-        [PY, "-c", "import django; django.setup(); from django.db import connection; "
-                   "c = connection.cursor(); c.execute('SHOW server_version'); print(c.fetchone()[0])"],
-        cwd=ROOT, env=env, capture_output=True, text=True).stdout.strip() or "unknown"
+        [PY, "-c", ("import django; django.setup(); from django.db import connection; "
+                   "c = connection.cursor(); c.execute('SHOW server_version'); print(c.fetchone()[0])")],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False).stdout.strip() or "unknown"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+                            text=True, check=False).stdout.strip()
     return {"cpu": cpu, "cores": str(os.cpu_count()), "ram": ram, "python": platform.python_version(),
             "postgres": postgres, "commit": commit, "os": platform.platform()}
 
@@ -252,8 +257,8 @@ def render_block(result: dict[str, Any]) -> str:
     bench: Bench = result["bench"]
     load = result["load"]
     lines = [f"### {bench.name}: {bench.what}", "",
-             f"Ran {result['started']:%Y-%m-%d %H:%M} UTC for {result['seconds']:.0f} s, load average "
-             f"{load[0]:.1f} → {load[1]:.1f}.", "", "```", f"$ {result['command']}", "```", ""]
+             (f"Ran {result['started']:%Y-%m-%d %H:%M} UTC for {result['seconds']:.0f} s, load average "
+             f"{load[0]:.1f} → {load[1]:.1f}."), "", "```", f"$ {result['command']}", "```", ""]
     if result["status"] != 0:
         lines += [f"**Exit status {result['status']}** (full output: `var/bench/{bench.name}.out`).", ""]
     if result.get("summary"):
@@ -269,15 +274,15 @@ def render(blocks: dict[str, str], facts: dict[str, str]) -> str:
         BEGIN,
         "## Generated by `make bench`",
         "",
-        "Everything between the `bench:begin`/`bench:end` markers is rewritten by `make bench`"
-        " (`tokenpool/bench_suite.py`); edit the analysis outside them.",
+        ("Everything between the `bench:begin`/`bench:end` markers is rewritten by `make bench`"
+        " (`tokenpool/bench_suite.py`); edit the analysis outside them."),
         "",
-        f"Machine (last run, commit `{facts['commit']}`): {facts['cpu']}, {facts['cores']} cores, {facts['ram']} RAM, "
+        (f"Machine (last run, commit `{facts['commit']}`): {facts['cpu']}, {facts['cores']} cores, {facts['ram']} RAM, "
         f"{facts['os']}; Python {facts['python']}, PostgreSQL {facts['postgres']} (embedded, database `{DATABASE}`). "
         "TokenPool under test: gunicorn with TokenPool's gthread worker, 2 workers × 4 threads + the django-q2 "
-        "cluster + a TOME emulator, all started by `make bench` on the same cores as the load generator. **The machine is shared with other "
-        "engineers' test runs (see each block's load average; 2 cores), so single numbers are noisy: compare "
-        "runs, not digits.**",
+        "cluster + a TOME emulator, all started by `make bench` on the same cores as the load generator. "
+        "**The machine is shared with other engineers' test runs (see each block's load average; 2 cores), "
+        "so single numbers are noisy: compare runs, not digits.**"),
         "",
     ]
     lines += [blocks[bench.name] for bench in SUITE if bench.name in blocks]
@@ -326,14 +331,15 @@ def run_bench(bench: Bench, stack: Stack, *, quick: bool = False) -> dict[str, A
     argv = _argv(bench, quick=quick)
     command = "python manage.py " + shlex.join(argv)
     _log(f"{bench.name}: {command}")
-    load_before, started_at = os.getloadavg()[0], datetime.now(timezone.utc)
+    load_before, started_at = os.getloadavg()[0], datetime.now(UTC)
     started = time.monotonic()
     try:
         proc = subprocess.run([PY, "manage.py", *argv], cwd=ROOT, env=stack.env, capture_output=True, text=True,
-                              timeout=bench.timeout)
+                              timeout=bench.timeout, check=False)
         status, output, errors = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as exc:
-        status, output, errors = -1, (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or ""), ""
+        partial = exc.stdout or ""
+        status, output, errors = -1, partial.decode() if isinstance(partial, bytes) else partial, ""
     seconds = time.monotonic() - started
     (OUT / f"{bench.name}.out").write_text(output + ("\n--- stderr ---\n" + errors if errors else ""))
     print(output, flush=True)

@@ -44,7 +44,8 @@ done = function(summary, latency, requests)
   local parts = {}
   for status, n in pairs(counts) do table.insert(parts, string.format('"%d": %d', status, n)) end
   io.write(string.format(
-    'RESULT {"requests": %d, "duration_us": %d, "non2xx": %d, "errors": %d, "p50": %d, "p95": %d, "p99": %d, "statuses": {%s}}\\n',
+    'RESULT {"requests": %d, "duration_us": %d, "non2xx": %d, "errors": %d, ' ..
+    '"p50": %d, "p95": %d, "p99": %d, "statuses": {%s}}\\n',
     summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
     latency:percentile(50), latency:percentile(95), latency:percentile(99), table.concat(parts, ", ")))
 end

@@ -350,8 +350,8 @@ def pgbench(url: str | None, script: str, *, clients: int, seconds: int = 0, pro
             cmd += ["-P", str(progress)]
         if latencies:
             cmd += ["-l", "--log-prefix", str(Path(tmp) / "log")]
-        done = subprocess.run(cmd + ([url] if url else []), check=False, cwd=tmp, env=env, capture_output=True, text=True,
-                              timeout=seconds * 4 + 900)
+        done = subprocess.run(cmd + ([url] if url else []), check=False, cwd=tmp, env=env, capture_output=True,
+                              text=True, timeout=seconds * 4 + 900)
         logged = [line.split() for log in Path(tmp).glob("log*") for line in log.read_text().splitlines()]
     out = done.stdout + done.stderr
     if done.returncode != 0:

@@ -2,7 +2,7 @@
 benchmarks it did not run this time (``--only``)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ FACTS = {"commit": "abc1234", "cpu": "Test CPU", "cores": "2", "ram": "4.0 GiB",
 def _result(name: str, output: str) -> dict:
     bench = next(b for b in bench_suite.SUITE if b.name == name)
     return {"bench": bench, "command": f"python manage.py {name}", "status": 0, "output": output, "seconds": 3.0,
-            "started": datetime(2026, 11, 29, 20, 0, tzinfo=timezone.utc), "load": (1.5, 2.5)}
+            "started": datetime(2026, 11, 29, 20, 0, tzinfo=UTC), "load": (1.5, 2.5)}
 
 
 @pytest.fixture

@@ -137,8 +137,9 @@ def test_a_killed_runs_schema_is_dropped_by_the_next_run_and_a_live_runs_is_not(
     url = peer_schema.database_url(connection.settings_dict)
     # A run that gets SIGKILLed while it owns its schema (its finally never runs).
     killed = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from tokenpool.naive_peer import schema as s\n"
-         "with s.owned_schema(database_url=sys.argv[1]) as name:\n    print(name, flush=True); time.sleep(600)", url],
+        [sys.executable, "-c", ("import sys, time; from tokenpool.naive_peer import schema as s\n"
+                                "with s.owned_schema(database_url=sys.argv[1]) as name:\n"
+                                "    print(name, flush=True); time.sleep(600)"), url],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     orphan = killed.stdout.readline().strip()
     with peer_schema.owned_schema(database_url=url) as live:

@@ -84,7 +84,8 @@ def test_a_lagging_client_breaks_nothing_under_50ms_and_marks_a_broken_step_as_a
     result = find_max(_Named(), LoadtestConfig(base_url="x", api_key="k", find_max_start=5, refine_steps=0),
                       log=lambda line: None)
     assert result["max_rate"] == 10
-    assert result["stopped_because"] == "p99 ≥ 50 ms at 20.0 cards/s (the load generator also fell behind: a lower bound)"
+    assert result["stopped_because"] == ("p99 ≥ 50 ms at 20.0 cards/s "
+                                         "(the load generator also fell behind: a lower bound)")
 
 
 def test_tome_stats_deltas_count_only_calls_made_in_between() -> None:

@@ -46,7 +46,8 @@ if not _url:
     _url = ensure_database(env("EMBEDDED_DATABASE_NAME", default="tokenpool"))
 DATABASES = {"default": env.db_url_config(_url)}
 DATABASES["default"]["CONN_MAX_AGE"] = 60
-DATABASES["default"].setdefault("OPTIONS", {})["options"] = f"-c search_path={env('NAIVE_PEER_SCHEMA', default='naive_peer')}"
+_SCHEMA = env("NAIVE_PEER_SCHEMA", default="naive_peer")
+DATABASES["default"].setdefault("OPTIONS", {})["options"] = f"-c search_path={_SCHEMA}"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 USE_TZ = True

@@ -60,7 +60,8 @@ class Command(BaseCommand):
         parser.add_argument("--phases", default=",".join(PHASES), help="Comma-separated: " + ", ".join(PHASES))
         parser.add_argument("--seconds", type=int, default=8, help="pgbench duration per run (shapes, indexes).")
         parser.add_argument("--clients", type=int, default=8)
-        parser.add_argument("--scale", type=float, default=1.0, help="Multiply every table size (0.1 for a quick look).")
+        parser.add_argument("--scale", type=float, default=1.0,
+                            help="Multiply every table size (0.1 for a quick look).")
         parser.add_argument("--snapshot-seconds", type=int, default=60)
         parser.add_argument("--history-rows", type=int, default=10_000_000)
         parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds (indexes, history).")
@@ -284,21 +285,21 @@ class Command(BaseCommand):
             for label, sql in (
                 ("pair list, newest 50 (ORDER BY id DESC LIMIT 50)",
                  "SELECT * FROM core_tokenpair ORDER BY id DESC LIMIT 50"),
-                ("pair list filtered status=USED", "SELECT * FROM core_tokenpair WHERE status = 'USED' "
-                                                   "ORDER BY id DESC LIMIT 50"),
-                ("pair list filtered by pool", f"SELECT * FROM core_tokenpair WHERE pool_id = {hpool} "
-                                               "ORDER BY id DESC LIMIT 50"),
+                ("pair list filtered status=USED", ("SELECT * FROM core_tokenpair WHERE status = 'USED' "
+                                                    "ORDER BY id DESC LIMIT 50")),
+                ("pair list filtered by pool", (f"SELECT * FROM core_tokenpair WHERE pool_id = {hpool} "
+                                                "ORDER BY id DESC LIMIT 50")),
                 ("changelist count (reltuples estimate)",
                  "SELECT reltuples::bigint FROM pg_class WHERE oid = 'core_tokenpair'::regclass"),
-                ("filtered count capped at 10,000", "SELECT count(*) FROM (SELECT 1 FROM core_tokenpair "
-                                                    "WHERE status = 'USED' LIMIT 10000) AS c"),
-                ("AVAILABLE count (partial index)", f"SELECT count(*) FROM core_tokenpair WHERE pool_id = {hpool} "
-                                                    "AND status = 'AVAILABLE'"),
+                ("filtered count capped at 10,000", ("SELECT count(*) FROM (SELECT 1 FROM core_tokenpair "
+                                                     "WHERE status = 'USED' LIMIT 10000) AS c")),
+                ("AVAILABLE count (partial index)", (f"SELECT count(*) FROM core_tokenpair WHERE pool_id = {hpool} "
+                                                     "AND status = 'AVAILABLE'")),
                 ("RESERVED count (partial index)", "SELECT count(*) FROM core_tokenpair WHERE status = 'RESERVED'"),
                 ("full grouped count (snapshot job, once per interval)",
                  "SELECT pool_id, status, source, count(*) FROM core_tokenpair GROUP BY 1, 2, 3"),
             ):
-                times = cb.timed(lambda: hist.execute(sql).fetchall(), repeat=3)
+                times = cb.timed(lambda sql=sql: hist.execute(sql).fetchall(), repeat=3)
                 self.line(f"- {label}: {min(times):,.1f}")
 
     def history_table(self, conn: Any, epool: int, hist: Any, hpool: int, *, rows: int) -> None:

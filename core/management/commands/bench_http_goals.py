@@ -2,7 +2,8 @@
 
 On scratch pools (deleted afterwards), in this order: pgbench of the single claim and of the batch
 claim of ``--batch`` (the exact SQL the service runs, from the front of the pool), then the same two
-through HTTP — TokenPool's gunicorn (core/pool/bench_http.py, as ``bench_reserve`` starts it), driven by wrk at ``--connections``
+through HTTP — TokenPool's gunicorn (core/pool/bench_http.py, as ``bench_reserve`` starts it), driven by wrk
+at ``--connections``
 (``POST /api/v1/reservations`` and ``POST /api/v1/reservations/batch``). Prints each rate (pairs/s for
 the batches), p99, and the three ratios of the goals: HTTP reserve / pgbench claim (goal ≥ 0.25),
 p99 at 16 connections (goal ≤ 25 ms), HTTP batch / pgbench batch in pairs/s (goal ≥ 0.5).
@@ -155,7 +156,8 @@ class Command(BaseCommand):
                     http_rate = wrk_rate(single)
                     batch_rate = wrk_rate(batched) * batch
                     row: dict[str, Any] = {
-                        "round": n, "load": load, "pgbench_claim_per_s": round(one), "pgbench_batch_pairs_per_s": round(many),
+                        "round": n, "load": load, "pgbench_claim_per_s": round(one),
+                        "pgbench_batch_pairs_per_s": round(many),
                         "http_reserve_per_s": round(http_rate), "http_reserve_p99_ms": self.p99(single),
                         "http_reserve_statuses": single["statuses"], "http_batch_pairs_per_s": round(batch_rate),
                         "http_batch_p99_ms": self.p99(batched), "http_batch_statuses": batched["statuses"],
@@ -247,8 +249,8 @@ class Command(BaseCommand):
             process = None
             try:
                 with open(log_path, "ab") as log:
-                    process = subprocess.Popen(peer_schema.gunicorn_command(port=port, workers=workers, threads=threads),
-                                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                    command = peer_schema.gunicorn_command(port=port, workers=workers, threads=threads)
+                    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                start_new_session=True)
                 base_url = f"http://127.0.0.1:{port}"
                 self.wait_listening(base_url, process=process, log_path=log_path)

@@ -22,8 +22,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser

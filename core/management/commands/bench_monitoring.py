@@ -50,7 +50,7 @@ class Command(BaseCommand):
             with psycopg.connect(admin_url, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}"')
 
-    def _load(self, conn, *, rows: int, available: int) -> None:  # noqa: ANN001
+    def _load(self, conn, *, rows: int, available: int) -> None:
         conn.execute("DROP TABLE IF EXISTS pair")
         conn.execute("""CREATE TABLE pair (id bigserial PRIMARY KEY, pool_id bigint NOT NULL,
             internal_token varchar(128) UNIQUE NOT NULL, external_ref_id varchar(128) UNIQUE NOT NULL,
@@ -67,7 +67,8 @@ class Command(BaseCommand):
                      WHEN g % 50 = 0 THEN 'RETIRED' ELSE 'USED' END,
                 CASE WHEN g % 1000 = 0 AND g <= {rows} - {available} THEN 'direct' ELSE 'pool' END,
                 CASE WHEN g > {rows} - {available} THEN NULL ELSE gen_random_uuid() END,
-                CASE WHEN g > {rows} - {available} THEN NULL ELSE now() - (({rows} - g) / 100) * interval '1 second' END,
+                CASE WHEN g > {rows} - {available} THEN NULL
+                     ELSE now() - (({rows} - g) / 100) * interval '1 second' END,
                 CASE WHEN g > {rows} - {available} THEN NULL ELSE now() + interval '15 minutes' END,
                 CASE WHEN g > {rows} - {available} - 200 OR g % 50 = 0 THEN NULL ELSE now() END,
                 CASE WHEN g <= {rows} - {available} - 200 AND g % 50 = 0 THEN now() ELSE NULL END,
@@ -78,11 +79,12 @@ class Command(BaseCommand):
         conn.execute("VACUUM ANALYZE pair")
         self.stdout.write(f"loaded {rows:,} pairs in {time.perf_counter() - started:.1f} s")
 
-    def _time_queries(self, conn, *, rows: int) -> None:  # noqa: ANN001
+    def _time_queries(self, conn, *, rows: int) -> None:
         anchor = rows - 20_000
         queries = [
             ("full grouped count (exact mode; snapshot task)",
-             f"SELECT pool_id, status, source, count(*), count(*) FILTER (WHERE id <= {anchor}) FROM pair GROUP BY 1, 2, 3"),
+             (f"SELECT pool_id, status, source, count(*), count(*) FILTER (WHERE id <= {anchor}) FROM pair "
+              "GROUP BY 1, 2, 3")),
             ("AVAILABLE per pool (partial index)",
              "SELECT pool_id, count(*) FROM pair WHERE status = 'AVAILABLE' GROUP BY 1"),
             ("RESERVED per pool (partial index)",
@@ -90,8 +92,8 @@ class Command(BaseCommand):
             ("rows after the snapshot anchor (primary-key range)",
              f"SELECT source, count(*) FROM pair WHERE pool_id = 1 AND id > {anchor} GROUP BY 1"),
             ("direct pairs in the alert window (primary-key range)",
-             f"SELECT count(*) FROM pair WHERE pool_id = 1 AND id > {anchor} AND source = 'direct' "
-             "AND reserved_at >= now() - interval '15 minutes'"),
+             (f"SELECT count(*) FROM pair WHERE pool_id = 1 AND id > {anchor} AND source = 'direct' "
+             "AND reserved_at >= now() - interval '15 minutes'")),
             ("snapshot anchor (newest id older than 5 min)",
              "SELECT id FROM pair WHERE created_at < now() - interval '5 minutes' ORDER BY id DESC LIMIT 1"),
             ("reservations in the last hour, no index (exact mode only)",
@@ -103,7 +105,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{best * 1000:10.1f} ms  {label}")
 
     @staticmethod
-    def _once(conn, sql: str) -> float:  # noqa: ANN001
+    def _once(conn, sql: str) -> float:
         started = time.perf_counter()
         conn.execute(sql).fetchall()
         return time.perf_counter() - started

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from core.pool.loadgen import percentile
 from core.pool.models import Environment, Pool, TokenPair
@@ -89,14 +89,14 @@ class Command(BaseCommand):
         wall = (run.finished_at - run.started_at).total_seconds()
         cores = os.cpu_count()
         lines = [
-            f"bench_refill: {pairs} pairs, batch {batch}, TOME {'emulator (0 ms latency)' if emulator else url}, "
-            f"PostgreSQL {connection.pg_version // 10000}, {cores} CPU(s)",
-            f"  refill run #{run.pk}: outcome={run.outcome} inserted={run.inserted} in {wall:.2f} s "
-            f"→ {run.inserted / wall:,.0f} pairs/s end to end",
-            f"    TOME time {run.tome_seconds:.2f} s ({run.tome_seconds / wall:.0%}, {run.tome_calls} calls, "
-            f"{run.inserted / run.tome_seconds:,.0f} pairs/s)",
-            f"    DB time   {run.db_seconds:.2f} s ({run.db_seconds / wall:.0%}, "
-            f"{run.inserted / run.db_seconds:,.0f} rows/s via pairs_insert_bulk)",
+            (f"bench_refill: {pairs} pairs, batch {batch}, TOME {'emulator (0 ms latency)' if emulator else url}, "
+            f"PostgreSQL {connection.pg_version // 10000}, {cores} CPU(s)"),
+            (f"  refill run #{run.pk}: outcome={run.outcome} inserted={run.inserted} in {wall:.2f} s "
+            f"→ {run.inserted / wall:,.0f} pairs/s end to end"),
+            (f"    TOME time {run.tome_seconds:.2f} s ({run.tome_seconds / wall:.0%}, {run.tome_calls} calls, "
+            f"{run.inserted / run.tome_seconds:,.0f} pairs/s)"),
+            (f"    DB time   {run.db_seconds:.2f} s ({run.db_seconds / wall:.0%}, "
+            f"{run.inserted / run.db_seconds:,.0f} rows/s via pairs_insert_bulk)"),
             f"    other     {wall - run.tome_seconds - run.db_seconds:.2f} s (run bookkeeping, lock, counts)",
             f"  PostgreSQL COPY of {pairs} equivalent rows into a scratch copy of core_tokenpair:",
             f"    one COPY, one transaction:          {copy_one:.2f} s → {pairs / copy_one:,.0f} rows/s",
@@ -107,10 +107,12 @@ class Command(BaseCommand):
             bulk, direct = self._bench_insert_methods(batches=options["compare_insert_methods"], batch=batch,
                                                       environment=options["environment"])
             lines += [
-                f"  insert methods, {options['compare_insert_methods']} interleaved batches of {batch} into core_tokenpair "
-                f"(median per batch, incl. commit):",
-                f"    pairs_insert_bulk (temp table + INSERT … ON CONFLICT): {bulk * 1000:.1f} ms → {batch / bulk:,.0f} rows/s",
-                f"    plain COPY core_tokenpair FROM STDIN:                  {direct * 1000:.1f} ms → {batch / direct:,.0f} rows/s",
+                (f"  insert methods, {options['compare_insert_methods']} interleaved batches of {batch} "
+                 "into core_tokenpair (median per batch, incl. commit):"),
+                (f"    pairs_insert_bulk (temp table + INSERT … ON CONFLICT): {bulk * 1000:.1f} ms → "
+                 f"{batch / bulk:,.0f} rows/s"),
+                (f"    plain COPY core_tokenpair FROM STDIN:                  {direct * 1000:.1f} ms → "
+                 f"{batch / direct:,.0f} rows/s"),
             ]
         self.stdout.write("\n".join(lines))
         if run.outcome != RefillOutcome.SUCCEEDED:
@@ -145,7 +147,7 @@ class Command(BaseCommand):
                         RefillLease.objects.filter(pool=pool).delete()
                         RefillRun.objects.filter(pool=pool).delete()
                         pool.delete()
-                except Exception as exc:  # the numbers are still worth printing
+                except DatabaseError as exc:  # the numbers are still worth printing
                     self.stderr.write(f"could not delete scratch pool {name!r}: {exc}")
 
     def _bench_copy(self, *, pairs: int, batch: int) -> tuple[float, float]:
@@ -155,10 +157,9 @@ class Command(BaseCommand):
         columns = "(pool_id, internal_token, external_ref_id, status, source, created_at)"
 
         def copy(chunk: list[tuple[str, str]]) -> None:
-            with connection.cursor() as cursor:
-                with cursor.cursor.copy(f"COPY {table} {columns} FROM STDIN") as cp:
-                    for internal, external in chunk:
-                        cp.write_row((pool_id, internal, external, "AVAILABLE", "pool", "now"))
+            with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} {columns} FROM STDIN") as cp:
+                for internal, external in chunk:
+                    cp.write_row((pool_id, internal, external, "AVAILABLE", "pool", "now"))
 
         def fresh_table() -> None:
             with connection.cursor() as cursor:
@@ -198,10 +199,10 @@ class Command(BaseCommand):
                 pairs_insert_bulk(pool=pool, pairs=[Pair(i, e) for i, e in chunk])
 
         def direct(chunk: list[tuple[str, str]]) -> None:
-            with transaction.atomic(), connection.cursor() as cursor:
-                with cursor.cursor.copy(f"COPY {TokenPair._meta.db_table} {columns} FROM STDIN") as cp:
-                    for internal, external in chunk:
-                        cp.write_row((pool.pk, internal, external, "AVAILABLE", "pool", "now"))
+            with transaction.atomic(), connection.cursor() as cursor, \
+                    cursor.cursor.copy(f"COPY {TokenPair._meta.db_table} {columns} FROM STDIN") as cp:
+                for internal, external in chunk:
+                    cp.write_row((pool.pk, internal, external, "AVAILABLE", "pool", "now"))
 
         times: dict[str, list[float]] = {"bulk": [], "direct": []}
         try:

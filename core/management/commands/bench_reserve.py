@@ -319,7 +319,8 @@ class Command(BaseCommand):
         with override_settings(ROOT_URLCONF=urls.__name__):
             clear_url_caches()
             try:
-                for label, path_info in (("no-op (auth)", "/api/v1/bench-noop"), ("reservation", "/api/v1/reservations")):
+                for label, path_info in (("no-op (auth)", "/api/v1/bench-noop"),
+                                         ("reservation", "/api/v1/reservations")):
                     for _ in range(50):
                         assert call("/api/v1/bench-noop").startswith("201")
                     cpu, wall = time.process_time(), time.perf_counter()
@@ -330,7 +331,8 @@ class Command(BaseCommand):
                         self.stdout.write(f"in-process {label:<14} n/a: answers {dict(statuses)} (only 201 counts)")
                         self.refused.append(f"in-process {label}")
                         continue
-                    self.stdout.write(f"in-process {label:<14} n={requests:<6} CPU {cpu / requests * 1000:.3f} ms/request"
+                    self.stdout.write(f"in-process {label:<14} n={requests:<6} "
+                                      f"CPU {cpu / requests * 1000:.3f} ms/request"
                                       f"   wall {wall / requests * 1000:.3f} ms/request")
             finally:
                 clear_url_caches()
@@ -350,7 +352,9 @@ class Command(BaseCommand):
             return
         # The claim returns no row on an empty pool and pgbench still counts it as a transaction.
         latencies, claimed = run.latencies, reserved_count(pool)
-        failures = Counter({"transactions that claimed nothing": len(latencies) - claimed}) if claimed < len(latencies) else Counter()
+        failures: Counter[str] = Counter()
+        if claimed < len(latencies):
+            failures["transactions that claimed nothing"] = len(latencies) - claimed
         self.report("pgbench claim SQL", threads, len(latencies), run.span if latencies else 1.0, latencies,
                     failures=failures, dry=bool(failures))
 
@@ -382,7 +386,8 @@ class Command(BaseCommand):
             f"{what} ×{n}" for what, n in sorted(failures.items()))
         if dry:
             self.refused.append(f"{label} threads={threads}")
-            self.stdout.write(self.style.ERROR(f"{label:<18} threads={threads:<3} n={count:<6} n/a: pool ran dry{failed}"))
+            self.stdout.write(self.style.ERROR(
+                f"{label:<18} threads={threads:<3} n={count:<6} n/a: pool ran dry{failed}"))
             return
         if mixed:
             self.stdout.write(self.style.WARNING(
