@@ -7,7 +7,6 @@ import sys
 import threading
 from datetime import timedelta
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -17,8 +16,7 @@ from core.monitoring.models import PoolConfigChange
 from core.pool.models import PairStatus, Pool, TokenPair
 from core.refill.models import RefillOutcome, RefillRun
 from core.refill.services import REFILL_LOCK_CLASS
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fixtures.processes import ROOT
 
 
 def configure(*args: str) -> dict:
