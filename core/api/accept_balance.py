@@ -31,10 +31,12 @@ __all__ = ["LEDGER", "SHED_SETTLE_SECONDS", "STALE_SECONDS", "ConnectionLedger",
 # A worker's loop turns at least once a second (gunicorn's poll timeout) and publishes each turn; a
 # record older than this belongs to a worker that died without clearing it.
 STALE_SECONDS = 3.0
-# Shed only an imbalance that lasted this long: during a burst the counts lag behind the connections
-# (closed ones not yet noticed, accepted ones not yet published). Also the pause after each shed: the
-# connection takes a moment to reconnect and show up in the other worker's count.
-SHED_SETTLE_SECONDS = 0.25
+# Shed only an imbalance that lasted this long, and at most one connection per this long: counts
+# lag during a burst (closed connections not yet noticed, accepted ones not yet published) and
+# fluctuate under bursty clients whose idle connections come and go (gunicorn closes a connection
+# idle for 2 s); what outlasts a second is connections stuck on one worker. Each shed costs its
+# client one reconnect.
+SHED_SETTLE_SECONDS = 1.0
 
 _RECORD = struct.Struct("=qqd")  # pid, open connections (-1: not accepting), heartbeat (CLOCK_MONOTONIC)
 _NOT_ACCEPTING = -1

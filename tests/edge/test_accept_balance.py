@@ -185,7 +185,7 @@ def test_connections_move_off_a_worker_that_holds_too_many(two_worker_server):
         os.kill(frozen, signal.SIGCONT)
     try:
         assert _established_per_worker(server)[frozen] == 0
-        statuses, deadline = [], time.monotonic() + 30
+        statuses, deadline = [], time.monotonic() + 60  # 8 sheds, one per SHED_SETTLE_SECONDS
         while True:
             counts = sorted(_established_per_worker(server).values())
             if counts[-1] - counts[0] <= 2 or time.monotonic() > deadline:
