@@ -132,7 +132,8 @@ def test_the_pgbench_runner_counts_and_logs_every_transaction():
     url = peer_schema.database_url(connection.settings_dict)
     result = cb.pgbench(url, "SELECT 1;\n", clients=2, transactions=5, latencies=True)
 
-    assert len(result.latencies) == 10 and all(t > 0 for t in result.latencies)
+    # pgbench logs whole microseconds: a SELECT 1 can log 0, so only the count and the sign are exact.
+    assert len(result.latencies) == 10 and all(t >= 0 for t in result.latencies) and sum(result.latencies) > 0
     assert result.tps > 0 and result.failed == 0
     assert result.span >= max(result.latencies)
 
