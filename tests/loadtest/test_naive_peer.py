@@ -121,6 +121,9 @@ def test_bench_http_goals_measures_the_peer_and_cleans_up(monkeypatch: pytest.Mo
     assert row["peer_reserve_per_s"] > 0 and row["http_reserve_per_s"] > 0
     assert row["http_vs_peer"] == pytest.approx(row["http_reserve_per_s"] / row["peer_reserve_per_s"], rel=0.01)
     assert set(row["peer_statuses"]) == {"201"}
+    # CPU per reservation of each server's workers and the database's backends, measured around each run.
+    for side in ("http_reserve_cpu_ms", "peer_reserve_cpu_ms"):
+        assert set(row[side]) == {"web", "postgres"} and row[side]["web"] > 0, (side, row[side])
     assert "TokenPool/naive peer" in out
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'naive\\_peer\\_%%'")

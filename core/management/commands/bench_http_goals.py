@@ -87,6 +87,16 @@ def connection_spread(*, base_url: str, server_pid: int) -> Iterator[list[int]]:
         timer.join()
 
 
+def measured_wrk(*, base_url: str, server_pid: int, raw_key: str, pool: str, connections: int, seconds: int,
+                 database: str) -> tuple[dict[str, Any], dict[str, float], list[int]]:
+    """One reservation run of wrk against a server, with the CPU its workers and the database's
+    backends used meanwhile (:func:`cpu_per_request`) and its :func:`connection_spread`."""
+    with cpu_per_request(server_pid=server_pid, database=database) as cpu, \
+            connection_spread(base_url=base_url, server_pid=server_pid) as spread:
+        result = run_wrk(base_url=base_url, raw_key=raw_key, pool=pool, connections=connections, seconds=seconds)
+    return result, cpu, spread
+
+
 class Command(BaseCommand):
     help = "Issue 13's HTTP goals: HTTP reserve and batch vs pgbench of the same claims, in one run."
 
@@ -131,23 +141,19 @@ class Command(BaseCommand):
                     if peer is not None:
                         self.peer_fill(peer, pairs=http_pairs)
                     # Back to back, alternating which goes first.
-                    # CPU per answer of each server's workers and of the database's backends meanwhile.
                     database = connection.settings_dict["NAME"]
                     peer_result, peer_cpu, peer_spread = None, {}, []
                     if peer is not None and n % 2 == 1:
-                        with cpu_per_request(server_pid=peer.pid, database=database) as peer_cpu, \
-                                connection_spread(base_url=peer.base_url, server_pid=peer.pid) as peer_spread:
-                            peer_result = run_wrk(base_url=peer.base_url, raw_key=peer.raw_key, pool=PEER_POOL,
-                                                  connections=conns, seconds=seconds)
-                    with cpu_per_request(server_pid=server.pid, database=database) as cpu, \
-                            connection_spread(base_url=base_url, server_pid=server.pid) as spread:
-                        single = run_wrk(base_url=base_url, raw_key=raw_key, pool=pool.name, connections=conns,
-                                         seconds=seconds)
+                        peer_result, peer_cpu, peer_spread = measured_wrk(
+                            base_url=peer.base_url, server_pid=peer.pid, raw_key=peer.raw_key, pool=PEER_POOL,
+                            connections=conns, seconds=seconds, database=database)
+                    single, cpu, spread = measured_wrk(
+                        base_url=base_url, server_pid=server.pid, raw_key=raw_key, pool=pool.name,
+                        connections=conns, seconds=seconds, database=database)
                     if peer is not None and n % 2 == 0:
-                        with cpu_per_request(server_pid=peer.pid, database=database) as peer_cpu, \
-                                connection_spread(base_url=peer.base_url, server_pid=peer.pid) as peer_spread:
-                            peer_result = run_wrk(base_url=peer.base_url, raw_key=peer.raw_key, pool=PEER_POOL,
-                                                  connections=conns, seconds=seconds)
+                        peer_result, peer_cpu, peer_spread = measured_wrk(
+                            base_url=peer.base_url, server_pid=peer.pid, raw_key=peer.raw_key, pool=PEER_POOL,
+                            connections=conns, seconds=seconds, database=database)
                     pool = scratch_pool(pairs=http_pairs * 10, pools=pools)
                     batched = run_wrk(base_url=base_url, raw_key=raw_key, pool=pool.name, connections=conns,
                                       seconds=seconds, path="/api/v1/reservations/batch",
