@@ -232,9 +232,7 @@ def cpu_per_request(*, server_pid: int, database: str) -> Iterator[dict[str, flo
 def pgbench_claim_script(*, pool: Pool, api_key: ApiKey, count: int = 1) -> str:
     """The service's own claim SQL for ``count`` pairs of ``pool``, inlined as one pgbench script line;
     from the front of the pool (pgbench keeps no per-process cursor)."""
-    params = {"pool": pool.pk, "api_key": api_key.pk, "owner_ref": None, "idempotency_key": None,
-              "fingerprint": None, "ttl": pool.reservation_ttl, "idempotency_index": None, "after": 0,
-              "count": count}
+    params = claim_bench.claim_params(pool.pk, count=count, api_key=api_key.pk, ttl=pool.reservation_ttl)
     sql = services._CLAIM_ONE_SQL if count == 1 else services._CLAIM_EXACTLY_SQL
     with connection.cursor() as cursor:
         statement = cursor.mogrify(sql, params)

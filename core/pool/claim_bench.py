@@ -273,9 +273,12 @@ def index_count(conn: psycopg.Connection) -> int:
 
 # ---- statements ----------------------------------------------------------------------------------
 
-def _params(pool_id: int, *, after: int = 0, count: int = 1) -> dict[str, Any]:
-    return {"pool": pool_id, "api_key": API_KEY_ID, "owner_ref": None, "idempotency_key": None,
-            "idempotency_index": None, "fingerprint": None, "ttl": TTL, "after": after, "count": count}
+def claim_params(pool_id: int, *, after: int = 0, count: int = 1, api_key: Any = API_KEY_ID,
+                 ttl: timedelta = TTL) -> dict[str, Any]:
+    """The parameters of the service's claim SQL (services/claim.py) for an anonymous claim of ``count``
+    pairs after id ``after``: the one place the benchmarks spell them (also core/pool/bench_http.py)."""
+    return {"pool": pool_id, "api_key": api_key, "owner_ref": None, "idempotency_key": None,
+            "idempotency_index": None, "fingerprint": None, "ttl": ttl, "after": after, "count": count}
 
 
 def _inline(conn: psycopg.Connection, sql: str, params: dict[str, Any]) -> str:
@@ -293,7 +296,7 @@ def pgbench_script(conn: psycopg.Connection, *, variant: str, pool_id: int, coun
     else:
         sql = _CLAIM_ONE_SQL if count == 1 else _CLAIM_EXACTLY_SQL
         after = 0 if variant == "front" else _AFTER_SENTINEL
-    statement = _inline(conn, sql, _params(pool_id, after=after, count=count))
+    statement = _inline(conn, sql, claim_params(pool_id, after=after, count=count))
     statement = statement.replace(str(_AFTER_SENTINEL), ":last")
     # The cursor: the highest id this client claimed, 0 (the front) when it claimed nothing.
     return f"WITH c AS ({statement}) SELECT coalesce(max(id), 0) AS last FROM c \\gset\n"

@@ -351,7 +351,7 @@ class Command(BaseCommand):
     def history_ops(self, conn: Any, pool: int, *, spread_over: int) -> dict[str, list[float]]:
         """p50 samples of the claim, and of lookup/detokenize of 300 recent pairs; with ``spread_over``
         (the history table's USED rows), also of 300 pairs spread uniformly over them."""
-        claim_sql = cb._inline(conn, cb._CLAIM_ONE_SQL, cb._params(pool, after=cb._AFTER_SENTINEL)).replace(
+        claim_sql = cb._inline(conn, cb._CLAIM_ONE_SQL, cb.claim_params(pool, after=cb._AFTER_SENTINEL)).replace(
             str(cb._AFTER_SENTINEL), "%s")
         last = [0]
 
