@@ -283,6 +283,7 @@ class TokenPoolThreadWorker(ThreadWorker):
             self._held_back = not may_accept(open_connections=open_now, threads=threads, fewest_elsewhere=fewest)
             if not should_shed(open_connections=open_now, threads=threads, fewest_elsewhere=fewest):
                 self._imbalanced_since = None
+                self._shed_one = False  # the imbalance ended before a thread answered: no shed owed
             elif self._imbalanced_since is None:
                 self._imbalanced_since = now
             elif now - self._imbalanced_since >= SHED_SETTLE_SECONDS:
@@ -292,7 +293,7 @@ class TokenPoolThreadWorker(ThreadWorker):
     def handle_request(self, req: Any, conn: Any) -> Any:
         if self._shed_one:  # whichever thread answers next; two racing threads may both shed (one extra reconnect)
             self._shed_one = False
-            req.must_close = True  # answered with Connection: close, then closed
+            req.force_close()  # answered with Connection: close, then closed
         return super().handle_request(req, conn)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
