@@ -5,19 +5,21 @@ wakes first accepts. When a client opens its connections in a burst (a connectio
 a load balancer reconnecting, wrk), one process routinely took 12 to 16 of 16 connections, and a
 kept-alive connection stays on the process that accepted it for its whole life. That process's
 threads then share one GIL for most of the traffic while the other process idles: measured
-interleaved, balanced 8/8 served 462–567 reservations/s against 341–506/s unbalanced, with a lower
-p99 (docs/benchmarks.md, "Connections spread over the workers").
+interleaved on a quiet machine, balanced 8/8 served 560 and 605 reservations/s against 479 and 381/s
+unbalanced, with a lower p99 (docs/benchmarks.md, "kept-alive connections spread over the workers",
+rounds 1-2 of its table).
 
 The cure is nginx's (``accept_mutex``/``accept_disabled``) with the counts shared: every worker
 publishes how many connections it holds in a small table of shared memory that the master maps
 before it forks, and a worker with no idle thread accepts only while no other accepting worker
 holds fewer connections. The least loaded worker always accepts, so the backlog always drains; a
-worker with an idle thread always accepts, so a wrong or stale table can never hold a connection
-below the deployment's thread capacity. What a burst still gets wrong (counts lag while connections
-close) is mended afterwards: a worker holding two more than another closes one kept-alive connection
-after its answer, once it has lasted ``SHED_SETTLE_SECONDS``, and the client's reconnect lands on the
-less loaded worker. Entries are hints, read without locks: a torn read costs
-one wrong decision, re-made on the next turn of the worker's loop.
+worker holding fewer connections than threads (kept-alive ones count) always accepts, so a wrong or
+stale table can never hold a connection below the deployment's thread capacity. What a burst still
+gets wrong (counts lag while connections close) is mended afterwards: a worker holding two more than
+another closes one kept-alive connection after its answer, once it has lasted
+``SHED_SETTLE_SECONDS``, and the client's reconnect lands on the less loaded worker. Entries are
+hints, read without locks: a torn read costs one wrong decision, re-made on the next turn of the
+worker's loop.
 """
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ _NOT_ACCEPTING = -1
 
 
 def may_accept(*, open_connections: int, threads: int, fewest_elsewhere: int | None) -> bool:
-    """The balancing rule: idle threads always accept; otherwise only the least loaded worker does."""
+    """The balancing rule: fewer connections than threads always accepts; otherwise only the least
+    loaded worker does."""
     if open_connections < threads:
         return True
     return fewest_elsewhere is None or open_connections <= fewest_elsewhere
@@ -94,7 +97,8 @@ class ConnectionLedger:
 
     def fewest_elsewhere(self, slot: int) -> int | None:
         """The smallest count among the other live, accepting workers (None: there is none)."""
-        # Runs on every turn of a loaded worker's loop: one pass over the table in C, ~5 µs.
+        # Runs on a loaded worker's loop turn when its count changed or 10 ms passed: one Python pass
+        # over the 64 records, 10-11 µs (timeit of this call on the 2-core dev box, others' load on it).
         now, fewest = time.monotonic(), None
         for other, (owner, count, heartbeat) in enumerate(_RECORD.iter_unpack(self._map)):
             if (other != slot and owner and count >= 0 and now - heartbeat <= STALE_SECONDS
