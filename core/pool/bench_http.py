@@ -70,6 +70,25 @@ class WebServer:
 
 
 @contextmanager
+def served(command: list[str], *, env: dict[str, str], ready_url: str, log_name: str, what: str,
+           ok: Callable[[int], bool] = lambda status: True) -> Iterator[subprocess.Popen]:
+    """``command`` (a server) in a session of its own, its output appended to ``var/<log_name>``, once
+    ``ready_url`` answers a status ``ok`` accepts; stopped on the way out (RuntimeError naming ``what``
+    when it never answers)."""
+    log_path = ROOT / "var" / log_name
+    log_path.parent.mkdir(exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        if not wait_answering(ready_url, process=process, ok=ok):
+            raise RuntimeError(f"{what} did not start; see {log_path}")
+        yield process
+    finally:
+        stop_process(process)
+
+
+@contextmanager
 def web_server(*, workers: int, threads: int, say: Callable[[str], None]) -> Iterator[WebServer]:
     """TokenPool's web server (``tokenpool.runner.web_command``, what `make run` and the Dockerfile
     run) on a free port, on this process's database; stopped on the way out. ``say`` gets the
@@ -82,21 +101,13 @@ def web_server(*, workers: int, threads: int, say: Callable[[str], None]) -> Ite
     env["TOME_BASE_URL"] = f"http://127.0.0.1:{free_port()}"
     env["TOME_MAX_ATTEMPTS"] = "1"
     env["WEB_WORKERS"], env["WEB_THREADS"] = str(workers), str(threads)
-    log_path = ROOT / "var" / "bench_gunicorn.log"
-    log_path.parent.mkdir(exist_ok=True)
     command = [*web_command(port=port, env=env), "--log-level", "warning"]
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
     base_url = f"http://127.0.0.1:{port}"
-    try:
-        if not wait_answering(f"{base_url}/healthz", process=process, ok=lambda status: status == 200):
-            raise RuntimeError(f"gunicorn did not start; see {log_path}")
+    with served(command, env=env, ready_url=f"{base_url}/healthz", log_name="bench_gunicorn.log", what="gunicorn",
+                ok=lambda status: status == 200) as process:
         say(f"gunicorn (TokenPoolThreadWorker) {workers} workers x {threads} threads on {base_url} "
             f"(pid {process.pid})")
         yield WebServer(base_url=base_url, pid=process.pid)
-    finally:
-        stop_process(process)
 
 
 # ---- wrk -----------------------------------------------------------------------------------------

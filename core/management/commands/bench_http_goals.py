@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -33,7 +32,6 @@ from django.db import connection
 
 from core.api.models import ApiKey
 from core.pool.bench_http import (
-    ROOT,
     WRK_BATCH_SCRIPT,
     bench_api_key,
     cleanup,
@@ -42,18 +40,14 @@ from core.pool.bench_http import (
     reserved_count,
     run_wrk,
     scratch_pool,
+    served,
     web_server,
     wrk_ok,
     wrk_rate,
 )
 from core.pool.models import Pool
 from tokenpool.naive_peer import schema as peer_schema
-from tokenpool.netutil import (
-    connections_per_child,
-    free_port,
-    stop_process,
-    wait_answering,
-)
+from tokenpool.netutil import connections_per_child, free_port
 
 PEER_POOL = "bench"
 SPREAD_SAMPLE_SECONDS = 1.0  # into a wrk run: its connections are all open and kept alive by then
@@ -250,28 +244,14 @@ class Command(BaseCommand):
             env = peer_schema.gunicorn_env(database_url=database_url, schema=name)
             env["LOG_LEVEL"] = "WARNING"
             port = free_port()
-            log_path = ROOT / "var" / "bench_naive_peer.log"
-            log_path.parent.mkdir(exist_ok=True)
-            process = None
-            try:
-                with open(log_path, "ab") as log:
-                    command = peer_schema.gunicorn_command(port=port, workers=workers, threads=threads)
-                    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                               start_new_session=True)
-                base_url = f"http://127.0.0.1:{port}"
-                self.wait_listening(base_url, process=process, log_path=log_path)
+            base_url = f"http://127.0.0.1:{port}"
+            # Ready once it answers HTTP at all (a GET without a key: 401, no database involved).
+            with served(peer_schema.gunicorn_command(port=port, workers=workers, threads=threads), env=env,
+                        ready_url=f"{base_url}/api/v1/reservations", log_name="bench_naive_peer.log",
+                        what="the naive peer") as process:
                 self.stdout.write(f"naive peer: stock gunicorn gthread {workers} workers x {threads} threads on "
                                   f"{base_url} (pid {process.pid}), schema {name}")
                 yield Peer(base_url=base_url, schema=name, raw_key=raw_key, pid=process.pid)
-            finally:
-                if process is not None:
-                    stop_process(process)
-
-    @staticmethod
-    def wait_listening(base_url: str, *, process: subprocess.Popen, log_path: Path) -> None:
-        """Until the peer answers HTTP at all (a GET without a key: 401, no database involved)."""
-        if not wait_answering(f"{base_url}/api/v1/reservations", process=process):
-            raise CommandError(f"the naive peer did not start; see {log_path}")
 
     @staticmethod
     def peer_fill(peer: Peer, *, pairs: int) -> None:
