@@ -11,8 +11,8 @@ rounds 1-2 of its table).
 
 The cure is nginx's (``accept_mutex``/``accept_disabled``) with the counts shared: every worker
 publishes how many connections it holds in a small table of shared memory that the master maps
-before it forks, and a worker with no idle thread accepts only while no other accepting worker
-holds fewer connections. The least loaded worker always accepts, so the backlog always drains; a
+before it forks, and a worker holding as many connections as threads accepts only while no other
+accepting worker holds fewer. The least loaded worker always accepts, so the backlog always drains; a
 worker holding fewer connections than threads (kept-alive ones count) always accepts, so a wrong or
 stale table can never hold a connection below the deployment's thread capacity. What a burst still
 gets wrong (counts lag while connections close) is mended afterwards: a worker holding two more than

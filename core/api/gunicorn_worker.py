@@ -26,7 +26,7 @@ over real sockets, so an upgrade that moves these internals fails there first.
    the lingering happens on a separate thread, for any number of sockets at once.
 5. **Connections spread over the processes.** The first worker to wake accepts, so one process
    used to take 12–16 of 16 connections opened in a burst and serve them all on one GIL. A worker
-   with no idle thread now leaves new connections to a less loaded one, and one holding two more
+   holding as many connections as threads now leaves new connections to a less loaded one, and one holding two more
    than another closes a kept-alive connection after its answer so it reconnects elsewhere
    (core/api/accept_balance.py).
 """
