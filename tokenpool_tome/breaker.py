@@ -9,6 +9,7 @@ pybreaker's half-open state lets every concurrent caller through, not one trial:
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,17 @@ from tokenpool_tome.errors import CircuitOpenError
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
+
+
+def log_state_changes(logger: logging.Logger, event: str) -> Callable[[str, str], None]:
+    """An ``on_change`` that logs each transition: a warning when the circuit opens or half-opens
+    (an outage is starting or being probed), info when it closes again."""
+
+    def on_change(old: str, new: str) -> None:
+        log = logger.warning if new != CLOSED else logger.info
+        log(event, extra={"previous_state": old, "state": new})
+
+    return on_change
 
 
 class CircuitBreaker:
