@@ -41,6 +41,7 @@ __all__ = [
     "RetriesExhausted",
     "RetryableFailure",
     "Unsendable",
+    "read_error_answer",
 ]
 
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -147,8 +148,9 @@ class HttpLayer:
 
     ``throttling_proves_up``: a 429 that outlasts the retries counts as the server answering
     (TokenPool: it is up and pacing this key) rather than as an outage (TOME: it could not serve).
-    ``unsendable_proves_up``: a request that could not be sent resets the breaker like an answer
-    (TokenPool) instead of leaving it as it was (TOME).
+    ``unsendable_proves_up``: a request that could not be sent (or whose answer could not be
+    decoded) resets the breaker like an answer (TokenPool, as its client always counted it) instead
+    of leaving it as it was (TOME).
     """
 
     def __init__(self, *, base_url: str, authorization: str, timeout: httpx.Timeout,
