@@ -16,15 +16,15 @@ $(STAMP): requirements/base.txt requirements/dev.txt
 venv: $(STAMP)
 
 run: $(STAMP)
-	PORT=$(PORT) exec $(PY) -m tokenpool.runner
+	PORT=$(PORT) exec $(PY) -m devtools.runner
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The benchmark suite (tokenpool/bench_suite.py: starts its own stack, rewrites the generated section
+# The benchmark suite (bench/suite.py: starts its own stack, rewrites the generated section
 # of docs/benchmarks.md). BENCH_ARGS="--quick" checks it in minutes, "--list" names the entries.
 bench: $(STAMP)
-	$(PY) -m tokenpool.bench_suite $(BENCH_ARGS)
+	$(PY) -m bench.suite $(BENCH_ARGS)
 
 wheel: $(STAMP)
 	$(PY) -m build --wheel --outdir dist/ .

@@ -1,5 +1,5 @@
-"""TokenPool's one Django app, split into rooms by domain.
+"""The migration history of the single-app layout (app label ``core``, migrations 0001-0014).
 
-pool/ reservations and pairs, tome/ the TOME client library and emulator, refill/ prefetching,
-onboarding/ approvals tracking, monitoring/ metrics, alerts and the dashboard, api/ HTTP plumbing.
-"""
+Every table was created here; migration 0014 hands the models over to their domain apps (keys, pool,
+refill, onboarding, monitoring) without touching a table, so existing databases migrate in place.
+No code lives here any more: keep the app installed so that history stays applicable."""

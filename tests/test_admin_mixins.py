@@ -5,18 +5,11 @@ import pytest
 from django.contrib import admin
 from django.test import RequestFactory
 
-from core.admin_mixins import ReadOnlyAdminMixin
-from core.models import (
-    ApprovalDecision,
-    AuditRecord,
-    OnboardingSummary,
-    OnboardingTransition,
-    PoolConfigChange,
-    PoolSnapshot,
-    RefillLease,
-    RefillRun,
-    TokenPair,
-)
+from common.admin_mixins import ReadOnlyAdminMixin
+from monitoring.models import PoolConfigChange, PoolSnapshot
+from onboarding.models import ApprovalDecision, OnboardingSummary, OnboardingTransition
+from pool.models import AuditRecord, TokenPair
+from refill.models import RefillLease, RefillRun
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +33,7 @@ def test_read_only_admins_deny_add_change_delete_but_allow_view(django_user_mode
 
 
 def test_read_only_inlines_deny_add_change_delete():
-    from core.onboarding.admin import DecisionInline, TransitionInline
+    from onboarding.admin import DecisionInline, TransitionInline
 
     request = RequestFactory().get("/admin/")
     for inline in (DecisionInline, TransitionInline):

@@ -1,4 +1,4 @@
-"""Load the onboarding plan (core/onboarding/plan.json) so it exists right after ``migrate``.
+"""Load the onboarding plan (onboarding/plan.json) so it exists right after ``migrate``.
 
 Uses the same loader as ``manage.py load_onboarding_plan`` with this migration's historical model;
 re-running the command later is a no-op unless plan.json changed."""
@@ -6,7 +6,7 @@ from django.db import migrations
 
 
 def load_plan(apps, schema_editor):
-    from core.onboarding.services import plan_load
+    from onboarding.services import plan_load
 
     plan_load(task_model=apps.get_model("core", "OnboardingTask"))
 

@@ -1,11 +1,11 @@
-"""core/api/services.py: the one revocation loop behind revoke_api_key, create_api_key --key-file and
+"""keys/services.py: the one revocation loop behind revoke_api_key, create_api_key --key-file and
 `make run`'s clean-up of old development keys."""
 from __future__ import annotations
 
 import pytest
 
-from core.api.models import ApiKey
-from core.api.services import api_keys_revoke
+from keys.models import ApiKey
+from keys.services import api_keys_revoke
 
 
 def _active() -> list[str]:

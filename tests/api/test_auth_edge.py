@@ -49,7 +49,7 @@ def test_a_revoked_key_reads_no_body_either(make_api_key, api_as, default_pool):
 
 def test_a_valid_key_is_looked_up_once_per_request_not_twice(api, default_pool):
     """The guard verifies the key and the view reuses it (no second lookup)."""
-    from core.api.auth import reset_auth_state
+    from api.auth import reset_auth_state
 
     reset_auth_state()  # nothing cached: this request must look the key up itself
     with CaptureQueriesContext(connection) as queries:

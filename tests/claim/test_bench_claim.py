@@ -10,10 +10,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from core.management.commands.bench_claim import cache_states
-from core.pool import claim_bench as cb
-from core.pool.loadgen import percentile, percentiles
-from tokenpool.naive_peer import schema as peer_schema
+from bench.management.commands.bench_claim import cache_states
+from bench import claim_bench as cb
+from bench.loadgen import percentile, percentiles
+from bench.naive_peer import schema as peer_schema
 
 
 @pytest.mark.parametrize("value", ["4GB", "128MB", "512kB", "16384", " 6GB "])

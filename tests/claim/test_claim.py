@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from django.db import connection
 
-from core.pool.models import PairStatus, TokenPair
-from core.pool.services import claim
-from core.pool.services.reservations import reservation_batch_create, reservation_create
+from pool.models import PairStatus, TokenPair
+from pool.services import claim
+from pool.services.reservations import reservation_batch_create, reservation_create
 
 
 @pytest.fixture(autouse=True)

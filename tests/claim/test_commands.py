@@ -12,10 +12,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connections
 
-from core.monitoring.models import PoolConfigChange
-from core.pool.models import PairStatus, Pool, TokenPair
-from core.refill.models import RefillOutcome, RefillRun
-from core.refill.services import REFILL_LOCK_CLASS
+from monitoring.models import PoolConfigChange
+from pool.models import PairStatus, Pool, TokenPair
+from refill.models import RefillOutcome, RefillRun
+from refill.services import REFILL_LOCK_CLASS
 from tests.fixtures.processes import ROOT
 
 

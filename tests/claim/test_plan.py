@@ -10,8 +10,8 @@ from typing import Any, Iterator
 import pytest
 from django.db import connection
 
-from core.pool.claim_bench import NAIVE_PICK_SQL as NAIVE_PICK
-from core.pool.services.claim import _CLAIM_EXACTLY_SQL, _CLAIM_ONE_SQL
+from bench.claim_bench import NAIVE_PICK_SQL as NAIVE_PICK
+from pool.services.claim import _CLAIM_EXACTLY_SQL, _CLAIM_ONE_SQL
 
 # NAIVE_PICK: the statement as it shipped before, `pool_id = X ... ORDER BY id` (kept to prove the
 # shape really is a cliff: on the analyzed 90 % shape the planner takes the primary key for it).

@@ -70,9 +70,9 @@ def tome_library(tome: Any) -> Iterator[HttpTokenizationLibrary]:
 def emulator_pool(transactional_db: None, tome_library: HttpTokenizationLibrary) -> dict[str, Any]:
     """A refill-disabled pool of 30 pairs made by the emulator (NS1 generate + NS2 tokenize), and an
     API key holding every scope."""
-    from core.api.models import ApiKey
-    from core.pool.models import Pool
-    from core.pool.services import pairs_insert_bulk
+    from keys.models import ApiKey
+    from pool.models import Pool
+    from pool.services import pairs_insert_bulk
 
     pool = Pool.objects.create(name=f"client-{secrets.token_hex(3)}", refill_enabled=False)
     pairs_insert_bulk(pool=pool, pairs=tome_library.generate_pairs(30))

@@ -35,9 +35,9 @@ def run_example(code: str, tmp_path: Path, **env: str) -> str:
 @pytest.fixture
 def default_pool_key(transactional_db: None, tome_library: Any) -> str:
     """The ``default`` pool the example reserves from, holding emulator-made pairs, and a key."""
-    from core.api.models import ApiKey
-    from core.pool.models import Pool
-    from core.pool.services import pairs_insert_bulk
+    from keys.models import ApiKey
+    from pool.models import Pool
+    from pool.services import pairs_insert_bulk
 
     pool, _ = Pool.objects.update_or_create(name="default", defaults={"refill_enabled": False})
     pairs_insert_bulk(pool=pool, pairs=tome_library.generate_pairs(10))

@@ -164,7 +164,7 @@ class LoseFirstAnswers(httpx.HTTPTransport):
 
 
 def test_a_reservation_whose_answer_was_lost_is_retried_without_taking_a_second_pair(served_pool):
-    from core.pool.models import TokenPair as StoredPair
+    from pool.models import TokenPair as StoredPair
 
     transport = LoseFirstAnswers(lose=2)
     with TokenPoolClient(served_pool["url"], served_pool["key"], pool=served_pool["pool"].name, timeout=30.0,

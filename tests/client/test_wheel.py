@@ -31,7 +31,7 @@ def test_the_wheel_alone_uses_tokenpool_then_falls_back_to_tome_when_it_stops(
     card = smoke(wheel_python, "pool", *common)
 
     assert card["source"] == "pool" and card["status"] == "USED"
-    from core.pool.models import TokenPair
+    from pool.models import TokenPair
 
     stored = TokenPair.objects.get(internal_token=card["internal_token"])
     assert stored.status == "USED" and stored.external_ref_id == card["external_ref_id"]

@@ -3,7 +3,7 @@
 # TokenPool's worker, and granian WSGI, each 2 processes x 4 threads, interleaved round by round on one
 # scratch database; wrk with 16 connections on /healthz and on authenticated reservations.
 #   bash tests/edge/bench_web_server.sh            # ROUNDS=3 DUR=10s SERVERS="gunicorn tpworker granian"
-# tpunbalanced: TokenPool's worker with WEB_BALANCE_CONNECTIONS=0 (core/api/accept_balance.py off).
+# tpunbalanced: TokenPool's worker with WEB_BALANCE_CONNECTIONS=0 (api/accept_balance.py off).
 # Each cell also prints how many of wrk's 16 connections each worker process held 2 s into the run.
 # granian is not a dependency of TokenPool: `.venv/bin/pip install granian==2.8.7` first to include it.
 set -euo pipefail
@@ -17,9 +17,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tokenpool.settings")
 django.setup()
 from django.core.management import call_command
 call_command("migrate", "--no-input", "-v0")
-from core.api.models import ApiKey
-from core.pool.models import Pool
-from core.pool.services import pairs_insert_bulk
+from keys.models import ApiKey
+from pool.models import Pool
+from pool.services import pairs_insert_bulk
 from tokenpool_tome.client import TokenPair
 pool, _ = Pool.objects.get_or_create(name="bench", defaults=dict(environment="UAT", target_size=10, low_watermark=1,
                                                                 critical_watermark=0, refill_enabled=False))
@@ -45,8 +45,8 @@ start() {  # server name: start it on $PORT (output in var/bench_web_server_<nam
   mkdir -p var
   case $1 in
     gunicorn) .venv/bin/python -m gunicorn tokenpool.wsgi --bind 127.0.0.1:$PORT --worker-class gthread --workers 2 --threads 4 --log-level warning --no-control-socket >>"$log" 2>&1 & ;;
-    tpworker) .venv/bin/python -m gunicorn tokenpool.wsgi --bind 127.0.0.1:$PORT --worker-class core.api.gunicorn_worker.TokenPoolThreadWorker --workers 2 --threads 4 --log-level warning --no-control-socket >>"$log" 2>&1 & ;;
-    tpunbalanced) WEB_BALANCE_CONNECTIONS=0 .venv/bin/python -m gunicorn tokenpool.wsgi --bind 127.0.0.1:$PORT --worker-class core.api.gunicorn_worker.TokenPoolThreadWorker --workers 2 --threads 4 --log-level warning --no-control-socket >>"$log" 2>&1 & ;;
+    tpworker) .venv/bin/python -m gunicorn tokenpool.wsgi --bind 127.0.0.1:$PORT --worker-class api.gunicorn_worker.TokenPoolThreadWorker --workers 2 --threads 4 --log-level warning --no-control-socket >>"$log" 2>&1 & ;;
+    tpunbalanced) WEB_BALANCE_CONNECTIONS=0 .venv/bin/python -m gunicorn tokenpool.wsgi --bind 127.0.0.1:$PORT --worker-class api.gunicorn_worker.TokenPoolThreadWorker --workers 2 --threads 4 --log-level warning --no-control-socket >>"$log" 2>&1 & ;;
     granian) .venv/bin/granian --interface wsgi --host 127.0.0.1 --port $PORT --workers 2 --blocking-threads 4 --log-level warning tokenpool.wsgi:application >>"$log" 2>&1 & ;;
     *) echo "bench_web_server.sh: unknown server '$1' (gunicorn, tpworker, tpunbalanced, granian)" >&2; exit 2 ;;
   esac
@@ -66,8 +66,8 @@ start() {  # server name: start it on $PORT (output in var/bench_web_server_<nam
   fi
   sleep 3  # the readiness answer came from one worker; give the other time to finish booting
 }
-spread() {  # connections per worker process, sorted (tokenpool/netutil.py)
-  .venv/bin/python -c "from tokenpool.netutil import connections_per_child as c; print(sorted(c(parent_pid=$PID, port=$PORT).values()))"
+spread() {  # connections per worker process, sorted (devtools/netutil.py)
+  .venv/bin/python -c "from devtools.netutil import connections_per_child as c; print(sorted(c(parent_pid=$PID, port=$PORT).values()))"
 }
 cell() {  # label, wrk arguments...: wrk in the background, the spread 2 s in, then the row
   local label=$1 out; shift

@@ -24,7 +24,7 @@ from tests.fixtures.processes import ServerProcess
 
 READ_DEADLINE_SECONDS = 3
 # EDGE_WORKER_CLASS=gthread shows what stock gunicorn does (most of these tests fail).
-WORKER_CLASS = os.environ.get("EDGE_WORKER_CLASS", "core.api.gunicorn_worker.TokenPoolThreadWorker")
+WORKER_CLASS = os.environ.get("EDGE_WORKER_CLASS", "api.gunicorn_worker.TokenPoolThreadWorker")
 
 
 class WebServer(ServerProcess):
@@ -97,9 +97,9 @@ class EdgeKey(str):
 
 @pytest.fixture
 def edge_key(transactional_db: None) -> EdgeKey:
-    from core.api.models import ApiKey
-    from core.pool.models import Pool
-    from core.pool.services import pairs_insert_bulk, reservation_create
+    from keys.models import ApiKey
+    from pool.models import Pool
+    from pool.services import pairs_insert_bulk, reservation_create
     from tests.fixtures.pool import ALL_SCOPES, fake_pairs
 
     pool, _ = Pool.objects.get_or_create(name="edge", defaults={"refill_enabled": False})

@@ -1,4 +1,4 @@
-"""Kept-alive connections spread over the worker processes (core/api/accept_balance.py).
+"""Kept-alive connections spread over the worker processes (api/accept_balance.py).
 
 Unit tests of the rule and of the shared table (across a real ``fork``), then a real gunicorn with
 TokenPool's worker, 2 processes × 4 threads: 16 connections opened one after the other, each kept
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from core.api.accept_balance import (
+from api.accept_balance import (
     STALE_SECONDS,
     ConnectionLedger,
     may_accept,
@@ -24,7 +24,7 @@ from core.api.accept_balance import (
 )
 from tests.edge.conftest import WebServer, running_web_server, split_response
 from tests.fixtures.processes import wait_for
-from tokenpool.netutil import connections_per_child
+from devtools.netutil import connections_per_child
 
 # ---- the rule --------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The per-request database health check (tokenpool/postgresql/base.py): a session the server
+"""The per-request database health check (common/postgresql/base.py): a session the server
 dropped while idle is replaced before the request's first query, and a healthy one costs no
 ``SELECT 1`` round trip."""
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _admin_connection() -> psycopg.Connection:
 
 
 def test_the_project_runs_on_its_own_backend():
-    assert type(connections["default"]).__module__ == "tokenpool.postgresql.base"
+    assert type(connections["default"]).__module__ == "common.postgresql.base"
     assert connection.health_check_enabled
 
 

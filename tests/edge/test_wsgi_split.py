@@ -1,4 +1,4 @@
-"""tokenpool/wsgi.py: the JSON API runs the API's middleware stack, every other path the site's.
+"""api/site_middleware.py: the browser-only middleware steps aside for /api/v1/, and only there.
 
 Requests go through ``tokenpool.wsgi.application`` itself (what gunicorn serves), in process."""
 from __future__ import annotations
@@ -28,16 +28,29 @@ def _call(path: str, *, method: str = "GET", body: bytes = b"", headers: dict[st
     return int(status.split()[0]), response_headers, content
 
 
-def test_the_api_stack_is_the_site_stack_without_the_browser_session_machinery():
-    from tokenpool.wsgi import application
+def test_the_browser_middleware_steps_aside_for_the_api_and_only_for_it():
+    from django.contrib.sessions.middleware import SessionMiddleware
+    from django.middleware.csrf import CsrfViewMiddleware
+    from django.test import RequestFactory
 
-    # Every site-only entry names a middleware of the site stack: a renamed one would otherwise stay
-    # on the API stack unnoticed (API_MIDDLEWARE is MIDDLEWARE minus these names).
-    assert settings.SITE_ONLY_MIDDLEWARE <= set(settings.MIDDLEWARE)
-    assert "core.api.middleware.ApiRequestGuardMiddleware" in settings.API_MIDDLEWARE
-    assert "django.middleware.csrf.CsrfViewMiddleware" not in settings.API_MIDDLEWARE
-    # The site's handler still has CSRF's process_view; the API's has no view middleware at all.
-    assert application.site._view_middleware and not application.api._view_middleware
+    from api import site_middleware
+
+    # Each wrapper is the middleware it wraps (Django's and the admin's checks find it by class).
+    assert issubclass(site_middleware.SessionMiddleware, SessionMiddleware)
+    assert issubclass(site_middleware.CsrfViewMiddleware, CsrfViewMiddleware)
+    assert "api.site_middleware.CsrfViewMiddleware" in settings.MIDDLEWARE
+    assert "django.middleware.csrf.CsrfViewMiddleware" not in settings.MIDDLEWARE
+    calls: list[str] = []
+    session = site_middleware.SessionMiddleware(lambda request: calls.append(request.path) or object())
+    api_request, site_request = RequestFactory().get("/api/v1/pools/default"), RequestFactory().get("/admin/")
+    session(api_request)
+    assert not hasattr(api_request, "session") and calls == ["/api/v1/pools/default"]
+    session(site_request)
+    assert hasattr(site_request, "session")
+    csrf = site_middleware.CsrfViewMiddleware(lambda request: None)
+    post = RequestFactory().post("/admin/login/")
+    assert csrf.process_view(RequestFactory().post("/api/v1/reservations"), lambda r: None, (), {}) is None
+    assert csrf.process_view(post, lambda r: None, (), {}).status_code == 403
 
 
 @pytest.mark.django_db(transaction=True)  # the handler checks connections at request end: no test transaction

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from core.pool.models import PairStatus, TokenPair
+from pool.models import PairStatus, TokenPair
 
 pytestmark = pytest.mark.django_db
 

@@ -1,12 +1,13 @@
-"""core/pool/bench_http.py: what bench_reserve and bench_http_goals share (their end-to-end run is in
+"""bench/http.py: what bench_reserve and bench_http_goals share (their end-to-end run is in
 test_naive_peer.py)."""
 from __future__ import annotations
 
 import pytest
 
-from core.api.models import ApiKey
-from core.pool import bench_http, services
-from core.pool.models import PairStatus, Pool, TokenPair
+from keys.models import ApiKey
+from bench import http as bench_http
+from pool import services
+from pool.models import PairStatus, Pool, TokenPair
 
 
 def test_wrk_ok_counts_only_2xx_answers_and_the_rate_is_per_second_of_the_run():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tokenpool import bench_suite
+from bench import suite as bench_suite
 
 FACTS = {"commit": "abc1234", "cpu": "Test CPU", "cores": "2", "ram": "4.0 GiB", "os": "Linux",
          "python": "3.11.7", "postgres": "18.4"}

@@ -17,9 +17,9 @@ RATE = 8  # cards/s: 24 cards per approach in 3 s
 
 @pytest.fixture
 def served(transactional_db: None, live_server: Any, tome: Any) -> dict[str, Any]:
-    from core.api.models import ApiKey
-    from core.pool.models import Pool
-    from core.pool.services import pairs_insert_bulk
+    from keys.models import ApiKey
+    from pool.models import Pool
+    from pool.services import pairs_insert_bulk
     from tests.fixtures.pool import fake_pairs
 
     pool = Pool.objects.create(name=f"loadtest-{secrets.token_hex(3)}", refill_enabled=False, batch_size=500)

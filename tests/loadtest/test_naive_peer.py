@@ -1,4 +1,4 @@
-"""Issue 13 §4's naive peer (tokenpool/naive_peer), started for real under stock gunicorn gthread
+"""Issue 13 §4's naive peer (bench/naive_peer), started for real under stock gunicorn gthread
 against this test's PostgreSQL database, and bench_http_goals' peer phase end to end."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from tests.fixtures.processes import ROOT, free_port, wait_for
-from tokenpool.naive_peer import schema as peer_schema
+from bench.naive_peer import schema as peer_schema
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the peer is another process: it must see our commits
 
@@ -140,7 +140,7 @@ def test_a_killed_runs_schema_is_dropped_by_the_next_run_and_a_live_runs_is_not(
     url = peer_schema.database_url(connection.settings_dict)
     # A run that gets SIGKILLed while it owns its schema (its finally never runs).
     killed = subprocess.Popen(
-        [sys.executable, "-c", ("import sys, time; from tokenpool.naive_peer import schema as s\n"
+        [sys.executable, "-c", ("import sys, time; from bench.naive_peer import schema as s\n"
                                 "with s.owned_schema(database_url=sys.argv[1]) as name:\n"
                                 "    print(name, flush=True); time.sleep(600)"), url],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)

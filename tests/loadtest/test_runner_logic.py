@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from core.loadtest import runner
-from core.loadtest.approaches import Created
-from core.loadtest.engine import PhaseResult, record_ms, run_phase
-from core.loadtest.runner import LoadtestConfig, comparison, find_max
-from core.loadtest.tome_admin import TomeStats
+from loadtest import runner
+from loadtest.approaches import Created
+from loadtest.engine import PhaseResult, record_ms, run_phase
+from loadtest.runner import LoadtestConfig, comparison, find_max
+from loadtest.tome_admin import TomeStats
 
 
 class _Named:

@@ -9,12 +9,12 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from core.monitoring.alerts import alerts_evaluate
-from core.monitoring.metrics import TOME_LAST_OK, TOME_LAST_UNAVAILABLE, record_tome_call
-from core.monitoring.models import AlertCondition, PoolAlert
-from core.monitoring.notifications import webhook_post
-from core.pool.models import Pool
-from core.refill.models import RefillOutcome, RefillRun, RefillTrigger
+from monitoring.alerts import alerts_evaluate
+from monitoring.metrics import TOME_LAST_OK, TOME_LAST_UNAVAILABLE, record_tome_call
+from monitoring.models import AlertCondition, PoolAlert
+from monitoring.notifications import webhook_post
+from pool.models import Pool
+from refill.models import RefillOutcome, RefillRun, RefillTrigger
 from tokenpool_tome.client import CallRecord
 
 

@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from core.monitoring.models import PoolAlert, PoolSnapshot
-from core.pool.models import PairStatus, TokenPair
-from core.refill.models import RefillRun, RefillTrigger
+from monitoring.models import PoolAlert, PoolSnapshot
+from pool.models import PairStatus, TokenPair
+from refill.models import RefillRun, RefillTrigger
 from tests.fixtures.browser import admin_login, artifact
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -118,7 +118,7 @@ def test_a_fresh_deployments_dashboard_fits_its_charts_to_25_minutes_of_data(
     from django.contrib.auth.models import Permission
 
     # A project lead follows onboarding, and has no business with alerts, pools or refill runs.
-    lead.user_permissions.add(Permission.objects.get(content_type__app_label="core", codename="view_onboardingtask"))
+    lead.user_permissions.add(Permission.objects.get(content_type__app_label="onboarding", codename="view_onboardingtask"))
     pool = make_pool("default", pairs=2000, target_size=2000, low_watermark=400, critical_watermark=50)
     started = timezone.now() - timedelta(minutes=25)
     run = RefillRun.objects.create(pool=pool, trigger=RefillTrigger.STARTUP, outcome="succeeded", requested=2000,

@@ -7,12 +7,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from core.monitoring.charts import ChartWindow, chart_svg
-from core.monitoring.dashboard import hours_to_empty
-from core.monitoring.models import PoolAlert, PoolSnapshot
-from core.monitoring.selectors import ChartPoint
-from core.pool.models import PairSource, PairStatus, TokenPair
-from core.refill.models import RefillRun, RefillTrigger
+from monitoring.charts import ChartWindow, chart_svg
+from monitoring.dashboard import hours_to_empty
+from monitoring.models import PoolAlert, PoolSnapshot
+from monitoring.selectors import ChartPoint
+from pool.models import PairSource, PairStatus, TokenPair
+from refill.models import RefillRun, RefillTrigger
 
 pytestmark = pytest.mark.django_db
 
@@ -183,7 +183,7 @@ def test_the_seven_day_range_still_shows_only_the_days_with_data(admin_client, m
 
 
 def test_activity_chart_plots_refills_and_tome_calls_per_bucket(make_pool, pair_states):
-    from core.monitoring.charts import chart_window, pool_activity
+    from monitoring.charts import chart_window, pool_activity
 
     pool = make_pool("busy", pairs=10)
     now = timezone.now()
@@ -227,7 +227,7 @@ def test_alert_links_only_for_users_allowed_to_follow_them(client, django_user_m
 
     from django.contrib.auth.models import Permission
 
-    lead.user_permissions.add(Permission.objects.get(content_type__app_label="core", codename="view_poolalert"))
+    lead.user_permissions.add(Permission.objects.get(content_type__app_label="monitoring", codename="view_poolalert"))
     html = client.get("/admin/dashboard/").content.decode()
     assert 'data-testid="open-alerts-link"' in html
     assert "/admin/core/poolalert/?state=open" in client.get("/admin/").content.decode()

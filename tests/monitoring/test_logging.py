@@ -10,8 +10,8 @@ import sys
 import httpx
 import pytest
 
-from core.monitoring.logging import JsonFormatter, redact_text
-from core.pool.models import TokenPair
+from monitoring.logging import JsonFormatter, redact_text
+from pool.models import TokenPair
 from tokenpool_tome.client import HttpTokenizationLibrary, TomeClientConfig
 from tokenpool_tome.correlation import correlation_scope
 

@@ -11,9 +11,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from core.monitoring.metrics import record_tome_call
-from core.pool.models import PairSource, PairStatus, TokenPair
-from core.refill.models import RefillOutcome, RefillRun, RefillTrigger
+from monitoring.metrics import record_tome_call
+from pool.models import PairSource, PairStatus, TokenPair
+from refill.models import RefillOutcome, RefillRun, RefillTrigger
 from tests.fixtures.monitoring import sample_value, samples
 from tests.fixtures.processes import ROOT
 from tokenpool_tome.client import CallRecord
@@ -139,7 +139,7 @@ def test_counters_written_by_another_process_are_summed(scrape):
     for _ in range(2):
         record_tome_call(_call(namespace, "detokenize"))
     child = (
-        "from core.monitoring.metrics import record_tome_call\n"
+        "from monitoring.metrics import record_tome_call\n"
         "from tokenpool_tome.client import CallRecord\n"
         f"for _ in range(5): record_tome_call(CallRecord(namespace={namespace!r}, operation='detokenize', "
         "batch_size=1, attempt=1, latency_seconds=0.01, outcome='ok', status_code=200, error=None))\n"
@@ -158,7 +158,7 @@ def test_large_table_mode_keeps_counters_exact_without_a_full_scan(make_pool, pa
     """Above MONITORING_EXACT_COUNT_MAX_ROWS, AVAILABLE/RESERVED and the reservation counters are
     still exact (partial indexes + rows inserted after the snapshot's anchor); USED/RETIRED come
     from the latest snapshot."""
-    from core.monitoring.services import pool_snapshots_take
+    from monitoring.services import pool_snapshots_take
 
     pool = make_pool(pairs=40)
     pair_states(pool, used=5, retired=1)
@@ -196,7 +196,7 @@ def test_large_table_mode_keeps_counters_exact_without_a_full_scan(make_pool, pa
 
 
 def test_database_collector_failure_still_serves_process_metrics(scrape, monkeypatch):
-    from core.monitoring import selectors
+    from monitoring import selectors
 
     def broken():
         raise RuntimeError("database is down")

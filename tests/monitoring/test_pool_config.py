@@ -6,9 +6,9 @@ from datetime import timedelta
 import pytest
 from django.contrib import admin
 
-from core.monitoring.models import PoolConfigChange
-from core.monitoring.pool_config import PoolConfigAdminMixin, PoolConfigForm
-from core.pool.models import Pool
+from monitoring.models import PoolConfigChange
+from monitoring.pool_config import PoolConfigAdminMixin, PoolConfigForm
+from pool.models import Pool
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +35,7 @@ def test_registered_pool_admin_gains_validation_and_keeps_other_rooms_actions():
     pool_admin = admin.site._registry[Pool]
     assert isinstance(pool_admin, PoolConfigAdminMixin)
     assert issubclass(pool_admin.form, PoolConfigForm)
-    from core.refill.admin import refill_now
+    from refill.admin import refill_now
 
     assert refill_now in pool_admin.actions  # added to the same instance by the refill room
 

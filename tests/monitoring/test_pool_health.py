@@ -6,8 +6,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from core.monitoring.selectors import pool_health
-from core.pool.models import TokenPair
+from monitoring.selectors import pool_health
+from pool.models import TokenPair
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +29,7 @@ def test_health_counts_every_status_and_consumption_uses_reserved_at(api, make_p
 
 
 def test_pool_health_reports_the_latest_finished_refill(make_pool):
-    from core.refill.models import RefillRun
+    from refill.models import RefillRun
 
     pool = make_pool("refilled", pairs=5)
     older = RefillRun.objects.create(pool=pool, trigger="manual", outcome="failed",

@@ -18,7 +18,7 @@ def test_healthz_is_ok_without_a_key(client_):
 
 
 def test_readyz_ok_when_database_tome_and_pools_are(client_, default_pool, tome):
-    from core.pool.models import Pool
+    from pool.models import Pool
 
     Pool.objects.exclude(pk=default_pool.pk).delete()  # only pools with pairs
     response = client_.get("/readyz")

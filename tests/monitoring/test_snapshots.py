@@ -9,16 +9,16 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import Schedule
 
-from core.monitoring.models import PoolAlert, PoolSnapshot
-from core.monitoring.schedules import (
+from monitoring.models import PoolAlert, PoolSnapshot
+from monitoring.schedules import (
     ALERTS_SCHEDULE_NAME,
     SNAPSHOT_SCHEDULE_NAME,
     monitoring_schedules_ensure,
 )
-from core.monitoring.services import pool_snapshots_take
-from core.monitoring.tasks import alerts_evaluate_task, snapshots_take_task
-from core.pool.models import PairStatus, Pool, TokenPair
-from core.refill.models import RefillRun, RefillTrigger
+from monitoring.services import pool_snapshots_take
+from monitoring.tasks import alerts_evaluate_task, snapshots_take_task
+from pool.models import PairStatus, Pool, TokenPair
+from refill.models import RefillRun, RefillTrigger
 
 pytestmark = pytest.mark.django_db
 
@@ -81,7 +81,7 @@ def test_schedules_exist_once_after_migrate_and_are_idempotent(settings):
 
     snap = Schedule.objects.get(name=SNAPSHOT_SCHEDULE_NAME)
     assert (snap.func, snap.schedule_type, snap.minutes, snap.repeats) == (
-        "core.monitoring.tasks.snapshots_take_task", Schedule.MINUTES, 5, -1)
+        "monitoring.tasks.snapshots_take_task", Schedule.MINUTES, 5, -1)
 
     Schedule.objects.create(name=ALERTS_SCHEDULE_NAME, func="x.y", schedule_type=Schedule.ONCE)  # a stray copy
     settings.MONITORING_SNAPSHOT_MINUTES = 10

@@ -5,8 +5,8 @@ import pytest
 from django.contrib.admin import helpers
 from django.urls import reverse
 
-from core.onboarding.models import ApprovalDecision, OnboardingState as S, OnboardingTask
-from core.onboarding.services import task_start, task_submit
+from onboarding.models import ApprovalDecision, OnboardingState as S, OnboardingTask
+from onboarding.services import task_start, task_submit
 
 pytestmark = pytest.mark.django_db
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.onboarding.models import ApprovalDecision, OnboardingState as S, OnboardingTask
+from onboarding.models import ApprovalDecision, OnboardingState as S, OnboardingTask
 from tests.fixtures.browser import admin_login, artifact
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

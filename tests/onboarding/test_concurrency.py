@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.onboarding.errors import TransitionNotAllowedFromState
-from core.onboarding.models import ApprovalDecision, OnboardingState as S, OnboardingTask, OnboardingTransition
-from core.onboarding.services import task_approve, task_reject, task_start, task_submit
+from onboarding.errors import TransitionNotAllowedFromState
+from onboarding.models import ApprovalDecision, OnboardingState as S, OnboardingTask, OnboardingTransition
+from onboarding.services import task_approve, task_reject, task_start, task_submit
 
 
 @pytest.mark.django_db(transaction=True)

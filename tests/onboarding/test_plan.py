@@ -9,15 +9,15 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from core.onboarding.models import (
+from onboarding.models import (
     ApprovalDecision,
     OnboardingGroup as G,
     OnboardingState as S,
     OnboardingTask,
     OnboardingTransition,
 )
-from core.onboarding.readiness import missing_approvals
-from core.onboarding.services import plan_load, task_start
+from onboarding.readiness import missing_approvals
+from onboarding.services import plan_load, task_start
 
 pytestmark = pytest.mark.django_db
 
@@ -102,7 +102,7 @@ def test_approve_environment_demo_goes_through_four_eyes_and_is_idempotent(onboa
     for task in OnboardingTask.objects.filter(environment="UAT"):
         assert (task.state, task.submitted_by, task.approved_by) == (S.APPROVED, lead, approver)
     assert not lead.has_usable_password() and not approver.has_usable_password()
-    assert approver.has_perm("core.approve_onboardingtask") and not lead.has_perm("core.approve_onboardingtask")
+    assert approver.has_perm("onboarding.approve_onboardingtask") and not lead.has_perm("onboarding.approve_onboardingtask")
     assert ApprovalDecision.objects.count() == 4 and OnboardingTransition.objects.count() == 12
 
     again = _load("--approve-environment", "uat")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.onboarding.models import OnboardingTask
-from core.onboarding.readiness import missing_approvals
-from core.onboarding.services import task_start, task_submit
+from onboarding.models import OnboardingTask
+from onboarding.readiness import missing_approvals
+from onboarding.services import task_start, task_submit
 
 pytestmark = pytest.mark.django_db
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import AnonymousUser
 
-from core.errors import DomainRuleViolation, TokenPoolError
-from core.onboarding.errors import (
+from common.errors import DomainRuleViolation, TokenPoolError
+from onboarding.errors import (
     ApproverPermissionRequired,
     FourEyesViolation,
     OnboardingRuleViolation,
     PrerequisitesNotApproved,
 )
-from core.onboarding.models import ApprovalDecision, OnboardingState as S
-from core.onboarding.services import task_approve, task_reject, task_start, task_submit
+from onboarding.models import ApprovalDecision, OnboardingState as S
+from onboarding.services import task_approve, task_reject, task_start, task_submit
 
 pytestmark = pytest.mark.django_db
 

@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from core.onboarding.selectors import environment_summary, estimate_totals, tome_call_impact
-from core.onboarding.services import task_start, task_submit
+from onboarding.selectors import environment_summary, estimate_totals, tome_call_impact
+from onboarding.services import task_start, task_submit
 
 pytestmark = pytest.mark.django_db
 
@@ -86,8 +86,8 @@ def test_impact_survives_a_broken_counter_source():
 
 
 def test_impact_reads_the_pool_records(make_pool, make_api_key):
-    from core.pool.services import reservation_batch_create
-    from core.refill.models import RefillRun
+    from pool.services import reservation_batch_create
+    from refill.models import RefillRun
 
     pool = make_pool(pairs=20, refill_enabled=False)
     RefillRun.objects.create(pool=pool, trigger="manual", outcome="succeeded", finished_at=timezone.now(),

@@ -5,10 +5,10 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
-from core.append_only import AppendOnlyError
-from core.onboarding.errors import NoteRequired, TransitionNotAllowedFromState
-from core.onboarding.models import ApprovalDecision, OnboardingState as S, OnboardingTask, OnboardingTransition
-from core.onboarding.services import task_approve, task_drive_to_approved, task_reject, task_start, task_submit
+from common.append_only import AppendOnlyError
+from onboarding.errors import NoteRequired, TransitionNotAllowedFromState
+from onboarding.models import ApprovalDecision, OnboardingState as S, OnboardingTask, OnboardingTransition
+from onboarding.services import task_approve, task_drive_to_approved, task_reject, task_start, task_submit
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from core.pool.models import AuditRecord, Pool, TokenPair
+from pool.models import AuditRecord, Pool, TokenPair
 
 pytestmark = pytest.mark.django_db
 
@@ -75,7 +75,7 @@ def test_audit_admin_is_read_only_and_searches_by_token_digest(staff, api, defau
 
 
 def test_api_key_admin_creates_a_scoped_key_and_shows_it_once(staff):
-    from core.api.models import ApiKey
+    from keys.models import ApiKey
 
     assert staff.get("/admin/core/apikey/").status_code == 200
     response = staff.post("/admin/core/apikey/add/", {"name": "from-admin", "scopes": ["lookup", "pools:read"],

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from core.pool.models import TokenPair
+from pool.models import TokenPair
 
 pytestmark = pytest.mark.django_db
 
@@ -136,7 +136,7 @@ def test_pages_outside_api_keep_djangos_errors(api):
 
 
 def test_unexpected_errors_are_500_without_internals(api, default_pool, monkeypatch):
-    from core.monitoring import api as monitoring_api
+    from monitoring import api as monitoring_api
 
     def explode(**kwargs):
         raise RuntimeError("secret internals: password=hunter2")

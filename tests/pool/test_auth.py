@@ -7,7 +7,7 @@ import time
 import pytest
 from django.core.management import CommandError, call_command
 
-from core.api.models import ApiKey
+from keys.models import ApiKey
 
 pytestmark = pytest.mark.django_db
 

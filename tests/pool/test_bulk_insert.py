@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.pool.models import PairStatus, TokenPair
-from core.pool.services import pairs_insert_bulk
+from pool.models import PairStatus, TokenPair
+from pool.services import pairs_insert_bulk
 from tests.fixtures.pool import fake_pairs
 
 pytestmark = pytest.mark.django_db

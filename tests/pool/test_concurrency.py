@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from core.errors import PoolUnavailable
-from core.pool.models import PairStatus, TokenPair
-from core.pool.services import reservation_batch_create, reservation_create
+from common.errors import PoolUnavailable
+from pool.models import PairStatus, TokenPair
+from pool.services import reservation_batch_create, reservation_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

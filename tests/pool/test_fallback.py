@@ -7,7 +7,7 @@ import time
 import pytest
 from django.conf import settings
 
-from core.pool.models import PairSource, PairStatus, TokenPair
+from pool.models import PairSource, PairStatus, TokenPair
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,7 +49,7 @@ def test_empty_pool_and_tome_down_is_503_and_writes_nothing(api, make_pool, tome
     assert TokenPair.objects.count() == before
     # once TOME is back the same idempotent request succeeds
     tome.reset_faults()
-    from core.tome.provider import reset_tome_client
+    from tome.provider import reset_tome_client
 
     reset_tome_client()  # the outage opened the breaker; a fresh client is the "later"
     retry = api.post("/api/v1/reservations", {"pool": "empty"}, HTTP_IDEMPOTENCY_KEY="try-1")

@@ -7,13 +7,13 @@ import hashlib
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from core.pool.models import AppendOnlyError, AuditRecord, PairStatus, TokenPair
+from pool.models import AppendOnlyError, AuditRecord, PairStatus, TokenPair
 
 pytestmark = pytest.mark.django_db
 
 
 def digest(token: str) -> str:
-    from core.pool.services import audit_token_digest
+    from pool.services import audit_token_digest
 
     digest = audit_token_digest(token)
     assert digest != hashlib.sha256(token.encode()).hexdigest()  # keyed: not reversible from the table alone
@@ -34,7 +34,7 @@ def issued(api, default_pool):
 @pytest.fixture
 def tome_only_pair(tome):
     """A pair TOME knows but the database does not (issued before the pool existed)."""
-    from core.tome.provider import get_tome_client
+    from tome.provider import get_tome_client
 
     return get_tome_client().generate_pairs(1)[0]
 

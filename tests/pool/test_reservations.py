@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from core.errors import PoolNotFound
-from core.pool.models import PairStatus, TokenPair
-from core.pool.selectors import pool_get
-from core.pool.services import reservations_expire
+from common.errors import PoolNotFound
+from pool.models import PairStatus, TokenPair
+from pool.selectors import pool_get
+from pool.services import reservations_expire
 
 pytestmark = pytest.mark.django_db
 
@@ -40,8 +40,8 @@ def test_reserve_returns_201_with_the_contract_body(api, default_pool):
 
 
 def test_the_hand_built_body_matches_the_documented_serializer(api, default_pool):
-    from core.pool.api import ReservationOutput, reservation_body
-    from core.pool.selectors import reservation_get
+    from pool.api import ReservationOutput, reservation_body
+    from pool.selectors import reservation_get
 
     rid = _reserve(api, {"owner_ref": "x"}, expect=201)["reservation_id"]
     api.post(f"/api/v1/reservations/{rid}/confirm")

@@ -5,8 +5,8 @@ import pytest
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from core.refill.models import RefillOutcome, RefillRun, RefillTrigger
-from core.refill.services import TASK_MANUAL
+from refill.models import RefillOutcome, RefillRun, RefillTrigger
+from refill.services import TASK_MANUAL
 
 pytestmark = pytest.mark.django_db
 

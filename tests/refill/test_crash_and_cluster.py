@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from core.pool.models import PairStatus, TokenPair
-from core.refill.models import RefillOutcome, RefillRun, RefillTrigger
-from core.refill.services import pool_refill_locked, refill_run
+from pool.models import PairStatus, TokenPair
+from refill.models import RefillOutcome, RefillRun, RefillTrigger
+from refill.services import pool_refill_locked, refill_run
 from tests.fixtures.processes import ROOT, wait_for
 
 from .test_refill_run import assert_whole_pairs
@@ -72,8 +72,8 @@ def test_sigkill_mid_refill_leaves_only_whole_committed_batches_and_the_next_run
 
 def test_a_real_qcluster_refills_a_pool_drained_by_reservations(refill_ready, make_pool, child_env, settings,
                                                                  tmp_path):
-    from core.api.models import ApiKey
-    from core.pool.services import reservation_create
+    from keys.models import ApiKey
+    from pool.services import reservation_create
 
     settings.REFILL_TRIGGER_MIN_INTERVAL_SECONDS = 0
     pool = make_pool("e2e-pool", target_size=400, low_watermark=200, batch_size=100,

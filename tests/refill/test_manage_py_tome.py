@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from core.pool.models import TokenPair
+from pool.models import TokenPair
 from tests.fixtures.processes import ROOT
 
 

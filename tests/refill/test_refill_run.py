@@ -7,9 +7,9 @@ import time
 import pytest
 from django.db import connections
 
-from core.pool.models import PairStatus, TokenPair
-from core.refill.models import RefillLease, RefillOutcome, RefillRun, RefillTrigger
-from core.refill.services import REFILL_LOCK_CLASS, pool_refill_locked, refill_run
+from pool.models import PairStatus, TokenPair
+from refill.models import RefillLease, RefillOutcome, RefillRun, RefillTrigger
+from refill.services import REFILL_LOCK_CLASS, pool_refill_locked, refill_run
 
 pytestmark = pytest.mark.django_db
 
@@ -70,7 +70,7 @@ def test_readiness_gate_blocks_and_names_missing_approvals(tome, onboarding_plan
     pool = make_pool()
     run = refill_run(pool=pool, trigger=RefillTrigger.SCHEDULED)
     assert run.outcome == RefillOutcome.BLOCKED_ONBOARDING
-    from core.onboarding.readiness import missing_approvals
+    from onboarding.readiness import missing_approvals
 
     missing = missing_approvals(environment="UAT")
     assert missing and all(title in run.error for title in missing)
@@ -116,7 +116,7 @@ def test_lock_held_elsewhere_means_skipped_locked(refill_ready, make_pool):
 
 def test_lock_is_released_on_every_path(refill_ready, make_pool, monkeypatch):
     pool = make_pool(target_size=200)
-    import core.pool.services as pool_services
+    import pool.services as pool_services
 
     def broken_insert(**kwargs):
         raise RuntimeError("disk on fire")
@@ -140,7 +140,7 @@ def test_a_stale_running_row_is_closed_by_the_next_run(refill_ready, make_pool):
 
 def test_upstream_failure_mid_run_ends_failed_and_keeps_committed_batches(refill_ready, make_pool, monkeypatch):
     pool = make_pool(target_size=500, batch_size=100)
-    import core.pool.services as pool_services
+    import pool.services as pool_services
 
     real_insert = pool_services.pairs_insert_bulk
     batches = []
@@ -173,7 +173,7 @@ def test_outage_fails_the_run_and_the_open_breaker_fails_the_next_one_fast(refil
     refill_ready.set_faults(outage=True)
     first = refill_run(pool=pool, trigger=RefillTrigger.SCHEDULED)
     assert first.outcome == RefillOutcome.FAILED and first.inserted == 0
-    from core.tome.provider import get_tome_client
+    from tome.provider import get_tome_client
 
     client = get_tome_client()
     while client.breaker_state != "open":  # make sure it is open whatever the thresholds

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from django_q.models import Schedule
 
-from core.refill.schedules import (
+from refill.schedules import (
     EXPIRY_SCHEDULE_FUNC,
     EXPIRY_SCHEDULE_NAME,
     REFILL_SCHEDULE_FUNC,
@@ -94,7 +94,7 @@ def test_concurrent_syncs_never_create_duplicates(make_pool, run_concurrently):
     make_pool("zeta")
     Schedule.objects.all().delete()
     run_concurrently(schedules_sync, threads=8)  # re-raises what any thread raised
-    from core.pool.models import Pool
+    from pool.models import Pool
 
     names = list(Schedule.objects.values_list("name", flat=True))
     expected = {f"refill:{n}" for n in Pool.objects.filter(refill_enabled=True).values_list("name", flat=True)}

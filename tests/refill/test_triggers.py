@@ -9,10 +9,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from core.pool.models import PairStatus, TokenPair
-from core.refill.models import RefillLease, RefillOutcome, RefillRun, RefillTrigger
-from core.refill.services import TASK_ON_DEMAND, refill_request, refill_run
-from core.refill.triggers import on_pairs_reserved, pool_below_low_watermark
+from pool.models import PairStatus, TokenPair
+from refill.models import RefillLease, RefillOutcome, RefillRun, RefillTrigger
+from refill.services import TASK_ON_DEMAND, refill_request, refill_run
+from refill.triggers import on_pairs_reserved, pool_below_low_watermark
 
 
 def queued_refills(pool) -> list[dict]:
@@ -29,7 +29,7 @@ def run_queued(task: dict):
 
 @pytest.fixture
 def api_key(db):
-    from core.api.models import ApiKey
+    from keys.models import ApiKey
 
     key, _ = ApiKey.objects.create_key(name="refill-tests", scopes=["reserve"])
     return key
@@ -45,7 +45,7 @@ def no_rate_limit(settings):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_reservations_below_low_watermark_enqueue_exactly_one_refill(
         refill_ready, make_pool, api_key, no_rate_limit, run_concurrently):
-    from core.pool.services import reservation_create
+    from pool.services import reservation_create
 
     pool = make_pool(target_size=300, low_watermark=250, batch_size=100)
     assert refill_run(pool=pool, trigger=RefillTrigger.STARTUP).inserted == 300
@@ -74,7 +74,7 @@ def test_concurrent_reservations_below_low_watermark_enqueue_exactly_one_refill(
 
 @pytest.mark.django_db(transaction=True)
 def test_no_refill_is_queued_above_the_low_watermark(refill_ready, make_pool, api_key, no_rate_limit):
-    from core.pool.services import reservation_create
+    from pool.services import reservation_create
 
     pool = make_pool(target_size=300, low_watermark=100)
     refill_run(pool=pool, trigger=RefillTrigger.STARTUP)
@@ -89,8 +89,8 @@ def test_the_trigger_runs_after_the_reservation_commits_never_inside_it(make_poo
     """The trigger has no on_commit of its own: it relies on the pool room sending ``pairs_reserved``
     after the commit with no transaction open, so its lease + enqueue never ride in (or roll back with)
     the reservation's transaction."""
-    from core.pool.services import reservation_create
-    from core.pool.signals import pairs_reserved
+    from pool.services import reservation_create
+    from pool.signals import pairs_reserved
 
     pool = make_pool(low_watermark=100, pairs=3)  # far below the watermark
     in_transaction: list[bool] = []
@@ -134,7 +134,7 @@ def test_a_stale_lease_never_blocks_refills_forever(make_pool):
 
 @pytest.mark.django_db
 def test_the_hot_path_is_rate_limited_per_pool_and_process(make_pool, settings):
-    from core.refill.triggers import reset_rate_limit
+    from refill.triggers import reset_rate_limit
 
     settings.REFILL_TRIGGER_MIN_INTERVAL_SECONDS = 60
     reset_rate_limit()
@@ -153,7 +153,7 @@ def test_the_hot_path_is_rate_limited_per_pool_and_process(make_pool, settings):
 def test_the_watermark_check_is_bounded(make_pool):
     pool = make_pool(target_size=500, low_watermark=3, critical_watermark=0)
     assert pool_below_low_watermark(pool=pool)
-    from core.pool.services import pairs_insert_bulk
+    from pool.services import pairs_insert_bulk
     from tokenpool_tome.client import TokenPair as Pair
 
     pairs_insert_bulk(pool=pool, pairs=[Pair(f"{i:016d}", f"ext_{i:026d}") for i in range(3)])
@@ -169,12 +169,12 @@ def test_a_burst_inside_one_rate_limit_window_still_ends_with_a_check(make_pool,
     check after the window must notice the pool went low (no later reservation is needed)."""
     import time
 
-    from core.refill.triggers import reset_rate_limit
+    from refill.triggers import reset_rate_limit
 
     settings.REFILL_TRIGGER_MIN_INTERVAL_SECONDS = 0.3
     reset_rate_limit()
     pool = make_pool(target_size=500, low_watermark=3, critical_watermark=0)
-    from core.pool.services import pairs_insert_bulk
+    from pool.services import pairs_insert_bulk
     from tokenpool_tome.client import TokenPair as Pair
 
     pairs_insert_bulk(pool=pool, pairs=[Pair(f"{i:016d}", f"ext_{i:026d}") for i in range(5)])

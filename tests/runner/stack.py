@@ -98,7 +98,7 @@ def stack_base_env(home: Path) -> dict[str, str]:
 
 
 def stop_cluster(home: Path) -> None:
-    from tokenpool import embedded_db
+    from devtools import embedded_db
 
     embedded_db.stop_server(home / "pgdata")
 
@@ -111,7 +111,7 @@ def start_cluster(env: dict[str, str]) -> None:
     last: list[str] = [""]
 
     def started() -> bool:
-        done = subprocess.run([PY, "-c", "from tokenpool import embedded_db; embedded_db.ensure_database('tokenpool')"],
+        done = subprocess.run([PY, "-c", "from devtools import embedded_db; embedded_db.ensure_database('tokenpool')"],
                               cwd=ROOT, env=env, timeout=120, capture_output=True, text=True, check=False)
         last[0] = done.stderr[-2000:]
         return done.returncode == 0
@@ -135,7 +135,7 @@ def run_sql(home: Path, statement: str) -> None:
 
 
 def cluster_running(home: Path) -> bool:
-    from tokenpool import embedded_db
+    from devtools import embedded_db
 
     return embedded_db.is_running(home / "pgdata")
 
@@ -172,7 +172,7 @@ def stack_home() -> Iterator[Path]:
 
 
 class Stack:
-    """``python -m tokenpool.runner`` (or ``make run``) as the leader of its own process group."""
+    """``python -m devtools.runner`` (or ``make run``) as the leader of its own process group."""
 
     def __init__(self, home: Path, *, tome_base_url: str | None = None, via_make: bool = False,
                  **extra_env: str) -> None:
@@ -195,7 +195,7 @@ class Stack:
             # -o: never rebuild the venv from a test (make would pip install if requirements changed).
             argv = ["make", "--no-print-directory", "-o", ".venv/.installed", "run", f"PORT={self.port}"]
         else:
-            argv = [PY, "-m", "tokenpool.runner"]
+            argv = [PY, "-m", "devtools.runner"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
@@ -240,9 +240,9 @@ class Stack:
         assert self.proc is not None
         if not self.via_make:
             return self.proc.pid
-        # make → (exec'd shell) python -m tokenpool.runner
+        # make → (exec'd shell) python -m devtools.runner
         return wait_for(lambda: next((pid for pid, cmd in self.processes().items()
-                                      if "tokenpool.runner" in cmd and "bootstrap" not in cmd
+                                      if "devtools.runner" in cmd and "bootstrap" not in cmd
                                       and _ppid(pid) == self.proc.pid), None),
                         timeout=30, message="the runner under make")
 

@@ -18,7 +18,7 @@ import pytest
 
 from tests.fixtures.processes import free_port, wait_for
 from tests.runner.stack import Stack, port_open, run_sql
-from tokenpool.runner import DEV_KEY_NAME
+from devtools.runner import DEV_KEY_NAME
 
 pytestmark = pytest.mark.slow
 

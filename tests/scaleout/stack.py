@@ -1,5 +1,5 @@
 """Real processes of one deployment for the scale-out tests: web servers and qclusters started the
-way `make run` starts them (tokenpool/runner.py), each on its own free port, all sharing one
+way `make run` starts them (devtools/runner.py), each on its own free port, all sharing one
 database (direct or through PgBouncer) and, optionally, one Redis."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from tests.fixtures.processes import ROOT, free_port, wait_for
-from tokenpool.runner import web_command
+from devtools.runner import web_command
 
 
 class Stack:

@@ -17,7 +17,7 @@ import yaml
 from django.core.exceptions import ImproperlyConfigured
 
 from tests.fixtures.processes import ROOT
-from tokenpool.runner import web_command
+from devtools.runner import web_command
 
 DOCKER = ROOT / "docker"
 
@@ -45,7 +45,7 @@ def _cmd(path: Path) -> list[str]:
 
 
 def test_the_image_runs_the_web_server_command_of_make_run():
-    """Same argv as tokenpool/runner.py's web_command, but listening on every interface."""
+    """Same argv as devtools/runner.py's web_command, but listening on every interface."""
     expected = web_command(port=8000, env={})
     assert expected[1:3] == ["-m", "gunicorn"]
     expected = ["gunicorn", *expected[3:]]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from core.api.auth import VerifiedKeyCache
-from core.api.keystate import GenerationCheckedKeyCache, KeyGenerationWatch, key_generation_read
-from core.api.models import ApiKey
+from api.auth import VerifiedKeyCache
+from keys.keystate import GenerationCheckedKeyCache, KeyGenerationWatch, key_generation_read
+from keys.models import ApiKey
 
 
 @pytest.mark.django_db

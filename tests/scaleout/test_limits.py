@@ -1,4 +1,4 @@
-"""Shared limits (core/api/limits.py): GCRA semantics on every backend, atomic under concurrency,
+"""Shared limits (keys/limits.py): GCRA semantics on every backend, atomic under concurrency,
 one clock for every process; the Redis backend degrades to per-process limits while Redis is down."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
-from core.api.limits import (
+from keys.limits import (
     LeasedLimiter,
     LocalLimiter,
     PostgresLimiter,

@@ -11,9 +11,9 @@ from itertools import combinations
 import httpx
 import pytest
 
-from core.api.models import ApiKey
-from core.pool.models import PairStatus, TokenPair
-from core.refill.models import RefillOutcome, RefillRun
+from keys.models import ApiKey
+from pool.models import PairStatus, TokenPair
+from refill.models import RefillOutcome, RefillRun
 from tests.scaleout.stack import Stack, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -46,7 +46,7 @@ def stack(request, refill_ready, child_env, tmp_path):
 
 
 def _gcra_allowed(arrivals: list[float], *, rate: float) -> int:
-    """How many of ``arrivals`` one in-memory GCRA (burst = rate, as core/api/limits.py) allows."""
+    """How many of ``arrivals`` one in-memory GCRA (burst = rate, as keys/limits.py) allows."""
     interval, tau = 1.0 / rate, (max(1.0, rate) - 1.0) / rate
     tat, allowed = float("-inf"), 0
     for now in arrivals:

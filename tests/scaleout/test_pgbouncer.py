@@ -8,10 +8,10 @@ import psycopg
 import pytest
 from django.db import connection
 
-from core.api.keystate import key_generation_read
-from core.api.limits import PostgresLimiter
-from core.pool.models import PairStatus, TokenPair
-from core.pool.services import reservation_create
+from keys.keystate import key_generation_read
+from keys.limits import PostgresLimiter
+from pool.models import PairStatus, TokenPair
+from pool.services import reservation_create
 from tests.fixtures.concurrency import run_threads
 
 
@@ -99,7 +99,7 @@ def test_the_refill_lock_is_single_flight_through_pgbouncer(through_pgbouncer, m
     """The refill's advisory lock through PgBouncer: held for the whole run by its own transaction,
     refused to every other session meanwhile (even after the holder ran many statements while the
     pool of server sessions was shared), free again the moment the run ends."""
-    from core.refill.services.lock import pool_lock, pool_refill_locked
+    from refill.services.lock import pool_lock, pool_refill_locked
 
     pool = make_pool(refill_enabled=False)
     with pool_lock(pool_id=pool.pk) as held:
@@ -123,7 +123,7 @@ def test_a_killed_lock_holder_behind_pgbouncer_frees_the_lock(through_pgbouncer,
     import subprocess
     import sys
 
-    from core.refill.services.lock import REFILL_LOCK_CLASS, pool_refill_locked
+    from refill.services.lock import REFILL_LOCK_CLASS, pool_refill_locked
     from tests.scaleout.stack import wait_for
 
     pool = make_pool(refill_enabled=False)

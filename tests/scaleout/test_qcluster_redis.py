@@ -13,9 +13,9 @@ import pytest
 from django.utils import timezone
 from django_q.models import OrmQ, Schedule, Success
 
-from core.pool.models import PairStatus, TokenPair
-from core.refill.models import RefillOutcome, RefillRun, RefillTrigger
-from core.refill.services.lock import pool_refill_locked
+from pool.models import PairStatus, TokenPair
+from refill.models import RefillOutcome, RefillRun, RefillTrigger
+from refill.services.lock import pool_refill_locked
 from tests.refill.test_refill_run import assert_whole_pairs
 from tests.scaleout.stack import Stack, wait_for
 
@@ -69,7 +69,7 @@ def test_scheduled_refill_on_redis_survives_a_sigkilled_qcluster(refill_ready, m
                                                          outcome=RefillOutcome.SUCCEEDED).first(),
                         timeout=60, interval=0.2, message="the next scheduled refill to succeed")
         # The cluster records the task's result through its monitor, just after the task returns.
-        wait_for(lambda: Success.objects.filter(func="core.refill.tasks.refill_scheduled").exists(),
+        wait_for(lambda: Success.objects.filter(func="refill.tasks.refill_scheduled").exists(),
                  timeout=30, interval=0.2, message="the task result to be saved")
     finally:
         stack.stop()

@@ -305,7 +305,7 @@ def test_client_call_counts_match_the_emulator_counters(live_client, tome):
 
 
 def test_the_django_singleton_follows_the_tome_settings_and_signals_each_call(tome):
-    from core.tome.provider import get_tome_client, tome_call
+    from tome.provider import get_tome_client, tome_call
 
     received: list[CallRecord] = []
 

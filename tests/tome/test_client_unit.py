@@ -12,7 +12,7 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from core.monitoring.logging import JsonFormatter
+from monitoring.logging import JsonFormatter
 from tokenpool_tome.client import (
     CallRecord,
     HttpTokenizationLibrary,
@@ -611,7 +611,7 @@ def test_ping_is_false_when_tome_is_unreachable(make_client, answer):
 # ---- Django glue ------------------------------------------------------------------------------------
 
 def test_django_client_is_a_process_singleton_rebuilt_when_settings_change(settings):
-    from core.tome.provider import get_tome_client, reset_tome_client
+    from tome.provider import get_tome_client, reset_tome_client
 
     reset_tome_client()
     client = get_tome_client()

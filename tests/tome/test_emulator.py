@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from core.tome.emulator.tokens import luhn_valid, numeric16_tokens
+from devtools.tome_emulator.tokens import luhn_valid, numeric16_tokens
 from tests.fixtures.processes import free_port, wait_for
 from tests.fixtures.tome import ROOT, TomeEmulatorProcess
 
@@ -244,7 +244,7 @@ def test_concurrent_retries_with_one_idempotency_key_get_one_set_of_tokens(tome)
 
 
 def test_namespace_flags_parse_into_name_format_prefix():
-    from core.tome.emulator.cli import parse_namespace
+    from devtools.tome_emulator.cli import parse_namespace
 
     assert parse_namespace("ns1:numeric16") == ("ns1", "numeric16", "")
     assert parse_namespace("ns2:prefixed") == ("ns2", "prefixed", "ext_")

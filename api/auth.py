@@ -1,0 +1,288 @@
+"""API-key authentication (`Authorization: Api-Key <key>`), scopes and throttles.
+
+Keys are djangorestframework-api-key keys (SHA-512 at rest). ``verify_api_key`` is the one check,
+from the request's headers alone: ``api.middleware.ApiRequestGuardMiddleware`` runs it before
+any request body is read (contract section 2), and ``ApiKeyAuthentication`` (DRF) reuses its result
+(or runs it for bodyless requests).
+
+Verifying a key costs one SELECT, about half of an authenticated no-op request (design notes), so
+verified keys are cached for ``API_KEY_CACHE_SECONDS`` (default 5 s) keyed by the SHA-256 of the
+raw key: a key revoked in the admin or with ``revoke_api_key`` stops working in every process
+within that bound (at once in the process that revoked it). Unknown keys are never cached.
+
+Failed authentications are limited per client address, and a throttled address is refused
+*before* any key lookup: a guessing loop costs the database nothing once it is throttled. A key
+verified recently (``API_KEY_KNOWN_SECONDS``) is still looked up from a throttled address, so
+valid keys behind a shared proxy address are not locked out by someone else's guessing.
+
+The key cache (``KeyCache``) and the failed-authentication limiter (``FailedAuthLimiter`` over any
+``Buckets``) are small interfaces. Both limits are shared by every process and machine
+(``SharedLimiter``: PostgreSQL, or Redis with ``REDIS_URL``), and the per-process key cache is
+emptied when the shared key generation moves, so a revocation anywhere applies everywhere within
+``API_KEY_REVOCATION_CHECK_SECONDS`` whatever ``API_KEY_CACHE_SECONDS`` is. ``set_auth_backends``
+swaps in others.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
+
+from keys.keystate import GenerationCheckedKeyCache
+from keys.limits import SharedLimiter
+from keys.models import ApiKey
+from common.ttl_cache import TTLCache
+
+__all__ = ["ApiKeyAuthentication", "HasScope", "ApiKeyRateThrottle", "ApiKeyPrincipal", "reset_auth_state",
+           "verify_api_key", "client_address", "KeyCache", "FailedAuthLimiter", "Buckets", "set_auth_backends"]
+
+KEYWORD = "Api-Key"
+
+
+class ApiKeyPrincipal:
+    """What DRF sees as ``request.user`` for a service key (there are no human users on the API)."""
+
+    is_authenticated = True
+    is_anonymous = False
+
+    def __init__(self, api_key: ApiKey) -> None:
+        self.api_key = api_key
+        self.pk = api_key.pk
+
+    def __str__(self) -> str:
+        return f"api-key:{self.api_key.name}"
+
+
+# --- Interfaces a shared backend (Redis, PostgreSQL) implements -----------------------------------
+class KeyCache(Protocol):
+    def get(self, digest: str) -> ApiKey | None:
+        """The verified key for this SHA-256 of a raw key, if verified within API_KEY_CACHE_SECONDS."""
+
+    def put(self, digest: str, api_key: ApiKey) -> None: ...
+
+    def recently_verified(self, digest: str) -> bool:
+        """Whether this digest belonged to a valid key within API_KEY_KNOWN_SECONDS (no DB needed)."""
+
+    def evict(self, key_id: str) -> None:
+        """Forget a key (revoked or changed) now."""
+
+    def forget_verified(self) -> None:
+        """Forget every verified key, but not which digests were recently verified."""
+
+    def clear(self) -> None: ...
+
+
+class Buckets(Protocol):
+    """A rate limiter by name (``keys.limits``: ``SharedLimiter``, ``LocalLimiter``, ...)."""
+
+    def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
+        """0.0 if the event may happen now (and it is counted, unless ``peek``), else seconds to wait."""
+
+    def reset(self) -> None: ...
+
+
+# --- In-process implementations -----------------------------------------------------------------
+class FailedAuthLimiter:
+    """``API_AUTH_FAILURE_RATE_PER_MINUTE`` failed authentications per client address and minute,
+    counted in ``buckets`` (in-process by default; give it a shared limiter to hold across processes)."""
+
+    def __init__(self, buckets: Buckets) -> None:
+        self.buckets = buckets
+
+    def retry_after(self, address: str) -> float:
+        """0.0 if ``address`` may try a key now, else seconds until it may (nothing is counted)."""
+        return self.buckets.take(address, rate=settings.API_AUTH_FAILURE_RATE_PER_MINUTE, per=60.0, peek=True)
+
+    def record_failure(self, address: str) -> float:
+        """Count one failure: 0.0 if it was within the allowance, else seconds to wait."""
+        return self.buckets.take(address, rate=settings.API_AUTH_FAILURE_RATE_PER_MINUTE, per=60.0)
+
+    def reset(self) -> None:
+        self.buckets.reset()
+
+
+class VerifiedKeyCache:
+    """Verified keys by digest for API_KEY_CACHE_SECONDS; digests of valid keys remembered (without
+    the key) for API_KEY_KNOWN_SECONDS. Only valid keys get in, so both stay small; bounded anyway."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._entries: TTLCache[str, ApiKey] = TTLCache(maxsize=self.MAX_ENTRIES,
+                                                        seconds=lambda: settings.API_KEY_CACHE_SECONDS)
+        self._known: TTLCache[str, bool] = TTLCache(maxsize=self.MAX_ENTRIES,
+                                                    seconds=lambda: settings.API_KEY_KNOWN_SECONDS)
+
+    def get(self, digest: str) -> ApiKey | None:
+        return self._entries.get(digest)
+
+    def put(self, digest: str, api_key: ApiKey) -> None:
+        self._known.put(digest, True)
+        self._entries.put(digest, api_key)
+
+    def recently_verified(self, digest: str) -> bool:
+        return digest in self._known
+
+    def evict(self, key_id: str) -> None:
+        self._entries.discard_where(lambda _digest, api_key: api_key.pk == key_id)
+
+    def forget_verified(self) -> None:
+        self._entries.clear()
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._known.clear()
+
+
+# Shared by every process of the deployment (contract section 1): the limits live in PostgreSQL
+# or Redis (keys/limits.py), and each process's key cache empties within a second of a change to
+# any key anywhere (keys/keystate.py).
+_key_cache: KeyCache = GenerationCheckedKeyCache(VerifiedKeyCache())
+_auth_failures = FailedAuthLimiter(SharedLimiter("authfail"))
+_key_rates: Buckets = SharedLimiter("key")
+
+
+def set_auth_backends(*, key_cache: KeyCache | None = None, failed_auth: FailedAuthLimiter | None = None) -> None:
+    """Replace the in-process key cache and/or failed-authentication limiter (shared backends)."""
+    global _key_cache, _auth_failures
+    if key_cache is not None:
+        _key_cache = key_cache
+    if failed_auth is not None:
+        _auth_failures = failed_auth
+
+
+def reset_auth_state() -> None:
+    """Forget cached keys and every bucket (tests; nothing else should need it)."""
+    _key_cache.clear()
+    _auth_failures.reset()
+    _key_rates.reset()
+
+
+@receiver(post_save, sender=ApiKey, dispatch_uid="api.auth.evict_saved_key")
+def _evict_saved_key(sender: type[ApiKey], instance: ApiKey, **kwargs: Any) -> None:
+    _key_cache.evict(instance.pk)
+
+
+def client_address(meta: dict[str, Any]) -> str:
+    return meta.get("REMOTE_ADDR") or "unknown"
+
+
+def _throttled(wait: float) -> exceptions.Throttled:
+    return exceptions.Throttled(wait=max(1, math.ceil(wait)))
+
+
+def _usable(api_key: ApiKey) -> bool:
+    return api_key.expiry_date is None or api_key.expiry_date > timezone.now()
+
+
+def verify_api_key(*, authorization: str | None, address: str) -> ApiKey | None:
+    """The key named by an ``Authorization`` header value, from headers alone (no body is read).
+
+    ``None`` when there is no header (→ 401 from the scope check). Raises DRF's
+    ``AuthenticationFailed`` (401) for a wrong/unknown/revoked/expired key, ``Throttled`` (429)
+    when ``address`` has failed too often, and lets database errors through (→ 503)."""
+    if not authorization:
+        return None
+    keyword, _, raw_key = authorization.partition(" ")
+    raw_key = raw_key.strip()
+    well_formed = keyword.lower() == KEYWORD.lower() and bool(raw_key)
+    digest = hashlib.sha256(raw_key.encode()).hexdigest() if well_formed else ""
+    if digest:
+        cached = _key_cache.get(digest)
+        if cached is not None:
+            if _usable(cached):
+                return cached
+            _key_cache.evict(cached.pk)
+            raise exceptions.AuthenticationFailed("The API key has expired.")
+    # A throttled address is refused before the lookup: throttling must spare the database.
+    wait = _auth_failures.retry_after(address)
+    if wait and not (digest and _key_cache.recently_verified(digest)):
+        raise _throttled(wait)
+    api_key = None
+    if digest:
+        try:
+            api_key = ApiKey.objects.get_from_key(raw_key)  # excludes revoked keys
+        except ApiKey.DoesNotExist:
+            api_key = None
+        if api_key is not None and not _usable(api_key):
+            api_key = None
+    if api_key is None:
+        wait = _auth_failures.record_failure(address)
+        if wait:
+            raise _throttled(wait)
+        raise exceptions.AuthenticationFailed("Missing, unknown or revoked API key.")
+    _key_cache.put(digest, api_key)
+    return api_key
+
+
+# Set on the Django request by the guard middleware once the key is verified (or found missing).
+VERIFIED_ATTR = "verified_api_key"
+_NOT_CHECKED = object()
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[ApiKeyPrincipal, ApiKey] | None:
+        django_request = request._request
+        api_key = getattr(django_request, VERIFIED_ATTR, _NOT_CHECKED)
+        if api_key is _NOT_CHECKED:
+            api_key = verify_api_key(authorization=request.META.get("HTTP_AUTHORIZATION"),
+                                     address=client_address(request.META))
+        if api_key is None:
+            return None  # → 401 not_authenticated from the scope check
+        # For the request logger (monitoring): the key's name, never the key.
+        django_request.api_key_name = api_key.name
+        return ApiKeyPrincipal(api_key), api_key
+
+    def authenticate_header(self, request: Request) -> str:
+        # Also what keeps DRF from turning our 401s into 403s.
+        return KEYWORD
+
+
+class HasScope(BasePermission):
+    """The view's ``required_scope`` must be one of the key's scopes (no key → 401, else 403)."""
+
+    message = "This API key does not have the scope this endpoint needs."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        api_key = request.auth
+        if not isinstance(api_key, ApiKey):
+            return False
+        return api_key.has_scope(view.required_scope)
+
+
+class ApiKeyRateThrottle(BaseThrottle):
+    """Per-key token bucket: ``rate_limit_per_second`` or ``API_THROTTLE_RATE_PER_SECOND``."""
+
+    def __init__(self) -> None:
+        self._wait = 0.0
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        api_key = request.auth
+        if not isinstance(api_key, ApiKey):
+            return True
+        rate = api_key.rate_limit_per_second or settings.API_THROTTLE_RATE_PER_SECOND
+        self._wait = _key_rates.take(api_key.pk, rate=rate)
+        return self._wait == 0.0
+
+    def wait(self) -> float:
+        return max(1, math.ceil(self._wait))
+
+
+class ApiKeyAuthScheme(OpenApiAuthenticationExtension):
+    target_class = "api.auth.ApiKeyAuthentication"
+    name = "ApiKeyAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "apiKey", "in": "header", "name": "Authorization",
+                "description": "`Api-Key <key>` (create one with `manage.py create_api_key`)."}

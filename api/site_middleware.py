@@ -1,0 +1,62 @@
+"""Browser-only middleware that steps aside for the JSON API (``/api/v1/``).
+
+Sessions, CSRF, authentication, messages, the admin's login lockout, static files and the HTML CSP
+serve the admin, the dashboard and the docs. API clients send an API key with every request, so for
+them this machinery does nothing but cost about 15 % of a reservation's Python work
+(docs/benchmarks.md, "The HTTP path"). Each class here *is* the middleware it wraps (a subclass, so
+Django's and the admin's system checks still find it in ``MIDDLEWARE``) and passes ``/api/v1/``
+requests straight on, hooks included. The one decision, by path, lives here.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from axes.middleware import AxesMiddleware as _Axes
+from django.contrib.auth.middleware import AuthenticationMiddleware as _Authentication
+from django.contrib.messages.middleware import MessageMiddleware as _Message
+from django.contrib.sessions.middleware import SessionMiddleware as _Session
+from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import CsrfViewMiddleware as _CsrfView
+from whitenoise.middleware import WhiteNoiseMiddleware as _WhiteNoise
+
+from api.middleware import API_V1_PREFIX
+from api.middleware import HtmlCSPMiddleware as _HtmlCSP
+
+
+def is_api_request(request: HttpRequest) -> bool:
+    return request.path_info.startswith(API_V1_PREFIX)
+
+
+def site_only(middleware: type) -> type:
+    """``middleware`` for every path but ``/api/v1/``, where it neither runs nor adds a hook."""
+
+    def __call__(self: Any, request: HttpRequest) -> HttpResponse:
+        if is_api_request(request):
+            return self.get_response(request)
+        return middleware.__call__(self, request)
+
+    attributes: dict[str, Any] = {"__call__": __call__, "__module__": __name__,
+                                  "__doc__": f"{middleware.__module__}.{middleware.__qualname__}, not for /api/v1/."}
+    for hook in ("process_view", "process_exception", "process_template_response"):
+        if hasattr(middleware, hook):
+            attributes[hook] = _hook_for_site_only(getattr(middleware, hook))
+    return type(middleware.__name__, (middleware,), attributes)
+
+
+def _hook_for_site_only(hook: Callable[..., Any]) -> Callable[..., Any]:
+    def site_hook(self: Any, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        if is_api_request(request):
+            return None
+        return hook(self, request, *args, **kwargs)
+
+    return site_hook
+
+
+HtmlCSPMiddleware = site_only(_HtmlCSP)
+WhiteNoiseMiddleware = site_only(_WhiteNoise)
+SessionMiddleware = site_only(_Session)
+CsrfViewMiddleware = site_only(_CsrfView)
+AuthenticationMiddleware = site_only(_Authentication)
+MessageMiddleware = site_only(_Message)
+AxesMiddleware = site_only(_Axes)

@@ -1,0 +1,1 @@
+"""Service API keys of consuming teams: hashed secrets, scopes, per-key limits, revocation."""

@@ -1,0 +1,116 @@
+"""Operations records: periodic pool snapshots, alerts, and the audit of pool tunable edits."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+__all__ = ["PoolSnapshot", "AlertCondition", "AlertSeverity", "PoolAlert", "PoolConfigChange"]
+
+
+class PoolSnapshot(models.Model):
+    """A pool's counts at one moment, written every ``MONITORING_SNAPSHOT_MINUTES`` by a task.
+
+    Feeds the dashboard chart and consumption rates, and lets /metrics avoid a full scan of a
+    large pair table: ``anchor_id`` is the newest pair id known committed when the counts were
+    taken, and ``rows_pool``/``rows_direct`` count the pool's pairs with ``id <= anchor_id``, so
+    the pairs inserted since are a cheap primary-key range scan (monitoring/selectors.py)."""
+
+    pool = models.ForeignKey("pool.Pool", on_delete=models.CASCADE, related_name="snapshots",
+                             db_index=False)
+    taken_at = models.DateTimeField()
+    available = models.PositiveBigIntegerField()
+    reserved = models.PositiveBigIntegerField()
+    used = models.PositiveBigIntegerField()
+    retired = models.PositiveBigIntegerField()
+    reserved_total = models.PositiveBigIntegerField(help_text="Pairs ever handed out (cumulative).")
+    reserved_direct = models.PositiveBigIntegerField(default=0, help_text="Of which by the direct fallback.")
+    tome_calls_total = models.PositiveBigIntegerField(
+        default=0, help_text="TOME calls made for this pool (refill runs + direct fallback), cumulative.")
+    anchor_id = models.BigIntegerField(default=0)
+    rows_pool = models.PositiveBigIntegerField(default=0)
+    rows_direct = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        db_table = "core_poolsnapshot"
+        ordering = ["-taken_at"]
+        get_latest_by = "taken_at"
+        indexes = [models.Index(fields=["pool", "-taken_at"], name="snapshot_pool_recent_idx")]
+        constraints = [
+            models.CheckConstraint(name="snapshot_direct_within_total",
+                                   condition=Q(reserved_direct__lte=models.F("reserved_total"))),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pool_id} @ {self.taken_at:%Y-%m-%d %H:%M}"
+
+
+class AlertCondition(models.TextChoices):
+    POOL_LOW = "pool_low", "available below low watermark"
+    POOL_CRITICAL = "pool_critical", "available below critical watermark"
+    REFILL_FAILING = "refill_failing", "refill failed repeatedly"
+    TOME_UNAVAILABLE = "tome_unavailable", "TOME unreachable (circuit open)"
+    DIRECT_FALLBACK = "direct_fallback", "reservations served by the direct fallback"
+
+
+class AlertSeverity(models.TextChoices):
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class PoolAlert(models.Model):
+    """One occurrence of a condition on a pool, from when it was seen until it cleared.
+
+    At most one open alert per (pool, condition) — enforced by the database, so two evaluators
+    racing cannot open (and notify) twice."""
+
+    pool = models.ForeignKey("pool.Pool", on_delete=models.CASCADE, related_name="alerts", db_index=False)
+    condition = models.CharField(max_length=32, choices=AlertCondition.choices)
+    severity = models.CharField(max_length=16, choices=AlertSeverity.choices)
+    opened_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                        on_delete=models.SET_NULL, related_name="+")
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    last_notified_at = models.DateTimeField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        db_table = "core_poolalert"
+        ordering = ["-opened_at"]
+        indexes = [models.Index(fields=["pool", "-opened_at"], name="alert_pool_recent_idx")]
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "condition"], condition=Q(resolved_at__isnull=True),
+                                    name="alert_one_open_per_condition"),
+            models.CheckConstraint(name="alert_resolved_after_opened",
+                                   condition=Q(resolved_at__isnull=True) | Q(resolved_at__gte=models.F("opened_at"))),
+        ]
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
+
+    def __str__(self) -> str:
+        return f"{self.get_condition_display()} on {self.pool_id} ({'open' if self.is_open else 'resolved'})"
+
+
+class PoolConfigChange(models.Model):
+    """Who changed which pool tunable from what to what (written by the Pool admin)."""
+
+    pool = models.ForeignKey("pool.Pool", on_delete=models.CASCADE, related_name="config_changes",
+                             db_index=False)
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    changed_at = models.DateTimeField(auto_now_add=True)
+    field = models.CharField(max_length=64)
+    old = models.CharField(max_length=255, null=True, blank=True)
+    new = models.CharField(max_length=255, null=True, blank=True)
+
+    class Meta:
+        db_table = "core_poolconfigchange"
+        ordering = ["-changed_at", "-id"]
+        indexes = [models.Index(fields=["pool", "-changed_at"], name="configchange_pool_recent_idx")]
+        verbose_name = "pool configuration change"
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.old} → {self.new}"

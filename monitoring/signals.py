@@ -1,0 +1,40 @@
+"""Monitoring wiring (imported once by ``core.apps``): TOME call metrics, the onboarding summary's
+measured TOME calls, schedules after migrate."""
+from __future__ import annotations
+
+import logging
+
+from django.db import DatabaseError, connection
+from django.db.models.signals import post_migrate
+from django.dispatch import receiver
+
+from monitoring.metrics import record_tome_call
+from monitoring.selectors import prefetch_calls_measured
+from onboarding.signals import impact_measurement_requested
+from tome.provider import tome_call
+
+logger = logging.getLogger("tokenpool.monitoring")
+
+
+@receiver(tome_call, dispatch_uid="monitoring_count_tome_calls")
+def _tome_call(*, record, **kwargs) -> None:  # noqa: ANN001 - a tokenpool_tome.client.CallRecord
+    record_tome_call(record)
+
+
+@receiver(impact_measurement_requested, dispatch_uid="monitoring_measured_prefetch_calls")
+def _impact_measurement(**kwargs) -> tuple[int, float] | None:
+    return prefetch_calls_measured()
+
+
+@receiver(post_migrate, dispatch_uid="monitoring_schedules_after_migrate")
+def _after_migrate(*, app_config, **kwargs) -> None:  # noqa: ANN001
+    if app_config.label != "monitoring":
+        return
+    if "django_q_schedule" not in set(connection.introspection.table_names()):
+        return
+    from monitoring.schedules import monitoring_schedules_ensure
+
+    try:
+        monitoring_schedules_ensure()
+    except DatabaseError:
+        logger.warning("monitoring_schedules_after_migrate_failed", exc_info=True)

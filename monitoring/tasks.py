@@ -1,0 +1,32 @@
+"""django-q2 task entry points of the monitoring room (scheduled by ``monitoring.schedules``)."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from tokenpool_tome.correlation import correlation_scope
+
+logger = logging.getLogger("tokenpool.monitoring")
+
+
+def snapshots_take_task() -> int:
+    """Record one PoolSnapshot per pool and prune those older than the retention."""
+    from monitoring.services import pool_snapshots_prune, pool_snapshots_take
+
+    with correlation_scope():
+        snapshots = pool_snapshots_take()
+        pruned = pool_snapshots_prune(
+            older_than=timezone.now() - timedelta(days=settings.MONITORING_SNAPSHOT_RETENTION_DAYS))
+        logger.info("pool_snapshots_taken", extra={"snapshots": len(snapshots), "pruned": pruned})
+        return len(snapshots)
+
+
+def alerts_evaluate_task() -> dict[str, int]:
+    from monitoring.alerts import alerts_evaluate
+
+    with correlation_scope():
+        result = alerts_evaluate()
+        return {"opened": len(result.opened), "resolved": len(result.resolved)}

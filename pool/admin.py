@@ -1,0 +1,138 @@
+"""Admin of the pool room: pools (editable tunables), pairs and audit records (read-only).
+
+The pair table grows to tens of millions of rows, so its changelist never counts the table
+(`show_full_result_count = False`, a paginator that uses the planner's estimate or a capped
+count) and searches by exact token through the unique indexes (Django's `=` search would be
+`UPPER(...) = UPPER(...)`, a full scan). ``PoolAdminBase`` holds the pool's own concerns; the
+registered Pool admin is composed in ``core/admin.py`` from it and the mixins of the rooms above
+(refill's "Refill now", monitoring's validation and audit), so pool never imports them."""
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import admin
+from django.contrib.admin import ShowFacets
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest
+from django.utils.functional import cached_property
+
+from common.admin_mixins import ReadOnlyAdminMixin
+from pool.models import AuditRecord, PairStatus, Pool, TokenPair
+from pool.services import audit_token_digest
+
+# Above this, a filtered changelist shows "10,000+"-style paging instead of an exact count.
+COUNT_CAP = 10_000
+
+
+class EstimatedCountPaginator(Paginator):
+    """Unfiltered: the planner's row estimate (pg_class.reltuples). Filtered: a count capped at
+    COUNT_CAP, i.e. `SELECT count(*) FROM (... LIMIT 10000)`, which stops early."""
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if isinstance(queryset, QuerySet) and not queryset.query.where:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                               [queryset.model._meta.db_table])
+                row = cursor.fetchone()
+            if row and row[0] > COUNT_CAP:
+                return int(row[0])
+        if isinstance(queryset, QuerySet):
+            return queryset.order_by()[:COUNT_CAP].count()
+        return len(queryset)
+
+
+class PoolAdminBase(admin.ModelAdmin):
+    """Registered by ``core/admin.py`` (composed with the other rooms' mixins), not here."""
+
+    # Short, combined columns: the whole row (refill state included) fits a 1400 px window beside the
+    # admin's navigation and filter sidebars.
+    list_display = ("name", "environment", "available", "target_size", "watermarks", "batch_size", "refill", "lease")
+    list_filter = ("environment", "refill_enabled")
+    search_fields = ("name",)
+    readonly_fields = ("created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "environment", "ns1_namespace", "ns2_namespace")}),
+        ("Size and refill", {"fields": ("target_size", "low_watermark", "critical_watermark", "batch_size",
+                                        "refill_interval_minutes", "refill_enabled")}),
+        ("Reservations", {"fields": ("reservation_ttl",)}),
+        ("History", {"fields": ("created_at", "updated_at")}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # Counted over the partial AVAILABLE index only: small whatever the table's size.
+        available = (TokenPair.objects.filter(pool=OuterRef("pk"), status=PairStatus.AVAILABLE)
+                     .order_by().values("pool").annotate(n=Count("*")).values("n"))
+        return super().get_queryset(request).annotate(available_count=Coalesce(Subquery(available), 0))
+
+    @admin.display(description="available", ordering="available_count")
+    def available(self, obj: Pool) -> int:
+        return obj.available_count
+
+    @admin.display(description="low / critical", ordering="low_watermark")
+    def watermarks(self, obj: Pool) -> str:
+        return f"{obj.low_watermark} / {obj.critical_watermark}"
+
+    @admin.display(description="refill", ordering="refill_enabled")
+    def refill(self, obj: Pool) -> str:
+        return f"every {obj.refill_interval_minutes} min" if obj.refill_enabled else "off"
+
+    @admin.display(description="lease", ordering="reservation_ttl")
+    def lease(self, obj: Pool) -> str:
+        minutes, seconds = divmod(int(obj.reservation_ttl.total_seconds()), 60)
+        return f"{minutes} min" if not seconds else f"{minutes} min {seconds} s"
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # pairs reference their pool (PROTECT); pools are retired by disabling refill
+
+
+@admin.register(TokenPair)
+class TokenPairAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "pool", "status", "source", "internal_token", "external_ref_id", "reservation_id",
+                    "reserved_by", "reserved_at", "expires_at", "used_at", "retired_at")
+    list_filter = ("status", "source", "pool")
+    list_select_related = ("pool", "reserved_by")
+    search_fields = ("internal_token",)  # see get_search_results: exact, index-backed
+    search_help_text = "Exact internal token, external reference id or reservation id."
+    ordering = ("-id",)
+    show_full_result_count = False
+    show_facets = ShowFacets.NEVER  # facet counts would scan the table
+    paginator = EstimatedCountPaginator
+    list_per_page = 50
+    readonly_fields = [f.name for f in TokenPair._meta.fields]
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        match = Q(internal_token=term) | Q(external_ref_id=term)
+        try:
+            match |= Q(reservation_id=uuid.UUID(term))
+        except ValueError:
+            pass
+        return queryset.filter(match), False
+
+
+@admin.register(AuditRecord)
+class AuditRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "created_at", "api_key", "action", "outcome", "pair", "correlation_id")
+    list_filter = ("action", "outcome")
+    list_select_related = ("api_key",)
+    search_fields = ("correlation_id",)
+    search_help_text = "A token (matched by its HMAC-SHA-256 digest) or an exact correlation id."
+    ordering = ("-id",)
+    show_full_result_count = False
+    show_facets = ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    readonly_fields = [f.name for f in AuditRecord._meta.fields]
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        digest = audit_token_digest(term)
+        return queryset.filter(Q(token_digest=digest) | Q(token_digest=term) | Q(correlation_id=term)), False

@@ -1,0 +1,107 @@
+"""After the claim: confirm (RESERVED → USED), release (RESERVED → RETIRED) and the lease-expiry sweep.
+
+Each transition is one conditional UPDATE: the WHERE clause is the state machine, so two
+concurrent confirms/releases cannot both act on stale reads."""
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+
+from django.utils import timezone
+
+from keys.models import ApiKey
+from common.errors import ReservationNotActive
+from pool.models import PairStatus, TokenPair
+from pool.selectors import parse_reservation_id, reservation_get
+from pool.services.rows import RETURNING, db_now, execute, fetch, pairs_from_rows
+
+logger = logging.getLogger(__name__)
+
+_CONFIRM_SQL = f"""
+UPDATE core_tokenpair AS t
+   SET status = 'USED', used_at = now(), owner_ref = COALESCE(%(owner_ref)s, t.owner_ref)
+ WHERE t.reservation_id = %(reservation_id)s AND t.reserved_by_id = %(api_key)s
+   AND t.status = 'RESERVED' AND t.expires_at > now()
+RETURNING {RETURNING}
+"""
+
+_RELEASE_SQL = f"""
+UPDATE core_tokenpair AS t
+   SET status = 'RETIRED', retired_at = now()
+ WHERE t.reservation_id = %(reservation_id)s AND t.reserved_by_id = %(api_key)s AND t.status = 'RESERVED'
+RETURNING {RETURNING}
+"""
+
+_RETIRE_EXPIRED_ONE_SQL = """
+UPDATE core_tokenpair SET status = 'RETIRED', retired_at = now()
+ WHERE reservation_id = %(reservation_id)s AND status = 'RESERVED' AND expires_at <= now()
+"""
+
+# The sweep: live leases are the only rows in `pair_lease_expiry_idx`, so this stays cheap however
+# many USED rows accumulate. Expired leases are RETIRED, never AVAILABLE: a pair that was handed out
+# may have been used by the client even though it was never confirmed.
+_EXPIRE_SQL = """
+WITH expired AS MATERIALIZED (
+    SELECT id FROM core_tokenpair
+     WHERE status = 'RESERVED' AND expires_at <= COALESCE(%(now)s::timestamptz, now())
+     ORDER BY expires_at LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE core_tokenpair AS t SET status = 'RETIRED', retired_at = now()
+  FROM expired WHERE t.id = expired.id AND t.status = 'RESERVED'
+"""
+
+
+def reservation_confirm(*, reservation_id: str | uuid.UUID, api_key: ApiKey,
+                        owner_ref: str | None = None) -> TokenPair:
+    """RESERVED → USED; confirming a USED reservation again returns it unchanged."""
+    rid = parse_reservation_id(reservation_id)
+    params = {"reservation_id": rid, "api_key": api_key.pk, "owner_ref": owner_ref}
+    for _ in range(2):
+        rows = fetch(_CONFIRM_SQL, params)
+        if rows:
+            return pairs_from_rows(rows)[0]
+        pair = reservation_get(reservation_id=rid, api_key=api_key)
+        if pair.status == PairStatus.USED:
+            return pair
+        if pair.status == PairStatus.RETIRED:
+            raise ReservationNotActive("The reservation was released or its lease expired.")
+        if pair.expires_at is not None and pair.expires_at <= db_now():
+            # Lease over but not swept yet: it is expired all the same.
+            execute(_RETIRE_EXPIRED_ONE_SQL, {"reservation_id": rid})
+            raise ReservationNotActive("The reservation's lease expired.")
+    raise ReservationNotActive()  # pragma: no cover - only under a pathological clock race
+
+
+def reservation_current(*, reservation_id: str | uuid.UUID, api_key: ApiKey) -> TokenPair:
+    """The reservation as it stands now. A lease past ``expires_at`` that the sweep has not reached
+    yet (it runs every minute) is retired here, so a read never reports RESERVED for a lease that
+    confirm would refuse. The database clock decides, as in confirm; the common case costs no write."""
+    pair = reservation_get(reservation_id=reservation_id, api_key=api_key)
+    if (pair.status == PairStatus.RESERVED and pair.expires_at is not None
+            and pair.expires_at <= timezone.now()
+            and execute(_RETIRE_EXPIRED_ONE_SQL, {"reservation_id": pair.reservation_id})):
+        pair = reservation_get(reservation_id=reservation_id, api_key=api_key)
+    return pair
+
+
+def reservation_release(*, reservation_id: str | uuid.UUID, api_key: ApiKey) -> TokenPair:
+    """RESERVED → RETIRED (never back to AVAILABLE); releasing again returns it unchanged."""
+    rid = parse_reservation_id(reservation_id)
+    rows = fetch(_RELEASE_SQL, {"reservation_id": rid, "api_key": api_key.pk})
+    if rows:
+        return pairs_from_rows(rows)[0]
+    pair = reservation_get(reservation_id=rid, api_key=api_key)
+    if pair.status == PairStatus.USED:
+        raise ReservationNotActive("A used reservation cannot be released.")
+    return pair  # RETIRED already (a RESERVED row would have matched the UPDATE)
+
+
+def reservations_expire(*, now: datetime | None = None, limit: int = 10_000) -> int:
+    """Retire up to ``limit`` leases past ``expires_at``; returns how many (every minute:
+    ``pool.tasks.reservations_expire_task``)."""
+    count = execute(_EXPIRE_SQL, {"now": now, "limit": limit})
+    if count:
+        logger.info("expired leases retired", extra={"count": count})
+    return count

@@ -1,0 +1,80 @@
+"""Admin for refills: the read-only run history, the lease, and "Refill now" on pools.
+
+The Pool admin belongs to the pool room (``pool/admin.py``); ``RefillPoolAdminMixin`` carries
+the refill room's part of it and ``core/admin.py`` composes the registered Pool admin from both.
+"""
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from common.admin_mixins import ReadOnlyAdminMixin
+from refill.models import RefillLease, RefillRun
+from refill.services import refill_enqueue_manual
+
+
+@admin.register(RefillRun)
+class RefillRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "pool", "trigger", "outcome_badge", "started_at", "duration", "requested",
+                    "inserted", "tome_calls", "tome_seconds_fmt", "db_seconds_fmt", "error_short")
+    list_filter = ("outcome", "trigger", "pool", "started_at")
+    list_select_related = ("pool",)
+    search_fields = ("correlation_id", "error")
+    date_hierarchy = "started_at"
+    readonly_fields = [f.name for f in RefillRun._meta.fields]
+    show_full_result_count = False  # the history grows forever; skip the full COUNT(*)
+
+    _COLOURS = {"succeeded": "#2e7d32", "nothing_to_do": "#607d8b", "partial": "#ef6c00",
+                "failed": "#c62828", "blocked_onboarding": "#6a1b9a", "skipped_locked": "#607d8b",
+                "running": "#1565c0"}
+
+    @admin.display(description="outcome", ordering="outcome")
+    def outcome_badge(self, obj: RefillRun) -> str:
+        return format_html('<b style="color:{}">{}</b>', self._COLOURS.get(obj.outcome, "inherit"),
+                           obj.get_outcome_display())
+
+    @admin.display(description="duration")
+    def duration(self, obj: RefillRun) -> str:
+        if obj.finished_at is None:
+            return "running"
+        return f"{(obj.finished_at - obj.started_at).total_seconds():.1f} s"
+
+    @admin.display(description="TOME s", ordering="tome_seconds")
+    def tome_seconds_fmt(self, obj: RefillRun) -> str:
+        return f"{obj.tome_seconds:.2f}"
+
+    @admin.display(description="DB s", ordering="db_seconds")
+    def db_seconds_fmt(self, obj: RefillRun) -> str:
+        return f"{obj.db_seconds:.2f}"
+
+    @admin.display(description="error")
+    def error_short(self, obj: RefillRun) -> str:
+        return (obj.error[:120] + "…") if len(obj.error) > 120 else obj.error
+
+
+@admin.register(RefillLease)
+class RefillLeaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("pool", "state", "acquired_at", "expires_at", "task_id")
+    readonly_fields = ("pool", "token", "state", "acquired_at", "expires_at", "task_id")
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Deleting a lease by hand is safe (it only lets the next trigger enqueue again) and is the
+        # operator's way out if an expiry was configured far too long.
+        return request.user.has_perm("refill.delete_refilllease")
+
+
+@admin.action(description="Refill now (queue a manual refill)", permissions=["change"])
+def refill_now(modeladmin, request, queryset) -> None:
+    for pool in queryset:
+        task_id = refill_enqueue_manual(pool=pool)
+        modeladmin.message_user(
+            request, f"Refill of pool “{pool.name}” queued (task {task_id}); its outcome appears under "
+                     f"Refill runs once a qcluster worker has run it.",
+            messages.SUCCESS,
+        )
+
+
+class RefillPoolAdminMixin:
+    """The refill room's part of the Pool admin (composed in ``core/admin.py``)."""
+
+    actions = [refill_now]

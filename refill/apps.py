@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class RefillConfig(AppConfig):
+    name = "refill"
+    verbose_name = "Refill"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Receivers connect when their module is imported; models must be loaded first.
+        from refill import signals  # noqa: F401, PLC0415 - the documented place to connect receivers
+

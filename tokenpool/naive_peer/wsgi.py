@@ -1,7 +1,0 @@
-"""WSGI entry point of the naive peer (``gunicorn tokenpool.naive_peer.wsgi:application``)."""
-import os
-
-from django.core.wsgi import get_wsgi_application
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tokenpool.naive_peer.settings")
-application = get_wsgi_application()
