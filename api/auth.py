@@ -39,10 +39,10 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
+from common.ttl_cache import TTLCache
 from keys.keystate import GenerationCheckedKeyCache
 from keys.limits import SharedLimiter
 from keys.models import ApiKey
-from common.ttl_cache import TTLCache
 
 __all__ = ["ApiKeyAuthentication", "HasScope", "ApiKeyRateThrottle", "ApiKeyPrincipal", "reset_auth_state",
            "verify_api_key", "client_address", "KeyCache", "FailedAuthLimiter", "Buckets", "set_auth_backends"]

@@ -18,7 +18,7 @@ of an API request's CPU; the admin, the dashboard and the docs keep it.
 from __future__ import annotations
 
 import io
-from typing import Callable
+from collections.abc import Callable
 
 from csp.middleware import CSPMiddleware
 from django.conf import settings

@@ -20,12 +20,12 @@ from typing import Any
 
 from django.db import connection
 
-from keys.models import ApiKey
 from bench import claim_bench
-from pool import services
-from pool.models import PairStatus, Pool, TokenPair
 from devtools.netutil import child_pids, free_port, stop_process, wait_answering
 from devtools.runner import web_command
+from keys.models import ApiKey
+from pool import services
+from pool.models import PairStatus, Pool, TokenPair
 
 ROOT = Path(__file__).resolve().parents[2]
 

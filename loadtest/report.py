@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import html
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from monitoring.charts import nice_max as _nice_max
@@ -226,7 +226,7 @@ def html_report(report: dict[str, Any], *, command: str | None = None) -> str:
                   for op, dash in (("create", ""), ("detokenize", "6 3"))]
         charts.append(line_chart(title=f"find-max {name}: p99 by offered rate", series=series,
                                  x_label="cards per second", y_label="p99 ms", hline=50.0))
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
              "<title>TokenPool load test</title><style>body{font-family:sans-serif;margin:24px;max-width:820px}"
              "pre{background:#f4f4f4;padding:10px;overflow-x:auto;font-size:12px}figure{margin:18px 0}</style>"

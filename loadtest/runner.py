@@ -9,8 +9,9 @@ the phase triggered is charged to it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 from loadtest.approaches import Approach, LibraryApproach, PoolApproach
 from loadtest.engine import PhaseResult, run_phase, summary_ms

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tokenpool_tome.correlation import get_correlation_id
 
@@ -101,7 +101,7 @@ class JsonFormatter(logging.Formatter):
         except Exception:  # a bad %-format must not lose the line
             message = str(record.msg)
         payload: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(),
+            "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
             "event": redact_text(message),

@@ -57,7 +57,7 @@ class OnboardingState(models.TextChoices):
     REJECTED = "REJECTED", "Rejected"
 
 
-def prerequisites_approved(task: "OnboardingTask") -> bool:
+def prerequisites_approved(task: OnboardingTask) -> bool:
     """FSM condition: no transition moves a task forward while a prerequisite is unapproved."""
     return not task.prerequisites.exclude(state=OnboardingState.APPROVED).exists()
 

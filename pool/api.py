@@ -2,7 +2,7 @@
 service or selector, serialize the output. Errors are raised, never built here."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
@@ -61,7 +61,7 @@ def _iso(value: datetime | None) -> str | None:
     # Exactly DRF's DateTimeField output: ISO 8601 in UTC, "Z" for the offset.
     if value is None:
         return None
-    text = value.astimezone(timezone.utc).isoformat()
+    text = value.astimezone(UTC).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 

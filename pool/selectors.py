@@ -9,10 +9,10 @@ from django.db import connection
 from django.db.models import F
 from django.db.models.signals import post_delete, post_save
 
-from keys.models import ApiKey
 from common.errors import PoolNotFound, ReservationNotFound
-from pool.models import Pool, TokenPair
 from common.ttl_cache import TTLCache
+from keys.models import ApiKey
+from pool.models import Pool, TokenPair
 
 __all__ = ["DEFAULT_POOL_NAME", "pool_get", "pool_get_cached", "pool_cache_clear", "pool_available_up_to", "pools_without_available_pairs", "parse_reservation_id", "reservation_get"]
 

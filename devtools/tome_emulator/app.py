@@ -8,16 +8,17 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from tome import TOME_BATCH_LIMIT
 from devtools.tome_emulator import tokens as token_shapes
 from devtools.tome_emulator.faults import ERROR_CODES, Faults, InvalidFaults, Telemetry
 from devtools.tome_emulator.vault import Vault, VaultError
+from tome import TOME_BATCH_LIMIT
 
 logger = logging.getLogger("tome.emulator")
 

@@ -5,7 +5,7 @@ import random
 import threading
 from collections import deque
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 # Injectable error statuses and the error code each one answers with.
@@ -117,7 +117,7 @@ class Telemetry:
         entry = {
             "namespace": namespace, "operation": operation, "status": status,
             "correlation_id": correlation_id, "items": items,
-            "at": datetime.now(timezone.utc).isoformat(), "duration_ms": round(duration_ms, 2),
+            "at": datetime.now(UTC).isoformat(), "duration_ms": round(duration_ms, 2),
             "fault": fault,
         }
         with self._lock:

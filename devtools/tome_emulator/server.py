@@ -11,9 +11,10 @@ import signal
 import socketserver
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from devtools.tome_emulator.app import (
@@ -37,7 +38,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: every response carries Content-Length
     disable_nagle_algorithm = True
     timeout = 75  # idle keep-alive connections give their thread back after this long
-    server: "EmulatorServer"
+    server: EmulatorServer
 
     def version_string(self) -> str:
         return "TOME-emulator/1"

@@ -1,7 +1,7 @@
 """Fresh AVAILABLE pairs from the refill (and live pairs a lost idempotency race left unused)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone

@@ -10,8 +10,8 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from keys.models import ApiKey
 from common.errors import ReservationNotActive
+from keys.models import ApiKey
 from pool.models import PairStatus, TokenPair
 from pool.selectors import parse_reservation_id, reservation_get
 from pool.services.rows import RETURNING, db_now, execute, fetch, pairs_from_rows

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from django.conf import settings
 
-from keys.models import ApiKey
 from common.errors import PairNotFound, UpstreamUnavailable
+from keys.models import ApiKey
 from pool.models import AuditAction, AuditOutcome, AuditRecord, PairSource, PairStatus, TokenPair
 from pool.services.tome import tome_errors_as
-from tome.provider import get_tome_client
 from tokenpool_tome.correlation import get_correlation_id
+from tome.provider import get_tome_client
 
 
 @dataclass(frozen=True, slots=True)

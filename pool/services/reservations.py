@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from functools import partial
-from typing import Sequence
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
-from keys.models import ApiKey
 from common.errors import IdempotencyKeyReused, InvalidRequest, PoolUnavailable
+from keys.models import ApiKey
 from pool.models import Pool, TokenPair
 from pool.selectors import pool_available_up_to
 from pool.services.bulk_insert import pairs_insert_bulk
@@ -20,8 +20,8 @@ from pool.services.claim import claim_pairs
 from pool.services.rows import RETURNING, fetch, pairs_from_rows
 from pool.services.tome import tome_errors_as
 from pool.signals import pairs_reserved
-from tome.provider import tome_client_for_pool
 from tokenpool_tome.client import TokenPair as TomePair
+from tome.provider import tome_client_for_pool
 
 logger = logging.getLogger(__name__)
 

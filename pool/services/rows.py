@@ -1,8 +1,8 @@
 """Pair rows returned by the pool's hand-written SQL, as model instances."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Sequence
 
 from django.db import connection
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from common.errors import PoolUnavailable, UpstreamUnavailable
 from tokenpool_tome.errors import TomeError, TomeUnavailable

@@ -12,8 +12,8 @@ if the worker hangs. The open transaction has no xid and no snapshot between sta
 holds back no VACUUM (checked: ``backend_xmin`` is null)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections

@@ -35,11 +35,11 @@ from refill.models import RefillLease, RefillOutcome, RefillRun, RefillTrigger
 from refill.services.calls import Counter, tome_call_counter
 from refill.services.lease import lease_finish, lease_finish_quietly, lease_take_running
 from refill.services.lock import LockSession, pool_lock
-from tome.provider import tome_client_for_pool
 from tokenpool_tome.client import HttpTokenizationLibrary
 from tokenpool_tome.client import TokenPair as TomePair
 from tokenpool_tome.correlation import CORRELATION_ID_PATTERN, correlation_scope, get_correlation_id
 from tokenpool_tome.errors import CircuitOpenError, TomeError, TomeResponseError, TomeUnavailable
+from tome.provider import tome_client_for_pool
 
 logger = logging.getLogger("tokenpool.refill")
 

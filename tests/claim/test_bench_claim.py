@@ -10,9 +10,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from bench.management.commands.bench_claim import cache_states
 from bench import claim_bench as cb
 from bench.loadgen import percentile, percentiles
+from bench.management.commands.bench_claim import cache_states
 from bench.naive_peer import schema as peer_schema
 
 

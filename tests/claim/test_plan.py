@@ -5,7 +5,8 @@ with no Sort, no sequential or bitmap scan and no primary-key scan with a filter
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.db import connection

@@ -22,9 +22,9 @@ from api.accept_balance import (
     may_accept,
     should_shed,
 )
+from devtools.netutil import connections_per_child
 from tests.edge.conftest import WebServer, running_web_server, split_response
 from tests.fixtures.processes import wait_for
-from devtools.netutil import connections_per_child
 
 # ---- the rule --------------------------------------------------------------------------------------
 

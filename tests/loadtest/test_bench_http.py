@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from keys.models import ApiKey
 from bench import http as bench_http
+from keys.models import ApiKey
 from pool import services
 from pool.models import PairStatus, Pool, TokenPair
 

@@ -15,8 +15,8 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from tests.fixtures.processes import ROOT, free_port, wait_for
 from bench.naive_peer import schema as peer_schema
+from tests.fixtures.processes import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the peer is another process: it must see our commits
 

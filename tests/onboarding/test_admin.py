@@ -5,7 +5,8 @@ import pytest
 from django.contrib.admin import helpers
 from django.urls import reverse
 
-from onboarding.models import ApprovalDecision, OnboardingState as S, OnboardingTask
+from onboarding.models import ApprovalDecision, OnboardingTask
+from onboarding.models import OnboardingState as S
 from onboarding.services import task_start, task_submit
 
 pytestmark = pytest.mark.django_db

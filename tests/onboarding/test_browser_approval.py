@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from onboarding.models import ApprovalDecision, OnboardingState as S, OnboardingTask
+from onboarding.models import ApprovalDecision, OnboardingTask
+from onboarding.models import OnboardingState as S
 from tests.fixtures.browser import admin_login, artifact
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

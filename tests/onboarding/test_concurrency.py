@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from onboarding.errors import TransitionNotAllowedFromState
-from onboarding.models import ApprovalDecision, OnboardingState as S, OnboardingTask, OnboardingTransition
+from onboarding.models import ApprovalDecision, OnboardingTask, OnboardingTransition
+from onboarding.models import OnboardingState as S
 from onboarding.services import task_approve, task_reject, task_start, task_submit
 
 

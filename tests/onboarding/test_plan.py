@@ -11,10 +11,14 @@ from django.core.management.base import CommandError
 
 from onboarding.models import (
     ApprovalDecision,
-    OnboardingGroup as G,
-    OnboardingState as S,
     OnboardingTask,
     OnboardingTransition,
+)
+from onboarding.models import (
+    OnboardingGroup as G,
+)
+from onboarding.models import (
+    OnboardingState as S,
 )
 from onboarding.readiness import missing_approvals
 from onboarding.services import plan_load, task_start

@@ -11,7 +11,8 @@ from onboarding.errors import (
     OnboardingRuleViolation,
     PrerequisitesNotApproved,
 )
-from onboarding.models import ApprovalDecision, OnboardingState as S
+from onboarding.models import ApprovalDecision
+from onboarding.models import OnboardingState as S
 from onboarding.services import task_approve, task_reject, task_start, task_submit
 
 pytestmark = pytest.mark.django_db

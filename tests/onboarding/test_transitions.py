@@ -7,7 +7,8 @@ from django.db.models import QuerySet
 
 from common.append_only import AppendOnlyError
 from onboarding.errors import NoteRequired, TransitionNotAllowedFromState
-from onboarding.models import ApprovalDecision, OnboardingState as S, OnboardingTask, OnboardingTransition
+from onboarding.models import ApprovalDecision, OnboardingTask, OnboardingTransition
+from onboarding.models import OnboardingState as S
 from onboarding.services import task_approve, task_drive_to_approved, task_reject, task_start, task_submit
 
 pytestmark = pytest.mark.django_db

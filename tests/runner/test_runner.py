@@ -16,9 +16,9 @@ import time
 import httpx
 import pytest
 
+from devtools.runner import DEV_KEY_NAME
 from tests.fixtures.processes import free_port, wait_for
 from tests.runner.stack import Stack, port_open, run_sql
-from devtools.runner import DEV_KEY_NAME
 
 pytestmark = pytest.mark.slow
 

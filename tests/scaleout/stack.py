@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.fixtures.processes import ROOT, free_port, wait_for
 from devtools.runner import web_command
+from tests.fixtures.processes import ROOT, free_port, wait_for
 
 
 class Stack:

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from django.core.exceptions import ImproperlyConfigured
 
-from tests.fixtures.processes import ROOT
 from devtools.runner import web_command
+from tests.fixtures.processes import ROOT
 
 DOCKER = ROOT / "docker"
 

@@ -10,7 +10,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
-
 from django.core.exceptions import ImproperlyConfigured
 
 from tome import TOME_BATCH_LIMIT

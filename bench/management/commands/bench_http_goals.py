@@ -30,7 +30,6 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from keys.models import ApiKey
 from bench.http import (
     WRK_BATCH_SCRIPT,
     bench_api_key,
@@ -45,9 +44,10 @@ from bench.http import (
     wrk_ok,
     wrk_rate,
 )
-from pool.models import Pool
 from bench.naive_peer import schema as peer_schema
 from devtools.netutil import connections_per_child, free_port
+from keys.models import ApiKey
+from pool.models import Pool
 
 PEER_POOL = "bench"
 SPREAD_SAMPLE_SECONDS = 1.0  # into a wrk run: its connections are all open and kept alive by then

@@ -31,9 +31,9 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection, connections
 from django.test.utils import override_settings
 
-from keys.limits import LocalLimiter, PostgresLimiter, RedisLimiter
 from bench.loadgen import percentiles, run_timed
 from devtools.netutil import free_port
+from keys.limits import LocalLimiter, PostgresLimiter, RedisLimiter
 
 
 @contextmanager

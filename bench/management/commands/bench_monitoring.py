@@ -116,8 +116,8 @@ class Command(BaseCommand):
 
         from django.test import Client
 
-        from monitoring.logging import CorrelationIdFilter, JsonFormatter
         from bench.loadgen import percentile
+        from monitoring.logging import CorrelationIdFilter, JsonFormatter
         from pool.models import TokenPair
 
         client = Client()

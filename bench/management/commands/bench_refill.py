@@ -24,10 +24,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection, transaction
 
 from bench.loadgen import percentile
+from devtools.netutil import free_port, stop_process, wait_answering
 from pool.models import Environment, Pool, TokenPair
 from refill.models import RefillLease, RefillOutcome, RefillRun, RefillTrigger
 from refill.services import refill_run
-from devtools.netutil import free_port, stop_process, wait_answering
 
 ROOT = Path(settings.BASE_DIR)
 

@@ -51,10 +51,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 from django.utils import timezone
 
-from keys.models import ApiKey
-from common.errors import TokenPoolError
 from bench import claim_bench
-from pool import services
 from bench.http import (
     ROOT,
     WRK_GET_SCRIPT,
@@ -70,6 +67,9 @@ from bench.http import (
     wrk_ok,
 )
 from bench.loadgen import percentiles, run_timed
+from common.errors import TokenPoolError
+from keys.models import ApiKey
+from pool import services
 from pool.models import PairStatus, Pool, TokenPair
 
 # ---- the ORM variant of the claim, for comparison only ------------------------------------------

@@ -10,8 +10,8 @@ from django.db import transaction
 
 from common.errors import TokenPoolError
 from onboarding.models import OnboardingGroup, OnboardingState, OnboardingTask
-from pool.models import Environment
 from onboarding.services import PLAN_PATH, plan_load, task_drive_to_approved
+from pool.models import Environment
 
 DEMO_SUBMITTER = "demo-lead"
 DEMO_APPROVER = "demo-approver"
