@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv bench clean wheel
+.PHONY: run test lint venv bench clean wheel
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# House style checked by machine (pyproject.toml [tool.ruff], [tool.mypy]); .ci/run runs it before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # The benchmark suite (bench/suite.py: starts its own stack, rewrites the generated section
 # of docs/benchmarks.md). BENCH_ARGS="--quick" checks it in minutes, "--list" names the entries.

@@ -37,7 +37,7 @@ import psycopg
 
 from pool.services.claim import _CLAIM_EXACTLY_SQL, _CLAIM_ONE_SQL, _PICK
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PGDATA = ROOT / "var" / "bench_claim_pg"
 API_KEY_ID = "bench-claim"
 TTL = timedelta(minutes=15)

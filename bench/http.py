@@ -27,7 +27,7 @@ from keys.models import ApiKey
 from pool import services
 from pool.models import PairStatus, Pool, TokenPair
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 # wrk's latency histogram mixes every answer, so the statuses are counted per thread (response())
 # and summed in done(); a caller reports no percentiles for a run with any non-2xx answer.

@@ -42,7 +42,7 @@ def percentile(values: list[float], q: float) -> float:
     """The ``q`` (0 < q <= 1) percentile of ``values`` by nearest rank: the smallest value that at
     least a share ``q`` of ``values`` are at or below (0.0 when empty).
 
-    The one percentile definition of the bench commands (``core/management/commands/bench_*.py``)
+    The one percentile definition of the bench commands (``bench/management/commands/bench_*.py``)
     and this load generator. Nearest rank because it always reports a latency that
     was measured, never one interpolated between two, and it is how wrk's histogram (whose
     percentiles the HTTP lines print beside ours) and loadtest's HdrHistogram read theirs."""

@@ -3,7 +3,7 @@
 ``PoolConfigForm`` turns every rule the database enforces with a check constraint into a friendly
 field error (the admin must never answer a bad edit with a 500), and ``PoolConfigAdminMixin``
 records each changed tunable as a ``PoolConfigChange`` in the same transaction as the edit.
-The Pool admin itself belongs to the pool room; ``core/admin.py`` composes it with this mixin.
+The Pool admin itself belongs to the pool room; ``monitoring/admin.py`` composes it with this mixin.
 """
 from __future__ import annotations
 

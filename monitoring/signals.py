@@ -1,4 +1,4 @@
-"""Monitoring wiring (imported once by ``core.apps``): TOME call metrics, the onboarding summary's
+"""Monitoring wiring (imported once by ``MonitoringConfig.ready``): TOME call metrics, the onboarding summary's
 measured TOME calls, schedules after migrate."""
 from __future__ import annotations
 

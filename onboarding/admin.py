@@ -31,7 +31,7 @@ from onboarding.selectors import environment_summary
 from onboarding.services import task_approve, task_reject, task_start, task_submit
 from pool.models import Environment
 
-SUMMARY_URL_NAME = "core_onboardingtask_summary"
+SUMMARY_URL_NAME = "onboarding_onboardingtask_summary"
 # The original plan lists the tasks but leaves every estimate empty: the figures loaded from plan.json
 # are examples, and every page showing them must say so.
 ESTIMATE_LABEL = "est. days (illustrative)"
@@ -229,7 +229,7 @@ class OnboardingTaskAdmin(admin.ModelAdmin):
             "summary": summary,
             "summary_links": _summary_links(current=env),
             "estimates_note": ESTIMATES_NOTE,
-            "changelist_url": reverse("admin:core_onboardingtask_changelist"),
+            "changelist_url": reverse("admin:onboarding_onboardingtask_changelist"),
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/onboarding/summary.html", context)

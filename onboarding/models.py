@@ -1,4 +1,4 @@
-"""Models of this domain; imported by core/models.py so Django sees them under app label "core".
+"""Onboarding models: tasks per environment, four-eyes approval decisions and the transition trail.
 
 An ``OnboardingTask`` moves NOT_STARTED → IN_PROGRESS → AWAITING_APPROVAL → APPROVED, or
 AWAITING_APPROVAL → REJECTED → IN_PROGRESS. The state field is a protected django-fsm field: the

@@ -4,7 +4,7 @@ The pair table grows to tens of millions of rows, so its changelist never counts
 (`show_full_result_count = False`, a paginator that uses the planner's estimate or a capped
 count) and searches by exact token through the unique indexes (Django's `=` search would be
 `UPPER(...) = UPPER(...)`, a full scan). ``PoolAdminBase`` holds the pool's own concerns; the
-registered Pool admin is composed in ``core/admin.py`` from it and the mixins of the rooms above
+registered Pool admin is composed in ``monitoring/admin.py`` from it and the mixins of the rooms above
 (refill's "Refill now", monitoring's validation and audit), so pool never imports them."""
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class EstimatedCountPaginator(Paginator):
 
 
 class PoolAdminBase(admin.ModelAdmin):
-    """Registered by ``core/admin.py`` (composed with the other rooms' mixins), not here."""
+    """Registered by ``monitoring/admin.py`` (composed with the other rooms' mixins), not here."""
 
     # Short, combined columns: the whole row (refill state included) fits a 1400 px window beside the
     # admin's navigation and filter sidebars.

@@ -1,7 +1,7 @@
 """Admin for refills: the read-only run history, the lease, and "Refill now" on pools.
 
 The Pool admin belongs to the pool room (``pool/admin.py``); ``RefillPoolAdminMixin`` carries
-the refill room's part of it and ``core/admin.py`` composes the registered Pool admin from both.
+the refill room's part of it and ``monitoring/admin.py`` composes the registered Pool admin from both.
 """
 from __future__ import annotations
 
@@ -75,6 +75,6 @@ def refill_now(modeladmin, request, queryset) -> None:
 
 
 class RefillPoolAdminMixin:
-    """The refill room's part of the Pool admin (composed in ``core/admin.py``)."""
+    """The refill room's part of the Pool admin (composed in ``monitoring/admin.py``)."""
 
     actions = [refill_now]

@@ -1,4 +1,4 @@
-"""The refill room's listeners (imported once by ``core.apps``): the low-watermark trigger on each
+"""The refill room's listeners (imported once by ``RefillConfig.ready``): the low-watermark trigger on each
 committed reservation, and the django-q2 Schedules kept in step with the pools."""
 from __future__ import annotations
 

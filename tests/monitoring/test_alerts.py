@@ -215,10 +215,10 @@ def test_acknowledge_from_the_admin_list(admin_client, admin_user, make_pool):
     pool = _quiet_pool(make_pool)
     alert = PoolAlert.objects.create(pool=pool, condition=AlertCondition.POOL_LOW, severity="warning",
                                      opened_at=timezone.now())
-    response = admin_client.post("/admin/core/poolalert/", {"action": "acknowledge", "_selected_action": [alert.pk]})
+    response = admin_client.post("/admin/monitoring/poolalert/", {"action": "acknowledge", "_selected_action": [alert.pk]})
     assert response.status_code == 302
     alert.refresh_from_db()
     assert alert.acknowledged_by == admin_user and alert.acknowledged_at is not None
-    listing = admin_client.get("/admin/core/poolalert/?state=open")
+    listing = admin_client.get("/admin/monitoring/poolalert/?state=open")
     assert listing.status_code == 200 and b"open, acknowledged" in listing.content
-    assert admin_client.get(f"/admin/core/poolalert/{alert.pk}/change/").status_code == 200
+    assert admin_client.get(f"/admin/monitoring/poolalert/{alert.pk}/change/").status_code == 200

@@ -163,7 +163,7 @@ def test_a_fresh_deployments_dashboard_fits_its_charts_to_25_minutes_of_data(
     page.screenshot(path=artifact("monitoring-dashboard-fresh.png"), full_page=True)
 
     # The pool list fits a 1400 px window, refill state included (it used to be cut off).
-    page.goto(f"{base}/admin/core/pool/")
+    page.goto(f"{base}/admin/pool/pool/")
     table = page.locator("#result_list").bounding_box()
     results = page.locator("#changelist .results").bounding_box()
     assert table["x"] + table["width"] <= results["x"] + results["width"] + 1

@@ -34,7 +34,7 @@ def test_dashboard_is_staff_only(client, django_user_model):
 def test_admin_index_links_to_the_dashboard(admin_client):
     html = admin_client.get("/admin/").content.decode()
     assert 'href="/admin/dashboard/"' in html and "Pool health dashboard" in html
-    assert 'href="/admin/core/pool/"' in html  # Django's own app list is still there
+    assert 'href="/admin/pool/pool/"' in html  # Django's own app list is still there
 
 
 def test_dashboard_figures_match_the_database(admin_client, make_pool, pair_states):
@@ -81,7 +81,7 @@ def test_a_refill_blocked_by_onboarding_names_the_missing_approvals(admin_client
     html = admin_client.get("/admin/dashboard/").content.decode()
     notice = re.search(r'data-testid="blocked-onboarding">(.*?)</div>', html, re.DOTALL)
     assert notice and "Master key creation - UAT" in notice.group(1)
-    assert "/admin/core/onboardingtask/summary/UAT/" in notice.group(1)
+    assert "/admin/onboarding/onboardingtask/summary/UAT/" in notice.group(1)
 
 
 def test_chart_drawn_from_snapshots_for_both_ranges(admin_client, make_pool):
@@ -220,15 +220,15 @@ def test_alert_links_only_for_users_allowed_to_follow_them(client, django_user_m
     lead = django_user_model.objects.create_user("project-lead", is_staff=True)
     client.force_login(lead)
     html = client.get("/admin/dashboard/").content.decode()
-    assert 'data-testid="open-alerts-link"' not in html and "/admin/core/poolalert/" not in html
+    assert 'data-testid="open-alerts-link"' not in html and "/admin/monitoring/poolalert/" not in html
     assert re.search(r'data-testid="alert-age">opened 14\xa0minutes ago', html)  # not "since 14 minutes"
-    assert client.get("/admin/core/poolalert/").status_code == 403  # what the link used to lead to
-    assert "/admin/core/poolalert/" not in client.get("/admin/").content.decode()  # nor on the admin index
+    assert client.get("/admin/monitoring/poolalert/").status_code == 403  # what the link used to lead to
+    assert "/admin/monitoring/poolalert/" not in client.get("/admin/").content.decode()  # nor on the admin index
 
     from django.contrib.auth.models import Permission
 
     lead.user_permissions.add(Permission.objects.get(content_type__app_label="monitoring", codename="view_poolalert"))
     html = client.get("/admin/dashboard/").content.decode()
     assert 'data-testid="open-alerts-link"' in html
-    assert "/admin/core/poolalert/?state=open" in client.get("/admin/").content.decode()
-    assert client.get("/admin/core/poolalert/").status_code == 200
+    assert "/admin/monitoring/poolalert/?state=open" in client.get("/admin/").content.decode()
+    assert client.get("/admin/monitoring/poolalert/").status_code == 200

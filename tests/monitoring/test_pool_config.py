@@ -50,7 +50,7 @@ def test_registered_pool_admin_gains_validation_and_keeps_other_rooms_actions():
     ({"reservation_ttl": "00:00:00"}, "reservation_ttl", "longer than zero"),
 ])
 def test_invalid_tunables_show_a_field_error_not_a_500(admin_client, pool, changes, field, message):
-    response = admin_client.post(f"/admin/core/pool/{pool.pk}/change/", _form_data(pool, **changes))
+    response = admin_client.post(f"/admin/pool/pool/{pool.pk}/change/", _form_data(pool, **changes))
     assert response.status_code == 200  # the form again, with errors
     errors = response.context["adminform"].form.errors
     assert field in errors and any(message in e for e in errors[field]), errors
@@ -68,7 +68,7 @@ def test_batch_limit_follows_the_configured_tome_limit(pool, settings):
 
 
 def test_a_valid_edit_is_saved_and_audited_field_by_field(admin_client, admin_user, pool):
-    response = admin_client.post(f"/admin/core/pool/{pool.pk}/change/",
+    response = admin_client.post(f"/admin/pool/pool/{pool.pk}/change/",
                                  _form_data(pool, target_size=5000, low_watermark=1200, batch_size=2500))
     assert response.status_code == 302, response.context["adminform"].form.errors if response.context else ""
     pool.refresh_from_db()
@@ -80,18 +80,18 @@ def test_a_valid_edit_is_saved_and_audited_field_by_field(admin_client, admin_us
         "batch_size": ("500", "2500", admin_user),
     }
 
-    admin_client.post(f"/admin/core/pool/{pool.pk}/change/",
+    admin_client.post(f"/admin/pool/pool/{pool.pk}/change/",
                       _form_data(pool, reservation_ttl="00:30:00", refill_enabled=""))
     latest = {c.field: (c.old, c.new) for c in PoolConfigChange.objects.filter(pool=pool)}
     assert latest["reservation_ttl"] == (str(timedelta(minutes=15)), str(timedelta(minutes=30)))
     assert latest["refill_enabled"] == ("True", "False")
-    assert admin_client.get("/admin/core/poolconfigchange/").status_code == 200
+    assert admin_client.get("/admin/monitoring/poolconfigchange/").status_code == 200
 
 
 def test_creating_a_pool_in_the_admin_is_audited(admin_client):
     data = _form_data(Pool(name="fresh", target_size=300, low_watermark=100, critical_watermark=10, batch_size=100,
                            refill_interval_minutes=60))
-    response = admin_client.post("/admin/core/pool/add/", data)
+    response = admin_client.post("/admin/pool/pool/add/", data)
     assert response.status_code == 302
     created = Pool.objects.get(name="fresh")
     audited = dict(PoolConfigChange.objects.filter(pool=created).values_list("field", "new"))

@@ -11,7 +11,7 @@ from onboarding.services import task_start, task_submit
 
 pytestmark = pytest.mark.django_db
 
-CHANGELIST = "admin:core_onboardingtask_changelist"
+CHANGELIST = "admin:onboarding_onboardingtask_changelist"
 
 
 def _action(client, action: str, tasks, **extra):
@@ -129,10 +129,10 @@ def test_approve_action_is_not_offered_without_the_permission(as_user, lead, onb
 def test_tasks_cannot_be_added_or_deleted_and_only_owner_is_editable(as_user, lead, make_onboarding_user, onboarding_plan):
     c = as_user(lead)
     kms = onboarding_plan["kms-onboarding-uat"]
-    assert c.get(reverse("admin:core_onboardingtask_add")).status_code == 403
-    assert c.get(reverse("admin:core_onboardingtask_delete", args=[kms.pk])).status_code == 403
+    assert c.get(reverse("admin:onboarding_onboardingtask_add")).status_code == 403
+    assert c.get(reverse("admin:onboarding_onboardingtask_delete", args=[kms.pk])).status_code == 403
     owner = make_onboarding_user("owner")
-    url = reverse("admin:core_onboardingtask_change", args=[kms.pk])
+    url = reverse("admin:onboarding_onboardingtask_change", args=[kms.pk])
     assert c.get(url).status_code == 200
     response = c.post(url, {"owner": owner.pk, "title": "hijacked",
                             "transitions-TOTAL_FORMS": 0, "transitions-INITIAL_FORMS": 0,
@@ -145,7 +145,7 @@ def test_tasks_cannot_be_added_or_deleted_and_only_owner_is_editable(as_user, le
 @pytest.mark.parametrize("environment", ["UAT", "PRODUCTION"])
 def test_summary_page_renders_for_each_environment(as_user, lead, approver, onboarding_plan, environment):
     task_submit(task=task_start(task=onboarding_plan["kms-onboarding-uat"], user=lead), user=lead)
-    response = as_user(lead).get(reverse("admin:core_onboardingtask_summary", args=[environment]))
+    response = as_user(lead).get(reverse("admin:onboarding_onboardingtask_summary", args=[environment]))
     assert response.status_code == 200
     body = response.content.decode()
     assert "0 of 4</strong> common onboarding tasks approved" in body
@@ -160,12 +160,12 @@ def test_summary_page_renders_for_each_environment(as_user, lead, approver, onbo
 
 def test_summary_page_says_ready_when_the_environment_is_approved(as_user, lead, approve_onboarding):
     approve_onboarding("UAT")
-    body = as_user(lead).get(reverse("admin:core_onboardingtask_summary", args=["uat"])).content.decode()
+    body = as_user(lead).get(reverse("admin:onboarding_onboardingtask_summary", args=["uat"])).content.decode()
     assert "4 of 4</strong>" in body and "Ready: every common task for UAT is approved" in body
 
 
 def test_summary_page_is_staff_only(client, make_onboarding_user, onboarding_plan):
-    url = reverse("admin:core_onboardingtask_summary")
+    url = reverse("admin:onboarding_onboardingtask_summary")
     assert client.get(url).status_code == 302  # to the login page
     client.force_login(make_onboarding_user("outsider", staff=False))
     assert client.get(url).status_code == 302
@@ -176,10 +176,10 @@ def test_summary_page_is_staff_only(client, make_onboarding_user, onboarding_pla
 def test_admin_index_links_to_the_summary(as_user, lead, onboarding_plan):
     c = as_user(lead)
     index = c.get(reverse("admin:index")).content.decode()
-    entry = reverse("admin:core_onboardingsummary_changelist")
+    entry = reverse("admin:onboarding_onboardingsummary_changelist")
     assert entry in index
     response = c.get(entry)
-    assert response.status_code == 302 and response["Location"] == reverse("admin:core_onboardingtask_summary")
+    assert response.status_code == 302 and response["Location"] == reverse("admin:onboarding_onboardingtask_summary")
 
 
 def test_approval_decisions_are_read_only_in_the_admin(as_user, lead, approver, drive_to_approved, onboarding_plan,
@@ -187,11 +187,11 @@ def test_approval_decisions_are_read_only_in_the_admin(as_user, lead, approver, 
     drive_to_approved(onboarding_plan["kms-onboarding-uat"])
     decision = ApprovalDecision.objects.get()
     c = as_user(django_user_model.objects.create_superuser("root", password=None))
-    assert c.get(reverse("admin:core_approvaldecision_changelist")).status_code == 200
-    assert c.get(reverse("admin:core_approvaldecision_add")).status_code == 403
-    assert c.get(reverse("admin:core_approvaldecision_delete", args=[decision.pk])).status_code == 403
-    change = reverse("admin:core_approvaldecision_change", args=[decision.pk])
+    assert c.get(reverse("admin:onboarding_approvaldecision_changelist")).status_code == 200
+    assert c.get(reverse("admin:onboarding_approvaldecision_add")).status_code == 403
+    assert c.get(reverse("admin:onboarding_approvaldecision_delete", args=[decision.pk])).status_code == 403
+    change = reverse("admin:onboarding_approvaldecision_change", args=[decision.pk])
     assert c.get(change).status_code == 200  # view only
     c.post(change, {"note": "rewritten"})
     assert ApprovalDecision.objects.get(pk=decision.pk).note == ""
-    assert c.get(reverse("admin:core_onboardingtransition_changelist")).status_code == 200
+    assert c.get(reverse("admin:onboarding_onboardingtransition_changelist")).status_code == 200

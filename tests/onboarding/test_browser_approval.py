@@ -13,7 +13,7 @@ PASSWORD = "browser-test-password"
 
 
 def _run_action(page, base_url: str, task: OnboardingTask, action: str) -> None:
-    page.goto(f"{base_url}/admin/core/onboardingtask/?environment__exact=UAT")
+    page.goto(f"{base_url}/admin/onboarding/onboardingtask/?environment__exact=UAT")
     page.check(f"input[name=_selected_action][value='{task.pk}']")
     page.select_option("select[name=action]", action)
     page.click("button[name=index]")
@@ -48,7 +48,7 @@ def test_one_staff_user_submits_and_another_approves_in_the_admin(
     page_b.click("input[name=confirm_decision]")
     page_b.wait_for_selector("text=Approved 1 task(s): HERA KMS onboarding - UAT")
 
-    page_b.goto(f"{base}/admin/core/onboardingtask/summary/UAT/")
+    page_b.goto(f"{base}/admin/onboarding/onboardingtask/summary/UAT/")
     page_b.wait_for_selector("#ob-progress")
     assert "1 of 4" in page_b.inner_text("#ob-progress")
     page_b.screenshot(path=artifact("onboarding-approval-summary.png"), full_page=True)
@@ -84,7 +84,7 @@ def test_another_staff_user_rejects_with_a_note_and_the_page_says_reject(
     page_b.screenshot(path=artifact("onboarding-reject.png"), full_page=False)
 
     # The list fits a 1400 px window: both people of the four-eyes pair are visible, nothing cut off.
-    page_b.goto(f"{base}/admin/core/onboardingtask/?environment__exact=UAT")
+    page_b.goto(f"{base}/admin/onboarding/onboardingtask/?environment__exact=UAT")
     table = page_b.locator("#result_list").bounding_box()
     results = page_b.locator("#changelist .results").bounding_box()
     assert table["x"] + table["width"] <= results["x"] + results["width"] + 1

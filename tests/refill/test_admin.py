@@ -24,23 +24,23 @@ def test_refill_runs_are_listed_filterable_and_read_only(staff_client, make_pool
                                   requested=100, inserted=100, finished_at=timezone.now())
     bad = RefillRun.objects.create(pool=pool, trigger=RefillTrigger.LOW_WATERMARK, outcome=RefillOutcome.FAILED,
                                    requested=100, inserted=0, error="TOME unavailable", finished_at=timezone.now())
-    page = staff_client.get("/admin/core/refillrun/")
+    page = staff_client.get("/admin/refill/refillrun/")
     assert page.status_code == 200
     assert b"TOME unavailable" in page.content
-    failed_only = staff_client.get("/admin/core/refillrun/", {"outcome__exact": "failed"})
+    failed_only = staff_client.get("/admin/refill/refillrun/", {"outcome__exact": "failed"})
     assert failed_only.status_code == 200
     assert list(failed_only.context["cl"].result_list) == [bad]
-    detail = staff_client.get(f"/admin/core/refillrun/{ok.pk}/change/")
+    detail = staff_client.get(f"/admin/refill/refillrun/{ok.pk}/change/")
     assert detail.status_code == 200 and b'name="_save"' not in detail.content
-    assert staff_client.post(f"/admin/core/refillrun/{ok.pk}/change/", {"outcome": "failed"}).status_code == 403
-    assert staff_client.get("/admin/core/refillrun/add/").status_code == 403
+    assert staff_client.post(f"/admin/refill/refillrun/{ok.pk}/change/", {"outcome": "failed"}).status_code == 403
+    assert staff_client.get("/admin/refill/refillrun/add/").status_code == 403
     ok.refresh_from_db()
     assert ok.outcome == RefillOutcome.SUCCEEDED
 
 
 def test_refill_now_action_queues_a_manual_refill_per_selected_pool(staff_client, make_pool):
     first, second = make_pool("first"), make_pool("second")
-    response = staff_client.post("/admin/core/pool/", {"action": "refill_now",
+    response = staff_client.post("/admin/pool/pool/", {"action": "refill_now",
                                                        "_selected_action": [first.pk, second.pk]}, follow=True)
     assert response.status_code == 200
     messages = [str(m) for m in response.context["messages"]]
