@@ -105,3 +105,10 @@ def stop_server(pgdata: Path | None = None, *, timeout: float = 30.0) -> None:
             if not _alive(pid):
                 return
             time.sleep(0.05)
+
+
+def embedded_database_settings(name: str) -> dict[str, str]:
+    """Django's connection settings for database ``name`` on the embedded server (started if needed)."""
+    ensure_database(name)
+    return {"ENGINE": "django.db.backends.postgresql", "NAME": name, "USER": "postgres", "PASSWORD": "",
+            "HOST": str(socket_dir())}

@@ -1,4 +1,4 @@
-"""tokenpool/settings.py for scaled-out deployments: REDIS_URL (and its deprecated old name) and
+"""tokenpool/settings/base.py for scaled-out deployments: REDIS_URL (and its deprecated old name) and
 DATABASE_PGBOUNCER, read the way a process reads them at start."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from tests.fixtures.processes import ROOT
 
-SETTINGS = ROOT / "tokenpool" / "settings.py"
+SETTINGS = ROOT / "tokenpool" / "settings" / "base.py"  # everything these read lives in the base layer
 
 
 def load(monkeypatch, **env: str) -> dict:
@@ -47,9 +47,10 @@ def test_q_redis_url_still_works_with_a_deprecation_warning(monkeypatch):
 
 
 def test_database_pgbouncer_turns_off_what_transaction_pooling_breaks(monkeypatch):
-    plain = load(monkeypatch)["DATABASES"]["default"]
+    connection = {"NAME": "tokenpool", "HOST": "/tmp"}
+    plain = load(monkeypatch)["database_settings"](connection)
     assert "options" in plain["OPTIONS"] and not plain.get("DISABLE_SERVER_SIDE_CURSORS")
-    db = load(monkeypatch, DATABASE_PGBOUNCER="1")["DATABASES"]["default"]
+    db = load(monkeypatch, DATABASE_PGBOUNCER="1")["database_settings"](connection)
     assert db["DISABLE_SERVER_SIDE_CURSORS"] is True
     assert "options" not in db["OPTIONS"]  # PgBouncer refuses the startup parameter
     assert db["OPTIONS"]["prepare_threshold"] is None

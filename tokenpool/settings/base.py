@@ -58,8 +58,7 @@ INSTALLED_APPS = [
     "loadtest",
 ]
 
-# The browser-only middleware (sessions, CSRF, auth, messages, the admin's login lockout, static files,
-# the HTML CSP) is wrapped by api/site_middleware.py: it steps aside for /api/v1/, whose clients send an
+# The browser-only middleware (sessions, auth, messages, static files, the HTML CSP) is wrapped by api/site_middleware.py: it steps aside for /api/v1/, whose clients send an
 # API key with every request, so that machinery costs them about 15 % of a reservation's Python work
 # for nothing (docs/benchmarks.md, "The HTTP path"). One stack, one list; the wrappers subclass the
 # middleware they wrap, so Django's and the admin's checks still find them.
@@ -74,11 +73,11 @@ MIDDLEWARE = [
     "api.site_middleware.WhiteNoiseMiddleware",
     "api.site_middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "api.site_middleware.CsrfViewMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",  # by name: security.W003 looks for it; DRF views are exempt
     "api.site_middleware.AuthenticationMiddleware",
     "api.site_middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "api.site_middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout response
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout response (a no-op for /api/v1/)
 ]
 
 # --- Admin login lockout: django-axes (contract section 3) --------------------------------------------
@@ -127,12 +126,7 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 if env("SECURE_PROXY_SSL_HEADER", default=""):  # e.g. "HTTP_X_FORWARDED_PROTO,https" behind a TLS proxy
     SECURE_PROXY_SSL_HEADER = tuple(env.list("SECURE_PROXY_SSL_HEADER"))
 # Preloading HSTS is the domain owner's commitment, not this service's: not asked for by default.
-SILENCED_SYSTEM_CHECKS = [
-    # axes looks for its middleware by exact path; api.site_middleware.AxesMiddleware is that class,
-    # stepping aside only for /api/v1/ (the admin login it guards is never there).
-    "axes.W002",
-    *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
-]
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 ROOT_URLCONF = "tokenpool.urls"
 WSGI_APPLICATION = "tokenpool.wsgi.application"
@@ -192,6 +186,10 @@ SECRET_KEY_FROM_ENV = env("SECRET_KEY", default="")
 # Placeholders refused whenever DEBUG is off: Django's "django-insecure-…", our old dev default and the
 # "change-me-in-production" kind a compose file or .env template ships. A key anyone can read is no secret.
 SECRET_KEY_PLACEHOLDER_MARKERS = ("insecure", "change-me", "changeme")
+
+
+def secret_key_is_placeholder(key: str) -> bool:
+    return any(marker in key.lower() for marker in SECRET_KEY_PLACEHOLDER_MARKERS)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -329,7 +327,8 @@ ALERT_WEBHOOK_BACKOFF_SECONDS = env.float("ALERT_WEBHOOK_BACKOFF_SECONDS", defau
 # prometheus_client multiprocess mode: must be exported before anything imports prometheus_client.
 # Exported by each environment's module (monitoring.multiproc): development uses var/prometheus, test a
 # private temporary directory per run; an explicit value wins.
-PROMETHEUS_MULTIPROC_DIR_FROM_ENV = env("PROMETHEUS_MULTIPROC_DIR", default="") or env("prometheus_multiproc_dir", default="")
+PROMETHEUS_MULTIPROC_DIR_FROM_ENV = (env("PROMETHEUS_MULTIPROC_DIR", default="")
+                                     or env("prometheus_multiproc_dir", default=""))
 MONITORING_SNAPSHOT_MINUTES = env.int("MONITORING_SNAPSHOT_MINUTES", default=5)
 MONITORING_SNAPSHOT_RETENTION_DAYS = env.int("MONITORING_SNAPSHOT_RETENTION_DAYS", default=35)
 # Above this many pairs (planner estimate) /metrics stops full-scanning the pair table for USED/RETIRED.
