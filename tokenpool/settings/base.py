@@ -352,3 +352,22 @@ LOGGING = {
         "httpx": {"level": "WARNING"},  # the TOME client logs its own redacted line per call
     },
 }
+
+# --- Web server and process runner ---------------------------------------------------------------
+# Read by devtools/runner.py (`make run`), devtools/management/commands/ and api/gunicorn_worker.py
+# (docs/operations.md "Process runner", "Web server"); nothing there reads the environment itself.
+WEB_PORT = env.int("PORT", default=8000)  # `make run`'s web server, on 127.0.0.1
+WEB_WORKERS = env.int("WEB_WORKERS", default=2)  # gunicorn gthread worker processes
+WEB_THREADS = env.int("WEB_THREADS", default=4)  # threads per worker
+# A request's headers and body must arrive within this many seconds of its first byte.
+WEB_REQUEST_READ_TIMEOUT = env.float("WEB_REQUEST_READ_TIMEOUT", default=10.0)
+# Kept-alive connections spread evenly over the workers (api/accept_balance.py); off: stock gunicorn.
+WEB_BALANCE_CONNECTIONS = env.bool("WEB_BALANCE_CONNECTIONS", default=True)
+# Run state of this checkout (admin password, development API key, metrics files); tests point it elsewhere.
+VAR_DIR = Path(env("TOKENPOOL_VAR_DIR", default="") or BASE_DIR / "var").resolve()
+RUNNER_STOP_TIMEOUT = env.float("RUNNER_STOP_TIMEOUT", default=15.0)  # seconds before SIGKILL on stop
+RUNNER_FILL_WAIT_SECONDS = env.float("RUNNER_FILL_WAIT_SECONDS", default=60.0)  # initial fill, then start anyway
+# `make run` starts the TOME emulator on TOME_PORT unless TOME_BASE_URL points at a TOME.
+RUNNER_START_TOME_EMULATOR = not env("TOME_BASE_URL", default="")
+# ensure_admin's password when neither --password nor --password-file is given.
+TOKENPOOL_ADMIN_PASSWORD = env("TOKENPOOL_ADMIN_PASSWORD", default="")
