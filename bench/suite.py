@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from devtools import embedded_db
 from devtools.netutil import free_port, wait_answering
 from devtools.runner import web_command
 
@@ -189,8 +190,6 @@ def _wait_http(url: str, proc: subprocess.Popen, *, timeout: float = 60.0) -> No
 def start_stack() -> Stack:
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="tokenpool.settings", PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING")
     if not env.get("DATABASE_URL"):
-        from devtools import embedded_db
-
         env["EMBEDDED_DATABASE_NAME"] = DATABASE
         embedded_db.ensure_database(DATABASE)
     metrics = OUT / "prometheus"

@@ -10,8 +10,8 @@
 Transactions are held exactly around what must commit together and never around a TOME call: a
 transaction left open while waiting on the network holds back VACUUM for every other reservation
 (docs/architecture.md, design notes). The public names are re-exported here."""
-from pool.services.bulk_insert import _pairs_insert_staged, pairs_insert_bulk
-from pool.services.claim import _CLAIM_EXACTLY_SQL, _CLAIM_ONE_SQL, claim_pairs
+from pool.services.bulk_insert import pairs_insert_bulk, pairs_insert_staged
+from pool.services.claim import CLAIM_EXACTLY_SQL, CLAIM_ONE_SQL, CLAIM_PICK_SQL, claim_pairs
 from pool.services.lifecycle import (
     reservation_confirm,
     reservation_current,
@@ -34,6 +34,9 @@ from pool.services.reservations import (
 )
 
 __all__ = [
+    "CLAIM_EXACTLY_SQL",
+    "CLAIM_ONE_SQL",
+    "CLAIM_PICK_SQL",
     "MAX_BATCH_RESERVATIONS",
     "PairResult",
     "audit_token_digest",
@@ -43,6 +46,7 @@ __all__ = [
     "pair_lookup",
     "pair_lookup_batch",
     "pairs_insert_bulk",
+    "pairs_insert_staged",
     "request_fingerprint",
     "reservation_batch_create",
     "reservation_confirm",
@@ -50,8 +54,4 @@ __all__ = [
     "reservation_current",
     "reservation_release",
     "reservations_expire",
-    # bench_reserve measures these two directly
-    "_CLAIM_ONE_SQL",
-    "_CLAIM_EXACTLY_SQL",
-    "_pairs_insert_staged",
 ]

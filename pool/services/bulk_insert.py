@@ -31,10 +31,10 @@ def pairs_insert_bulk(*, pool: Pool, pairs: Sequence[TomePair]) -> int:
         return len(pairs)
     except IntegrityError:
         pass  # the savepoint rolled the COPY back; skip the duplicates one by one below
-    return _pairs_insert_staged(pool=pool, pairs=pairs)
+    return pairs_insert_staged(pool=pool, pairs=pairs)
 
 
-def _pairs_insert_staged(*, pool: Pool, pairs: Sequence[TomePair]) -> int:
+def pairs_insert_staged(*, pool: Pool, pairs: Sequence[TomePair]) -> int:
     """COPY into a transaction-local staging table, then `INSERT ... SELECT ... ON CONFLICT DO NOTHING`."""
     with transaction.atomic(), connection.wrap_database_errors, connection.cursor() as cursor:
         # ON COMMIT DROP: the staging table lives exactly as long as the batch's transaction.

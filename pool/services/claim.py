@@ -38,20 +38,21 @@ from __future__ import annotations
 from pool.models import TokenPair
 from pool.services.rows import RETURNING, fetch, pairs_from_rows
 
-# The inner SELECT of both statements (see the module docstring for why it is spelt this way).
-_PICK = """
+# The claim statements are published so tools (bench/, tests/claim/) replay exactly the statement the service runs.
+# CLAIM_PICK_SQL: the inner SELECT of both (a template: ``{limit}``; see the module docstring for its spelling).
+CLAIM_PICK_SQL = """
     SELECT id FROM core_tokenpair
      WHERE (pool_id, id) > (%(pool)s, %(after)s) AND pool_id <= %(pool)s AND status = 'AVAILABLE'
      ORDER BY pool_id, id LIMIT {limit}
        FOR UPDATE SKIP LOCKED"""
 
-_CLAIM_ONE_SQL = f"""
+CLAIM_ONE_SQL = f"""
 UPDATE core_tokenpair AS t
    SET status = 'RESERVED', reservation_id = gen_random_uuid(), reserved_by_id = %(api_key)s,
        owner_ref = %(owner_ref)s, idempotency_key = %(idempotency_key)s,
        idempotency_index = %(idempotency_index)s, request_fingerprint = %(fingerprint)s,
        reserved_at = now(), expires_at = now() + %(ttl)s
- WHERE t.id = ({_PICK.format(limit="1")})
+ WHERE t.id = ({CLAIM_PICK_SQL.format(limit="1")})
 RETURNING 0, {RETURNING}
 """
 
@@ -59,8 +60,8 @@ RETURNING 0, {RETURNING}
 # LOCKED)` may be re-run by the planner and update more than n rows (PostgreSQL bug #15715). It is
 # all-or-nothing inside the one statement: unless exactly n rows could be locked nothing is updated
 # (the locks die with the statement), so a batch never leaves a partial claim behind.
-_CLAIM_EXACTLY_SQL = f"""
-WITH picked AS MATERIALIZED ({_PICK.format(limit="%(count)s")}
+CLAIM_EXACTLY_SQL = f"""
+WITH picked AS MATERIALIZED ({CLAIM_PICK_SQL.format(limit="%(count)s")}
 ), numbered AS (
     SELECT id, (row_number() OVER (ORDER BY id) - 1)::int AS idx, count(*) OVER () AS picked_count
       FROM picked
@@ -106,9 +107,9 @@ def claim_cursor_reset() -> None:
 
 def _claim_after(*, params: dict[str, object], count: int, after: int) -> list[TokenPair]:
     if count == 1:
-        rows = fetch(_CLAIM_ONE_SQL, {**params, "after": after,
+        rows = fetch(CLAIM_ONE_SQL, {**params, "after": after,
                                       "idempotency_index": 0 if params["idempotency_key"] else None})
     else:
-        rows = fetch(_CLAIM_EXACTLY_SQL, {**params, "after": after, "count": count})
+        rows = fetch(CLAIM_EXACTLY_SQL, {**params, "after": after, "count": count})
     rows.sort(key=lambda row: row[0])
     return pairs_from_rows(rows, leading=1)

@@ -14,6 +14,7 @@ from bench import claim_bench as cb
 from bench.loadgen import percentile, percentiles
 from bench.management.commands.bench_claim import cache_states
 from bench.naive_peer import schema as peer_schema
+from bench.pgbench import pgbench
 
 
 @pytest.mark.parametrize("value", ["4GB", "128MB", "512kB", "16384", " 6GB "])
@@ -130,7 +131,7 @@ def test_percentiles_are_milliseconds_of_the_same_definition():
 @pytest.mark.django_db
 def test_the_pgbench_runner_counts_and_logs_every_transaction():
     url = peer_schema.database_url(connection.settings_dict)
-    result = cb.pgbench(url, "SELECT 1;\n", clients=2, transactions=5, latencies=True)
+    result = pgbench(url, "SELECT 1;\n", clients=2, transactions=5, latencies=True)
 
     # pgbench logs whole microseconds: a SELECT 1 can log 0, so only the count and the sign are exact.
     assert len(result.latencies) == 10 and all(t >= 0 for t in result.latencies) and sum(result.latencies) > 0
@@ -140,4 +141,4 @@ def test_the_pgbench_runner_counts_and_logs_every_transaction():
 
 def test_the_pgbench_runner_says_why_pgbench_failed():
     with pytest.raises(RuntimeError, match="pgbench failed"):
-        cb.pgbench("postgresql:///no_such_database?host=/nonexistent", "SELECT 1;\n", clients=1, transactions=1)
+        pgbench("postgresql:///no_such_database?host=/nonexistent", "SELECT 1;\n", clients=1, transactions=1)

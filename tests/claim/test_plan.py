@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 
 from bench.claim_bench import NAIVE_PICK_SQL as NAIVE_PICK
-from pool.services.claim import _CLAIM_EXACTLY_SQL, _CLAIM_ONE_SQL
+from pool.services.claim import CLAIM_EXACTLY_SQL, CLAIM_ONE_SQL
 
 # NAIVE_PICK: the statement as it shipped before, `pool_id = X ... ORDER BY id` (kept to prove the
 # shape really is a cliff: on the analyzed 90 % shape the planner takes the primary key for it).
@@ -86,9 +86,9 @@ def test_claim_plan_uses_the_available_index_on_every_shape(make_pool, make_api_
     target = pools[-1]
 
     for after in (0, TOTAL_ROWS // 2):  # from the front and from a process's cursor
-        assert_claims_through_the_available_index(explain(_CLAIM_ONE_SQL, claim_params(target, key, after=after)))
+        assert_claims_through_the_available_index(explain(CLAIM_ONE_SQL, claim_params(target, key, after=after)))
         assert_claims_through_the_available_index(
-            explain(_CLAIM_EXACTLY_SQL, claim_params(target, key, after=after, count=100)))
+            explain(CLAIM_EXACTLY_SQL, claim_params(target, key, after=after, count=100)))
 
 
 @pytest.mark.django_db

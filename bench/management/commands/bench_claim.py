@@ -41,6 +41,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from bench import claim_bench as cb
 from bench.loadgen import percentile
+from bench.pgbench import pgbench
 
 PHASES = ("shapes", "indexes", "snapshot", "history")
 CACHE_STATES = ("cold", "warm")
@@ -164,9 +165,9 @@ class Command(BaseCommand):
         # A small pool: at most a third of its pairs per run, so both runs claim real pairs to the end.
         per_client = max(avail // (3 * clients), 1) if avail < 3_000 * seconds else None
         # Interleaved in the same minute: naive, then ours, on the same table.
-        naive_run = cb.pgbench(self.url, cb.pgbench_script(conn, variant="naive", pool_id=pool_id),
+        naive_run = pgbench(self.url, cb.pgbench_script(conn, variant="naive", pool_id=pool_id),
                                clients=clients, seconds=seconds, transactions=per_client)
-        ours_run = cb.pgbench(self.url, cb.pgbench_script(conn, variant="ours", pool_id=pool_id),
+        ours_run = pgbench(self.url, cb.pgbench_script(conn, variant="ours", pool_id=pool_id),
                               clients=clients, seconds=seconds, transactions=per_client)
 
         def fmt(p: dict[str, Any]) -> str:
@@ -194,7 +195,7 @@ class Command(BaseCommand):
                 for with_like in order:
                     cb.like_indexes(conn, present=with_like)
                     conn.execute("VACUUM core_tokenpair")
-                    run = cb.pgbench(self.url, script, clients=self.opts["clients"], seconds=self.opts["seconds"])
+                    run = pgbench(self.url, script, clients=self.opts["clients"], seconds=self.opts["seconds"])
                     label = f"{cb.index_count(conn)} ({'with' if with_like else 'without'} the two _like indexes)"
                     self.line(f"| {round_no} | {label} | {run.tps:,.0f} | {run.latency_ms:.2f} |")
         finally:
@@ -222,7 +223,7 @@ class Command(BaseCommand):
                     cb.insert_available(conn, pool_id=pool, rows=self.n(1_000_000), tag=f"sa{top_ups}")
                 conn.execute("VACUUM ANALYZE core_tokenpair")
                 script = cb.pgbench_script(conn, variant=variant, pool_id=pool, count=count)
-                calm = cb.pgbench(self.url, script, clients=self.opts["clients"], seconds=self.opts["seconds"] * 2)
+                calm = pgbench(self.url, script, clients=self.opts["clients"], seconds=self.opts["seconds"] * 2)
                 # Enough pairs for the held run at the undisturbed rate (+50 %): an empty pool would
                 # answer fast and flatter the numbers.
                 need = int(calm.tps * count * (hold + 5) * 1.5)
@@ -232,7 +233,7 @@ class Command(BaseCommand):
                 conn.execute("VACUUM core_tokenpair")
                 holder = cb.SnapshotHolder(self.url)
                 try:
-                    held = cb.pgbench(self.url, script, clients=self.opts["clients"], seconds=hold, progress=10)
+                    held = pgbench(self.url, script, clients=self.opts["clients"], seconds=hold, progress=10)
                 finally:
                     holder.close()
                 base = calm.tps * count
@@ -342,7 +343,7 @@ class Command(BaseCommand):
             cb.insert_used(hist, pool_ids=[pool], rows=n, tag="h", first=start + 1)  # cb.history_token's tokens
             self.line(f"  {start + n:,} rows")
         hist.execute("SET maintenance_work_mem = '512MB'")
-        for index, idef, constraint, cdef in defs:
+        for index, idef, constraint, _cdef in defs:
             hist.execute(idef)
             if constraint:
                 hist.execute(f'ALTER TABLE core_tokenpair ADD CONSTRAINT "{constraint}" UNIQUE USING INDEX "{index}"')
@@ -351,8 +352,7 @@ class Command(BaseCommand):
     def history_ops(self, conn: Any, pool: int, *, spread_over: int) -> dict[str, list[float]]:
         """p50 samples of the claim, and of lookup/detokenize of 300 recent pairs; with ``spread_over``
         (the history table's USED rows), also of 300 pairs spread uniformly over them."""
-        claim_sql = cb._inline(conn, cb._CLAIM_ONE_SQL, cb.claim_params(pool, after=cb._AFTER_SENTINEL)).replace(
-            str(cb._AFTER_SENTINEL), "%s")
+        claim_sql = cb.claim_sql_after(conn, pool_id=pool, after="%s")
         last = [0]
 
         def claim() -> None:

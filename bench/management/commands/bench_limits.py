@@ -7,7 +7,7 @@ ONE key (a single hot key: the row lock / Redis serialises them) or on a key eac
 per-request auth path makes one such decision for the per-key limit (the failed-authentication
 limiter is touched only on a cache miss), so this is the number added to every API request.
 
-Before each backend, a bare round trip on the same kind of connection (``SELECT 1``, ``PING``) is
+Before each backend, a bare round trip on the same kind of connection (``SELECT 1``, a Redis ``GET``) is
 timed the same way: on a busy machine the difference to it is the number to read.
 
 Redis: ``--redis-url``, else ``REDIS_URL``, else a private ``redis-server`` on a free port (Debian
@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import caches
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection, connections
 from django.test.utils import override_settings
@@ -65,7 +66,7 @@ def _redis(url: str | None) -> Iterator[str | None]:
 
 
 class _RoundTrip:
-    """``SELECT 1`` / ``PING`` on the same connection a limiter uses: what any statement costs now."""
+    """``SELECT 1`` / a Redis ``GET`` on the same connection a limiter uses: what any statement costs now."""
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
@@ -75,9 +76,8 @@ class _RoundTrip:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
         else:
-            from django.core.cache import caches
-
-            caches["default"]._cache.get_client(write=True).ping()
+            # A GET of a missing key through the cache's own client: one round trip, as the limiter's script.
+            caches["default"].get("bench-limits-round-trip")
         return 0.0
 
 
@@ -94,9 +94,9 @@ class Command(BaseCommand):
                **options: Any) -> None:
         wanted = [b.strip() for b in backends.split(",") if b.strip()]
         with _redis(redis_url or settings.REDIS_URL or None) as url:
-            caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url,
-                                  "KEY_PREFIX": "bench-limits"}} if url else settings.CACHES
-            with override_settings(CACHES=caches):
+            cache_settings = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url,
+                                          "KEY_PREFIX": "bench-limits"}} if url else settings.CACHES
+            with override_settings(CACHES=cache_settings):
                 self.stdout.write(f"decisions per measurement: {decisions}; concurrent shapes: {threads} threads")
                 self.stdout.write(f"{'backend':<9} {'shape':<22} {'decisions/s':>12} {'mean us':>9} "
                                   f"{'p50 us':>8} {'p95 us':>8} {'p99 us':>8}")

@@ -362,7 +362,7 @@ class Command(BaseCommand):
 
     def bench_bulk_insert(self, *, rows: int, batch: int, pools: list[Pool]) -> None:
         for label, insert in (("direct COPY (pairs_insert_bulk)", services.pairs_insert_bulk),
-                              ("staged COPY + INSERT ... SELECT ON CONFLICT", services._pairs_insert_staged),
+                              ("staged COPY + INSERT ... SELECT ON CONFLICT", services.pairs_insert_staged),
                               ("multi-row INSERT ON CONFLICT (1,000 rows/statement)", insert_bulk_multirow)):
             pool = scratch_pool(pairs=0, pools=pools)
             data = fake_pairs(rows, secrets.token_hex(3))
