@@ -41,8 +41,8 @@ from rest_framework.throttling import BaseThrottle
 
 from common.ttl_cache import TTLCache
 from keys.keystate import GenerationCheckedKeyCache
-from keys.limits import SharedLimiter
 from keys.models import ApiKey
+from keys.shared_limits import SharedLimiter
 
 __all__ = ["ApiKeyAuthentication", "HasScope", "ApiKeyRateThrottle", "ApiKeyPrincipal", "reset_auth_state",
            "verify_api_key", "client_address", "KeyCache", "FailedAuthLimiter", "Buckets", "set_auth_backends"]
@@ -84,7 +84,7 @@ class KeyCache(Protocol):
 
 
 class Buckets(Protocol):
-    """A rate limiter by name (``keys.limits``: ``SharedLimiter``, ``LocalLimiter``, ...)."""
+    """A rate limiter by name (``keys.shared_limits.SharedLimiter``, ``keys.limits.LocalLimiter``, ...)."""
 
     def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
         """0.0 if the event may happen now (and it is counted, unless ``peek``), else seconds to wait."""
@@ -186,6 +186,24 @@ def _usable(api_key: ApiKey) -> bool:
     return api_key.expiry_date is None or api_key.expiry_date > timezone.now()
 
 
+def _cached_key(digest: str) -> ApiKey | None:
+    """The cached key of this digest if it is still usable; AuthenticationFailed if it expired."""
+    cached = _key_cache.get(digest)
+    if cached is None or _usable(cached):
+        return cached
+    _key_cache.evict(cached.pk)
+    raise exceptions.AuthenticationFailed("The API key has expired.")
+
+
+def _usable_key(raw_key: str) -> ApiKey | None:
+    """The stored key for ``raw_key`` if it exists, is not revoked and has not expired."""
+    try:
+        api_key = ApiKey.objects.get_from_key(raw_key)  # excludes revoked keys
+    except ApiKey.DoesNotExist:
+        return None
+    return api_key if _usable(api_key) else None
+
+
 def verify_api_key(*, authorization: str | None, address: str) -> ApiKey | None:
     """The key named by an ``Authorization`` header value, from headers alone (no body is read).
 
@@ -198,25 +216,14 @@ def verify_api_key(*, authorization: str | None, address: str) -> ApiKey | None:
     raw_key = raw_key.strip()
     well_formed = keyword.lower() == KEYWORD.lower() and bool(raw_key)
     digest = hashlib.sha256(raw_key.encode()).hexdigest() if well_formed else ""
-    if digest:
-        cached = _key_cache.get(digest)
-        if cached is not None:
-            if _usable(cached):
-                return cached
-            _key_cache.evict(cached.pk)
-            raise exceptions.AuthenticationFailed("The API key has expired.")
+    cached = _cached_key(digest) if digest else None
+    if cached is not None:
+        return cached
     # A throttled address is refused before the lookup: throttling must spare the database.
     wait = _auth_failures.retry_after(address)
     if wait and not (digest and _key_cache.recently_verified(digest)):
         raise _throttled(wait)
-    api_key = None
-    if digest:
-        try:
-            api_key = ApiKey.objects.get_from_key(raw_key)  # excludes revoked keys
-        except ApiKey.DoesNotExist:
-            api_key = None
-        if api_key is not None and not _usable(api_key):
-            api_key = None
+    api_key = _usable_key(raw_key) if digest else None
     if api_key is None:
         wait = _auth_failures.record_failure(address)
         if wait:
@@ -233,7 +240,9 @@ _NOT_CHECKED = object()
 
 class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[ApiKeyPrincipal, ApiKey] | None:
-        django_request = request._request
+        # The key name goes on the Django request (the request logger sees no DRF Request);
+        # DRF offers no public accessor for the request it wraps.
+        django_request = request._request  # noqa: SLF001 - DRF has no public API for the wrapped request
         api_key = getattr(django_request, VERIFIED_ATTR, _NOT_CHECKED)
         if api_key is _NOT_CHECKED:
             api_key = verify_api_key(authorization=request.META.get("HTTP_AUTHORIZATION"),

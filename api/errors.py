@@ -134,21 +134,36 @@ def response_for_exception(exc: Exception) -> HttpResponse:
     if isinstance(exc, TokenPoolError):
         return error_response(status=exc.status, code=exc.code, detail=exc.detail, errors=exc.errors,
                               retry_after=exc.retry_after)
+    if isinstance(exc, drf.APIException):
+        return _response_for_drf_exception(exc)
+    response = _response_for_django_exception(exc)
+    if response is not None:
+        return response
+    # Anything else is our bug: log it with its traceback, tell the client nothing about internals.
+    logger.error("unhandled exception", exc_info=(type(exc), exc, exc.__traceback__))
+    return error_response(status=500)
+
+
+def _response_for_drf_exception(exc: drf.APIException) -> HttpResponse:
+    """DRF's exceptions: validation and parse errors with their bodies, the rest by status."""
     if isinstance(exc, drf.ValidationError):
         return error_response(status=400, detail="The request is invalid.", errors=flatten_errors(exc.detail))
     if isinstance(exc, drf.ParseError):
         return error_response(status=400, detail="The request body is not valid JSON.")
-    if isinstance(exc, drf.APIException):
-        status = next((s for cls, s in _DRF_STATUS if isinstance(exc, cls)), exc.status_code)
-        detail = exc.detail if isinstance(exc.detail, str) else None
-        headers = {}
-        if getattr(exc, "auth_header", None):
-            headers["WWW-Authenticate"] = exc.auth_header
-        retry_after = getattr(exc, "wait", None) if isinstance(exc, drf.Throttled) else None
-        if isinstance(exc, drf.Throttled):
-            detail = Throttled.detail
-        return error_response(status=status, detail=str(detail) if detail else None,
-                              retry_after=retry_after, headers=headers)
+    status = next((s for cls, s in _DRF_STATUS if isinstance(exc, cls)), exc.status_code)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    headers = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    retry_after = getattr(exc, "wait", None) if isinstance(exc, drf.Throttled) else None
+    if isinstance(exc, drf.Throttled):
+        detail = Throttled.detail
+    return error_response(status=status, detail=str(detail) if detail else None,
+                          retry_after=retry_after, headers=headers)
+
+
+def _response_for_django_exception(exc: Exception) -> HttpResponse | None:
+    """Django's request exceptions mapped to their 4xx; None for anything else."""
     if isinstance(exc, Http404):
         return error_response(status=404)
     if isinstance(exc, PermissionDenied):
@@ -157,9 +172,7 @@ def response_for_exception(exc: Exception) -> HttpResponse:
         return response_for_exception(PayloadTooLarge())
     if isinstance(exc, (BadRequest, SuspiciousOperation)):
         return error_response(status=400)
-    # Anything else is our bug: log it with its traceback, tell the client nothing about internals.
-    logger.error("unhandled exception", exc_info=(type(exc), exc, exc.__traceback__))
-    return error_response(status=500)
+    return None
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
@@ -193,7 +206,8 @@ class ApiErrorMiddleware:
                         if response.has_header(name)}
                 response = error_response(status=response.status_code, headers=kept)
             if response.status_code >= 500:
-                response._has_been_logged = True  # type: ignore[attr-defined]
+                # Django's log_response() reads this private flag; there is no public way to say "logged".
+                response._has_been_logged = True  # type: ignore[attr-defined]  # noqa: SLF001 - Django offers no public flag
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

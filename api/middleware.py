@@ -75,12 +75,29 @@ def close_connection(request: HttpRequest, response: HttpResponse) -> HttpRespon
     if not request.META.get("SERVER_SOFTWARE", "").startswith("WSGIServer/"):
         response["Connection"] = "close"
     if response.status_code >= 500:  # a 503 while the database is away: logged once, rate-limited
-        response._has_been_logged = True  # type: ignore[attr-defined]
+        # Django's log_response() skips a response with this private flag; there is no public one.
+        response._has_been_logged = True  # type: ignore[attr-defined]  # noqa: SLF001 - Django offers no public flag
     return response
 
 
 def has_body(meta: dict) -> bool:
     return bool(meta.get("HTTP_TRANSFER_ENCODING")) or meta.get("CONTENT_LENGTH", "") not in ("", "0")
+
+
+def declared_length(meta: dict) -> int | None:
+    """The announced Content-Length (None for a chunked body); ValueError if it is not a count."""
+    if meta.get("HTTP_TRANSFER_ENCODING"):
+        return None
+    declared = int(meta["CONTENT_LENGTH"])
+    if declared < 0:
+        raise ValueError(declared)
+    return declared
+
+
+def body_error_response(exc: BodyReadError) -> HttpResponse:
+    if exc.timed_out:
+        return error_response(status=408, code="request_timeout", detail="The request body did not arrive in time.")
+    return error_response(status=400, detail="The request body is not validly framed.")
 
 
 def read_body(meta: dict, *, declared: int | None, limit: int) -> bytes:
@@ -121,18 +138,34 @@ class ApiRequestGuardMiddleware:
         if not has_body(meta):
             return self.get_response(request)  # nothing to protect: DRF authenticates as usual
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        declared: int | None = None
-        if not meta.get("HTTP_TRANSFER_ENCODING"):
-            try:
-                declared = int(meta["CONTENT_LENGTH"])
-                if declared < 0:
-                    raise ValueError
-            except ValueError:
-                return close_connection(request, error_response(status=400, detail="Invalid Content-Length header."))
+        try:
+            declared = declared_length(meta)
+        except ValueError:
+            return close_connection(request, error_response(status=400, detail="Invalid Content-Length header."))
         if declared is not None and declared > limit:
             return close_connection(request, response_for_exception(PayloadTooLarge()))
 
         # 1. The key, from the headers alone.
+        refused = self._authenticate(request)
+        if refused is not None:
+            return close_connection(request, refused)
+
+        # 2. Only now the body: bounded, into memory, so the view never waits on the client.
+        try:
+            body = read_body(meta, declared=declared, limit=limit)
+        except BodyReadError as exc:
+            return close_connection(request, body_error_response(exc))
+        if len(body) > limit:
+            return close_connection(request, response_for_exception(PayloadTooLarge()))
+        meta["CONTENT_LENGTH"] = str(len(body))
+        # WSGIRequest reads its body from this private stream, set once in __init__; no public setter.
+        request._stream = LimitedStream(io.BytesIO(body), len(body))  # noqa: SLF001 - Django has no public API
+        return self.get_response(request)
+
+    @staticmethod
+    def _authenticate(request: HttpRequest) -> HttpResponse | None:
+        """Verify the key from the headers; the refusal response, or None with the key set on the request."""
+        meta = request.META
         try:
             api_key = verify_api_key(authorization=meta.get("HTTP_AUTHORIZATION"), address=client_address(meta))
             if api_key is None:
@@ -141,22 +174,7 @@ class ApiRequestGuardMiddleware:
             response = response_for_exception(exc)
             if isinstance(exc, (drf.AuthenticationFailed, drf.NotAuthenticated)):
                 response["WWW-Authenticate"] = KEYWORD
-            return close_connection(request, response)
+            return response
         setattr(request, VERIFIED_ATTR, api_key)
         request.api_key_name = api_key.name  # for the request logger: the key's name, never the key
-
-        # 2. Only now the body: bounded, into memory, so the view never waits on the client.
-        try:
-            body = read_body(meta, declared=declared, limit=limit)
-        except BodyReadError as exc:
-            if exc.timed_out:
-                response = error_response(status=408, code="request_timeout",
-                                          detail="The request body did not arrive in time.")
-            else:
-                response = error_response(status=400, detail="The request body is not validly framed.")
-            return close_connection(request, response)
-        if len(body) > limit:
-            return close_connection(request, response_for_exception(PayloadTooLarge()))
-        meta["CONTENT_LENGTH"] = str(len(body))
-        request._stream = LimitedStream(io.BytesIO(body), len(body))
-        return self.get_response(request)
+        return None

@@ -1,6 +1,7 @@
 """Browser-only middleware that steps aside for the JSON API (``/api/v1/``).
 
-Sessions, authentication, messages, static files and the HTML CSP serve the admin, the dashboard and the docs. API clients send an API key with every request, so for
+Sessions, authentication, messages, static files and the HTML CSP serve the admin, the dashboard and
+the docs. API clients send an API key with every request, so for
 them this machinery does nothing but cost about 15 % of a reservation's Python work
 (docs/benchmarks.md, "The HTTP path"). Each class here *is* the middleware it wraps (a subclass, so
 Django's and the admin's system checks still find it in ``MIDDLEWARE``) and passes ``/api/v1/``

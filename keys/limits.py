@@ -26,19 +26,16 @@ import threading
 import time
 from typing import Protocol
 
-from django.conf import settings
+import redis
+from django.core.cache import caches
 from django.db import connection
 
 __all__ = [
-    "LeasedLimiter",
     "LocalLimiter",
     "PostgresLimiter",
     "RateLimiter",
     "RedisLimiter",
-    "SharedLimiter",
     "gcra_parameters",
-    "lease_size_limit",
-    "limiter_for",
 ]
 
 logger = logging.getLogger("tokenpool.api")
@@ -221,19 +218,15 @@ class RedisLimiter:
         self._next_log = 0.0
 
     def _key(self, name: str) -> str:
-        from django.core.cache import caches
-
         return caches[self.cache_alias].make_key(f"ratelimit:{self.namespace}:{name}")
 
     def _client(self):
-        from django.core.cache import caches
-
-        # The cache's own connection pool (one per process), primary server for writes.
-        return caches[self.cache_alias]._cache.get_client(write=True)
+        # The cache's own connection pool (one per process), primary server for writes. Django's
+        # RedisCache exposes its redis-py client only through the private ``_cache`` attribute.
+        cache = caches[self.cache_alias]
+        return cache._cache.get_client(write=True)  # noqa: SLF001 - RedisCache has no public client accessor
 
     def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
-        import redis
-
         if not peek:  # the same single script as a lease of one
             return self.take_many(name, rate=rate, per=per, want=1)[1]
         _interval, tau = gcra_parameters(rate=rate, per=per)
@@ -244,8 +237,6 @@ class RedisLimiter:
             return self._fallback.take(name, rate=rate, per=per, peek=True)
 
     def take_many(self, name: str, *, rate: float, per: float = 1.0, want: int) -> tuple[int, float]:
-        import redis
-
         interval, tau = gcra_parameters(rate=rate, per=per)
         try:
             reply = self._run(_LUA_TAKE_MANY, name=name, args=[repr(interval), repr(tau), str(want)])
@@ -273,8 +264,6 @@ class RedisLimiter:
                                 "fallback": "per-process limits until Redis answers again"})
 
     def reset(self) -> None:
-        import redis
-
         self._fallback.reset()
         try:
             client = self._client()
@@ -283,152 +272,3 @@ class RedisLimiter:
                 client.delete(*keys)
         except redis.RedisError:
             pass
-
-
-# --- Leases: most decisions without a round trip ----------------------------------------------------
-LEASE_SECONDS = 0.2  # a lease's unused tokens are dropped after this: a process does not hoard them
-LEASE_MAX = 50
-FETCH_WAIT_SECONDS = 1.0  # longest a request waits for another thread's lease fetch before its own
-LEASE_RATE_DIVISOR = 20  # largest lease = rate / 20 (1/20 s of the allowance): a key of <= 20/s stays exact
-
-
-def lease_size_limit(*, rate: float, per: float) -> int:
-    """The largest lease for ``rate`` events per ``per`` seconds: 1 (exact) up to 20/s, then
-    rate/20 per second's worth, at most LEASE_MAX."""
-    return int(min(max(1.0, rate / per / LEASE_RATE_DIVISOR), LEASE_MAX))
-
-
-class _Lease:
-    __slots__ = ("expires", "fetching", "left", "refused_until", "size", "used")
-
-    def __init__(self) -> None:
-        self.fetching = False  # a thread of this process is fetching the next lease from the store
-        self.left = 0
-        self.expires = 0.0
-        self.size = 1
-        self.used = 0
-        self.refused_until = 0.0
-
-
-class LeasedLimiter:
-    """A shared limiter whose tokens a process takes a few at a time (contract §1 still holds).
-
-    Each round trip to the shared store takes a lease of up to ``lease_size_limit`` tokens, counted
-    there as spent at once, so the whole deployment never gets more than the limit; this process
-    then serves requests from the lease until it is used up or ``LEASE_SECONDS`` old (unused tokens
-    are dropped, never given back: the error is only ever on the strict side). The lease grows by
-    doubling while leases get used up and falls back to what was used when one expires, so a
-    process that sees few requests takes one token at a time and wastes nothing of a shared key.
-    A refusal is remembered until the wait it named has passed (the store's tat never moves back),
-    so a throttled key costs no round trips either. ``peek`` goes to the store as is."""
-
-    def __init__(self, inner: RateLimiter) -> None:
-        self.inner = inner
-        self.namespace = getattr(inner, "namespace", "")
-        self._lock = threading.Lock()
-        self._fetched = threading.Condition(self._lock)
-        self._leases: dict[tuple[str, float, float], _Lease] = {}
-
-    def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
-        limit = lease_size_limit(rate=rate, per=per)
-        if peek or limit == 1:
-            return self.inner.take(name, rate=rate, per=per, peek=peek)
-        key = (name, rate, per)
-        now = time.monotonic()
-        wait_until = now + FETCH_WAIT_SECONDS
-        with self._lock:
-            while True:
-                lease = self._leases.get(key)
-                if lease is None:
-                    if len(self._leases) > 10_000:  # many keys: drop the leases (strict side)
-                        self._leases.clear()
-                    lease = self._leases[key] = _Lease()
-                if lease.refused_until > now:
-                    return lease.refused_until - now
-                if lease.left > 0 and lease.expires > now:
-                    lease.left -= 1
-                    lease.used += 1
-                    return 0.0
-                # Single flight: while one thread of this process fetches the key's next lease, the
-                # others wait for it instead of each paying a round trip of their own (with N threads
-                # the store would otherwise see up to N requests per lease, and each costs the request
-                # that makes it a round trip). A fetch slower than FETCH_WAIT_SECONDS is not waited for.
-                if not lease.fetching or now >= wait_until:
-                    break
-                self._fetched.wait(timeout=wait_until - now)
-                now = time.monotonic()
-            # The last lease is used up or expired: size the next one on what it saw (doubled
-            # only when it ran out within its lifetime: demand is at least that).
-            if lease.left == 0 and lease.used and lease.expires > now:
-                lease.size = min(limit, lease.size * 2)
-            else:
-                lease.size = max(1, min(limit, lease.used))
-            want = lease.size
-            lease.left, lease.used = 0, 0
-            lease.fetching = True
-        # The round trip outside the lock: other threads of this process go on meanwhile. Whether it
-        # answers or raises, the waiting threads are released in the same lock section.
-        outcome = None
-        try:
-            outcome = granted, wait = self.inner.take_many(name, rate=rate, per=per, want=want)
-        finally:
-            now = time.monotonic()
-            with self._lock:
-                lease.fetching = False
-                self._fetched.notify_all()
-                if outcome is not None and not granted:
-                    lease.refused_until = now + wait
-                elif outcome is not None:
-                    # Tokens another thread leased meanwhile are kept: both leases were counted as spent.
-                    lease.left = (lease.left if lease.expires > now else 0) + granted - 1
-                    lease.used += 1
-                    lease.expires = now + LEASE_SECONDS
-        return 0.0 if granted else wait
-
-    def take_many(self, name: str, *, rate: float, per: float = 1.0, want: int) -> tuple[int, float]:
-        return self.inner.take_many(name, rate=rate, per=per, want=want)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._leases.clear()
-        self.inner.reset()
-
-
-_BACKENDS = {"redis": RedisLimiter, "postgres": PostgresLimiter, "local": LocalLimiter}
-
-
-def limiter_for(namespace: str, *, backend: str) -> RateLimiter:
-    try:
-        return _BACKENDS[backend](namespace)
-    except KeyError:
-        raise ValueError(f"unknown SHARED_LIMITS_BACKEND {backend!r} (redis, postgres or local)") from None
-
-
-class SharedLimiter:
-    """The deployment's limiter for one namespace, chosen per call by
-    ``settings.SHARED_LIMITS_BACKEND``: ``redis`` (the default when ``REDIS_URL`` is set),
-    ``postgres`` (the default otherwise) or ``local`` (per process; single-process use only).
-    On a shared store the decisions go through ``LeasedLimiter`` (exact up to 20 events/s, where
-    every decision is a round trip, so the failed-authentication limits are unchanged)."""
-
-    def __init__(self, namespace: str, *, leased: bool = True) -> None:
-        self.namespace = namespace
-        self.leased = leased
-        self._instances: dict[str, RateLimiter] = {}
-
-    def backend(self) -> RateLimiter:
-        name = settings.SHARED_LIMITS_BACKEND
-        instance = self._instances.get(name)
-        if instance is None:
-            made = limiter_for(self.namespace, backend=name)
-            if self.leased and name != "local":  # leases only save round trips to a shared store
-                made = LeasedLimiter(made)
-            instance = self._instances.setdefault(name, made)
-        return instance
-
-    def take(self, name: str, *, rate: float, per: float = 1.0, peek: bool = False) -> float:
-        return self.backend().take(name, rate=rate, per=per, peek=peek)
-
-    def reset(self) -> None:
-        for instance in list(self._instances.values()):
-            instance.reset()

@@ -9,15 +9,8 @@ import pytest
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
-from keys.limits import (
-    LeasedLimiter,
-    LocalLimiter,
-    PostgresLimiter,
-    RedisLimiter,
-    SharedLimiter,
-    gcra_parameters,
-    lease_size_limit,
-)
+from keys.limits import LocalLimiter, PostgresLimiter, RedisLimiter, gcra_parameters
+from keys.shared_limits import LeasedLimiter, SharedLimiter, lease_size_limit
 from tests.fixtures.concurrency import run_threads
 
 
