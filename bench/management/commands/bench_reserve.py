@@ -3,8 +3,10 @@
     python manage.py bench_reserve --pairs 20000 --threads 1,4,16
     python manage.py bench_reserve --bulk-insert-rows 100000 --skip-service --skip-http
 
-(a) the service call ``reservation_create`` with the claim as the one raw SQL statement (what ships)
-    and as the ORM variant (``select_for_update(skip_locked=True)`` + ``save()`` in ``atomic``);
+(a) the service call ``reservation_create`` as it ships (the claim is its one raw SQL statement);
+(a') the claim alone, called directly: the shipped ``claim_pairs`` (raw SQL) beside ``claim_pairs_orm``
+    (bench/reserve.py: ``select_for_update(skip_locked=True)`` + ``save()`` in ``atomic``), the same
+    parameters and one pair per call; nothing is patched, the service line measures what ships;
 (b) HTTP ``POST /api/v1/reservations`` through a real gunicorn (gthread, 2 workers x 4 threads)
     started here on a free port, driven by ``wrk`` (``apt-get install wrk``; keep-alive, one
     connection per "thread", fixed duration) or, without wrk, by ``bench/loadgen.py`` in its
@@ -38,20 +40,18 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
-from contextlib import nullcontext
 from typing import Any
-from unittest import mock
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.wsgi import get_wsgi_application
 from django.db import connection, transaction
-from django.utils import timezone
+from django.test.utils import override_settings
+from django.urls import clear_url_caches
 
-from bench import claim_bench
+from bench import claim_bench, noop_urls
 from bench.http import (
     ROOT,
     WRK_GET_SCRIPT,
@@ -66,57 +66,18 @@ from bench.http import (
     web_server,
     wrk_ok,
 )
-from bench.loadgen import percentiles, run_timed
+from bench.loadgen import percentiles
+from bench.pgbench import pgbench_binary
+from bench.reserve import TimedCalls, claim_pairs_orm, insert_bulk_multirow, timed_calls, wsgi_post
 from common.errors import TokenPoolError
 from keys.models import ApiKey
 from pool import services
 from pool.models import PairStatus, Pool, TokenPair
 
-# ---- the ORM variant of the claim, for comparison only ------------------------------------------
-
-def claim_pairs_orm(*, params: dict[str, Any], count: int) -> list[TokenPair]:
-    """What the claim would be with the ORM: SELECT ... FOR UPDATE SKIP LOCKED, then save() each
-    row, inside atomic (BEGIN, SELECT, UPDATE x count, COMMIT)."""
-    with transaction.atomic():
-        pairs = list(TokenPair.objects.select_for_update(skip_locked=True)
-                     .filter(pool_id=params["pool"], status=PairStatus.AVAILABLE).order_by("id")[:count])
-        if len(pairs) < count:
-            return []
-        now = timezone.now()
-        for index, pair in enumerate(pairs):
-            pair.status = PairStatus.RESERVED
-            pair.reservation_id = uuid.uuid4()
-            pair.reserved_by_id = params["api_key"]
-            pair.owner_ref = params["owner_ref"]
-            pair.idempotency_key = params["idempotency_key"]
-            pair.idempotency_index = index if params["idempotency_key"] else None
-            pair.request_fingerprint = params["fingerprint"]
-            pair.reserved_at = now
-            pair.expires_at = now + params["ttl"]
-            pair.save(update_fields=["status", "reservation_id", "reserved_by", "owner_ref", "idempotency_key",
-                                     "idempotency_index", "request_fingerprint", "reserved_at", "expires_at"])
-            pair.pool_name = None
-    return pairs
-
-
-def insert_bulk_multirow(*, pool: Pool, pairs: list[Any], rows_per_statement: int = 1000) -> int:
-    """The alternative bulk insert: multi-row INSERT ... ON CONFLICT DO NOTHING."""
-    inserted = 0
-    with transaction.atomic(), connection.cursor() as cursor:
-        for start in range(0, len(pairs), rows_per_statement):
-            chunk = pairs[start:start + rows_per_statement]
-            values = ", ".join(["(%s, %s, %s, 'AVAILABLE', 'pool', now())"] * len(chunk))
-            params: list[Any] = []
-            for pair in chunk:
-                params.extend((pool.pk, pair.internal_token, pair.external_ref_id))
-            cursor.execute("INSERT INTO core_tokenpair (pool_id, internal_token, external_ref_id, status, source, "
-                           f"created_at) VALUES {values} ON CONFLICT DO NOTHING", params)
-            inserted += cursor.rowcount
-    return inserted
-
 
 class Command(BaseCommand):
-    help = "Benchmark reservations (service raw SQL vs ORM, HTTP through gunicorn) and the bulk insert."
+    help = ("Benchmark reservations (the service; the claim alone, raw SQL vs ORM; HTTP through gunicorn) "
+            "and the bulk insert.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--pairs", type=int, default=20_000, help="Reservations per run (and pool size).")
@@ -153,78 +114,75 @@ class Command(BaseCommand):
             if opts["bulk_insert_rows"]:
                 self.bench_bulk_insert(rows=opts["bulk_insert_rows"], batch=opts["bulk_batch"], pools=pools)
             if not opts["skip_service"]:
-                variants = [("raw SQL", None)] + ([] if opts["skip_orm"] else [("ORM", claim_pairs_orm)])
-                for label, claim in variants:
-                    for threads in thread_counts:
-                        self.bench_service(label=label, claim=claim, threads=threads, pairs=opts["pairs"],
-                                           api_key=key, pools=pools)
+                self.run_service(opts, thread_counts, api_key=key, pools=pools)
             if not opts["skip_pgbench"]:
                 for threads in thread_counts:
                     self.bench_pgbench(threads=threads, pairs=opts["pairs"], api_key=key, pools=pools)
             if not opts["skip_http"]:
-                loadgen = opts["loadgen"]
-                if loadgen == "auto":
-                    loadgen = "wrk" if shutil.which("wrk") else "python"
-                with web_server(workers=opts["workers"], threads=opts["worker_threads"],
-                                say=self.stdout.write) as server:
-                    base_url = server.base_url
-                    if loadgen == "wrk":
-                        for threads in thread_counts:
-                            self.bench_healthz(base_url=base_url, connections=threads, seconds=opts["http_seconds"])
-                    for threads in thread_counts:
-                        self.bench_http(base_url=base_url, raw_key=raw_key, threads=threads,
-                                        pairs=opts["http_pairs"] or opts["pairs"], pools=pools,
-                                        loadgen=loadgen, seconds=opts["http_seconds"])
+                self.run_http(opts, thread_counts, raw_key=raw_key, pools=pools)
         finally:
             cleanup(pools=pools, api_key=key)
         if self.refused:
             raise CommandError(f"no rate printed for {len(self.refused)} run(s) ({'; '.join(self.refused)}): the pool "
                                "ran dry or answers were not 201; rerun with a larger --pairs/--http-pairs")
 
-    # ---- (a) the service call --------------------------------------------------------------------------
+    def run_service(self, opts: dict[str, Any], thread_counts: list[int], *, api_key: ApiKey,
+                    pools: list[Pool]) -> None:
+        """(a) the service as it ships, then (a') the claim alone: raw SQL, and the ORM unless --skip-orm."""
+        claims: list[tuple[str, Callable[..., list[TokenPair]]]] = [("claim raw SQL", services.claim_pairs)]
+        if not opts["skip_orm"]:
+            claims.append(("claim ORM", claim_pairs_orm))
+        for threads in thread_counts:
+            self.bench_service(threads=threads, pairs=opts["pairs"], api_key=api_key, pools=pools)
+        for label, claim in claims:
+            for threads in thread_counts:
+                self.bench_claim(label=label, claim=claim, threads=threads, pairs=opts["pairs"], api_key=api_key,
+                                 pools=pools)
 
-    def bench_service(self, *, label: str, claim: Callable[..., Any] | None, threads: int, pairs: int,
-                      api_key: ApiKey, pools: list[Pool]) -> None:
+    def run_http(self, opts: dict[str, Any], thread_counts: list[int], *, raw_key: str, pools: list[Pool]) -> None:
+        """(b) and (r)'s /healthz through one gunicorn."""
+        loadgen = opts["loadgen"]
+        if loadgen == "auto":
+            loadgen = "wrk" if shutil.which("wrk") else "python"
+        with web_server(workers=opts["workers"], threads=opts["worker_threads"], say=self.stdout.write) as server:
+            if loadgen == "wrk":
+                for threads in thread_counts:
+                    self.bench_healthz(base_url=server.base_url, connections=threads, seconds=opts["http_seconds"])
+            for threads in thread_counts:
+                self.bench_http(base_url=server.base_url, raw_key=raw_key, threads=threads,
+                                pairs=opts["http_pairs"] or opts["pairs"], pools=pools, loadgen=loadgen,
+                                seconds=opts["http_seconds"])
+
+    # ---- (a) the service call, (a') the claim alone --------------------------------------------------
+
+    def bench_service(self, *, threads: int, pairs: int, api_key: ApiKey, pools: list[Pool]) -> None:
+        """``reservation_create`` as it ships, ``pairs`` calls over ``threads`` threads."""
         pool = scratch_pool(pairs=pairs, pools=pools)
-        remaining = [pairs]
-        lock = threading.Lock()
-        latencies: list[float] = []
-        failures: Counter[str] = Counter()
-        barrier = threading.Barrier(threads + 1)
 
-        def worker() -> None:
-            mine, bad = [], Counter()
+        def reserve() -> str | None:
             try:
-                barrier.wait()
-                while True:
-                    with lock:
-                        if remaining[0] <= 0:
-                            break
-                        remaining[0] -= 1
-                    t0 = time.perf_counter()
-                    try:
-                        pair, _ = services.reservation_create(pool=pool, api_key=api_key, idempotency_key=None,
-                                                              owner_ref=None)
-                    except TokenPoolError as exc:
-                        bad[f"{exc.status} {exc.code}"] += 1
-                        continue
-                    if pair.source != "pool":  # a live TOME pair: the pool ran dry
-                        bad["201 source=direct"] += 1
-                        continue
-                    mine.append(time.perf_counter() - t0)
-            finally:
-                connection.close()
-                with lock:
-                    latencies.extend(mine)
-                    failures.update(bad)
+                pair, _ = services.reservation_create(pool=pool, api_key=api_key, idempotency_key=None, owner_ref=None)
+            except TokenPoolError as exc:
+                return f"{exc.status} {exc.code}"
+            return None if pair.source == "pool" else "201 source=direct"  # a live TOME pair: the pool ran dry
 
-        # reservations.py calls the claim by this name (pool/services/claim.py since the split)
-        patch = mock.patch.object(services.reservations, "claim_pairs", claim) if claim else nullcontext()
-        with patch:
-            elapsed = run_timed(worker, threads=threads, barrier=barrier)
+        self.report_calls("service", threads, timed_calls(reserve, threads=threads, calls=pairs), pool=pool)
+
+    def bench_claim(self, *, label: str, claim: Callable[..., list[TokenPair]], threads: int, pairs: int,
+                    api_key: ApiKey, pools: list[Pool]) -> None:
+        """``claim`` called directly (one pair per call), with the parameters the service gives it."""
+        pool = scratch_pool(pairs=pairs, pools=pools)
+        params = claim_bench.claim_params(pool.pk, api_key=api_key.pk, ttl=pool.reservation_ttl)
+
+        def claim_one() -> str | None:
+            return None if claim(params=params, count=1) else "no pair claimed"
+
+        self.report_calls(label, threads, timed_calls(claim_one, threads=threads, calls=pairs), pool=pool)
+
+    def report_calls(self, label: str, threads: int, run: TimedCalls, *, pool: Pool) -> None:
         available = TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count()
-        self.report(f"service {label}", threads, len(latencies), elapsed, latencies, failures=failures,
-                    dry=available == 0 and bool(failures))
+        self.report(label, threads, len(run.latencies), run.elapsed, run.latencies, failures=run.failures,
+                    dry=available == 0 and bool(run.failures))
 
     # ---- (b) HTTP through gunicorn ---------------------------------------------------------------------
 
@@ -279,63 +237,32 @@ class Command(BaseCommand):
     # ---- (p) in process ----------------------------------------------------------------------------------
 
     def bench_inprocess(self, *, requests: int, raw_key: str, pools: list[Pool]) -> None:
-        import io
-        import types
-
-        from django.test.utils import override_settings
-        from django.urls import clear_url_caches, path
-        from rest_framework.response import Response
-
-        from api.base import ScopedApiView
-
-        class NoopApi(ScopedApiView):
-            required_scope = "reserve"
-
-            def post(self, request: Any) -> Response:
-                return Response({"ok": True}, status=201)
-
-        import tokenpool.urls
-
-        urls = types.ModuleType("bench_reserve_urls")
-        urls.urlpatterns = [path("api/v1/bench-noop", NoopApi.as_view()), *tokenpool.urls.urlpatterns]
-        sys.modules[urls.__name__] = urls
         pool = scratch_pool(pairs=requests + 100, pools=pools)
         body = json.dumps({"pool": pool.name}).encode()
-        from tokenpool.wsgi import application as handler  # what gunicorn serves
-
-        def call(path_info: str) -> str:
-            status: list[str] = []
-            environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path_info, "SERVER_NAME": "127.0.0.1",
-                       "SERVER_PORT": "8000", "HTTP_HOST": "127.0.0.1", "REMOTE_ADDR": "127.0.0.1",
-                       "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
-                       "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/json",
-                       "HTTP_AUTHORIZATION": f"Api-Key {raw_key}"}
-            result = handler(environ, lambda s, h: status.append(s))
-            b"".join(result)
-            result.close()
-            return status[0]
-
-        with override_settings(ROOT_URLCONF=urls.__name__):
+        handler = get_wsgi_application()  # what gunicorn serves (tokenpool/wsgi.py is this call)
+        with override_settings(ROOT_URLCONF=noop_urls.__name__):
             clear_url_caches()
             try:
                 for label, path_info in (("no-op (auth)", "/api/v1/bench-noop"),
                                          ("reservation", "/api/v1/reservations")):
                     for _ in range(50):
-                        assert call("/api/v1/bench-noop").startswith("201")
+                        assert wsgi_post(handler, "/api/v1/bench-noop", body=body, raw_key=raw_key).startswith("201")
                     cpu, wall = time.process_time(), time.perf_counter()
-                    statuses = Counter(call(path_info).split(" ", 1)[0] for _ in range(requests))
+                    statuses = Counter(wsgi_post(handler, path_info, body=body, raw_key=raw_key).split(" ", 1)[0]
+                                       for _ in range(requests))
                     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-                    if set(statuses) != {"201"}:
-                        # Per-request costs of a mix of answers would describe none of them.
-                        self.stdout.write(f"in-process {label:<14} n/a: answers {dict(statuses)} (only 201 counts)")
-                        self.refused.append(f"in-process {label}")
-                        continue
-                    self.stdout.write(f"in-process {label:<14} n={requests:<6} "
-                                      f"CPU {cpu / requests * 1000:.3f} ms/request"
-                                      f"   wall {wall / requests * 1000:.3f} ms/request")
+                    self.inprocess_line(label, requests, statuses, cpu=cpu, wall=wall)
             finally:
                 clear_url_caches()
-                sys.modules.pop(urls.__name__, None)
+
+    def inprocess_line(self, label: str, requests: int, statuses: Counter[str], *, cpu: float, wall: float) -> None:
+        if set(statuses) != {"201"}:
+            # Per-request costs of a mix of answers would describe none of them.
+            self.stdout.write(f"in-process {label:<14} n/a: answers {dict(statuses)} (only 201 counts)")
+            self.refused.append(f"in-process {label}")
+            return
+        self.stdout.write(f"in-process {label:<14} n={requests:<6} CPU {cpu / requests * 1000:.3f} ms/request"
+                          f"   wall {wall / requests * 1000:.3f} ms/request")
 
     # ---- (r) pgbench ------------------------------------------------------------------------------------
 
@@ -343,7 +270,7 @@ class Command(BaseCommand):
         # Skipped only when there is no pgbench at all: asked of the binary lookup itself, since a failing
         # pgbench's RuntimeError quotes its output, which may say anything.
         try:
-            claim_bench.pgbench_binary()
+            pgbench_binary()
         except RuntimeError:
             self.stdout.write("pgbench not found; skipped")
             return
