@@ -8,7 +8,7 @@ over real sockets, so an upgrade that moves these internals fails there first.
 
 1. **No read waits forever.** gthread reads headers and bodies with blocking ``recv`` and no
    timeout: eight clients that send half a request and stall hold eight threads (every thread of
-   a 2×4 server) indefinitely. Here every request gets a read deadline of ``WEB_REQUEST_READ_TIMEOUT``
+   a 2×4 server) indefinitely. Here every request gets a read deadline of ``settings.WEB_REQUEST_READ_TIMEOUT``
    seconds (default 10) from its first byte: headers and body together, so a client trickling
    one byte at a time cannot stretch it either. Headers are gathered without holding a thread at
    all (``TokenPoolThreadWorker.handle``); a request past the deadline is dropped quietly while its
@@ -33,7 +33,6 @@ over real sockets, so an upgrade that moves these internals fails there first.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import selectors
 import socket
@@ -42,6 +41,7 @@ import time
 from http import HTTPStatus
 from typing import Any
 
+from django.conf import settings
 from gunicorn import util
 from gunicorn.http import errors as http_errors
 from gunicorn.http import unreader as http_unreader
@@ -53,12 +53,19 @@ from api.accept_balance import LEDGER, SHED_SETTLE_SECONDS, may_accept, should_s
 from common.errors import code_for_status
 from tokenpool_tome.correlation import new_correlation_id
 
-__all__ = ["TokenPoolThreadWorker", "REQUEST_READ_SECONDS", "RequestReadTimeout"]
+__all__ = ["TokenPoolThreadWorker", "RequestReadTimeout", "request_read_seconds"]
 
-REQUEST_READ_SECONDS = float(os.environ.get("WEB_REQUEST_READ_TIMEOUT", "10"))
-# 0 turns the balancing of 5. off (each worker then accepts as stock gunicorn does): an operator's
-# switch, and the "before" of tests/edge/bench_web_server.sh.
-BALANCE_CONNECTIONS = os.environ.get("WEB_BALANCE_CONNECTIONS", "1") != "0"
+# settings.WEB_REQUEST_READ_TIMEOUT, read once the worker has loaded the application (Django's
+# settings are not configured when gunicorn imports this module): TokenPoolThreadWorker.load_wsgi.
+_read_seconds: float | None = None
+
+
+def request_read_seconds() -> float:
+    """The read deadline of a request (``settings.WEB_REQUEST_READ_TIMEOUT``), read at first use."""
+    global _read_seconds
+    if _read_seconds is None:
+        _read_seconds = float(settings.WEB_REQUEST_READ_TIMEOUT)
+    return _read_seconds
 
 
 class RequestReadTimeout(http_errors.NoMoreData, TimeoutError):
@@ -74,7 +81,7 @@ def _chunk_before_deadline(self: Any, size_hint: int | None = None) -> bytes:
     now = time.monotonic()
     deadline = getattr(self, "_request_deadline", None)
     if deadline is None:
-        deadline = self._request_deadline = now + REQUEST_READ_SECONDS
+        deadline = self._request_deadline = now + request_read_seconds()
     remaining = deadline - now
     if remaining <= 0:
         raise RequestReadTimeout()
@@ -169,41 +176,55 @@ class Lingerer:
             now = time.monotonic()
             timeout = min((deadline for deadline, _ in lingering.values()), default=now + 60) - now
             for key, _ in selector.select(timeout=max(0.0, timeout)):
-                sock = key.fileobj
-                if sock is self._wake_r:
-                    try:
-                        self._wake_r.recv(4096)
-                    except OSError:
-                        pass
-                    continue
-                deadline, drained = lingering[sock]
-                try:
-                    data = sock.recv(4096)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data or drained + len(data) >= self.MAX_DRAIN:
-                    deadline = 0.0
-                lingering[sock] = (deadline, drained + len(data))
-            while True:
-                try:
-                    sock = self._incoming.get_nowait()
-                except queue.Empty:
-                    break
-                try:
-                    selector.register(sock, selectors.EVENT_READ)
-                    lingering[sock] = (time.monotonic() + self.LINGER_SECONDS, 0)
-                except (OSError, ValueError):
-                    util.close(sock)
-            now = time.monotonic()
-            for sock in [s for s, (deadline, _) in lingering.items() if deadline <= now]:
-                del lingering[sock]
-                try:
-                    selector.unregister(sock)
-                except (KeyError, ValueError):
-                    pass
+                if key.fileobj is self._wake_r:
+                    self._drain_wake()
+                else:
+                    self._drain(key.fileobj, lingering)
+            self._take_incoming(selector, lingering)
+            self._close_expired(selector, lingering)
+
+    def _drain_wake(self) -> None:
+        try:
+            self._wake_r.recv(4096)
+        except OSError:
+            pass
+
+    def _drain(self, sock: Any, lingering: dict[socket.socket, tuple[float, int]]) -> None:
+        """Read what the peer still sends; its close (or too much data) ends the lingering."""
+        deadline, drained = lingering[sock]
+        try:
+            data = sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data or drained + len(data) >= self.MAX_DRAIN:
+            deadline = 0.0
+        lingering[sock] = (deadline, drained + len(data))
+
+    def _take_incoming(self, selector: selectors.BaseSelector,
+                       lingering: dict[socket.socket, tuple[float, int]]) -> None:
+        while True:
+            try:
+                sock = self._incoming.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                selector.register(sock, selectors.EVENT_READ)
+                lingering[sock] = (time.monotonic() + self.LINGER_SECONDS, 0)
+            except (OSError, ValueError):
                 util.close(sock)
+
+    @staticmethod
+    def _close_expired(selector: selectors.BaseSelector, lingering: dict[socket.socket, tuple[float, int]]) -> None:
+        now = time.monotonic()
+        for sock in [s for s, (deadline, _) in lingering.items() if deadline <= now]:
+            del lingering[sock]
+            try:
+                selector.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+            util.close(sock)
 
 
 _lingerer = Lingerer()
@@ -253,9 +274,15 @@ class TokenPoolThreadWorker(ThreadWorker):
     def worker_connections(self, value: int) -> None:
         self._connection_limit = value
 
-    def init_process(self) -> None:
-        self._balance_slot = LEDGER.claim(start=self.age) if BALANCE_CONNECTIONS else -1
-        super().init_process()  # runs the worker's loop until it exits
+    def load_wsgi(self) -> None:
+        """gunicorn's init_process loads the application (tokenpool.wsgi: Django's settings) here,
+        just before the worker's loop runs: the settings this worker reads are read now."""
+        super().load_wsgi()
+        request_read_seconds()
+        # WEB_BALANCE_CONNECTIONS off: each worker accepts as stock gunicorn does (an operator's
+        # switch, and the "before" of tests/edge/bench_web_server.sh).
+        if settings.WEB_BALANCE_CONNECTIONS and self._balance_slot < 0:
+            self._balance_slot = LEDGER.claim(start=self.age)
 
     def run(self) -> None:
         try:
@@ -309,8 +336,9 @@ class TokenPoolThreadWorker(ThreadWorker):
         if not ready:
             return _DEFER if self.alive else False
         if not conn.is_http2:
-            conn.parser.unreader._request_deadline = getattr(conn, "_header_deadline", None)  # the same deadline goes on
-            conn._header_deadline = None
+            # The same deadline goes on into the body.
+            conn.parser.unreader._request_deadline = getattr(conn, "_header_deadline", None)  # noqa: SLF001 - gunicorn internals, removed with the edge proxy (issue 19)
+            conn._header_deadline = None  # noqa: SLF001 - gunicorn internals, removed with the edge proxy (issue 19)
         return super().handle(conn)
 
     def _header_block_ready(self, conn: Any) -> bool | None:
@@ -337,7 +365,7 @@ class TokenPoolThreadWorker(ThreadWorker):
         deadline = getattr(conn, "_header_deadline", None)
         if deadline is None:
             # The deadline runs from the request's first byte; chunk() keeps it for the body.
-            deadline = conn._header_deadline = now + REQUEST_READ_SECONDS
+            deadline = conn._header_deadline = now + request_read_seconds()  # noqa: SLF001 - gunicorn internals, removed with the edge proxy (issue 19)
         if b"\r\n\r\n" in buffered or len(buffered) >= HEADER_BLOCK_LIMIT:
             return True
         if now >= deadline:

@@ -8,6 +8,8 @@ import subprocess
 import time
 from collections.abc import Callable
 
+import httpx
+
 __all__ = ["child_pids", "connections_per_child", "free_port", "stop_process", "wait_answering"]
 
 
@@ -23,8 +25,6 @@ def wait_answering(url: str, *, process: subprocess.Popen, ok: Callable[[int], b
                    timeout: float = 60.0) -> bool:
     """Poll ``url`` until an answer whose status ``ok`` accepts; False if ``process`` exited or the
     time ran out first."""
-    import httpx
-
     deadline = time.monotonic() + timeout
     while True:
         try:

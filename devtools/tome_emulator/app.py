@@ -16,7 +16,7 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from devtools.tome_emulator import tokens as token_shapes
-from devtools.tome_emulator.faults import ERROR_CODES, Faults, InvalidFaults, Telemetry
+from devtools.tome_emulator.faults import ERROR_CODES, Faults, FaultSettings, InvalidFaults, Telemetry
 from devtools.tome_emulator.vault import Vault, VaultError
 from tome import TOME_BATCH_LIMIT
 
@@ -208,52 +208,53 @@ class EmulatorApp:
         delay = self.faults.delay_seconds(settings)
         if delay:
             time.sleep(delay)
-        items: int | None = None
+        call: dict[str, int | None] = {"items": None}  # known once the body is parsed; on errors too
         try:
-            client_token = self._authenticate_client(request)
-            if not NAMESPACE_NAME.match(ns):
-                raise ApiError(404, "namespace_not_found", "Namespace does not exist.")
-            namespace = self.vault.namespace_get(name=ns)
-            payload = self._json_object(request)
-            if operation == "generate":
-                count = self._count(payload)
-                items = count
-                key = request.headers.get("Idempotency-Key")
-                if key is not None and not 1 <= len(key) <= 255:
-                    raise _invalid("Idempotency-Key must be 1 to 255 characters long.")
-            else:
-                batch = self._strings(payload, "tokens" if operation == "detokenize" else "values")
-                items = len(batch)
-            if self.faults.roll(settings.error_rate):
-                status = settings.error_status
-                response = _error(ApiError(status, ERROR_CODES[status], f"Injected fault: {ERROR_CODES[status]}."))
-                response.fault, response.items = "error", items
-                return response
-            if operation == "generate":
-                body: dict[str, Any] = {"tokens": self.vault.generate(
-                    namespace=namespace, count=count, idempotency_key=key, client_token=client_token)}
-            elif operation == "tokenize":
-                body = {"tokens": self.vault.tokenize(namespace=namespace, values=batch)}
-            elif operation == "detokenize":
-                body = {"values": self.vault.detokenize(namespace=namespace, tokens=batch)}
-            else:
-                body = {"tokens": self.vault.lookup(namespace=namespace, values=batch)}
+            return self._namespace_call(request, ns, operation, settings, call)
         except ApiError as exc:
             response = _error(exc)
-            response.items = items
-            return response
         except VaultError as exc:
             response = _error(ApiError(exc.status, exc.code, str(exc)))
-            response.items = items
-            return response
         except (psycopg.OperationalError, PoolTimeout):
             # Database down or every pooled connection busy for 30 s: retryable, like real TOME's 503.
             logger.warning("vault unavailable", exc_info=True,
                            extra={"namespace": ns, "operation": operation, "correlation_id": request.correlation_id})
             response = _error(ApiError(503, "unavailable", "The vault database is unavailable."))
-            response.items = items
+        response.items = call["items"]
+        return response
+
+    def _namespace_call(self, request: Request, ns: str, operation: str, settings: FaultSettings,
+                        call: dict[str, int | None]) -> Response:
+        client_token = self._authenticate_client(request)
+        if not NAMESPACE_NAME.match(ns):
+            raise ApiError(404, "namespace_not_found", "Namespace does not exist.")
+        namespace = self.vault.namespace_get(name=ns)
+        payload = self._json_object(request)
+        count, key, batch = 0, None, []
+        if operation == "generate":
+            count = self._count(payload)
+            call["items"] = count
+            key = request.headers.get("Idempotency-Key")
+            if key is not None and not 1 <= len(key) <= 255:
+                raise _invalid("Idempotency-Key must be 1 to 255 characters long.")
+        else:
+            batch = self._strings(payload, "tokens" if operation == "detokenize" else "values")
+            call["items"] = len(batch)
+        if self.faults.roll(settings.error_rate):
+            status = settings.error_status
+            response = _error(ApiError(status, ERROR_CODES[status], f"Injected fault: {ERROR_CODES[status]}."))
+            response.fault, response.items = "error", call["items"]
             return response
-        response = Response(200, body, items=items)
+        if operation == "generate":
+            body: dict[str, Any] = {"tokens": self.vault.generate(
+                namespace=namespace, count=count, idempotency_key=key, client_token=client_token)}
+        elif operation == "tokenize":
+            body = {"tokens": self.vault.tokenize(namespace=namespace, values=batch)}
+        elif operation == "detokenize":
+            body = {"values": self.vault.detokenize(namespace=namespace, tokens=batch)}
+        else:
+            body = {"tokens": self.vault.lookup(namespace=namespace, values=batch)}
+        response = Response(200, body, items=call["items"])
         # Timeout injection answers late *after* the work is done: the realistic "did it happen?" case.
         if self.faults.roll(settings.timeout_rate):
             response.fault, response.hold_seconds = "timeout", settings.timeout_seconds

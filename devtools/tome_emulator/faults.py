@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,38 @@ class FaultSettings:
     outage: bool = False
 
 
+def _check_latency(name: str, value: float) -> int:
+    if value != int(value) or not 0 <= value <= MAX_LATENCY_MS:
+        raise InvalidFaults(f"{name} must be an integer between 0 and {MAX_LATENCY_MS}.")
+    return int(value)
+
+
+def _check_rate(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise InvalidFaults(f"{name} must be between 0.0 and 1.0.")
+    return float(value)
+
+
+def _check_error_status(name: str, value: float) -> int:
+    if value not in ERROR_CODES:
+        raise InvalidFaults(f"error_status must be one of {sorted(ERROR_CODES)}.")
+    return int(value)
+
+
+def _check_timeout_seconds(name: str, value: float) -> float:
+    if not 0.0 <= value <= MAX_TIMEOUT_SECONDS:
+        raise InvalidFaults(f"timeout_seconds must be between 0 and {MAX_TIMEOUT_SECONDS:g}.")
+    return float(value)
+
+
+# The numeric fields' validators (``outage`` is the one boolean).
+_NUMBER_CHECKS: dict[str, Callable[[str, float], int | float]] = {
+    "latency_ms": _check_latency, "jitter_ms": _check_latency,
+    "error_rate": _check_rate, "timeout_rate": _check_rate,
+    "error_status": _check_error_status, "timeout_seconds": _check_timeout_seconds,
+}
+
+
 def _check(name: str, value: Any) -> Any:
     """Validate one field strictly: a wrong type is a caller bug the emulator must surface."""
     if name == "outage":
@@ -43,23 +76,10 @@ def _check(name: str, value: Any) -> Any:
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidFaults(f"{name} must be a number.")
-    if name in ("latency_ms", "jitter_ms"):
-        if value != int(value) or not 0 <= value <= MAX_LATENCY_MS:
-            raise InvalidFaults(f"{name} must be an integer between 0 and {MAX_LATENCY_MS}.")
-        return int(value)
-    if name in ("error_rate", "timeout_rate"):
-        if not 0.0 <= value <= 1.0:
-            raise InvalidFaults(f"{name} must be between 0.0 and 1.0.")
-        return float(value)
-    if name == "error_status":
-        if value not in ERROR_CODES:
-            raise InvalidFaults(f"error_status must be one of {sorted(ERROR_CODES)}.")
-        return int(value)
-    if name == "timeout_seconds":
-        if not 0.0 <= value <= MAX_TIMEOUT_SECONDS:
-            raise InvalidFaults(f"timeout_seconds must be between 0 and {MAX_TIMEOUT_SECONDS:g}.")
-        return float(value)
-    raise InvalidFaults(f"Unknown fault setting {name}.")
+    check = _NUMBER_CHECKS.get(name)
+    if check is None:
+        raise InvalidFaults(f"Unknown fault setting {name}.")
+    return check(name, value)
 
 
 class Faults:

@@ -21,6 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
+from devtools.embedded_db import ensure_database
 from devtools.tome_emulator import tokens as token_shapes
 
 logger = logging.getLogger("tome.emulator")
@@ -339,9 +340,7 @@ def create_database(name: str) -> str:
     """
     server_url = os.environ.get("DATABASE_URL", "")
     if not server_url:
-        from devtools.embedded_db import ensure_database  # Django-free; starts the embedded server
-
-        return ensure_database(name)
+        return ensure_database(name)  # Django-free; starts the embedded server
     with psycopg.connect(make_conninfo(server_url, dbname="postgres"), autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             try:

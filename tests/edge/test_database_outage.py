@@ -132,7 +132,7 @@ def test_a_lost_database_is_503_database_unavailable_then_recovers(database_behi
 
         database_behind_proxy.cut()
         answers = []
-        for round_ in range(8):
+        for _round in range(8):
             answers.append(client.post("/api/v1/lookup", json={"internal_token": edge_key.token}, headers=known))
             answers.append(client.post("/api/v1/reservations", json={},
                                        headers={"Authorization": f"Api-Key {unseen_key}"}))

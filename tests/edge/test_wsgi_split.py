@@ -53,7 +53,8 @@ def test_the_browser_middleware_steps_aside_for_the_api_and_only_for_it():
 def test_a_reservation_through_the_split_application(make_pool, make_api_key):
     pool = make_pool(pairs=3)
     _, raw = make_api_key()
-    status, headers, content = _call("/api/v1/reservations", method="POST", body=json.dumps({"pool": pool.name}).encode(),
+    status, headers, content = _call("/api/v1/reservations", method="POST",
+                                     body=json.dumps({"pool": pool.name}).encode(),
                                      headers={"HTTP_AUTHORIZATION": f"Api-Key {raw}"})
     names = {name.lower(): value for name, value in headers}
     assert status == 201, content

@@ -83,7 +83,7 @@ def test_admin_password_file_is_generated_private_reused_and_never_printed(tmp_p
 
 
 def test_keys_left_by_earlier_make_runs_are_revoked_and_others_kept(tmp_path):
-    from devtools.runner import revoke_legacy_dev_keys
+    from devtools.management.commands.make_run_bootstrap import revoke_legacy_dev_keys
 
     for name in ("dev-1764400000", "dev-1764400100", "dev-team", "billing"):
         ApiKey.objects.create_key(name=name, scopes=["lookup"])

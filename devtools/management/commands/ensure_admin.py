@@ -10,6 +10,7 @@ import os
 import secrets
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
@@ -22,14 +23,15 @@ class Command(BaseCommand):
         parser.add_argument("--password", default=None,
                             help="Defaults to $TOKENPOOL_ADMIN_PASSWORD (preferred: argv is visible in ps).")
         parser.add_argument("--password-file", default=None,
-                            help="Read the password from this file; create it (mode 0600) with a random one if missing.")
+                            help="Read the password from this file; create it (mode 0600) with a random one "
+                                 "if missing.")
         parser.add_argument("--email", default="admin@localhost")
 
     def handle(self, *args, username: str, password: str | None, email: str, password_file: str | None = None,
                **options) -> None:
         if password_file:
             password = _password_from_file(Path(password_file))
-        password = password or os.environ.get("TOKENPOOL_ADMIN_PASSWORD")
+        password = password or settings.TOKENPOOL_ADMIN_PASSWORD
         if not password:
             raise CommandError("Give --password-file, --password or set TOKENPOOL_ADMIN_PASSWORD.")
         user, created = get_user_model().objects.get_or_create(
