@@ -34,8 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql as pgsql
 
-from devtools import embedded_db
-from devtools.embedded_db import ensure_database, is_running, socket_dir, stop_server
+from devtools.embedded_db import ensure_database, is_running, server, socket_dir, stop_server
 from pool.services.claim import CLAIM_EXACTLY_SQL, CLAIM_ONE_SQL, CLAIM_PICK_SQL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +116,7 @@ def configure_private_server(*, settings: dict[str, str], restart: bool = False)
     if pending or restart:
         stop_server(PGDATA)
         # get_server() hands back its cached handle of the stopped server; start() starts it again.
-        embedded_db._server(PGDATA).start()  # noqa: SLF001 - devtools.embedded_db has no public restart yet
+        server(PGDATA).start()
     with connect(ensure_database("postgres", pgdata=PGDATA)) as conn:
         return server_settings(conn, tuple(settings))
 

@@ -124,7 +124,7 @@ SUITE: list[Bench] = [
           summarize=loadtest_summary, json_name="loadtest-find-max.json",
           quick={"--duration": "3", "--step-seconds": "3", "--find-max-limit": "40"}),
     Bench("reserve", ["bench_reserve", "--pairs", "10000", "--threads", "1,4,16", "--http-seconds", "5"],
-          "reservations: service raw SQL vs ORM, pgbench, HTTP through gunicorn + wrk",
+          "reservations: the service, the claim alone (raw SQL vs ORM), pgbench, HTTP through gunicorn + wrk",
           quick={"--pairs": "1000", "--threads": "1,4", "--http-seconds": "2"}),
     # Issue 13's HTTP goals in one run: HTTP reserve / pgbench of the claim, p99 at 16 connections,
     # HTTP batch / pgbench batch, and TokenPool / the naive peer (bench/naive_peer), interleaved.

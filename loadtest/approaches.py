@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
+from tokenpool_tome import TokenPoolClient  # the contract's section 5 client
 from tokenpool_tome.client import HttpTokenizationLibrary, TomeClientConfig
 
 
@@ -35,8 +36,6 @@ class PoolApproach:
     name = "pool"
 
     def __init__(self, *, base_url: str, api_key: str, pool: str, timeout: float) -> None:
-        from tokenpool_tome import TokenPoolClient  # the contract's section 5 client
-
         # No tome=: a TokenPool failure must show up as an error here, not as a silent live call.
         self._client = TokenPoolClient(base_url, api_key, pool=pool, timeout=timeout)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
+from tqdm import tqdm
 
 from loadtest.approaches import Approach, Created, error_code
 
@@ -104,6 +105,58 @@ class PhaseResult:
                   if h.get_total_count()]
         return max(values) if len(values) == 2 else float("inf")
 
+    def record(self, card: CardOutcome, *, window_key: int) -> None:
+        """Count one card's outcome (the caller holds the phase's lock)."""
+        window = self.windows.setdefault(window_key, Window())
+        window.cards += 1
+        if card.created is not None:
+            self.created += 1
+            self.sources[card.created.source] += 1
+            record_ms(self.create, card.create_ms)
+            window.create_ms.append(card.create_ms)
+            # A pair is handed out at most once, ever: either half seen before is a duplicate.
+            if card.created.internal_token in self.internal_tokens or \
+                    card.created.external_ref_id in self.external_ref_ids:
+                self.duplicates += 1
+            self.internal_tokens.add(card.created.internal_token)
+            self.external_ref_ids.add(card.created.external_ref_id)
+        if card.detokenize_ms is not None:
+            self.detokenized += 1
+            record_ms(self.detokenize, card.detokenize_ms)
+            window.detokenize_ms.append(card.detokenize_ms)
+        if card.failure is not None:
+            self.errors[card.failure] += 1
+            window.errors += 1
+
+
+@dataclass
+class CardOutcome:
+    """One card: the pair created (None on failure), both latencies (ms, None when not reached) and
+    the failure's code."""
+    created: Created | None = None
+    create_ms: float | None = None
+    detokenize_ms: float | None = None
+    failure: str | None = None
+
+
+def run_card(approach: Approach, *, scheduled: float) -> CardOutcome:
+    """Create a pair and detokenize it back; create latency from the card's scheduled start."""
+    card = CardOutcome()
+    try:
+        card.created = approach.create()
+        card.create_ms = (time.perf_counter() - scheduled) * 1000
+        detokenize_started = time.perf_counter()
+        answer = approach.detokenize(card.created.external_ref_id)
+        if answer is None:
+            card.failure = "detokenize_not_found"
+        elif answer != card.created.internal_token:
+            card.failure = "detokenize_mismatch"
+        else:
+            card.detokenize_ms = (time.perf_counter() - detokenize_started) * 1000
+    except Exception as exc:  # noqa: BLE001 - every failure is counted by its code, none stops the run
+        card.failure = error_code(exc)
+    return card
+
 
 class _Progress:
     """tqdm on stderr when it is a terminal (the table goes to stdout), nothing otherwise."""
@@ -111,8 +164,6 @@ class _Progress:
     def __init__(self, *, total: int, label: str, enabled: bool) -> None:
         self._bar = None
         if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
             self._bar = tqdm(total=total, desc=label, unit="card", file=sys.stderr, leave=False,
                              dynamic_ncols=True)
         self._lock = threading.Lock()
@@ -145,46 +196,11 @@ def run_phase(*, approach: Approach, rate: float, duration: float, workers: int,
         with lock:
             busy[0] += 1
             result.busy_peak = max(result.busy_peak, busy[0])
-        window_key = int(scheduled - origin)
-        created: Created | None = None
-        create_ms = detokenize_ms = None
-        failure = None
-        try:
-            created = approach.create()
-            create_ms = (time.perf_counter() - scheduled) * 1000
-            detokenize_started = time.perf_counter()
-            answer = approach.detokenize(created.external_ref_id)
-            if answer is None:
-                failure = "detokenize_not_found"
-            elif answer != created.internal_token:
-                failure = "detokenize_mismatch"
-            else:
-                detokenize_ms = (time.perf_counter() - detokenize_started) * 1000
-        except Exception as exc:  # noqa: BLE001 - every failure is counted by its code, none stops the run
-            failure = error_code(exc)
+        outcome = run_card(approach, scheduled=scheduled)
         with lock:
             busy[0] -= 1
             record_ms(result.start_lag, (started - scheduled) * 1000)
-            window = result.windows.setdefault(window_key, Window())
-            window.cards += 1
-            if created is not None:
-                result.created += 1
-                result.sources[created.source] += 1
-                record_ms(result.create, create_ms)
-                window.create_ms.append(create_ms)
-                # A pair is handed out at most once, ever: either half seen before is a duplicate.
-                if created.internal_token in result.internal_tokens or \
-                        created.external_ref_id in result.external_ref_ids:
-                    result.duplicates += 1
-                result.internal_tokens.add(created.internal_token)
-                result.external_ref_ids.add(created.external_ref_id)
-            if detokenize_ms is not None:
-                result.detokenized += 1
-                record_ms(result.detokenize, detokenize_ms)
-                window.detokenize_ms.append(detokenize_ms)
-            if failure is not None:
-                result.errors[failure] += 1
-                window.errors += 1
+            result.record(outcome, window_key=int(scheduled - origin))
             errors = result.error_count
         bar.update(errors)
 

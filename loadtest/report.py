@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,55 +38,155 @@ def text_table(report: dict[str, Any]) -> str:
             f"{name:<9} {data['cards']:>6} {data['errors']:>6} {data['duplicates']:>4}  "
             f"{_lat(data['latency_ms']['create']):<33} {_lat(data['latency_ms']['detokenize']):<36} "
             f"{data['tome_calls']:>10} {'-' if per_card is None else f'{per_card:.4f}':>9}")
-    for name, data in report["approaches"].items():
-        extras = []
-        if data["errors_by_code"]:
-            extras.append("errors " + ", ".join(f"{code} {n}" for code, n in sorted(data["errors_by_code"].items())))
-        extras.append("sources " + ", ".join(f"{s} {n}" for s, n in sorted(data["sources"].items())))
-        extras.append("TOME " + (", ".join(f"{op} {n}" for op, n in data["tome_calls_by_operation"].items()) or "none"))
-        client = data["client"]
-        extras.append(f"client start lag p99 {_ms(client['start_lag_ms']['p99'])} ms, peak {client['busy_peak']} "
-                      f"of {client['workers']} workers busy"
-                      + (" — THE CLIENT FELL BEHIND: its own delay is inside these latencies" if client["fell_behind"] else ""))
-        lines.append(f"  {name}: " + "; ".join(extras))
+    lines += [f"  {name}: " + "; ".join(_approach_extras(data)) for name, data in report["approaches"].items()]
     if report.get("duplicates_across_approaches"):
         lines.append(f"  DUPLICATES ACROSS APPROACHES: {report['duplicates_across_approaches']}")
     for name, data in report.get("find_max", {}).items():
-        lines.append("")
-        lines.append(f"find-max {name} ({data['step_seconds']:g} s per step; {data['criterion']}):")
-        for step in data["steps"]:
-            lines.append(f"  {step['rate']:>9.2f}/s  cards {step['cards']:>6}  create p99 {_ms(step['create_ms']['p99']):>7} ms"
-                         f"  detokenize p99 {_ms(step['detokenize_ms']['p99']):>7} ms  errors {step['errors']:>4}"
-                         f"  {'ok' if step['ok'] else 'broken'}{' (client behind)' if step['client_fell_behind'] else ''}")
-        lines.append(f"  max sustained {data['max_rate']} cards/s; stopped: {data['stopped_because']}")
-    comparison = report.get("comparison")
-    if comparison:
-        lines += ["", f"The plan's comparison at {comparison['cards_per_day']:,} cards/day "
-                      f"({comparison['plan_rate_per_second']} cards/s):",
-                  f"{'approach':<9} {'TOME calls/day measured':>24} {'plan':>9}  basis"]
-        for name, row in comparison["tome_calls_per_day"].items():
-            measured = row["measured_tome_calls_per_day"]
-            lines.append(f"{name:<9} {'-' if measured is None else f'{measured:,}':>24} "
-                         f"{row['plan_tome_calls_per_day']:>9,}  {row.get('basis', row.get('note', ''))}")
-        rows = comparison["tome_calls_per_day"]
-        if all(rows.get(n, {}).get("measured_tome_calls_per_day") for n in ("pool", "library")):
-            reduction = 1 - rows["pool"]["measured_tome_calls_per_day"] / rows["library"]["measured_tome_calls_per_day"]
-            lines.append(f"  reduction pool vs library: measured {reduction:.1%}, plan 50%")
-        for name, row in comparison["headroom"].items():
-            if row["max_rate"] is None:
-                lines.append(f"  headroom {name}: none found ({row['stopped_because']})")
-            else:
-                lines.append(f"  headroom {name}: {row['max_rate']:g} cards/s ÷ {comparison['plan_rate_per_second']:.2f} "
-                             f"= {row['headroom']:g}× the plan's rate ({row['stopped_because']})")
-        if not comparison["headroom"]:
-            lines.append(f"  headroom: not measured (add --find-max); defined as {comparison['headroom_definition']}")
+        lines += _find_max_lines(name, data)
+    if report.get("comparison"):
+        lines += _comparison_lines(report["comparison"])
     return "\n".join(lines)
+
+
+def _approach_extras(data: dict[str, Any]) -> list[str]:
+    extras = []
+    if data["errors_by_code"]:
+        extras.append("errors " + ", ".join(f"{code} {n}" for code, n in sorted(data["errors_by_code"].items())))
+    extras.append("sources " + ", ".join(f"{s} {n}" for s, n in sorted(data["sources"].items())))
+    extras.append("TOME " + (", ".join(f"{op} {n}" for op, n in data["tome_calls_by_operation"].items()) or "none"))
+    client = data["client"]
+    behind = " — THE CLIENT FELL BEHIND: its own delay is inside these latencies" if client["fell_behind"] else ""
+    extras.append(f"client start lag p99 {_ms(client['start_lag_ms']['p99'])} ms, peak {client['busy_peak']} "
+                  f"of {client['workers']} workers busy{behind}")
+    return extras
+
+
+def _find_max_lines(name: str, data: dict[str, Any]) -> list[str]:
+    lines = ["", f"find-max {name} ({data['step_seconds']:g} s per step; {data['criterion']}):"]
+    for step in data["steps"]:
+        behind = " (client behind)" if step["client_fell_behind"] else ""
+        lines.append(f"  {step['rate']:>9.2f}/s  cards {step['cards']:>6}"
+                     f"  create p99 {_ms(step['create_ms']['p99']):>7} ms"
+                     f"  detokenize p99 {_ms(step['detokenize_ms']['p99']):>7} ms  errors {step['errors']:>4}"
+                     f"  {'ok' if step['ok'] else 'broken'}{behind}")
+    lines.append(f"  max sustained {data['max_rate']} cards/s; stopped: {data['stopped_because']}")
+    return lines
+
+
+def _comparison_lines(comparison: dict[str, Any]) -> list[str]:
+    lines = ["", f"The plan's comparison at {comparison['cards_per_day']:,} cards/day "
+                 f"({comparison['plan_rate_per_second']} cards/s):",
+             f"{'approach':<9} {'TOME calls/day measured':>24} {'plan':>9}  basis"]
+    rows = comparison["tome_calls_per_day"]
+    for name, row in rows.items():
+        measured = row["measured_tome_calls_per_day"]
+        lines.append(f"{name:<9} {'-' if measured is None else f'{measured:,}':>24} "
+                     f"{row['plan_tome_calls_per_day']:>9,}  {row.get('basis', row.get('note', ''))}")
+    if all(rows.get(n, {}).get("measured_tome_calls_per_day") for n in ("pool", "library")):
+        reduction = 1 - rows["pool"]["measured_tome_calls_per_day"] / rows["library"]["measured_tome_calls_per_day"]
+        lines.append(f"  reduction pool vs library: measured {reduction:.1%}, plan 50%")
+    for name, row in comparison["headroom"].items():
+        if row["max_rate"] is None:
+            lines.append(f"  headroom {name}: none found ({row['stopped_because']})")
+        else:
+            lines.append(f"  headroom {name}: {row['max_rate']:g} cards/s ÷ {comparison['plan_rate_per_second']:.2f} "
+                         f"= {row['headroom']:g}× the plan's rate ({row['stopped_because']})")
+    if not comparison["headroom"]:
+        lines.append(f"  headroom: not measured (add --find-max); defined as {comparison['headroom_definition']}")
+    return lines
 
 
 # ---- SVG charts --------------------------------------------------------------------------------
 
 def _ticks(maximum: float, count: int = 5) -> list[float]:
     return [maximum * i / count for i in range(count + 1)]
+
+
+def _xform(x: float, *, log_percentile: bool) -> float:
+    return -math.log10(max(1e-4, 1 - x / 100)) if log_percentile else x
+
+
+@dataclass
+class _Frame:
+    """A line chart's plot area and its axes' ranges: data → SVG coordinates."""
+    left: int
+    top: int
+    plot_w: int
+    plot_h: int
+    x_min: float
+    x_max: float
+    y_max: float
+    y_log: bool
+    x_log_percentile: bool
+    y_min: float = 1.0
+
+    def sx(self, x: float) -> float:
+        return self.left + (x - self.x_min) / (self.x_max - self.x_min) * self.plot_w
+
+    def sy(self, y: float) -> float:
+        if self.y_log:
+            return self.top + self.plot_h - (math.log10(max(y, self.y_min)) / math.log10(self.y_max)) * self.plot_h
+        return self.top + self.plot_h - y / self.y_max * self.plot_h
+
+
+def _y_axis(f: _Frame) -> list[str]:
+    out = []
+    y_ticks = [10.0 ** k for k in range(0, round(math.log10(f.y_max)) + 1)] if f.y_log else _ticks(f.y_max)
+    for tick in y_ticks:
+        y = f.sy(tick)
+        out.append(f'<line x1="{f.left}" x2="{f.left + f.plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e3e3"/>'
+                   f'<text x="{f.left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:,.0f}</text>' if f.y_log else
+                   f'<text x="{f.left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>')
+    return out
+
+
+def _x_axis(f: _Frame) -> list[str]:
+    if f.x_log_percentile:
+        labels = [(0, "0%"), (90, "90%"), (99, "99%"), (99.9, "99.9%"), (99.99, "99.99%")]
+        x_ticks = [(_xform(p, log_percentile=True), text) for p, text in labels
+                   if _xform(p, log_percentile=True) <= f.x_max + 1e-9]
+    else:
+        x_ticks = [(f.x_min + (f.x_max - f.x_min) * i / 5, None) for i in range(6)]
+    out = []
+    for x, text in x_ticks:
+        label = text if text is not None else (f"{x:.0f}" if f.x_max - f.x_min >= 10 else f"{x:.1f}")
+        out.append(f'<line x1="{f.sx(x):.1f}" x2="{f.sx(x):.1f}" y1="{f.top}" y2="{f.top + f.plot_h}" stroke="#eee"/>'
+                   f'<text x="{f.sx(x):.1f}" y="{f.top + f.plot_h + 14}" text-anchor="middle">{label}</text>')
+    return out
+
+
+def _series_lines(f: _Frame, series: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for index, s in enumerate(series):
+        coords = [(f.sx(_xform(x, log_percentile=f.x_log_percentile)), f.sy(y)) for x, y in s["points"]
+                  if y is not None]
+        if not coords:
+            continue
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+        dash = f' stroke-dasharray="{s["dash"]}"' if s.get("dash") else ""
+        out.append(f'<polyline fill="none" stroke="{s["color"]}" stroke-width="1.8"{dash} points="{path}"/>')
+        if len(coords) <= 40:
+            out.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.2" fill="{s["color"]}"/>' for x, y in coords)
+        ly = f.top + 8 + index * 16
+        legend_x = f.left + f.plot_w
+        out.append(f'<line x1="{legend_x + 10}" x2="{legend_x + 34}" y1="{ly}" y2="{ly}" '
+                   f'stroke="{s["color"]}" stroke-width="2"{dash}/>'
+                   f'<text x="{legend_x + 40}" y="{ly + 4}">{html.escape(s["label"])}</text>')
+    return out
+
+
+def _frame(points: list[tuple[float, float]], *, hline: float | None, x_log_percentile: bool, left: int, top: int,
+           plot_w: int, plot_h: int) -> _Frame:
+    x_max = max(p[0] for p in points) or 1.0
+    x_min = min(p[0] for p in points) if not x_log_percentile else 0.0
+    if x_max == x_min:
+        x_max = x_min + 1
+    highest = max([p[1] for p in points] + ([hline] if hline else []))
+    # A collapsed approach (seconds) next to a healthy one (milliseconds): a log axis keeps both readable.
+    y_log = highest > 2000
+    y_max = 10 ** math.ceil(math.log10(highest)) if y_log else _nice_max(highest * 1.05)
+    return _Frame(left=left, top=top, plot_w=plot_w, plot_h=plot_h, x_min=x_min, x_max=x_max, y_max=y_max,
+                  y_log=y_log, x_log_percentile=x_log_percentile)
 
 
 def line_chart(*, title: str, series: list[dict[str, Any]], x_label: str, y_label: str,
@@ -95,71 +196,27 @@ def line_chart(*, title: str, series: list[dict[str, Any]], x_label: str, y_labe
     percentile plotted on -log10(1 - p/100) (the HDR "percentile spectrum" axis)."""
     left, right, top, bottom = 64, 170, 34, 46
     plot_w, plot_h = width - left - right, height - top - bottom
-
-    def xform(x: float) -> float:
-        return -math.log10(max(1e-4, 1 - x / 100)) if x_log_percentile else x
-
-    points = [(xform(x), y) for s in series for x, y in s["points"] if y is not None]
+    points = [(_xform(x, log_percentile=x_log_percentile), y) for s in series for x, y in s["points"]
+              if y is not None]
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
            f'aria-label="{html.escape(title)}" font-family="sans-serif" font-size="11">',
            f'<text x="{left}" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>']
     if not points:
         out.append(f'<text x="{left}" y="{top + 40}">no data</text></svg>')
         return "".join(out)
-    x_max = max(p[0] for p in points) or 1.0
-    x_min = min(p[0] for p in points) if not x_log_percentile else 0.0
-    if x_max == x_min:
-        x_max = x_min + 1
-    highest = max([p[1] for p in points] + ([hline] if hline else []))
-    # A collapsed approach (seconds) next to a healthy one (milliseconds): a log axis keeps both readable.
-    y_log = highest > 2000
-    y_max = 10 ** math.ceil(math.log10(highest)) if y_log else _nice_max(highest * 1.05)
-    y_min = 1.0
-
-    def sx(x: float) -> float:
-        return left + (x - x_min) / (x_max - x_min) * plot_w
-
-    def sy(y: float) -> float:
-        if y_log:
-            return top + plot_h - (math.log10(max(y, y_min)) / math.log10(y_max)) * plot_h
-        return top + plot_h - y / y_max * plot_h
-
+    f = _frame(points, hline=hline, x_log_percentile=x_log_percentile, left=left, top=top, plot_w=plot_w,
+               plot_h=plot_h)
     out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#999"/>')
-    y_ticks = [10.0 ** k for k in range(0, round(math.log10(y_max)) + 1)] if y_log else _ticks(y_max)
-    for tick in y_ticks:
-        y = sy(tick)
-        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e3e3"/>'
-                   f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:,.0f}</text>' if y_log else
-                   f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>')
-    if x_log_percentile:
-        labels = [(0, "0%"), (90, "90%"), (99, "99%"), (99.9, "99.9%"), (99.99, "99.99%")]
-        x_ticks = [(xform(p), text) for p, text in labels if xform(p) <= x_max + 1e-9]
-    else:
-        x_ticks = [(x_min + (x_max - x_min) * i / 5, None) for i in range(6)]
-    for x, text in x_ticks:
-        label = text if text is not None else (f"{x:.0f}" if x_max - x_min >= 10 else f"{x:.1f}")
-        out.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{top}" y2="{top + plot_h}" stroke="#eee"/>'
-                   f'<text x="{sx(x):.1f}" y="{top + plot_h + 14}" text-anchor="middle">{label}</text>')
-    if hline is not None and hline <= y_max:
-        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(hline):.1f}" y2="{sy(hline):.1f}" '
-                   f'stroke="#000" stroke-dasharray="4 4"/><text x="{left + plot_w - 4}" y="{sy(hline) - 4:.1f}" '
+    out += _y_axis(f) + _x_axis(f)
+    if hline is not None and hline <= f.y_max:
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{f.sy(hline):.1f}" y2="{f.sy(hline):.1f}" '
+                   f'stroke="#000" stroke-dasharray="4 4"/><text x="{left + plot_w - 4}" y="{f.sy(hline) - 4:.1f}" '
                    f'text-anchor="end">{hline:g} ms</text>')
+    y_title = html.escape(y_label + (" (log)" if f.y_log else ""))
     out.append(f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle">{html.escape(x_label)}</text>'
                f'<text x="14" y="{top + plot_h / 2}" text-anchor="middle" '
-               f'transform="rotate(-90 14 {top + plot_h / 2})">{html.escape(y_label + (" (log)" if y_log else ""))}</text>')
-    for index, s in enumerate(series):
-        coords = [(sx(xform(x)), sy(y)) for x, y in s["points"] if y is not None]
-        if not coords:
-            continue
-        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
-        dash = f' stroke-dasharray="{s["dash"]}"' if s.get("dash") else ""
-        out.append(f'<polyline fill="none" stroke="{s["color"]}" stroke-width="1.8"{dash} points="{path}"/>')
-        if len(coords) <= 40:
-            out.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.2" fill="{s["color"]}"/>' for x, y in coords)
-        ly = top + 8 + index * 16
-        out.append(f'<line x1="{left + plot_w + 10}" x2="{left + plot_w + 34}" y1="{ly}" y2="{ly}" '
-                   f'stroke="{s["color"]}" stroke-width="2"{dash}/>'
-                   f'<text x="{left + plot_w + 40}" y="{ly + 4}">{html.escape(s["label"])}</text>')
+               f'transform="rotate(-90 14 {top + plot_h / 2})">{y_title}</text>')
+    out += _series_lines(f, series)
     out.append("</svg>")
     return "".join(out)
 
@@ -184,7 +241,8 @@ def bar_chart(*, title: str, bars: list[tuple[str, float, str]], y_label: str, w
         out.append(f'<rect x="{x:.1f}" y="{top + plot_h - bar_h:.1f}" width="{slot * 0.6:.1f}" height="{bar_h:.1f}" '
                    f'fill="{color}"/><text x="{x + slot * 0.3:.1f}" y="{top + plot_h - bar_h - 4:.1f}" '
                    f'text-anchor="middle">{value_format.format(value)}</text>'
-                   f'<text x="{x + slot * 0.3:.1f}" y="{top + plot_h + 16}" text-anchor="middle">{html.escape(label)}</text>')
+                   f'<text x="{x + slot * 0.3:.1f}" y="{top + plot_h + 16}" '
+                   f'text-anchor="middle">{html.escape(label)}</text>')
     out.append(f'<text x="14" y="{top + plot_h / 2}" text-anchor="middle" '
                f'transform="rotate(-90 14 {top + plot_h / 2})">{html.escape(y_label)}</text></svg>')
     return "".join(out)

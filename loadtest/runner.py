@@ -153,13 +153,57 @@ def _spectrum(histogram: Any) -> list[list[float]]:
     return [[p, round(histogram.get_value_at_percentile(p) / 1000, 3)] for p in points]
 
 
+def _broken_because(phase: PhaseResult, rate: float) -> str:
+    """Why a find-max step at ``rate`` broke (errors first, else its p99)."""
+    if phase.error_count:
+        reason = f"errors at {rate:.1f} cards/s: {dict(phase.errors)}"
+    else:
+        reason = f"p99 ≥ {P99_LIMIT_MS:g} ms at {rate:.1f} cards/s"
+    if phase.client_fell_behind:
+        reason += " (the load generator also fell behind: a lower bound)"
+    return reason
+
+
+def _bracket(step: Callable[[float], bool], config: LoadtestConfig) -> tuple[float | None, float | None]:
+    """The last good and the first bad rate: doubling from the start rate, or halving while even the
+    start rate breaks (down to half the plan's rate)."""
+    good: float | None = None
+    bad: float | None = None
+    rate = config.find_max_start
+    while rate <= config.find_max_limit:
+        if not step(rate):
+            bad = rate
+            break
+        good, rate = rate, rate * 2
+    # Broken at the start rate: halve down to half the plan's rate, so "not even at 50K/day" is measured too.
+    rate = config.find_max_start / 2
+    while good is None and rate >= PLAN_RATE / 2:
+        if step(rate):
+            good = rate
+        else:
+            bad, rate = rate, rate / 2
+    return good, bad
+
+
+def _refine(step: Callable[[float], bool], good: float | None, bad: float | None, *,
+            steps: int) -> tuple[float | None, float | None]:
+    """Bisect ``steps`` times between the last good and the first bad rate (when there are both)."""
+    if good is None or bad is None:
+        return good, bad
+    for _ in range(steps):
+        middle = (good + bad) / 2
+        if step(middle):
+            good = middle
+        else:
+            bad = middle
+    return good, bad
+
+
 def find_max(approach: Approach, config: LoadtestConfig, *, log: Callable[[str], None]) -> dict[str, Any]:
     """Double the rate from ``find_max_start`` until p99 ≥ 50 ms or errors (or halve it while even
     the start rate breaks); then bisect ``refine_steps`` times between the last good and the first
     bad rate."""
     steps: list[dict[str, Any]] = []
-    good: float | None = None
-    bad: float | None = None
     stopped = f"reached the --find-max-limit of {config.find_max_limit:g} cards/s"
 
     def step(rate: float) -> bool:
@@ -177,45 +221,20 @@ def find_max(approach: Approach, config: LoadtestConfig, *, log: Callable[[str],
                       "errors_by_code": dict(phase.errors), "create_ms": create, "detokenize_ms": detokenize,
                       "client_fell_behind": phase.client_fell_behind,
                       "client_start_lag_p99_ms": summary_ms(phase.start_lag)["p99"], "ok": ok})
+        behind = " (client fell behind)" if phase.client_fell_behind else ""
         log(f"{approach.name} find-max {rate:8.2f}/s: create p99 {create['p99']} ms, detokenize p99 "
-            f"{detokenize['p99']} ms, errors {phase.error_count}{' (client fell behind)' if phase.client_fell_behind else ''}"
-            f" -> {'ok' if ok else 'broken'}")
+            f"{detokenize['p99']} ms, errors {phase.error_count}{behind} -> {'ok' if ok else 'broken'}")
         if not ok:
-            if phase.error_count:
-                stopped = f"errors at {rate:.1f} cards/s: {dict(phase.errors)}"
-            else:
-                stopped = f"p99 ≥ {P99_LIMIT_MS:g} ms at {rate:.1f} cards/s"
-            if phase.client_fell_behind:
-                stopped += " (the load generator also fell behind: a lower bound)"
+            stopped = _broken_because(phase, rate)
         return ok
 
-    rate = config.find_max_start
-    while rate <= config.find_max_limit:
-        if step(rate):
-            good, rate = rate, rate * 2
-        else:
-            bad = rate
-            break
-    # Broken at the start rate: halve down to half the plan's rate, so "not even at 50K/day" is measured too.
-    rate = config.find_max_start / 2
-    while good is None and rate >= PLAN_RATE / 2:
-        if step(rate):
-            good = rate
-        else:
-            bad, rate = rate, rate / 2
-    if good is not None and bad is not None:
-        reason = stopped
-        for _ in range(config.refine_steps):
-            middle = (good + bad) / 2
-            if step(middle):
-                good = middle
-            else:
-                bad = middle
-        stopped = reason
+    good, bad = _bracket(step, config)
+    reason = stopped  # what ended the search; the bisection's broken steps do not replace it
+    good, bad = _refine(step, good, bad, steps=config.refine_steps)
     return {"steps": steps, "max_rate": round(good, 3) if good is not None else None,
             "first_broken_rate": round(bad, 3) if bad is not None else None,
             "headroom": round(good / PLAN_RATE, 1) if good is not None else None,
-            "stopped_because": stopped, "step_seconds": config.step_seconds,
+            "stopped_because": reason, "step_seconds": config.step_seconds,
             "criterion": f"create and detokenize p99 < {P99_LIMIT_MS:g} ms (from the schedule), no errors"}
 
 

@@ -10,9 +10,20 @@ USED, a pool's worth AVAILABLE, a few RESERVED) and times the query shapes of
 """
 from __future__ import annotations
 
+import logging
+import os
 import time
+import timeit
 
+import psycopg
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.test import Client
+
+from bench.loadgen import percentile
+from devtools.embedded_db import ensure_database
+from monitoring.logging import CorrelationIdFilter, JsonFormatter
+from monitoring.metrics import observe_request
+from pool.models import TokenPair
 
 SCRATCH_DB = "bench_monitoring_scratch"
 
@@ -33,13 +44,8 @@ class Command(BaseCommand):
         if request_costs:
             self._request_costs()
             return
-        import os
-
-        import psycopg
-
         if os.environ.get("DATABASE_URL"):
             raise CommandError("runs against the embedded PostgreSQL only (unset DATABASE_URL)")
-        from devtools.embedded_db import ensure_database
 
         url = ensure_database(SCRATCH_DB)
         with psycopg.connect(url, autocommit=True) as conn:
@@ -111,15 +117,6 @@ class Command(BaseCommand):
         return time.perf_counter() - started
 
     def _request_costs(self) -> None:
-        import logging
-        import timeit
-
-        from django.test import Client
-
-        from bench.loadgen import percentile
-        from monitoring.logging import CorrelationIdFilter, JsonFormatter
-        from pool.models import TokenPair
-
         client = Client()
         client.get("/metrics")  # warm-up: imports, first connection
         scrapes = []
@@ -136,8 +133,6 @@ class Command(BaseCommand):
         n = 20_000
         seconds = timeit.timeit(lambda: (correlation.filter(record), formatter.format(record)), number=n)
         self.stdout.write(f"request log line (filter + JSON format): {seconds / n * 1e6:.1f} µs")
-        from monitoring.metrics import observe_request
-
         seconds = timeit.timeit(lambda: observe_request(endpoint="/api/v1/reservations", method="POST",
                                                         seconds=0.003), number=n)
         self.stdout.write(f"request histogram observation: {seconds / n * 1e6:.1f} µs "

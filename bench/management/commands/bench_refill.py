@@ -25,11 +25,16 @@ from django.db import DatabaseError, connection, transaction
 
 from bench.loadgen import percentile
 from devtools.netutil import free_port, stop_process, wait_answering
+from onboarding.readiness import missing_approvals
 from pool.models import Environment, Pool, TokenPair
+from pool.services import pairs_insert_bulk
 from refill.models import RefillLease, RefillOutcome, RefillRun, RefillTrigger
 from refill.services import refill_run
+from tokenpool_tome.client import TokenPair as Pair
+from tome.provider import reset_tome_client
 
 ROOT = Path(settings.BASE_DIR)
+PAIR_TABLE = TokenPair._meta.db_table  # noqa: SLF001 - Model._meta is Django's documented Options API
 
 
 def _fake_pairs(n: int) -> list[tuple[str, str]]:
@@ -57,8 +62,6 @@ class Command(BaseCommand):
         pairs, batch = options["pairs"], options["batch_size"]
         if pairs < 1 or not 1 <= batch <= settings.TOME_MAX_BATCH:
             raise CommandError(f"--pairs must be ≥ 1 and --batch-size within 1..{settings.TOME_MAX_BATCH}")
-        from onboarding.readiness import missing_approvals
-
         missing = missing_approvals(environment=options["environment"])
         if missing:
             raise CommandError(f"{options['environment']} onboarding is not approved ({'; '.join(missing)}); "
@@ -127,8 +130,6 @@ class Command(BaseCommand):
 
     @staticmethod
     def _point_at(url: str) -> None:
-        from tome.provider import reset_tome_client
-
         settings.TOME_BASE_URL = url
         reset_tome_client()
 
@@ -164,7 +165,7 @@ class Command(BaseCommand):
         def fresh_table() -> None:
             with connection.cursor() as cursor:
                 cursor.execute(f"DROP TABLE IF EXISTS {table}")
-                cursor.execute(f"CREATE TABLE {table} (LIKE {TokenPair._meta.db_table} INCLUDING ALL)")
+                cursor.execute(f"CREATE TABLE {table} (LIKE {PAIR_TABLE} INCLUDING ALL)")
 
         try:
             fresh_table()
@@ -185,9 +186,6 @@ class Command(BaseCommand):
         return one, batched
 
     def _bench_insert_methods(self, *, batches: int, batch: int, environment: str) -> tuple[float, float]:
-        from pool.services import pairs_insert_bulk
-        from tokenpool_tome.client import TokenPair as Pair
-
         rows = _fake_pairs(2 * batches * batch)
         pool = Pool.objects.create(name=f"bench-insert-{os.getpid()}", environment=environment,
                                    target_size=len(rows), low_watermark=0, critical_watermark=0,
@@ -200,7 +198,7 @@ class Command(BaseCommand):
 
         def direct(chunk: list[tuple[str, str]]) -> None:
             with transaction.atomic(), connection.cursor() as cursor, \
-                    cursor.cursor.copy(f"COPY {TokenPair._meta.db_table} {columns} FROM STDIN") as cp:
+                    cursor.cursor.copy(f"COPY {PAIR_TABLE} {columns} FROM STDIN") as cp:
                 for internal, external in chunk:
                     cp.write_row((pool.pk, internal, external, "AVAILABLE", "pool", "now"))
 

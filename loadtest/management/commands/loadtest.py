@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from loadtest.report import html_report, text_table
 from loadtest.runner import APPROACHES, LoadtestConfig, run_loadtest
+from pool.models import Pool
 
 
 class Command(BaseCommand):
@@ -94,7 +95,8 @@ class Command(BaseCommand):
             _write(opts["report_path"], html_report(report, command=report["command"]))
         duplicates = sum(a["duplicates"] for a in report["approaches"].values())
         duplicates += report["duplicates_across_approaches"]
-        duplicates += sum(step["duplicates"] for found in report.get("find_max", {}).values() for step in found["steps"])
+        duplicates += sum(step["duplicates"] for found in report.get("find_max", {}).values()
+                          for step in found["steps"])
         if duplicates:
             # A pair handed out twice breaks the contract's first rule: fail loudly, not just in a table.
             raise CommandError(f"{duplicates} duplicate pair(s) received")
@@ -103,8 +105,6 @@ class Command(BaseCommand):
     def _pool_facts(name: str) -> tuple[str, str, int | None]:
         """The pool's TOME namespaces and batch size when this database has it, else the settings'."""
         try:
-            from pool.models import Pool
-
             pool = Pool.objects.filter(name=name).first()
         except Exception:  # noqa: BLE001 - the load test may drive a TokenPool whose database is elsewhere
             pool = None
