@@ -210,7 +210,7 @@ class EmulatorApp:
             time.sleep(delay)
         call: dict[str, int | None] = {"items": None}  # known once the body is parsed; on errors too
         try:
-            return self._namespace_call(request, ns, operation, settings, call)
+            return self._namespace_operation(request, ns, operation, settings, call)
         except ApiError as exc:
             response = _error(exc)
         except VaultError as exc:
@@ -223,8 +223,8 @@ class EmulatorApp:
         response.items = call["items"]
         return response
 
-    def _namespace_call(self, request: Request, ns: str, operation: str, settings: FaultSettings,
-                        call: dict[str, int | None]) -> Response:
+    def _namespace_operation(self, request: Request, ns: str, operation: str, settings: FaultSettings,
+                             call: dict[str, int | None]) -> Response:
         client_token = self._authenticate_client(request)
         if not NAMESPACE_NAME.match(ns):
             raise ApiError(404, "namespace_not_found", "Namespace does not exist.")
