@@ -1,3 +1,5 @@
+# mypy: allow-subclassing-any
+# (Django ships no type information and the project runs mypy without django-stubs: models.Model is Any.)
 """The one append-only model base (audit records, onboarding decisions and transitions): rows are
 written once and never changed or deleted. The model refuses it here; each table's database
 trigger refuses it for raw SQL too."""

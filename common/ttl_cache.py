@@ -22,7 +22,7 @@ class TTLCache(Generic[K, V]):
     def __init__(self, *, maxsize: int, seconds: Callable[[], float]) -> None:
         self._seconds = seconds
         self._lock = threading.Lock()
-        self._cache: TLRUCache = TLRUCache(maxsize=maxsize, ttu=self._expires, timer=time.monotonic)
+        self._cache: TLRUCache[K, V] = TLRUCache(maxsize=maxsize, ttu=self._expires, timer=time.monotonic)
 
     def _expires(self, key: K, value: V, now: float) -> float:
         return now + self._seconds()

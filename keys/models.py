@@ -5,10 +5,12 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from rest_framework_api_key.models import AbstractAPIKey
 
+from common.choices import TextChoices
+
 __all__ = ["ApiKey", "ApiScope"]
 
 
-class ApiScope(models.TextChoices):
+class ApiScope(TextChoices):
     RESERVE = "reserve", "reserve / confirm / release"
     LOOKUP = "lookup", "lookup"
     DETOKENIZE = "detokenize", "detokenize"

@@ -14,7 +14,7 @@ import threading
 
 from django.conf import settings
 from django.core.signals import setting_changed
-from django.dispatch import Signal, receiver
+from django.dispatch import Signal
 
 from tokenpool_tome.client import CallRecord, HttpTokenizationLibrary, TomeClientConfig
 
@@ -73,7 +73,11 @@ def _announce(record: CallRecord) -> None:
     tome_call.send(sender=HttpTokenizationLibrary, record=record)
 
 
-@receiver(setting_changed)
 def _rebuild_on_tome_setting_change(*, setting: str, **kwargs: object) -> None:
     if setting.startswith("TOME_"):
         reset_tome_client()
+
+
+# Connected directly rather than with @receiver: Django is untyped here, and the decorator would
+# make the function untyped for mypy. Same registration (weak reference, no dispatch_uid).
+setting_changed.connect(_rebuild_on_tome_setting_change)
