@@ -37,7 +37,7 @@ class EstimatedCountPaginator(Paginator):
         if isinstance(queryset, QuerySet) and not queryset.query.where:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                               [queryset.model._meta.db_table])
+                               [queryset.model._meta.db_table])  # noqa: SLF001 - Model._meta is Django's documented Options API
                 row = cursor.fetchone()
             if row and row[0] > COUNT_CAP:
                 return int(row[0])
@@ -103,7 +103,7 @@ class TokenPairAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     show_facets = ShowFacets.NEVER  # facet counts would scan the table
     paginator = EstimatedCountPaginator
     list_per_page = 50
-    readonly_fields = [f.name for f in TokenPair._meta.fields]
+    readonly_fields = [f.name for f in TokenPair._meta.fields]  # noqa: SLF001 - Model._meta is Django's documented Options API
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         term = search_term.strip()
@@ -128,7 +128,7 @@ class AuditRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     show_full_result_count = False
     show_facets = ShowFacets.NEVER
     paginator = EstimatedCountPaginator
-    readonly_fields = [f.name for f in AuditRecord._meta.fields]
+    readonly_fields = [f.name for f in AuditRecord._meta.fields]  # noqa: SLF001 - Model._meta is Django's documented Options API
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         term = search_term.strip()

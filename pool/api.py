@@ -103,7 +103,7 @@ def _pair_body(result: PairResult) -> dict[str, str]:
 def _batch_body(*, keys: list[str], results: list[PairResult | None], key_field: str) -> dict[str, list]:
     """One entry per requested key, in request order: the pair, or ``{key_field: key, "code": "not_found"}``."""
     return {"results": [_pair_body(r) if r is not None else {key_field: k, "code": "not_found"}
-                        for k, r in zip(keys, results)]}
+                        for k, r in zip(keys, results, strict=True)]}
 
 
 class LookupBatchItem(serializers.Serializer):
@@ -204,7 +204,8 @@ class ReservationReleaseApi(ScopedApiView):
     class InputSerializer(serializers.Serializer):
         pass
 
-    @extend_schema(operation_id="reservation_release", request={"application/json": OpenApiTypes.OBJECT}, parameters=[RESERVATION_ID],
+    @extend_schema(operation_id="reservation_release", request={"application/json": OpenApiTypes.OBJECT},
+                   parameters=[RESERVATION_ID],
                    responses={200: ReservationOutput, **error_responses(400, 401, 403, 404, 409, 413, 415, 429)})
     def post(self, request: Request, reservation_id: str) -> Response:
         validated(self.InputSerializer, request.data)

@@ -1,19 +1,23 @@
+# mypy: allow-subclassing-any
+# (Django ships no type information and the project runs mypy without django-stubs: models.Model is Any.)
 """Pools, their token pairs (the original plan's token_pool table) and the lookup audit."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import cast
 
 from django.db import models
 from django.db.models import Q
 
 from common.append_only import AppendOnlyError, AppendOnlyModel
+from common.choices import TextChoices
 from tome import TOME_BATCH_LIMIT
 
 __all__ = ["Environment", "Pool", "PairStatus", "PairSource", "TokenPair", "AuditAction", "AuditOutcome",
            "AuditRecord", "AppendOnlyError"]
 
 
-class Environment(models.TextChoices):
+class Environment(TextChoices):
     UAT = "UAT", "UAT"
     PRODUCTION = "PRODUCTION", "Production"
 
@@ -49,17 +53,17 @@ class Pool(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.name
+        return cast(str, self.name)
 
 
-class PairStatus(models.TextChoices):
+class PairStatus(TextChoices):
     AVAILABLE = "AVAILABLE"
     RESERVED = "RESERVED"
     USED = "USED"
     RETIRED = "RETIRED"
 
 
-class PairSource(models.TextChoices):
+class PairSource(TextChoices):
     POOL = "pool"
     DIRECT = "direct"
 
@@ -149,12 +153,12 @@ class TokenPair(models.Model):
         return f"pair #{self.pk} ({self.status})"
 
 
-class AuditAction(models.TextChoices):
+class AuditAction(TextChoices):
     LOOKUP = "lookup"
     DETOKENIZE = "detokenize"
 
 
-class AuditOutcome(models.TextChoices):
+class AuditOutcome(TextChoices):
     FOUND = "found"
     NOT_FOUND = "not_found", "not found"
     TOME = "tome", "resolved by TOME"
@@ -171,7 +175,8 @@ class AuditRecord(AppendOnlyModel):
     api_key = models.ForeignKey("keys.ApiKey", on_delete=models.PROTECT, related_name="+", db_index=False)
     action = models.CharField(max_length=16, choices=AuditAction.choices)
     pair = models.ForeignKey(TokenPair, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    token_digest = models.CharField(max_length=64, help_text="HMAC-SHA-256 (hex, keyed by SECRET_KEY) of the token asked about.")
+    token_digest = models.CharField(max_length=64,
+                                    help_text="HMAC-SHA-256 (hex, keyed by SECRET_KEY) of the token asked about.")
     correlation_id = models.CharField(max_length=128, blank=True, default="")
     outcome = models.CharField(max_length=24, choices=AuditOutcome.choices)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import cast
 
 from django.conf import settings
 from django.db import connection
@@ -14,7 +15,16 @@ from common.ttl_cache import TTLCache
 from keys.models import ApiKey
 from pool.models import Pool, TokenPair
 
-__all__ = ["DEFAULT_POOL_NAME", "pool_get", "pool_get_cached", "pool_cache_clear", "pool_available_up_to", "pools_without_available_pairs", "parse_reservation_id", "reservation_get"]
+__all__ = [
+    "DEFAULT_POOL_NAME",
+    "parse_reservation_id",
+    "pool_available_up_to",
+    "pool_cache_clear",
+    "pool_get",
+    "pool_get_cached",
+    "pools_without_available_pairs",
+    "reservation_get",
+]
 
 DEFAULT_POOL_NAME = "default"
 _POOL_NAME = re.compile(r"[-a-zA-Z0-9_]{1,64}")  # Pool.name is a SlugField(max_length=64)
@@ -26,7 +36,7 @@ def pool_get(*, name: str | None) -> Pool:
     if not _POOL_NAME.fullmatch(name):  # e.g. a NUL byte in the URL: PostgreSQL would refuse it
         raise PoolNotFound()
     try:
-        return Pool.objects.get(name=name)
+        return cast(Pool, Pool.objects.get(name=name))
     except Pool.DoesNotExist:
         raise PoolNotFound() from None
 
@@ -59,7 +69,7 @@ def pool_available_up_to(*, pool: Pool, limit: int) -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM (SELECT 1 FROM core_tokenpair WHERE pool_id = %s"
                        " AND status = 'AVAILABLE' LIMIT %s) AS a", [pool.pk, limit])
-        return cursor.fetchone()[0]
+        return cast(int, cursor.fetchone()[0])
 
 
 def pools_without_available_pairs() -> list[str]:
@@ -86,8 +96,8 @@ def parse_reservation_id(reservation_id: str | uuid.UUID) -> uuid.UUID:
 def reservation_get(*, reservation_id: str | uuid.UUID, api_key: ApiKey) -> TokenPair:
     """A reservation of ``api_key``; another key's reservation is as unknown as a missing one."""
     rid = parse_reservation_id(reservation_id)
-    pair = (TokenPair.objects.filter(reservation_id=rid, reserved_by=api_key)
-            .annotate(pool_name=F("pool__name")).first())
+    pair: TokenPair | None = (TokenPair.objects.filter(reservation_id=rid, reserved_by=api_key)
+                              .annotate(pool_name=F("pool__name")).first())
     if pair is None:
         raise ReservationNotFound()
     return pair

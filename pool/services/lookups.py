@@ -75,7 +75,7 @@ def _resolve(*, action: str, tokens: Sequence[str], api_key: ApiKey, single: boo
     from_tome: dict[str, str | None] = {}
     if misses:
         try:
-            from_tome = dict(zip(misses, _tome_resolve(action=action, tokens=misses, single=single)))
+            from_tome = dict(zip(misses, _tome_resolve(action=action, tokens=misses, single=single), strict=True))
         except UpstreamUnavailable:
             _audit(api_key=api_key, action=action, entries=[
                 (t, known[t][0] if t in known else None, AuditOutcome.UPSTREAM_UNAVAILABLE) for t in tokens

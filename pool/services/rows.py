@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
 from django.db import connection
 
 from pool.models import TokenPair
 
-PAIR_FIELDS: tuple[str, ...] = tuple(f.attname for f in TokenPair._meta.concrete_fields)
+PAIR_FIELDS: tuple[str, ...] = tuple(f.attname for f in TokenPair._meta.concrete_fields)  # noqa: SLF001 - Model._meta is Django's documented Options API
 # Appended to every `RETURNING`: the pair's columns and its pool's name (the reservation body has it).
 RETURNING = ", ".join(f"t.{name}" for name in PAIR_FIELDS) + (
     ", (SELECT p.name FROM core_pool AS p WHERE p.id = t.pool_id) AS pool_name"
@@ -26,18 +27,18 @@ def pairs_from_rows(rows: Sequence[Sequence[object]], *, leading: int = 0) -> li
     return pairs
 
 
-def fetch(sql: str, params: dict[str, object]) -> list[tuple]:
+def fetch(sql: str, params: dict[str, object]) -> list[tuple[Any, ...]]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchall()
+        return cast(list[tuple[Any, ...]], cursor.fetchall())
 
 
 def execute(sql: str, params: dict[str, object]) -> int:
     """Run a statement; returns its row count."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.rowcount
+        return cast(int, cursor.rowcount)
 
 
 def db_now() -> datetime:
-    return fetch("SELECT now()", {})[0][0]
+    return cast(datetime, fetch("SELECT now()", {})[0][0])
