@@ -193,7 +193,7 @@ class OnboardingTaskAdmin(admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request),
             "title": f"{verb} {len(tasks)} onboarding task(s)",
-            "opts": self.model._meta,
+            "opts": self.opts,
             "tasks": tasks,
             "form": form,
             "action": action,
@@ -225,7 +225,7 @@ class OnboardingTaskAdmin(admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request),
             "title": f"Onboarding readiness — {env.label}",
-            "opts": self.model._meta,
+            "opts": self.opts,
             "summary": summary,
             "summary_links": _summary_links(current=env),
             "estimates_note": ESTIMATES_NOTE,

@@ -1,3 +1,5 @@
+# mypy: allow-subclassing-any
+# (Django ships no type information and the project runs mypy without django-stubs: models.Model is Any.)
 """Onboarding models: tasks per environment, four-eyes approval decisions and the transition trail.
 
 An ``OnboardingTask`` moves NOT_STARTED → IN_PROGRESS → AWAITING_APPROVAL → APPROVED, or
@@ -9,7 +11,8 @@ enforced here and by database triggers (see the migration ``onboarding_append_on
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, cast
 
 from django.conf import settings
 from django.db import models
@@ -18,7 +21,11 @@ from django.utils import timezone
 from django_fsm import FSMField, FSMModelMixin, transition
 
 from common.append_only import AppendOnlyModel
+from common.choices import TextChoices
 from pool.models import Environment
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
 
 __all__ = [
     "ApprovalDecision",
@@ -32,7 +39,7 @@ __all__ = [
 APPROVE_PERMISSION = "onboarding.approve_onboardingtask"
 
 
-class OnboardingGroup(models.TextChoices):
+class OnboardingGroup(TextChoices):
     COMMON = "common", "Common (required regardless of approach)"
     LIBRARY = "library", "Approach 1: JAR/library"
     PREFETCH_BATCH_JOB = "prefetch_batch_job", "Approach 2: prefetch — batch job"
@@ -49,7 +56,7 @@ PREFETCH_GROUPS = (
 )
 
 
-class OnboardingState(models.TextChoices):
+class OnboardingState(TextChoices):
     NOT_STARTED = "NOT_STARTED", "Not started"
     IN_PROGRESS = "IN_PROGRESS", "In progress"
     AWAITING_APPROVAL = "AWAITING_APPROVAL", "Awaiting approval"
@@ -144,32 +151,32 @@ class OnboardingTask(FSMModelMixin, models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.title
+        return cast(str, self.title)
 
     # --- transitions (called only by onboarding.services, inside its locked transaction) ---
 
     @transition(field=state, source=[OnboardingState.NOT_STARTED, OnboardingState.REJECTED],
                 target=OnboardingState.IN_PROGRESS, conditions=[prerequisites_approved])
-    def start(self, *, by, at: datetime) -> None:
+    def start(self, *, by: AbstractBaseUser, at: datetime) -> None:
         if self.owner_id is None:
             self.owner = by
 
     @transition(field=state, source=OnboardingState.IN_PROGRESS,
                 target=OnboardingState.AWAITING_APPROVAL, conditions=[prerequisites_approved])
-    def submit(self, *, by, at: datetime) -> None:
+    def submit(self, *, by: AbstractBaseUser, at: datetime) -> None:
         self.submitted_by = by
         self.submitted_at = at
 
     @transition(field=state, source=OnboardingState.AWAITING_APPROVAL,
                 target=OnboardingState.APPROVED, conditions=[prerequisites_approved],
                 permission=APPROVE_PERMISSION)
-    def approve(self, *, by, at: datetime) -> None:
+    def approve(self, *, by: AbstractBaseUser, at: datetime) -> None:
         self.approved_by = by
         self.approved_at = at
 
     @transition(field=state, source=OnboardingState.AWAITING_APPROVAL,
                 target=OnboardingState.REJECTED, permission=APPROVE_PERMISSION)
-    def reject(self, *, by, at: datetime) -> None:
+    def reject(self, *, by: AbstractBaseUser, at: datetime) -> None:
         pass
 
     # --- read helpers ---
@@ -177,11 +184,12 @@ class OnboardingTask(FSMModelMixin, models.Model):
     def days_waiting_for_approval(self, *, now: datetime | None = None) -> float | None:
         if self.state != OnboardingState.AWAITING_APPROVAL or self.submitted_at is None:
             return None
-        return ((now or timezone.now()) - self.submitted_at).total_seconds() / 86400
+        waited: timedelta = (now or timezone.now()) - self.submitted_at
+        return waited.total_seconds() / 86400
 
 
 class ApprovalDecision(AppendOnlyModel):
-    class Decision(models.TextChoices):
+    class Decision(TextChoices):
         APPROVE = "approve", "Approve"
         REJECT = "reject", "Reject"
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.utils import timezone
 
@@ -18,6 +18,7 @@ from onboarding.models import (
     OnboardingTask,
 )
 from onboarding.readiness import missing_approvals
+from onboarding.services import PLAN_PATH
 from onboarding.signals import impact_measurement_requested
 from pool.models import Environment
 
@@ -127,7 +128,7 @@ def _measured_prefetch_calls() -> tuple[int, float] | None:
     """The first answer to ``impact_measurement_requested`` (the monitoring room's counters)."""
     for _receiver, answer in impact_measurement_requested.send(sender=OnboardingTask):
         if answer is not None:
-            return answer
+            return cast(tuple[int, float], answer)
     return None
 
 
@@ -140,8 +141,6 @@ def tome_call_impact(*, cards_per_day: int = 50_000,
     original plan counts it: 1 call per card for its share of the batch prefetch plus 1 NS1 detokenize after
     the database lookup ("projected"). When this deployment has issued cards, the measured row
     scales its real TOME HTTP calls per card (batch calls count once) to ``cards_per_day``."""
-    from onboarding.services import PLAN_PATH
-
     model = json.loads(PLAN_PATH.read_text(encoding="utf-8"))["impact_at_50k_cards_per_day"]
     jar_per_card = sum(model["jar_calls_per_card"].values())
     prefetch_per_card = sum(model["prefetch_calls_per_card"].values())
@@ -190,7 +189,7 @@ def environment_summary(*, environment: str, now: datetime | None = None) -> dic
     common_rows = _rows(tasks, prereqs, common, now)
     impl_rows = _rows(tasks, prereqs, implementation, now)
     waiting = sorted((r for r in common_rows + impl_rows if r.days_waiting is not None),
-                     key=lambda r: -r.days_waiting)
+                     key=lambda r: -cast(float, r.days_waiting))
     return {
         "environment": env,
         "environment_label": env.label,

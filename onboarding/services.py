@@ -16,6 +16,7 @@ from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Model
 from django.utils import timezone
 from django_fsm import TransitionNotAllowed, can_proceed
 
@@ -85,7 +86,7 @@ def _transition(*, task: OnboardingTask, user: AbstractBaseUser, action: str, no
                 checks: tuple[Callable[[OnboardingTask], None], ...] = ()) -> OnboardingTask:
     _check_user(user)
     with transaction.atomic():
-        locked = OnboardingTask.objects.select_for_update(of=("self",)).get(pk=task.pk)
+        locked: OnboardingTask = OnboardingTask.objects.select_for_update(of=("self",)).get(pk=task.pk)
         _check_source_state(locked, action)
         for check in checks:
             check(locked)
@@ -198,7 +199,7 @@ def plan_read(*, path: Path = PLAN_PATH) -> list[dict[str, Any]]:
     return tasks
 
 
-def plan_load(*, path: Path = PLAN_PATH, task_model: type | None = None) -> PlanLoadResult:
+def plan_load(*, path: Path = PLAN_PATH, task_model: type[Model] | None = None) -> PlanLoadResult:
     """Create or update every task of the plan by slug; a second run changes nothing.
 
     The plan is authoritative for what it defines (title, environment, group, order, comments,
