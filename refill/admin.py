@@ -21,7 +21,7 @@ class RefillRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ("pool",)
     search_fields = ("correlation_id", "error")
     date_hierarchy = "started_at"
-    readonly_fields = [f.name for f in RefillRun._meta.fields]
+    readonly_fields = [f.name for f in RefillRun._meta.fields]  # noqa: SLF001 - Model._meta is Django's documented Options API
     show_full_result_count = False  # the history grows forever; skip the full COUNT(*)
 
     _COLOURS = {"succeeded": "#2e7d32", "nothing_to_do": "#607d8b", "partial": "#ef6c00",

@@ -1,20 +1,24 @@
+# mypy: allow-subclassing-any
+# (Django ships no type information and the project runs mypy without django-stubs: models.Model is Any.)
 """Refill runs: one row per attempt to top a pool up from TOME (scheduled, on demand or manual)."""
 from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
 
+from common.choices import TextChoices
+
 __all__ = ["RefillTrigger", "RefillOutcome", "RefillRun", "RefillLease"]
 
 
-class RefillTrigger(models.TextChoices):
+class RefillTrigger(TextChoices):
     SCHEDULED = "scheduled"
     LOW_WATERMARK = "low_watermark", "low watermark"
     MANUAL = "manual"
     STARTUP = "startup"
 
 
-class RefillOutcome(models.TextChoices):
+class RefillOutcome(TextChoices):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     NOTHING_TO_DO = "nothing_to_do", "nothing to do"

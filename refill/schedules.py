@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 from django.db.models import Q
@@ -63,13 +63,7 @@ def schedules_sync(*, pool: Pool | None = None) -> SyncResult:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, 0)", [SCHEDULE_LOCK_CLASS])
 
-        # What should exist, by name.
-        if pool is None:
-            pools = list(Pool.objects.filter(refill_enabled=True))
-        else:
-            current = Pool.objects.filter(pk=pool.pk, refill_enabled=True).first()
-            pools = [current] if current else []
-        desired = {refill_schedule_name(p): p for p in pools}
+        desired = _desired(pool)
 
         # What exists and is ours to manage in this scope.
         candidates = Schedule.objects.select_for_update().filter(
@@ -99,25 +93,42 @@ def schedules_sync(*, pool: Pool | None = None) -> SyncResult:
             result.updated += _apply(schedule, func=REFILL_SCHEDULE_FUNC, kwargs={"pool_id": target.pk},
                                      minutes=target.refill_interval_minutes, now=now)
 
-        for name, target in desired.items():
-            if name not in seen:
-                Schedule.objects.create(
-                    name=name, func=REFILL_SCHEDULE_FUNC, kwargs=repr({"pool_id": target.pk}),
-                    schedule_type=Schedule.MINUTES, minutes=target.refill_interval_minutes,
-                    repeats=-1, next_run=now,
-                )
-                result.created += 1
-        if EXPIRY_SCHEDULE_NAME not in seen:
-            Schedule.objects.create(
-                name=EXPIRY_SCHEDULE_NAME, func=EXPIRY_SCHEDULE_FUNC, schedule_type=Schedule.MINUTES,
-                minutes=EXPIRY_INTERVAL_MINUTES, repeats=-1, next_run=now,
-            )
-            result.created += 1
+        result.created += _create_missing(desired=desired, seen=seen, now=now)
     if result.created or result.deleted:
         logger.info("schedules_synced", extra={"schedules_created": result.created,
                                                "schedules_updated": result.updated,
                                                "schedules_deleted": result.deleted})
     return result
+
+
+def _desired(pool: Pool | None) -> dict[str, Pool]:
+    """What should exist, by name: the refill-enabled pools (all of them, or only ``pool``)."""
+    if pool is None:
+        pools = list(Pool.objects.filter(refill_enabled=True))
+    else:
+        current = Pool.objects.filter(pk=pool.pk, refill_enabled=True).first()
+        pools = [current] if current else []
+    return {refill_schedule_name(p): p for p in pools}
+
+
+def _create_missing(*, desired: dict[str, Pool], seen: set[str], now: datetime) -> int:
+    """Create the desired schedules not ``seen`` (and the expiry sweep's); return how many."""
+    created = 0
+    for name, target in desired.items():
+        if name not in seen:
+            Schedule.objects.create(
+                name=name, func=REFILL_SCHEDULE_FUNC, kwargs=repr({"pool_id": target.pk}),
+                schedule_type=Schedule.MINUTES, minutes=target.refill_interval_minutes,
+                repeats=-1, next_run=now,
+            )
+            created += 1
+    if EXPIRY_SCHEDULE_NAME not in seen:
+        Schedule.objects.create(
+            name=EXPIRY_SCHEDULE_NAME, func=EXPIRY_SCHEDULE_FUNC, schedule_type=Schedule.MINUTES,
+            minutes=EXPIRY_INTERVAL_MINUTES, repeats=-1, next_run=now,
+        )
+        created += 1
+    return created
 
 
 def _apply(schedule: Schedule, *, func: str, kwargs: dict | None, minutes: int, now) -> int:

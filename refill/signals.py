@@ -10,6 +10,7 @@ from django.dispatch import receiver
 
 from pool.models import Pool
 from pool.signals import pairs_reserved
+from refill.schedules import schedules_sync
 from refill.triggers import on_pairs_reserved
 
 logger = logging.getLogger("tokenpool.refill")
@@ -24,16 +25,12 @@ def _pairs_reserved(*, pool: Pool, count: int, **kwargs) -> None:
 def _pool_saved(*, instance: Pool, raw: bool = False, **kwargs) -> None:
     if raw:  # loaddata: the schedules are synced after migrate / by the next edit
         return
-    from refill.schedules import schedules_sync
-
     # In the saving transaction: the pool edit and its schedule commit (or roll back) together.
     schedules_sync(pool=instance)
 
 
 @receiver(post_delete, sender=Pool, dispatch_uid="refill_schedule_on_pool_delete")
 def _pool_deleted(*, instance: Pool, **kwargs) -> None:
-    from refill.schedules import schedules_sync
-
     schedules_sync(pool=instance)
 
 
@@ -42,10 +39,8 @@ def _after_migrate(*, app_config, using: str = "default", plan=None, **kwargs) -
     if app_config.label != "refill":
         return
     tables = set(connection.introspection.table_names())
-    if "django_q_schedule" not in tables or Pool._meta.db_table not in tables:
+    if "django_q_schedule" not in tables or Pool._meta.db_table not in tables:  # noqa: SLF001 - Model._meta is Django's documented Options API
         return  # a partial migrate (or a migrate backwards): nothing to sync against yet
-    from refill.schedules import schedules_sync
-
     try:
         schedules_sync()
     except DatabaseError:

@@ -5,8 +5,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.dispatch import receiver
-
+from tokenpool_tome.client import CallRecord
 from tome.provider import tome_call
 
 
@@ -37,8 +36,13 @@ def tome_call_counter(correlation_id: str) -> Iterator[Counter]:
             _counters.pop(correlation_id, None)
 
 
-@receiver(tome_call, dispatch_uid="refill_count_tome_calls")
-def _count(*, record, **kwargs) -> None:  # noqa: ANN001 - a tokenpool_tome.client.CallRecord
+def _count(*, record: CallRecord, **kwargs: object) -> None:
+    if record.correlation_id is None:
+        return
     counter = _counters.get(record.correlation_id)
     if counter is not None:
         counter.value += 1
+
+
+# Connected directly rather than with @receiver (which would make ``_count`` untyped for mypy).
+tome_call.connect(_count, dispatch_uid="refill_count_tome_calls")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -46,10 +47,11 @@ def _lease_upsert(*, pool_id: int, token: uuid.UUID, state: str, seconds: float,
     Returns whether the row is now ours."""
     # A fresh "queued" lease forgets the old task id; a run taking over keeps the id of its task.
     guard, task_reset = ("WHERE l.expires_at < now()", ", task_id = ''") if only_if_expired else ("", "")
+    table = RefillLease._meta.db_table  # noqa: SLF001 - Model._meta is Django's documented Options API
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            INSERT INTO {RefillLease._meta.db_table} AS l
+            INSERT INTO {table} AS l
                 (pool_id, token, state, acquired_at, expires_at, task_id)
             VALUES (%s, %s, %s, now(), now() + make_interval(secs => %s), '')
             ON CONFLICT (pool_id) DO UPDATE
@@ -74,7 +76,7 @@ def lease_finish(*, pool_id: int, token: uuid.UUID, cooldown_seconds: float) -> 
         mine.delete()
 
 
-def lease_finish_quietly(**kwargs) -> None:
+def lease_finish_quietly(**kwargs: Any) -> None:
     try:
         lease_finish(**kwargs)
     except Exception:
@@ -97,7 +99,7 @@ def refill_request(*, pool: Pool, trigger: str = RefillTrigger.LOW_WATERMARK) ->
                              group=f"refill:{pool.name}")
         RefillLease.objects.filter(pool_id=pool.pk, token=token).update(task_id=str(task_id or ""))
     logger.info("refill_enqueued", extra={"pool": pool.name, "trigger": trigger, "task_id": task_id})
-    return task_id
+    return cast(str | None, task_id)
 
 
 def refill_enqueue_manual(*, pool: Pool) -> str:
@@ -106,4 +108,4 @@ def refill_enqueue_manual(*, pool: Pool) -> str:
     task_id = async_task(TASK_MANUAL, pool.pk, correlation_id=get_correlation_id(),
                          task_name=f"refill:{pool.name}:manual", group=f"refill:{pool.name}")
     logger.info("refill_enqueued", extra={"pool": pool.name, "trigger": "manual", "task_id": task_id})
-    return task_id
+    return cast(str, task_id)

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, cast
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
 # First key of the two-key advisory lock (ASCII "refl"); the second key is the pool id. Anything
 # else in the project that takes advisory locks uses a different first key.
@@ -26,7 +30,7 @@ REFILL_LOCK_CLASS = 0x7265666C
 class LockSession:
     """A dedicated database session whose open transaction holds the pool's advisory lock."""
 
-    def __init__(self, wrapper) -> None:
+    def __init__(self, wrapper: BaseDatabaseWrapper) -> None:
         self._wrapper = wrapper
 
     def alive(self) -> bool:
@@ -75,4 +79,4 @@ def pool_refill_locked(*, pool_id: int) -> bool:
             " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
             [REFILL_LOCK_CLASS, pool_id],
         )
-        return cursor.fetchone()[0]
+        return cast(bool, cursor.fetchone()[0])

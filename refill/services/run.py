@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from datetime import timedelta
+from typing import cast
 
 from django.conf import settings
 from django.db import transaction
@@ -105,12 +106,13 @@ def _run_locked(*, pool: Pool, trigger: str, count: int | None, budget: float, t
     abandoned = _runs_abandon_stale(pool=pool)
     available = TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count()
     requested = count if count is not None else max(0, pool.target_size - available)
-    run = RefillRun.objects.create(pool=pool, trigger=trigger, requested=requested,
-                                   correlation_id=correlation_id)
+    run: RefillRun = RefillRun.objects.create(pool=pool, trigger=trigger, requested=requested,
+                                              correlation_id=correlation_id)
     logger.info("refill_started", extra={"pool": pool.name, "trigger": trigger, "run_id": run.pk,
                                          "available": available, "requested": requested,
                                          "abandoned_runs": abandoned})
     cooldown = 0.0
+    outcome: str
     with tome_call_counter(correlation_id) as calls:
         try:
             if requested == 0:
@@ -191,8 +193,8 @@ def _generate_batch(*, client: HttpTokenizationLibrary, n: int, run: RefillRun, 
 
     def backoff(state: RetryCallState) -> float:
         delay = min(ceiling, initial * 2 ** (state.attempt_number - 1))
-        retry_after = getattr(state.outcome.exception(), "retry_after", None)
-        return min(ceiling, max(delay, retry_after)) if retry_after else delay
+        retry_after = getattr(_attempt_error(state), "retry_after", None)
+        return cast(float, min(ceiling, max(delay, retry_after)) if retry_after else delay)
 
     def give_up(state: RetryCallState) -> bool:  # tenacity computes the wait before asking
         return (state.attempt_number >= settings.REFILL_BATCH_ATTEMPTS
@@ -202,7 +204,7 @@ def _generate_batch(*, client: HttpTokenizationLibrary, n: int, run: RefillRun, 
         logger.warning("refill_batch_retry", extra={"pool": pool.name, "run_id": run.pk, "batch": batch_no,
                                                     "attempt": state.attempt_number,
                                                     "delay_seconds": round(state.upcoming_sleep, 2),
-                                                    "error": str(state.outcome.exception())})
+                                                    "error": str(_attempt_error(state))})
 
     retrying = Retrying(
         retry=retry_if_exception_type((TomeUnavailable, TomeResponseError))
@@ -242,10 +244,15 @@ def _run_correlation_id(parent: str | None) -> str:
     return f"refill-{own}"
 
 
+def _attempt_error(state: RetryCallState) -> BaseException | None:
+    """The error of the attempt tenacity just made (its outcome is set before wait and before_sleep)."""
+    return state.outcome.exception() if state.outcome is not None else None
+
+
 def _run_record_finished(*, pool: Pool, trigger: str, outcome: str, correlation_id: str,
                          error: str) -> RefillRun:
-    return RefillRun.objects.create(pool=pool, trigger=trigger, outcome=outcome, error=error,
-                                    finished_at=timezone.now(), correlation_id=correlation_id)
+    return cast(RefillRun, RefillRun.objects.create(pool=pool, trigger=trigger, outcome=outcome, error=error,
+                                                    finished_at=timezone.now(), correlation_id=correlation_id))
 
 
 def _runs_abandon_stale(*, pool: Pool) -> int:
@@ -253,11 +260,12 @@ def _runs_abandon_stale(*, pool: Pool) -> int:
 
     Called only while holding the pool's lock: a live run holds that lock for its whole life, so
     any other ``running`` row of this pool cannot belong to a live run."""
-    return RefillRun.objects.filter(pool=pool, outcome=RefillOutcome.RUNNING).update(
+    abandoned = RefillRun.objects.filter(pool=pool, outcome=RefillOutcome.RUNNING).update(
         outcome=RefillOutcome.FAILED, finished_at=timezone.now(),
         error="Abandoned: the worker stopped mid-run (crash or kill); its committed batches are kept. "
               "Closed by the next run of this pool.",
     )
+    return cast(int, abandoned)
 
 
 def _run_finish_quietly(*, run: RefillRun, calls: Counter, error: str) -> None:
