@@ -34,6 +34,7 @@ from monitoring.selectors import (
 )
 from pool.models import Pool
 from refill.models import RefillOutcome, RefillRun
+from tome.provider import get_tome_client
 
 logger = logging.getLogger("tokenpool.alerts")
 
@@ -88,8 +89,6 @@ def _iso(ts: float) -> str:
 
 
 def _default_probe() -> bool:
-    from tome.provider import get_tome_client
-
     try:
         return get_tome_client().ping()
     except Exception:
@@ -173,16 +172,27 @@ def alerts_evaluate(*, now: datetime | None = None, probe: Callable[[], bool] | 
     result = EvaluationResult()
     for pool in pools:
         for finding in pool_findings(pool=pool, counts=counts[pool.pk], tome=tome, now=now):
-            if finding.active is None:
-                continue
-            if finding.active:
-                alert = alert_open(pool=pool, finding=finding, now=now)
-                if alert is not None:
-                    result.opened.append(alert)
-            else:
-                alert = alert_resolve(pool=pool, condition=finding.condition, now=now)
-                if alert is not None:
-                    result.resolved.append(alert)
+            _finding_apply(pool=pool, finding=finding, now=now, result=result)
+    _result_report(result, notify=notify)
+    return result
+
+
+def _finding_apply(*, pool: Pool, finding: Finding, now: datetime, result: EvaluationResult) -> None:
+    """Open or resolve the alert of one finding (a finding without a verdict changes nothing)."""
+    if finding.active is None:
+        return
+    if finding.active:
+        alert = alert_open(pool=pool, finding=finding, now=now)
+        if alert is not None:
+            result.opened.append(alert)
+    else:
+        alert = alert_resolve(pool=pool, condition=finding.condition, now=now)
+        if alert is not None:
+            result.resolved.append(alert)
+
+
+def _result_report(result: EvaluationResult, *, notify: bool) -> None:
+    """Log what changed, then notify (outside any transaction)."""
     for alert in result.opened:
         logger.warning("alert_opened", extra={"pool": alert.pool.name, "condition": alert.condition,
                                               "severity": alert.severity, "details": alert.details})
@@ -193,4 +203,3 @@ def alerts_evaluate(*, now: datetime | None = None, probe: Callable[[], bool] | 
             alert_notify(alert=alert, event="opened")
         for alert in result.resolved:
             alert_notify(alert=alert, event="resolved")
-    return result

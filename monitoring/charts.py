@@ -183,7 +183,8 @@ def _frame(*, window: ChartWindow, height: int, label: str, left_max: float, rig
 def _placeholder(*, height: int, text: str) -> str:
     return (f'<svg class="tp-chart" viewBox="0 0 {W} {height}" role="img" aria-label="no data yet">'
             f'<rect x="0" y="0" width="{W}" height="{height}" fill="#f8f9fa" rx="6"/>'
-            f'<text x="{W / 2}" y="{height / 2}" text-anchor="middle" fill="#666" font-size="13">{escape(text)}</text></svg>')
+            f'<text x="{W / 2}" y="{height / 2}" text-anchor="middle" fill="#666" font-size="13">'
+            f'{escape(text)}</text></svg>')
 
 
 def chart_svg(*, points: list[ChartPoint], window: ChartWindow, low_watermark: int, target: int) -> str:

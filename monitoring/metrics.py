@@ -17,11 +17,13 @@ import socket
 import time
 from collections.abc import Iterator
 
+from django.conf import settings
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from monitoring.multiproc import ENV as MULTIPROC_ENV
+from monitoring.selectors import metrics_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +135,6 @@ class DatabaseCollector:
     """Pool state read from PostgreSQL at scrape time (see ``selectors.pair_counts``)."""
 
     def collect(self) -> Iterator[Metric]:
-        from monitoring.selectors import metrics_snapshot  # the ORM is ready by scrape time
-
         up = GaugeMetricFamily("tokenpool_database_up", "1 when the scrape could read PostgreSQL.")
         try:
             data = metrics_snapshot()
@@ -198,8 +198,6 @@ def _prime_families() -> None:
     global _primed
     if _primed:
         return
-    from django.conf import settings
-
     for namespace in dict.fromkeys([settings.TOME_NS1, settings.TOME_NS2]):
         for operation in ("generate", "tokenize", "detokenize", "lookup"):
             for outcome in ("ok", "error"):

@@ -1,9 +1,13 @@
+# mypy: allow-subclassing-any
+# (Django ships no type information and the project runs mypy without django-stubs: models.Model is Any.)
 """Operations records: periodic pool snapshots, alerts, and the audit of pool tunable edits."""
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+
+from common.choices import TextChoices
 
 __all__ = ["PoolSnapshot", "AlertCondition", "AlertSeverity", "PoolAlert", "PoolConfigChange"]
 
@@ -45,7 +49,7 @@ class PoolSnapshot(models.Model):
         return f"{self.pool_id} @ {self.taken_at:%Y-%m-%d %H:%M}"
 
 
-class AlertCondition(models.TextChoices):
+class AlertCondition(TextChoices):
     POOL_LOW = "pool_low", "available below low watermark"
     POOL_CRITICAL = "pool_critical", "available below critical watermark"
     REFILL_FAILING = "refill_failing", "refill failed repeatedly"
@@ -53,7 +57,7 @@ class AlertCondition(models.TextChoices):
     DIRECT_FALLBACK = "direct_fallback", "reservations served by the direct fallback"
 
 
-class AlertSeverity(models.TextChoices):
+class AlertSeverity(TextChoices):
     WARNING = "warning"
     CRITICAL = "critical"
 

@@ -87,7 +87,8 @@ def alert_notify(*, alert: PoolAlert, event: str) -> NotifyResult:
     """Tell the humans an alert opened or resolved; records ``last_notified_at`` if anything went out."""
     text = alert_text(alert=alert, event=event)
     email = email_send(subject=text[:200], body=text + "\n\nDashboard: /admin/dashboard/\n")
-    webhook = webhook_post(url=settings.ALERT_WEBHOOK_URL, payload={"text": text}) if settings.ALERT_WEBHOOK_URL else None
+    webhook = (webhook_post(url=settings.ALERT_WEBHOOK_URL, payload={"text": text})
+               if settings.ALERT_WEBHOOK_URL else None)
     if email or webhook:
         PoolAlert.objects.filter(pk=alert.pk).update(last_notified_at=timezone.now())
     logger.info("alert_notified", extra={"alert_id": alert.pk, "pool": alert.pool.name,

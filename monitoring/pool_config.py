@@ -48,7 +48,7 @@ class PoolConfigForm(forms.ModelForm):
             if field in self.fields:
                 self.add_error(field, message)
             else:
-                self.add_error(None, f"{Pool._meta.get_field(field).verbose_name}: {message}")
+                self.add_error(None, f"{Pool._meta.get_field(field).verbose_name}: {message}")  # noqa: SLF001 - Model._meta is Django's documented Options API
 
         if target is not None and target <= 0:
             error("target_size", "The target size must be at least 1.")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection
@@ -74,7 +75,8 @@ def table_row_estimate(*, table: str) -> int:
 
 
 def pair_counts_exact_mode() -> bool:
-    return table_row_estimate(table=TokenPair._meta.db_table) <= settings.MONITORING_EXACT_COUNT_MAX_ROWS
+    table = TokenPair._meta.db_table  # noqa: SLF001 - Model._meta is Django's documented Options API
+    return bool(table_row_estimate(table=table) <= settings.MONITORING_EXACT_COUNT_MAX_ROWS)
 
 
 def pair_counts(*, pools: list[Pool]) -> dict[int, PairCounts]:
@@ -243,8 +245,8 @@ def direct_reservations_since(*, pool: Pool, since: datetime) -> int:
     """Direct-fallback pairs made since ``since``: they are new rows, so only the id tail is read."""
     anchor_snap = pool_snapshots_latest(pool_ids=[pool.pk], before=since - ANCHOR_MARGIN).get(pool.pk)
     floor = anchor_snap.anchor_id if anchor_snap else 0
-    return TokenPair.objects.filter(pool=pool, id__gt=floor, source=PairSource.DIRECT,
-                                    reserved_at__gte=since).count()
+    return cast(int, TokenPair.objects.filter(pool=pool, id__gt=floor, source=PairSource.DIRECT,
+                                              reserved_at__gte=since).count())
 
 
 def refill_recent_outcomes(*, pool: Pool, limit: int) -> list[str]:
@@ -258,7 +260,7 @@ def refill_recent_outcomes(*, pool: Pool, limit: int) -> list[str]:
 
 
 def last_refill_run(*, pool: Pool) -> RefillRun | None:
-    return RefillRun.objects.filter(pool=pool).order_by("-started_at", "-id").first()
+    return cast(RefillRun | None, RefillRun.objects.filter(pool=pool).order_by("-started_at", "-id").first())
 
 
 def open_alerts(*, pool: Pool | None = None) -> list[PoolAlert]:
@@ -268,7 +270,7 @@ def open_alerts(*, pool: Pool | None = None) -> list[PoolAlert]:
     return list(qs.order_by("-opened_at"))
 
 
-def pool_health(*, pool: Pool) -> dict:
+def pool_health(*, pool: Pool) -> dict[str, Any]:
     """The contract's pool health body (GET /api/v1/pools/{name})."""
     # The monitoring counts: exact on small tables, index + snapshot based on large ones, so this
     # endpoint never scans tens of millions of USED rows per call.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, cast
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -9,6 +10,9 @@ from django.utils import timezone
 from monitoring.models import PoolAlert, PoolConfigChange, PoolSnapshot
 from monitoring.selectors import ANCHOR_MARGIN, pair_anchor_id, pool_tome_calls
 from pool.models import PairSource, PairStatus, Pool, TokenPair
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
 
 # Tunables whose edits are audited (and validated by monitoring.pool_config.PoolConfigForm).
 AUDITED_POOL_FIELDS = ("target_size", "low_watermark", "critical_watermark", "batch_size",
@@ -27,7 +31,7 @@ def pool_snapshots_take(*, now: datetime | None = None) -> list[PoolSnapshot]:
     if not pools:
         return []
     anchor = pair_anchor_id(before=now - ANCHOR_MARGIN)
-    table = TokenPair._meta.db_table
+    table = TokenPair._meta.db_table  # noqa: SLF001 - Model._meta is Django's documented Options API
     per_pool: dict[int, dict[str, int]] = {
         p.pk: {"AVAILABLE": 0, "RESERVED": 0, "USED": 0, "RETIRED": 0, "direct": 0,
                "rows_pool": 0, "rows_direct": 0} for p in pools}
@@ -55,23 +59,23 @@ def pool_snapshots_take(*, now: datetime | None = None) -> list[PoolSnapshot]:
             reserved_direct=c["direct"], tome_calls_total=pool_tome_calls(pool=pool, direct_pairs=c["direct"]),
             anchor_id=anchor, rows_pool=c["rows_pool"], rows_direct=c["rows_direct"],
         ))
-    return PoolSnapshot.objects.bulk_create(snapshots)
+    return cast(list[PoolSnapshot], PoolSnapshot.objects.bulk_create(snapshots))
 
 
 def pool_snapshots_prune(*, older_than: datetime) -> int:
     """Drop snapshots older than the dashboard's longest range (keeps the table small)."""
     deleted, _ = PoolSnapshot.objects.filter(taken_at__lt=older_than).delete()
-    return deleted
+    return cast(int, deleted)
 
 
-def alert_acknowledge(*, alert: PoolAlert, user) -> bool:  # noqa: ANN001 - a Django user
+def alert_acknowledge(*, alert: PoolAlert, user: AbstractBaseUser) -> bool:
     """Mark an alert as seen by ``user``; False when it was already acknowledged."""
     updated = PoolAlert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(
         acknowledged_by=user, acknowledged_at=timezone.now())
     return bool(updated)
 
 
-def pool_config_changes_record(*, pool: Pool, user, old: dict[str, object],  # noqa: ANN001
+def pool_config_changes_record(*, pool: Pool, user: AbstractBaseUser, old: dict[str, object],
                                new: dict[str, object]) -> list[PoolConfigChange]:
     """One audit row per tunable whose value differs between ``old`` and ``new``.
 

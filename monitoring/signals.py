@@ -9,6 +9,7 @@ from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 
 from monitoring.metrics import record_tome_call
+from monitoring.schedules import monitoring_schedules_ensure
 from monitoring.selectors import prefetch_calls_measured
 from onboarding.signals import impact_measurement_requested
 from tome.provider import tome_call
@@ -32,8 +33,6 @@ def _after_migrate(*, app_config, **kwargs) -> None:  # noqa: ANN001
         return
     if "django_q_schedule" not in set(connection.introspection.table_names()):
         return
-    from monitoring.schedules import monitoring_schedules_ensure
-
     try:
         monitoring_schedules_ensure()
     except DatabaseError:

@@ -7,6 +7,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from monitoring.alerts import alerts_evaluate
+from monitoring.services import pool_snapshots_prune, pool_snapshots_take
 from tokenpool_tome.correlation import correlation_scope
 
 logger = logging.getLogger("tokenpool.monitoring")
@@ -14,8 +16,6 @@ logger = logging.getLogger("tokenpool.monitoring")
 
 def snapshots_take_task() -> int:
     """Record one PoolSnapshot per pool and prune those older than the retention."""
-    from monitoring.services import pool_snapshots_prune, pool_snapshots_take
-
     with correlation_scope():
         snapshots = pool_snapshots_take()
         pruned = pool_snapshots_prune(
@@ -25,8 +25,6 @@ def snapshots_take_task() -> int:
 
 
 def alerts_evaluate_task() -> dict[str, int]:
-    from monitoring.alerts import alerts_evaluate
-
     with correlation_scope():
         result = alerts_evaluate()
         return {"opened": len(result.opened), "resolved": len(result.resolved)}

@@ -58,7 +58,8 @@ INSTALLED_APPS = [
     "loadtest",
 ]
 
-# The browser-only middleware (sessions, auth, messages, static files, the HTML CSP) is wrapped by api/site_middleware.py: it steps aside for /api/v1/, whose clients send an
+# The browser-only middleware (sessions, auth, messages, static files, the HTML CSP) is wrapped by
+# api/site_middleware.py: it steps aside for /api/v1/, whose clients send an
 # API key with every request, so that machinery costs them about 15 % of a reservation's Python work
 # for nothing (docs/benchmarks.md, "The HTTP path"). One stack, one list; the wrappers subclass the
 # middleware they wrap, so Django's and the admin's checks still find them.

@@ -15,8 +15,9 @@ def _secret_key() -> str:
     var/secret-key.txt (0600), so no two checkouts share a key and none is in git."""
     if base.SECRET_KEY_FROM_ENV:
         if not base.DEBUG and base.secret_key_is_placeholder(base.SECRET_KEY_FROM_ENV):
-            raise base.ImproperlyConfigured("SECRET_KEY is a published development default or placeholder; set a random "
-                                       "one (python -c 'import secrets; print(secrets.token_urlsafe(50))').")
+            raise base.ImproperlyConfigured("SECRET_KEY is a published development default or placeholder; "
+                                            "set a random one "
+                                            "(python -c 'import secrets; print(secrets.token_urlsafe(50))').")
         return base.SECRET_KEY_FROM_ENV
     path = base.BASE_DIR / "var" / "secret-key.txt"
     if not path.exists():

@@ -98,7 +98,8 @@ class Command(BaseCommand):
             self.stdout.write(f"pool {pool.name}: nothing to change")
         self.stdout.write(json.dumps(pool_settings(pool), sort_keys=True))
 
-    def _apply(self, *, name: str, create: bool, changes: dict[str, Any]) -> tuple[Pool, bool, dict[str, tuple[Any, Any]]]:
+    def _apply(self, *, name: str, create: bool,
+               changes: dict[str, Any]) -> tuple[Pool, bool, dict[str, tuple[Any, Any]]]:
         # The row is locked so two concurrent runs cannot both validate against the old values.
         pool = Pool.objects.select_for_update().filter(name=name).first()
         created = pool is None
