@@ -137,7 +137,8 @@ class Load:
         answers = list(self.answers)
         ok = sum(1 for a in answers if isinstance(a.status, int) and a.status < 400)
         lines = [(f"sent {len(answers)}, succeeded {ok}, failed {len(answers) - ok}; "
-                  f"cards reserved {len(self.issued)}, confirmed {len(self.confirmed)}, lookups audited {len(self.audited)}")]
+                  f"cards reserved {len(self.issued)}, confirmed {len(self.confirmed)}, "
+                  f"lookups audited {len(self.audited)}")]
         for phase, counts in self.table().items():
             lines.append(f"  {phase}: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
         return "\n".join(lines)

@@ -103,7 +103,8 @@ def test_tome_slow_failing_down_then_recovering(stack, tome, db):
     load = Load(stack.base_url, stack.api_key(), threads=4, phase="tome ok").start()
     try:
         wait_for(lambda: load.successes("tome ok") >= 20, timeout=60, message="traffic")
-        for phase, faults in [("tome slow", {"latency_ms": 3000}), ("tome 5xx", {"error_rate": 1.0, "error_status": 503}),
+        for phase, faults in [("tome slow", {"latency_ms": 3000}),
+                              ("tome 5xx", {"error_rate": 1.0, "error_status": 503}),
                               ("tome down", {"outage": True})]:
             tome.reset()
             tome.faults(**faults)
@@ -132,7 +133,8 @@ def test_tome_slow_failing_down_then_recovering(stack, tome, db):
         tome.reset()
     assert not [a for a in load.answers if isinstance(a.status, str) or a.status >= 400], load.summary()
     figures = check_invariants(db, load)
-    print(f"\nTOME faults: {load.summary()}\n  refill runs failed {failed}, succeeded after recovery {recovered}; {figures}")
+    print(f"\nTOME faults: {load.summary()}\n"
+          f"  refill runs failed {failed}, succeeded after recovery {recovered}; {figures}")
 
 
 def test_qcluster_killed_mid_refill_loses_and_doubles_no_batch(stack, tome, db):
@@ -229,9 +231,11 @@ def test_postgres_killed_and_restarted_under_load_then_sigterm_twice(stack, db):
     stack.assert_nothing_left()
 
     down = load.in_phase("postgres down")
-    failures = [a for a in load.answers if a.phase != "sigterm x2" and not (isinstance(a.status, int) and a.status < 400)]
+    failures = [a for a in load.answers
+                if a.phase != "sigterm x2" and not (isinstance(a.status, int) and a.status < 400)]
     assert failures, "the outage was not observed"
-    assert {(a.status, a.code, a.retry_after) for a in failures} == {(503, "database_unavailable", True)}, load.summary()
+    assert {(a.status, a.code, a.retry_after) for a in failures} == {(503, "database_unavailable", True)}, \
+        load.summary()
     assert any(a.status == 503 for a in down)
     # While stopping, a client sees answers or a closed connection, never a 500.
     assert not [a for a in load.in_phase("sigterm x2") if a.status == 500]

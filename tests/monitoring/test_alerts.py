@@ -35,7 +35,8 @@ def _conditions(pool: Pool, *, open_only: bool = True) -> list[str]:
 
 def _run(pool: Pool, outcome: str) -> RefillRun:
     return RefillRun.objects.create(pool=pool, trigger=RefillTrigger.SCHEDULED, outcome=outcome,
-                                    finished_at=timezone.now(), error="TOME unavailable: 503" if outcome == "failed" else "")
+                                    finished_at=timezone.now(),
+                                    error="TOME unavailable: 503" if outcome == "failed" else "")
 
 
 @pytest.fixture
@@ -215,7 +216,8 @@ def test_acknowledge_from_the_admin_list(admin_client, admin_user, make_pool):
     pool = _quiet_pool(make_pool)
     alert = PoolAlert.objects.create(pool=pool, condition=AlertCondition.POOL_LOW, severity="warning",
                                      opened_at=timezone.now())
-    response = admin_client.post("/admin/monitoring/poolalert/", {"action": "acknowledge", "_selected_action": [alert.pk]})
+    response = admin_client.post("/admin/monitoring/poolalert/",
+                                 {"action": "acknowledge", "_selected_action": [alert.pk]})
     assert response.status_code == 302
     alert.refresh_from_db()
     assert alert.acknowledged_by == admin_user and alert.acknowledged_at is not None

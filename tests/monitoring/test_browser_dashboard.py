@@ -118,7 +118,8 @@ def test_a_fresh_deployments_dashboard_fits_its_charts_to_25_minutes_of_data(
     from django.contrib.auth.models import Permission
 
     # A project lead follows onboarding, and has no business with alerts, pools or refill runs.
-    lead.user_permissions.add(Permission.objects.get(content_type__app_label="onboarding", codename="view_onboardingtask"))
+    lead.user_permissions.add(
+        Permission.objects.get(content_type__app_label="onboarding", codename="view_onboardingtask"))
     pool = make_pool("default", pairs=2000, target_size=2000, low_watermark=400, critical_watermark=50)
     started = timezone.now() - timedelta(minutes=25)
     run = RefillRun.objects.create(pool=pool, trigger=RefillTrigger.STARTUP, outcome="succeeded", requested=2000,
@@ -176,6 +177,7 @@ def test_a_fresh_deployments_dashboard_fits_its_charts_to_25_minutes_of_data(
     assert lead_page.locator('[data-testid="onboarding-link"]').count() == 1
     assert lead_page.locator('[data-testid="open-alerts"]').inner_text() == "1"
     hrefs = lead_page.eval_on_selector_all("#content-main a[href]", "els => els.map(e => e.getAttribute('href'))")
-    statuses = {href: lead_page.request.get(f"{base}{href}" if href.startswith("/") else f"{base}/admin/dashboard/{href}")
-                .status for href in hrefs if not href.startswith("#")}
+    statuses = {href: lead_page.request.get(
+                    f"{base}{href}" if href.startswith("/") else f"{base}/admin/dashboard/{href}").status
+                for href in hrefs if not href.startswith("#")}
     assert statuses and all(status != 403 for status in statuses.values()), statuses

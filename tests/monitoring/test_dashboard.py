@@ -99,13 +99,15 @@ def test_chart_drawn_from_snapshots_for_both_ranges(admin_client, make_pool):
         assert f'data-testid="range-{range_key}"' in html
     empty = make_pool("uncharted", pairs=1)
     html = admin_client.get("/admin/dashboard/").content.decode()
-    assert "Not enough snapshots yet" in re.search(r'data-testid="pool-uncharted".*?</section>', html, re.DOTALL).group(0)
+    uncharted = re.search(r'data-testid="pool-uncharted".*?</section>', html, re.DOTALL)
+    assert "Not enough snapshots yet" in uncharted.group(0)
     assert empty.pk
 
 
 def test_chart_points_are_inside_the_plot():
     now = timezone.now()
-    points = [ChartPoint(at=now - timedelta(hours=24 - h), available=100 * h, consumption_per_hour=None if h == 0 else 30.0)
+    points = [ChartPoint(at=now - timedelta(hours=24 - h), available=100 * h,
+                         consumption_per_hour=None if h == 0 else 30.0)
               for h in range(0, 25, 6)]
     svg = chart_svg(points=points, window=ChartWindow(start=now - timedelta(hours=24), end=now), low_watermark=500,
                     target=2000)

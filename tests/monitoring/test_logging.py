@@ -30,7 +30,8 @@ def test_requests_carrying_keys_and_tokens_leave_none_in_the_logs(make_pool, pai
     caller = api_as(raw_key)
     secrets_seen = {raw_key, raw_key.split(".")[1]}
 
-    r1 = caller.post("/api/v1/lookup", {"internal_token": used[0].internal_token}, HTTP_X_CORRELATION_ID="corr-lookup-1")
+    r1 = caller.post("/api/v1/lookup", {"internal_token": used[0].internal_token},
+                     HTTP_X_CORRELATION_ID="corr-lookup-1")
     r2 = caller.post("/api/v1/detokenize", {"external_ref_id": used[1].external_ref_id})
     r3 = caller.post("/api/v1/lookup/batch", {"internal_tokens": [p.internal_token for p in used]})
     r4 = caller.get(f"/api/v1/reservations/{used[0].external_ref_id}")  # a token in a URL path → 404
@@ -81,7 +82,8 @@ def test_one_json_line_per_tome_attempt_with_correlation_id_and_no_values(log_ca
     value = "4111111111111111"
     with correlation_scope("corr-tome-7"):
         tome.external_for(value)
-    lines = [line for line in _lines(log_capture) if line["logger"] == "tokenpool.tome" and line["event"] == "tome_call"]
+    lines = [line for line in _lines(log_capture)
+             if line["logger"] == "tokenpool.tome" and line["event"] == "tome_call"]
     assert len(lines) == 2 == len(seen)  # the retry is its own line
     assert [line["outcome"] for line in lines] == ["error", "ok"]
     assert all(line["correlation_id"] == "corr-tome-7" and line["namespace"] == "ns2" for line in lines)
@@ -91,11 +93,13 @@ def test_one_json_line_per_tome_attempt_with_correlation_id_and_no_values(log_ca
 
 def test_formatter_redacts_fields_free_text_and_exceptions():
     formatter = JsonFormatter()
-    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "auth header was %s", ("Api-Key AbCdEfGh.0123456789abcdef0123456789abcdef",), None)
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "auth header was %s",
+                               ("Api-Key AbCdEfGh.0123456789abcdef0123456789abcdef",), None)
     record.internal_token = "9123456789012345"
     record.payload = {"external_ref_id": "ext_abcdefghijklmnopqrstuvwxyz", "nested": {"authorization": "Bearer t0k"}}
     try:
-        raise ValueError('duplicate key value violates unique constraint "x"\nDETAIL:  Key (internal_token)=(9876543210987654) already exists.')
+        raise ValueError('duplicate key value violates unique constraint "x"\n'
+                         'DETAIL:  Key (internal_token)=(9876543210987654) already exists.')
     except ValueError:
         record.exc_info = sys.exc_info()
     line = json.loads(formatter.format(record))
@@ -104,8 +108,10 @@ def test_formatter_redacts_fields_free_text_and_exceptions():
                    "t0k", "9876543210987654"):
         assert secret not in text
     assert line["internal_token"] == "[redacted]"
-    assert line["exc_type"] == "ValueError" and "Key (internal_token)=([redacted]) already exists" in line["exc_message"]
-    assert line["exc_stack"] and line["exc_stack"][-1].endswith("test_formatter_redacts_fields_free_text_and_exceptions")
+    assert line["exc_type"] == "ValueError"
+    assert "Key (internal_token)=([redacted]) already exists" in line["exc_message"]
+    assert line["exc_stack"]
+    assert line["exc_stack"][-1].endswith("test_formatter_redacts_fields_free_text_and_exceptions")
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -73,7 +73,8 @@ def test_label_sets_match_the_contract(make_pool, scrape, client):
     assert {"endpoint", "le"} <= set().union(*label_names("tokenpool_request_duration_seconds_bucket"))
     statuses = {labels["status"] for labels, _ in samples(text, "tokenpool_pool_pairs") if labels["pool"] == pool.name}
     assert statuses == {"AVAILABLE", "RESERVED", "USED", "RETIRED"}
-    sources = {labels["source"] for labels, _ in samples(text, "tokenpool_reservations_total") if labels["pool"] == pool.name}
+    sources = {labels["source"] for labels, _ in samples(text, "tokenpool_reservations_total")
+               if labels["pool"] == pool.name}
     assert sources == {"pool", "direct"}
 
 

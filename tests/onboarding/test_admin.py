@@ -50,7 +50,8 @@ def test_changelist_filters_by_environment_group_and_state(as_user, lead, onboar
         assert c.get(reverse(CHANGELIST), query).context["cl"].result_count == expected
     body = response.content.decode()
     assert "Readiness summary — UAT" in body and "Submitted → decided by" in body
-    assert "Est. days (illustrative)" in body and "Estimates are illustrative: the original plan leaves them empty" in body
+    assert "Est. days (illustrative)" in body
+    assert "Estimates are illustrative: the original plan leaves them empty" in body
 
 
 def test_start_and_submit_actions(as_user, lead, onboarding_plan):
@@ -126,7 +127,8 @@ def test_approve_action_is_not_offered_without_the_permission(as_user, lead, onb
     assert response.status_code == 200 and _state(kms) == S.AWAITING_APPROVAL
 
 
-def test_tasks_cannot_be_added_or_deleted_and_only_owner_is_editable(as_user, lead, make_onboarding_user, onboarding_plan):
+def test_tasks_cannot_be_added_or_deleted_and_only_owner_is_editable(as_user, lead, make_onboarding_user,
+                                                                     onboarding_plan):
     c = as_user(lead)
     kms = onboarding_plan["kms-onboarding-uat"]
     assert c.get(reverse("admin:onboarding_onboardingtask_add")).status_code == 403

@@ -57,7 +57,8 @@ def test_one_staff_user_submits_and_another_approves_in_the_admin(
     assert task.state == S.APPROVED
     assert task.submitted_by == alice and task.approved_by == bob
     decision = ApprovalDecision.objects.get(task=task)
-    assert (decision.decided_by, decision.decision, decision.note) == (bob, "approve", "Verified the KMS onboarding ticket")
+    assert (decision.decided_by, decision.decision, decision.note) == (
+        bob, "approve", "Verified the KMS onboarding ticket")
 
 
 def test_another_staff_user_rejects_with_a_note_and_the_page_says_reject(

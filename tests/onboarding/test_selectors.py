@@ -40,7 +40,8 @@ def test_days_waiting_counts_from_submission_and_flags_the_two_week_window(onboa
     assert row.task == task and row.days_waiting == pytest.approx(15.5)
     assert row.days_waiting_display == "15.5"
     assert "over" in row.waiting_flag
-    assert environment_summary(environment="UAT", now=task.submitted_at + timedelta(days=1))["waiting_rows"][0].waiting_flag == ""
+    summary = environment_summary(environment="UAT", now=task.submitted_at + timedelta(days=1))
+    assert summary["waiting_rows"][0].waiting_flag == ""
     assert environment_summary(environment="PRODUCTION", now=timezone.now())["common_rows"][0].days_waiting is None
 
 

@@ -128,7 +128,8 @@ def test_state_cannot_be_assigned_directly(kms_uat):
 def test_database_refuses_an_approved_task_without_a_distinct_approver(kms_uat, lead):
     task = task_submit(task=task_start(task=kms_uat, user=lead), user=lead)
     with pytest.raises(IntegrityError), transaction.atomic():
-        OnboardingTask.objects.filter(pk=task.pk).update(state=S.APPROVED, approved_by=lead, approved_at=task.submitted_at)
+        OnboardingTask.objects.filter(pk=task.pk).update(state=S.APPROVED, approved_by=lead,
+                                                         approved_at=task.submitted_at)
     with pytest.raises(IntegrityError), transaction.atomic():
         OnboardingTask.objects.filter(pk=task.pk).update(state=S.APPROVED)
 

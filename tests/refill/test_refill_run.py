@@ -22,7 +22,8 @@ def available(pool) -> int:
 
 
 def assert_whole_pairs(pool) -> None:
-    rows = list(TokenPair.objects.filter(pool=pool).values_list("internal_token", "external_ref_id", "status", "source"))
+    rows = list(TokenPair.objects.filter(pool=pool)
+                .values_list("internal_token", "external_ref_id", "status", "source"))
     assert all(INTERNAL.match(i) and EXTERNAL.match(e) for i, e, _, _ in rows)
     assert {(s, src) for _, _, s, src in rows} <= {("AVAILABLE", "pool")}
     assert len({i for i, *_ in rows}) == len({e for _, e, *_ in rows}) == len(rows)

@@ -110,7 +110,7 @@ def test_two_web_servers_and_two_qclusters_share_one_deployment(stack, make_pool
     def reserver(i: int) -> None:
         with httpx.Client(base_url=web[i % 2], timeout=30.0) as c:  # made before the start: slow to build
             barrier.wait()
-            for n in range(40):  # 6 threads x 40 = 240 reservations: below the watermark of 400
+            for _ in range(40):  # 6 threads x 40 = 240 reservations: below the watermark of 400
                 r = c.post("/api/v1/reservations", json={"pool": "multi"}, headers={"Authorization": f"Api-Key {bulk}"})
                 if r.status_code != 201:
                     errors.append(f"reserve {r.status_code} {r.text[:200]}")

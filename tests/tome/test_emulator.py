@@ -63,7 +63,7 @@ def test_tokenize_converges_under_concurrent_identical_batches(tome):
         batch = values[seed:] + values[:seed]  # same values, different order per caller
         with tome.client() as client:
             tokens = post(client, tome.ns1, "tokenize", {"values": batch}).raise_for_status().json()["tokens"]
-        return dict(zip(batch, tokens))
+        return dict(zip(batch, tokens, strict=True))
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(tokenize, [0, 250, 500, 750, 1000, 1250, 1500, 1750]))
