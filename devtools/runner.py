@@ -64,7 +64,10 @@ class Runner(Supervisor):
     def start_database(self) -> None:
         """Embedded PostgreSQL (unless DATABASE_URL is set), then this process's settings."""
         # Stop the embedded server on exit only if this run started it (a test run may share it).
+        # Until the settings say whether DATABASE_URL is set: a stop during the step stops the server
+        # this step may be starting (stop_server is a no-op when none runs).
         was_running = embedded_db.is_running()
+        self.owns_database = not was_running
         log("embedded PostgreSQL (unless DATABASE_URL is set) and settings")
         # In a child of its own session, let finish even when a stop comes: initdb or pg_ctl killed
         # half-way by a signal to the terminal's process group would leave a broken var/pgdata.
