@@ -23,7 +23,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from monitoring.multiproc import ENV as MULTIPROC_ENV
-from monitoring.selectors import metrics_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +134,10 @@ class DatabaseCollector:
     """Pool state read from PostgreSQL at scrape time (see ``selectors.pair_counts``)."""
 
     def collect(self) -> Iterator[Metric]:
+        # Not at module top: this module is imported by processes without Django's app registry
+        # (a script recording TOME calls), and the selectors load the models.
+        from monitoring.selectors import metrics_snapshot  # noqa: PLC0415 - models need the app registry
+
         up = GaugeMetricFamily("tokenpool_database_up", "1 when the scrape could read PostgreSQL.")
         try:
             data = metrics_snapshot()
