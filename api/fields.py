@@ -8,7 +8,7 @@ from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-__all__ = ["TOKEN_PATTERN", "StrictCharField", "StrictIntegerField", "TokenField"]
+__all__ = ["TOKEN_PATTERN", "StrictCharField", "StrictIntegerField", "StrictUUIDField", "TokenField"]
 
 # fullmatch, not `^...$`: `$` also matches before a trailing newline.
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -56,5 +56,14 @@ class TokenField(StrictCharField):
 class StrictIntegerField(serializers.IntegerField):
     def to_internal_value(self, data: object) -> int:
         if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID sent as a JSON string (DRF's UUIDField also takes an integer as ``UUID(int=...)``)."""
+
+    def to_internal_value(self, data: object) -> object:
+        if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)

@@ -12,12 +12,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.base import ScopedApiView, error_responses, validated
-from api.fields import StrictCharField, StrictIntegerField, TokenField
+from api.fields import StrictCharField, StrictIntegerField, StrictUUIDField, TokenField
 from keys.models import ApiScope
 from pool.models import TokenPair
 from pool.selectors import pool_get_cached
 from pool.services import (
     MAX_BATCH_RESERVATIONS,
+    MAX_BATCH_TRANSITIONS,
     PairResult,
     pair_detokenize,
     pair_detokenize_batch,
@@ -28,6 +29,8 @@ from pool.services import (
     reservation_create,
     reservation_current,
     reservation_release,
+    reservations_confirm_batch,
+    reservations_release_batch,
 )
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -211,6 +214,69 @@ class ReservationReleaseApi(ScopedApiView):
         validated(self.InputSerializer, request.data)
         pair = reservation_release(reservation_id=reservation_id, api_key=request.auth)
         return Response(reservation_body(pair))
+
+
+class ReservationBatchItem(serializers.Serializer):
+    """A reservation body, or ``{"reservation_id", "code"}`` for an item its single form would refuse."""
+
+    reservation_id = serializers.UUIDField()
+    pool = serializers.CharField(required=False)
+    internal_token = serializers.CharField(required=False)
+    external_ref_id = serializers.CharField(required=False)
+    status = serializers.ChoiceField(choices=["RESERVED", "USED", "RETIRED"], required=False)
+    source = serializers.ChoiceField(choices=["pool", "direct"], required=False)
+    owner_ref = serializers.CharField(allow_null=True, required=False)
+    reserved_at = serializers.DateTimeField(required=False)
+    expires_at = serializers.DateTimeField(required=False)
+    used_at = serializers.DateTimeField(allow_null=True, required=False)
+    code = serializers.ChoiceField(choices=["not_found", "reservation_not_active"], required=False,
+                                   help_text="Set instead of the reservation's fields when the item was refused.")
+
+
+class ReservationBatchResultsOutput(serializers.Serializer):
+    results = ReservationBatchItem(many=True)
+
+
+class ReservationIdsInput(serializers.Serializer):
+    reservation_ids = serializers.ListField(child=StrictUUIDField(), min_length=1, max_length=MAX_BATCH_TRANSITIONS)
+
+
+def _transition_body(ids: list[Any], results: list[TokenPair | str]) -> dict[str, list[dict[str, Any]]]:
+    return {"results": [reservation_body(r) if isinstance(r, TokenPair) else {"reservation_id": str(rid), "code": r}
+                        for rid, r in zip(ids, results, strict=True)]}
+
+
+class ReservationConfirmBatchApi(ScopedApiView):
+    """Contract section 2: each id as its single confirm; the answer in request order."""
+
+    required_scope = ApiScope.RESERVE
+
+    @extend_schema_serializer(component_name="ReservationConfirmBatchInput")
+    class InputSerializer(ReservationIdsInput):
+        pass
+
+    @extend_schema(operation_id="reservation_confirm_batch", request=InputSerializer,
+                   responses={200: ReservationBatchResultsOutput, **error_responses(400, 401, 403, 413, 415, 429)})
+    def post(self, request: Request) -> Response:
+        ids = validated(self.InputSerializer, request.data)["reservation_ids"]
+        return Response(_transition_body(ids, reservations_confirm_batch(reservation_ids=ids, api_key=request.auth)))
+
+
+class ReservationReleaseBatchApi(ScopedApiView):
+    """Not in the contract: what the buffered TokenPoolClient's close() uses to give back its unused
+    pairs in one call. Each id as its single release; the answer in request order."""
+
+    required_scope = ApiScope.RESERVE
+
+    @extend_schema_serializer(component_name="ReservationReleaseBatchInput")
+    class InputSerializer(ReservationIdsInput):
+        pass
+
+    @extend_schema(operation_id="reservation_release_batch", request=InputSerializer,
+                   responses={200: ReservationBatchResultsOutput, **error_responses(400, 401, 403, 413, 415, 429)})
+    def post(self, request: Request) -> Response:
+        ids = validated(self.InputSerializer, request.data)["reservation_ids"]
+        return Response(_transition_body(ids, reservations_release_batch(reservation_ids=ids, api_key=request.auth)))
 
 
 # ---- lookup and detokenize -------------------------------------------------------------------------

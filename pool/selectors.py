@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from typing import cast
 
 from django.conf import settings
@@ -101,6 +102,12 @@ def reservation_get(*, reservation_id: str | uuid.UUID, api_key: ApiKey) -> Toke
     if pair is None:
         raise ReservationNotFound()
     return pair
+
+
+def reservations_of(*, reservation_ids: Iterable[uuid.UUID], api_key: ApiKey) -> list[TokenPair]:
+    """The key's reservations among ``reservation_ids`` (unknown and other keys' ones left out)."""
+    return list(TokenPair.objects.filter(reservation_id__in=list(reservation_ids), reserved_by=api_key)
+                .annotate(pool_name=F("pool__name")))
 
 
 def _pool_changed(sender: type[Pool], **kwargs: object) -> None:

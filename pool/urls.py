@@ -8,6 +8,10 @@ urlpatterns: list = [
     path("reservations", pool_api.ReservationCreateApi.as_view(), name="reservation-create"),
     # Before the <reservation_id> routes, so "batch" is never taken for an id.
     path("reservations/batch", pool_api.ReservationBatchCreateApi.as_view(), name="reservation-batch-create"),
+    path("reservations/confirm/batch", pool_api.ReservationConfirmBatchApi.as_view(),
+         name="reservation-confirm-batch"),
+    path("reservations/release/batch", pool_api.ReservationReleaseBatchApi.as_view(),
+         name="reservation-release-batch"),
     path("reservations/<str:reservation_id>", pool_api.ReservationDetailApi.as_view(), name="reservation-detail"),
     path("reservations/<str:reservation_id>/confirm", pool_api.ReservationConfirmApi.as_view(),
          name="reservation-confirm"),

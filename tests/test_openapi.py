@@ -18,6 +18,7 @@ def test_openapi_describes_every_endpoint_with_schemas():
         "/api/v1/reservations/{reservation_id}": ["get"],
         "/api/v1/reservations/{reservation_id}/confirm": ["post"],
         "/api/v1/reservations/{reservation_id}/release": ["post"],
+        "/api/v1/reservations/confirm/batch": ["post"], "/api/v1/reservations/release/batch": ["post"],
         "/api/v1/lookup": ["post"], "/api/v1/lookup/batch": ["post"],
         "/api/v1/detokenize": ["post"], "/api/v1/detokenize/batch": ["post"],
         "/api/v1/pools/{name}": ["get"],

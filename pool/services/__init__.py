@@ -13,10 +13,15 @@ transaction left open while waiting on the network holds back VACUUM for every o
 from pool.services.bulk_insert import pairs_insert_bulk, pairs_insert_staged
 from pool.services.claim import CLAIM_EXACTLY_SQL, CLAIM_ONE_SQL, CLAIM_PICK_SQL, claim_pairs
 from pool.services.lifecycle import (
+    MAX_BATCH_TRANSITIONS,
+    NOT_ACTIVE,
+    NOT_FOUND,
     reservation_confirm,
     reservation_current,
     reservation_release,
+    reservations_confirm_batch,
     reservations_expire,
+    reservations_release_batch,
 )
 from pool.services.lookups import (
     PairResult,
@@ -38,6 +43,9 @@ __all__ = [
     "CLAIM_ONE_SQL",
     "CLAIM_PICK_SQL",
     "MAX_BATCH_RESERVATIONS",
+    "MAX_BATCH_TRANSITIONS",
+    "NOT_ACTIVE",
+    "NOT_FOUND",
     "PairResult",
     "audit_token_digest",
     "claim_pairs",
@@ -53,5 +61,7 @@ __all__ = [
     "reservation_create",
     "reservation_current",
     "reservation_release",
+    "reservations_confirm_batch",
     "reservations_expire",
+    "reservations_release_batch",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from django.utils import timezone
@@ -13,7 +14,7 @@ from django.utils import timezone
 from common.errors import ReservationNotActive
 from keys.models import ApiKey
 from pool.models import PairStatus, TokenPair
-from pool.selectors import parse_reservation_id, reservation_get
+from pool.selectors import parse_reservation_id, reservation_get, reservations_of
 from pool.services.rows import RETURNING, db_now, execute, fetch, pairs_from_rows
 
 logger = logging.getLogger(__name__)
@@ -105,3 +106,87 @@ def reservations_expire(*, now: datetime | None = None, limit: int = 10_000) -> 
     if count:
         logger.info("expired leases retired", extra={"count": count})
     return count
+
+
+# ---- batch forms (contract section 2: POST /reservations/confirm/batch; release/batch is ours) -----
+
+#: Per-item refusals of the batch forms, as the contract's codes.
+NOT_FOUND = "not_found"
+NOT_ACTIVE = "reservation_not_active"
+MAX_BATCH_TRANSITIONS = 500
+
+# Rows are locked in id order first, so two batches naming the same reservations in different
+# orders queue behind each other instead of deadlocking.
+_CONFIRM_MANY_SQL = f"""
+WITH target AS MATERIALIZED (
+    SELECT id FROM core_tokenpair
+     WHERE reservation_id = ANY(%(ids)s::uuid[]) AND reserved_by_id = %(api_key)s
+       AND status = 'RESERVED' AND expires_at > now()
+     ORDER BY id FOR UPDATE
+)
+UPDATE core_tokenpair AS t SET status = 'USED', used_at = now()
+  FROM target WHERE t.id = target.id AND t.status = 'RESERVED'
+RETURNING {RETURNING}
+"""
+
+_RELEASE_MANY_SQL = f"""
+WITH target AS MATERIALIZED (
+    SELECT id FROM core_tokenpair
+     WHERE reservation_id = ANY(%(ids)s::uuid[]) AND reserved_by_id = %(api_key)s AND status = 'RESERVED'
+     ORDER BY id FOR UPDATE
+)
+UPDATE core_tokenpair AS t SET status = 'RETIRED', retired_at = now()
+  FROM target WHERE t.id = target.id AND t.status = 'RESERVED'
+RETURNING {RETURNING}
+"""
+
+_RETIRE_EXPIRED_MANY_SQL = """
+UPDATE core_tokenpair SET status = 'RETIRED', retired_at = now()
+ WHERE reservation_id = ANY(%(ids)s::uuid[]) AND status = 'RESERVED' AND expires_at <= now()
+"""
+
+
+def reservations_confirm_batch(*, reservation_ids: Sequence[uuid.UUID],
+                               api_key: ApiKey) -> list[TokenPair | str]:
+    """Each id as its single confirm, in request order: the pair (USED, also when it already was),
+    or ``not_found`` / ``reservation_not_active``. One UPDATE for the whole batch."""
+    done = _by_id(pairs_from_rows(fetch(_CONFIRM_MANY_SQL, {"ids": list(reservation_ids), "api_key": api_key.pk})))
+    rest = _current_of(reservation_ids, done, api_key)
+    expired = [rid for rid, pair in rest.items() if pair.status == PairStatus.RESERVED]
+    if expired:  # RESERVED yet not confirmed by the UPDATE: its lease is over (not swept yet)
+        execute(_RETIRE_EXPIRED_MANY_SQL, {"ids": expired})
+    results: list[TokenPair | str] = []
+    for rid in reservation_ids:
+        pair = done.get(rid) or rest.get(rid)
+        if pair is None:
+            results.append(NOT_FOUND)
+        else:
+            results.append(pair if pair.status == PairStatus.USED else NOT_ACTIVE)
+    return results
+
+
+def reservations_release_batch(*, reservation_ids: Sequence[uuid.UUID],
+                               api_key: ApiKey) -> list[TokenPair | str]:
+    """Each id as its single release, in request order: the pair (RETIRED, also when it already
+    was), or ``not_found`` / ``reservation_not_active`` (a USED one). One UPDATE for the batch."""
+    done = _by_id(pairs_from_rows(fetch(_RELEASE_MANY_SQL, {"ids": list(reservation_ids), "api_key": api_key.pk})))
+    rest = _current_of(reservation_ids, done, api_key)
+    results: list[TokenPair | str] = []
+    for rid in reservation_ids:
+        pair = done.get(rid) or rest.get(rid)
+        if pair is None:
+            results.append(NOT_FOUND)
+        else:
+            results.append(NOT_ACTIVE if pair.status == PairStatus.USED else pair)
+    return results
+
+
+def _by_id(pairs: list[TokenPair]) -> dict[uuid.UUID, TokenPair]:
+    return {pair.reservation_id: pair for pair in pairs if pair.reservation_id is not None}
+
+
+def _current_of(reservation_ids: Sequence[uuid.UUID], done: dict[uuid.UUID, TokenPair],
+                api_key: ApiKey) -> dict[uuid.UUID, TokenPair]:
+    """The key's reservations among ``reservation_ids`` that the UPDATE did not touch, as they stand."""
+    missing = {rid for rid in reservation_ids if rid not in done}
+    return _by_id(reservations_of(reservation_ids=missing, api_key=api_key)) if missing else {}
