@@ -23,7 +23,7 @@ class PrerequisitesNotApproved(OnboardingRuleViolation):
 
 
 class FourEyesViolation(OnboardingRuleViolation):
-    detail = "The person who submitted a task for approval cannot approve or reject it."
+    detail = "A person who started, submitted or changed a task cannot approve or reject it."
 
 
 class NoteRequired(OnboardingRuleViolation):

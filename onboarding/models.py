@@ -64,6 +64,10 @@ class OnboardingState(TextChoices):
     REJECTED = "REJECTED", "Rejected"
 
 
+# A transition into one of these states is work on the task (start, submit); its actor may not decide on it.
+WORK_STATES = (OnboardingState.IN_PROGRESS, OnboardingState.AWAITING_APPROVAL)
+
+
 def prerequisites_approved(task: OnboardingTask) -> bool:
     """FSM condition: no transition moves a task forward while a prerequisite is unapproved."""
     return not task.prerequisites.exclude(state=OnboardingState.APPROVED).exists()

@@ -30,6 +30,7 @@ from onboarding.errors import (
 )
 from onboarding.models import (
     APPROVE_PERMISSION,
+    WORK_STATES,
     ApprovalDecision,
     OnboardingState,
     OnboardingTask,
@@ -76,10 +77,20 @@ def _check_approver(task: OnboardingTask, user: AbstractBaseUser, action: str) -
         raise ApproverPermissionRequired(
             f"Cannot {action} “{task.title}”: you do not have the onboarding approver permission."
         )
-    if task.submitted_by_id == user.pk:
+    if task.submitted_by_id == user.pk or _did_the_work(task, user):
         raise FourEyesViolation(
-            f"Cannot {action} “{task.title}”: you submitted it; another approver must decide (four-eyes)."
+            f"Cannot {action} “{task.title}”: you started, submitted or changed it; "
+            "another approver must decide (four-eyes)."
         )
+
+
+def _did_the_work(task: OnboardingTask, user: AbstractBaseUser) -> bool:
+    """Whether ``user`` is the actor of any transition that did the work (start or submit, in any
+    round). A rejection is a decision, not work: the approver who sent a task back may decide again.
+    The database trigger ``core_onboardingtask_four_eyes`` enforces the same rule for approvals."""
+    return OnboardingTransition.objects.filter(
+        task=task, by=user, to_state__in=WORK_STATES,
+    ).exists()
 
 
 def _transition(*, task: OnboardingTask, user: AbstractBaseUser, action: str, note: str = "",

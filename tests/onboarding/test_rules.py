@@ -86,11 +86,12 @@ def test_submitter_cannot_approve_or_reject_even_as_an_approver(onboarding_plan,
     assert task_approve(task=task, user=approver).approved_by == approver
 
 
-def test_starting_the_task_does_not_block_approval_only_submitting_does(onboarding_plan, lead, approver):
-    # The approver may have started the work; four-eyes is about who asked for approval.
+def test_starting_the_task_blocks_approval_as_submitting_does(onboarding_plan, lead, approver):
+    # Issue 20: four-eyes is about who did the work, not only who asked for approval.
     task = task_start(task=onboarding_plan["kms-onboarding-uat"], user=approver)
     task = task_submit(task=task, user=lead)
-    assert task_approve(task=task, user=approver).state == S.APPROVED
+    with pytest.raises(FourEyesViolation):
+        task_approve(task=task, user=approver)
 
 
 def test_only_users_with_the_approver_permission_may_decide(onboarding_plan, lead, make_onboarding_user):

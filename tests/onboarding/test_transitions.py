@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from common.append_only import AppendOnlyError
-from onboarding.errors import NoteRequired, TransitionNotAllowedFromState
+from onboarding.errors import FourEyesViolation, NoteRequired, TransitionNotAllowedFromState
 from onboarding.models import ApprovalDecision, OnboardingTask, OnboardingTransition
 from onboarding.models import OnboardingState as S
 from onboarding.services import task_approve, task_drive_to_approved, task_reject, task_start, task_submit
@@ -170,3 +170,40 @@ def test_drive_to_approved_finishes_the_four_eyes_path_from_any_state(kms_uat, l
     # An already approved task is left alone: its original decision (no note) stays the only one.
     expected_note = "" if start_in == S.APPROVED else "demo"
     assert ApprovalDecision.objects.filter(task=task, decision="approve").get().note == expected_note
+
+
+def test_four_eyes_refuses_an_approver_who_started_the_task(kms_uat, make_onboarding_user):
+    """Issue 20, finding 7: ops1 starts, ops2 submits, ops1 approves → refused (and rejecting likewise)."""
+    ops1 = make_onboarding_user("ops1", approver=True)
+    ops2 = make_onboarding_user("ops2", approver=True)
+    task = task_submit(task=task_start(task=kms_uat, user=ops1), user=ops2)
+    for decide in (lambda: task_approve(task=task, user=ops1), lambda: task_reject(task=task, user=ops1, note="x")):
+        with pytest.raises(FourEyesViolation):
+            decide()
+    task.refresh_from_db()
+    assert (task.state, task.approved_by) == (S.AWAITING_APPROVAL, None)
+    assert not ApprovalDecision.objects.filter(task=task).exists()
+
+
+def test_four_eyes_remembers_every_round_of_work(kms_uat, make_onboarding_user, approver):
+    """Whoever started or submitted in an earlier round (before a rejection) still may not approve."""
+    ops1 = make_onboarding_user("ops1", approver=True)
+    ops2 = make_onboarding_user("ops2")
+    task = task_submit(task=task_start(task=kms_uat, user=ops1), user=ops1)
+    task = task_reject(task=task, user=approver, note="evidence missing")
+    task = task_submit(task=task_start(task=task, user=ops2), user=ops2)
+    with pytest.raises(FourEyesViolation):
+        task_approve(task=task, user=ops1)
+    # The approver who rejected did none of the work and may decide again.
+    assert task_approve(task=task, user=approver).state == S.APPROVED
+
+
+def test_database_refuses_an_approval_by_a_worker_that_bypasses_the_services(kms_uat, make_onboarding_user):
+    ops1 = make_onboarding_user("ops1", approver=True)
+    ops2 = make_onboarding_user("ops2")
+    task = task_submit(task=task_start(task=kms_uat, user=ops1), user=ops2)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        OnboardingTask.objects.filter(pk=task.pk).update(state=S.APPROVED, approved_by=ops1,
+                                                         approved_at=task.submitted_at)
+    task.refresh_from_db()
+    assert task.state == S.AWAITING_APPROVAL
