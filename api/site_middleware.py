@@ -11,9 +11,12 @@ views are CSRF-exempt and axes only inspects the login's response, so both cost 
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import logout
 from django.contrib.auth.middleware import AuthenticationMiddleware as _Authentication
 from django.contrib.messages.middleware import MessageMiddleware as _Message
 from django.contrib.sessions.middleware import SessionMiddleware as _Session
@@ -58,3 +61,35 @@ WhiteNoiseMiddleware = site_only(_WhiteNoise)
 SessionMiddleware = site_only(_Session)
 AuthenticationMiddleware = site_only(_Authentication)
 MessageMiddleware = site_only(_Message)
+
+
+SESSION_STARTED_KEY = "_session_started_at"
+
+
+class SessionLifetimeMiddleware:
+    """The absolute limit of a signed-in session (``SESSION_ABSOLUTE_SECONDS``, 8 hours): the first
+    request of a signed-in session stamps its start; a request after the limit logs the user out (the
+    session is flushed server-side), so the admin asks for the password again however active the
+    session was. The idle limit is Django's own (``SESSION_COOKIE_AGE`` with
+    ``SESSION_SAVE_EVERY_REQUEST``). Browser pages only: ``/api/v1/`` has no sessions."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if is_api_request(request):
+            return self.get_response(request)
+        if _signed_in(request):
+            started = request.session.get(SESSION_STARTED_KEY)
+            if started is not None and time.time() - float(started) > settings.SESSION_ABSOLUTE_SECONDS:
+                logout(request)
+        response = self.get_response(request)
+        # Stamped after the view too, so the login request itself starts the clock.
+        if _signed_in(request) and SESSION_STARTED_KEY not in request.session:
+            request.session[SESSION_STARTED_KEY] = time.time()
+        return response
+
+
+def _signed_in(request: HttpRequest) -> bool:
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_authenticated and hasattr(request, "session"))

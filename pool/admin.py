@@ -1,4 +1,7 @@
-"""Admin of the pool room: pools (editable tunables), pairs and audit records (read-only).
+"""Admin of the pool room: pools (editable tunables), pairs, audit records and token reveals (read-only).
+
+Tokens are masked on every pair page; the reveal page (``pool.reveal_tokenpair`` and a reason) shows
+them in full and records it, as every search by a term is recorded (``pool/services/reveals.py``).
 
 The pair table grows to tens of millions of rows, so its changelist never counts the table
 (`show_full_result_count = False`, a paginator that uses the planner's estimate or a capped
@@ -10,18 +13,25 @@ from __future__ import annotations
 
 import uuid
 
+from django import forms
 from django.contrib import admin
 from django.contrib.admin import ShowFacets
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.functional import cached_property
 
 from common.admin_mixins import ReadOnlyAdminMixin
-from pool.models import AuditRecord, PairStatus, Pool, TokenPair
+from common.errors import DomainRuleViolation
+from pool.models import REVEAL_PERMISSION, AuditRecord, PairStatus, Pool, TokenPair, TokenReveal
 from pool.services import audit_token_digest
+from pool.services.reveals import MIN_REASON_LENGTH, mask_token, pair_reveal, pair_search_record
 
 # Above this, a filtered changelist shows "10,000+"-style paging instead of an exact count.
 COUNT_CAP = 10_000
@@ -90,20 +100,45 @@ class PoolAdminBase(admin.ModelAdmin):
         return False  # pairs reference their pool (PROTECT); pools are retired by disabling refill
 
 
+class RevealReasonForm(forms.Form):
+    reason = forms.CharField(
+        label="Reason (required: ticket or case, and why the full tokens are needed)",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), min_length=MIN_REASON_LENGTH, max_length=2000,
+    )
+
+
+# The detail page: every field, the two tokens masked (the full values only through the reveal page).
+_MASKED = {"internal_token": "internal_token_masked", "external_ref_id": "external_ref_id_masked"}
+_PAIR_FIELDS = [_MASKED.get(f.name, f.name) for f in TokenPair._meta.fields]  # noqa: SLF001 - Model._meta is Django's documented Options API
+
+
 @admin.register(TokenPair)
 class TokenPairAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "pool", "status", "source", "internal_token", "external_ref_id", "reservation_id",
-                    "reserved_by", "reserved_at", "expires_at", "used_at", "retired_at")
+    """Pairs, read-only, tokens masked everywhere (list, detail, search results). The full tokens take
+    ``pool.reveal_tokenpair`` and a reason on the reveal page; reveals and searches are audited
+    (``TokenReveal``, listed by its own admin)."""
+
+    list_display = ("id", "pool", "status", "source", "internal_token_masked", "external_ref_id_masked",
+                    "reservation_id", "reserved_by", "reserved_at", "expires_at", "used_at", "retired_at")
     list_filter = ("status", "source", "pool")
     list_select_related = ("pool", "reserved_by")
-    search_fields = ("internal_token",)  # see get_search_results: exact, index-backed
-    search_help_text = "Exact internal token, external reference id or reservation id."
+    search_fields = ("internal_token",)  # see get_search_results: exact, index-backed, audited
+    search_help_text = "Exact internal token, external reference id or reservation id (searches are audited)."
     ordering = ("-id",)
     show_full_result_count = False
     show_facets = ShowFacets.NEVER  # facet counts would scan the table
     paginator = EstimatedCountPaginator
     list_per_page = 50
-    readonly_fields = [f.name for f in TokenPair._meta.fields]  # noqa: SLF001 - Model._meta is Django's documented Options API
+    fields = readonly_fields = _PAIR_FIELDS
+    change_form_template = "admin/pool/tokenpair/change_form.html"
+
+    @admin.display(description="internal token")
+    def internal_token_masked(self, obj: TokenPair) -> str:
+        return mask_token(obj.internal_token)
+
+    @admin.display(description="external ref id")
+    def external_ref_id_masked(self, obj: TokenPair) -> str:
+        return mask_token(obj.external_ref_id)
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         term = search_term.strip()
@@ -114,7 +149,61 @@ class TokenPairAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             match |= Q(reservation_id=uuid.UUID(term))
         except ValueError:
             pass
-        return queryset.filter(match), False
+        results = queryset.filter(match)
+        pair_search_record(user=request.user, term=term, matched=list(results.values_list("id", flat=True)[:2]))
+        return results, False
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict | None = None) -> HttpResponse:
+        extra = {"can_reveal": request.user.has_perm(REVEAL_PERMISSION), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra_context=extra)
+
+    def get_urls(self) -> list:
+        reveal = self.admin_site.admin_view(self.reveal_view)
+        return [path("<int:pair_id>/reveal/", reveal, name="pool_tokenpair_reveal"), *super().get_urls()]
+
+    def reveal_view(self, request: HttpRequest, pair_id: int) -> HttpResponse:
+        """GET: the reason form (masked values). POST with a reason: the full tokens, audited."""
+        if not request.user.has_perm(REVEAL_PERMISSION):
+            raise DjangoPermissionDenied
+        pair = get_object_or_404(TokenPair.objects.select_related("pool"), pk=pair_id)
+        form = RevealReasonForm(request.POST or None)
+        revealed = None
+        if request.method == "POST" and form.is_valid():
+            try:
+                revealed = pair_reveal(pair_id=pair.pk, user=request.user, reason=form.cleaned_data["reason"])
+            except DomainRuleViolation as exc:
+                form.add_error("reason", exc.detail)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Reveal the tokens of {pair}", "opts": self.opts, "pair": pair, "form": form,
+            "masked": {"internal_token": mask_token(pair.internal_token),
+                       "external_ref_id": mask_token(pair.external_ref_id)},
+            "revealed": revealed,
+        }
+        response = TemplateResponse(request, "admin/pool/tokenpair/reveal.html", context)
+        response["Cache-Control"] = "no-store"  # the full tokens must not stay in a browser or proxy cache
+        return response
+
+
+@admin.register(TokenReveal)
+class TokenRevealAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The audit view of staff access to the mapping: every reveal (who, when, which pair, why) and
+    every search (who, when, the term's digest, how many rows matched)."""
+
+    list_display = ("id", "created_at", "user", "kind", "pair", "matches", "reason", "term_digest")
+    list_filter = ("kind",)
+    list_select_related = ("user", "pair")
+    search_fields = ("user__username",)
+    search_help_text = "A username, or a search term (matched by its HMAC-SHA-256 digest)."
+    ordering = ("-id",)
+    readonly_fields = [f.name for f in TokenReveal._meta.fields]  # noqa: SLF001 - Model._meta is Django's documented Options API
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(Q(user__username=term) | Q(term_digest=audit_token_digest(term))), False
 
 
 @admin.register(AuditRecord)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import cast
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -14,7 +15,10 @@ from common.choices import TextChoices
 from tome import TOME_BATCH_LIMIT
 
 __all__ = ["Environment", "Pool", "PairStatus", "PairSource", "TokenPair", "AuditAction", "AuditOutcome",
-           "AuditRecord", "AppendOnlyError"]
+           "AuditRecord", "AppendOnlyError", "TokenAccessKind", "TokenReveal", "REVEAL_PERMISSION"]
+
+# Showing a pair's full tokens in the admin takes this permission (view permission shows them masked).
+REVEAL_PERMISSION = "pool.reveal_tokenpair"
 
 
 class Environment(TextChoices):
@@ -105,6 +109,7 @@ class TokenPair(models.Model):
             # The expiry sweep: only live leases are indexed, so the index stays tiny.
             models.Index(fields=["expires_at"], condition=Q(status="RESERVED"), name="pair_lease_expiry_idx"),
         ]
+        permissions = [("reveal_tokenpair", "Can reveal a token pair's full tokens (audited, with a reason)")]
         constraints = [
             # Lookup / detokenize. The names are the ones PostgreSQL gave the original column
             # constraints, so migration 0013 only drops the two "_like" indexes.
@@ -191,3 +196,43 @@ class AuditRecord(AppendOnlyModel):
 
     def __str__(self) -> str:
         return f"audit #{self.pk} {self.action} {self.outcome}"
+
+
+class TokenAccessKind(TextChoices):
+    REVEAL = "reveal", "full tokens revealed"
+    SEARCH = "search", "searched by a term"
+
+
+class TokenReveal(AppendOnlyModel):
+    """One staff access to the token mapping in the admin: a reveal of a pair's full tokens (with the
+    reason given) or a search by a term (kept as its HMAC-SHA-256 digest, never the raw term).
+
+    Append-only: the model refuses updates and deletes, and a database trigger (pool migration 0002)
+    refuses them for raw SQL too."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=8, choices=TokenAccessKind.choices)
+    pair = models.ForeignKey(TokenPair, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                             help_text="The pair revealed (reveals) or the single pair a search matched.")
+    term_digest = models.CharField(max_length=64, blank=True, default="",
+                                   help_text="HMAC-SHA-256 (hex, keyed by SECRET_KEY) of the search term.")
+    matches = models.PositiveIntegerField(null=True, blank=True, help_text="Rows a search matched.")
+    reason = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "pool_tokenreveal"
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                name="tokenreveal_reveal_has_pair_and_reason",
+                condition=~Q(kind="reveal") | (Q(pair__isnull=False) & ~Q(reason="")),
+            ),
+            models.CheckConstraint(
+                name="tokenreveal_search_has_digest",
+                condition=~Q(kind="search") | (~Q(term_digest="") & Q(matches__isnull=False)),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} by {self.user} at {self.created_at:%Y-%m-%d %H:%M:%S}"
