@@ -18,7 +18,6 @@ Log lines never carry tokens, the API key or idempotency keys.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
@@ -27,7 +26,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -49,13 +47,23 @@ from tokenpool_tome.errors import (
 from tokenpool_tome.fallback import TomeFallback, pairs_by_external, pairs_by_internal
 from tokenpool_tome.http_layer import (
     CORRELATION_HEADER,
-    Attempt,
-    ErrorAnswer,
     HttpClientLifecycle,
     HttpLayer,
     Refused,
     RetriesExhausted,
     Unsendable,
+)
+from tokenpool_tome.pool_wire import (
+    MAX_IDEMPOTENCY_KEY,
+    api_root,
+    derived_key,
+    gave_up,
+    listed,
+    log_failed_attempt,
+    quoted_id,
+    read_tokenpool_error,
+    refusal,
+    split,
 )
 from tokenpool_tome.reservation import CLIENT_DIRECT, Reservation, pair_from_body
 from tokenpool_tome.retry_policy import RetryPolicy
@@ -73,7 +81,6 @@ logger = logging.getLogger("tokenpool.client")
 # Server-side batch limits (contract section 2); larger requests are split transparently.
 MAX_BATCH_RESERVATIONS = 500
 MAX_BATCH_TOKENS = 1000
-_MAX_IDEMPOTENCY_KEY = 255
 
 
 @dataclass(frozen=True)
@@ -121,9 +128,9 @@ class TokenPoolClient(HttpClientLifecycle):
         breaker = CircuitBreaker(failure_threshold=breaker_failure_threshold, reset_seconds=breaker_reset_seconds,
                                  clock=clock, on_change=log_state_changes(logger, "tokenpool_circuit_state"))
         self._http = HttpLayer(
-            base_url=_api_root(base_url), authorization=f"Api-Key {api_key}", timeout=httpx.Timeout(timeout),
+            base_url=api_root(base_url), authorization=f"Api-Key {api_key}", timeout=httpx.Timeout(timeout),
             retry=RetryPolicy(max_attempts, backoff_initial, backoff_max, retry_after_max), breaker=breaker,
-            read_error_body=_read_tokenpool_error, transport=transport,
+            read_error_body=read_tokenpool_error, transport=transport,
             correlation_id_provider=correlation_id_provider, sleep=sleep,
             # A 429 is TokenPool up and pacing this key: never an outage, never a fallback.
             throttling_proves_up=True, unsendable_proves_up=True)
@@ -153,11 +160,11 @@ class TokenPoolClient(HttpClientLifecycle):
         if count < 1:
             raise ValueError("count must be at least 1")
         key = idempotency_key or str(uuid.uuid4())
-        chunks = _split(count, MAX_BATCH_RESERVATIONS)
+        chunks = split(count, MAX_BATCH_RESERVATIONS)
         reservations: list[Reservation] = []
         for index, size in enumerate(chunks):
             body = {**self._reservation_body(owner_ref), "count": size}
-            chunk_key = key if len(chunks) == 1 else _derived_key(key, index)
+            chunk_key = key if len(chunks) == 1 else derived_key(key, index)
             try:
                 answer = self._request("POST", "reservations/batch", json=body, idempotency_key=chunk_key)
             except TokenPoolUnavailable as exc:
@@ -166,7 +173,7 @@ class TokenPoolClient(HttpClientLifecycle):
                                  owner_ref=owner_ref, memo_key=memo)
                 reservations.extend(self._fallback.run(self.tome, "reserve_batch", exc, direct))
                 break
-            reservations.extend(Reservation.from_body(item) for item in _listed(answer, "reservations", size))
+            reservations.extend(Reservation.from_body(item) for item in listed(answer, "reservations", size))
         return reservations
 
     def confirm(self, reservation_id: str | Reservation, *, owner_ref: str | None = None) -> Reservation:
@@ -178,7 +185,7 @@ class TokenPoolClient(HttpClientLifecycle):
                            owner_ref=owner_ref if owner_ref is not None else reservation.owner_ref)
         body = {"owner_ref": owner_ref} if owner_ref is not None else {}
         # Confirm is idempotent by contract, so retrying it is safe.
-        answer = self._request("POST", f"reservations/{_quoted_id(reservation_id)}/confirm", json=body)
+        answer = self._request("POST", f"reservations/{quoted_id(reservation_id)}/confirm", json=body)
         return Reservation.from_body(answer)
 
     def release(self, reservation_id: str | Reservation) -> Reservation:
@@ -186,12 +193,12 @@ class TokenPoolClient(HttpClientLifecycle):
         back marked RETIRED locally (its pair was never stored by TokenPool)."""
         if isinstance(reservation_id, Reservation) and reservation_id.is_client_direct:
             return replace(reservation_id, status="RETIRED")
-        answer = self._request("POST", f"reservations/{_quoted_id(reservation_id)}/release", json={})
+        answer = self._request("POST", f"reservations/{quoted_id(reservation_id)}/release", json={})
         return Reservation.from_body(answer)
 
     def get_reservation(self, reservation_id: str | Reservation) -> Reservation:
         """The reservation as TokenPool has it now (404 → ``NotFound``). No fallback."""
-        return Reservation.from_body(self._request("GET", f"reservations/{_quoted_id(reservation_id)}"))
+        return Reservation.from_body(self._request("GET", f"reservations/{quoted_id(reservation_id)}"))
 
     # ---- lookups -------------------------------------------------------------------------------
 
@@ -244,29 +251,29 @@ class TokenPoolClient(HttpClientLifecycle):
         except TokenPoolUnavailable as exc:
             return self._fallback.run(self.tome, how.operation, exc, lambda tome: how.fallback(tome, chunk))
         return [None if isinstance(entry, dict) and entry.get("code") == "not_found" else pair_from_body(entry)
-                for entry in _listed(answer, "results", len(chunk))]
+                for entry in listed(answer, "results", len(chunk))]
 
     def _request(self, method: str, path: str, *, json: Any = None, idempotency_key: str | None = None,
                  not_found_ok: bool = False) -> Any:
         """One logical call through the shared HTTP layer, its failures told as TokenPool errors.
         Returns the JSON body (``None`` for a 404 ``not_found`` when ``not_found_ok``)."""
-        if idempotency_key is not None and not 1 <= len(idempotency_key) <= _MAX_IDEMPOTENCY_KEY:
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise ValueError("idempotency_key must be 1-255 characters")
         headers = self._http.headers(idempotency_key)
         try:
             response = self._http.send(method, path, json=json, headers=headers,
-                                       observe=partial(_log_failed_attempt, path))
+                                       observe=partial(log_failed_attempt, path))
         except CircuitOpenError as exc:
             raise TokenPoolUnavailable("circuit breaker open after repeated failures", code="circuit_open",
                                        correlation_id=headers[CORRELATION_HEADER],
                                        retry_after=exc.retry_after) from None
         except RetriesExhausted as exhausted:
-            raise _gave_up(exhausted.attempt) from None
+            raise gave_up(exhausted.attempt) from None
         except Refused as refused:
             if not_found_ok and issubclass(tokenpool_error_class(refused.answer.status, refused.answer.code),
                                            NotFound):
                 return None
-            raise _refusal(refused.answer) from None
+            raise refusal(refused.answer) from None
         except Unsendable as unsendable:
             # Misconfiguration (bad URL, unsupported scheme...): repeating cannot help.
             raise TokenPoolError(f"request could not be sent ({unsendable.attempt.error})", code="client_error",
@@ -277,89 +284,3 @@ class TokenPoolClient(HttpClientLifecycle):
             raise TokenPoolError("response body is not JSON", code="malformed_response",
                                  status=response.status_code,
                                  correlation_id=response.headers.get(CORRELATION_HEADER)) from None
-
-
-def _read_tokenpool_error(body: Any) -> tuple[str, str, dict[str, Any] | None, str | None]:
-    """The contract's error body: ``code``, ``detail``, per-field ``errors`` and ``correlation_id``."""
-    code = str(body["code"])[:64]  # first: a body that is not an object fails here, as a TypeError
-    errors = body.get("errors") if isinstance(body.get("errors"), dict) else None
-    correlation_id = body.get("correlation_id")
-    return code, str(body.get("detail", ""))[:300], errors, str(correlation_id) if correlation_id else None
-
-
-def _refusal(answer: ErrorAnswer) -> TokenPoolError:
-    """The typed error of an answer TokenPool gave (its class named by the contract's ``code``)."""
-    error_cls = tokenpool_error_class(answer.status, answer.code)
-    return error_cls(answer.message, code=answer.code, status=answer.status, correlation_id=answer.correlation_id,
-                     errors=answer.errors, retry_after=answer.retry_after)
-
-
-def _gave_up(last: Attempt) -> TokenPoolError:
-    """The error of a call whose every attempt failed in a retryable way."""
-    answer, suffix = last.answer, f"(after {last.number} attempt(s))"
-    if answer is None:
-        timed_out = last.no_answer is not None and issubclass(last.no_answer, httpx.TimeoutException)
-        return TokenPoolUnavailable(f"no answer from TokenPool ({last.error}) {suffix}",
-                                    code="timeout" if timed_out else "connection_error",
-                                    correlation_id=last.correlation_id)
-    if answer.status == 429:
-        return _refusal(answer)  # Throttled: TokenPool answered, so no fallback
-    return TokenPoolUnavailable(f"{answer.message} {suffix}", code=answer.code, status=answer.status,
-                                correlation_id=answer.correlation_id, retry_after=answer.retry_after)
-
-
-def _log_failed_attempt(path: str, attempt: Attempt) -> None:
-    """One info line per retryable failure: the outage shows in the logs before the fallback does."""
-    if not attempt.retryable:
-        return
-    extra: dict[str, Any] = {"path": _path_label(path), "attempt": attempt.number}
-    if attempt.answer is None:
-        extra.update(error=attempt.error, correlation_id=attempt.correlation_id)
-    else:
-        extra.update(status_code=attempt.status_code, error=attempt.answer.code,
-                     correlation_id=attempt.answer.correlation_id)
-    logger.info("tokenpool_attempt_failed", extra=extra)
-
-
-def _listed(answer: Any, key: str, count: int) -> list[Any]:
-    """``answer[key]``, which must be a list of ``count`` items (the contract's batch answers)."""
-    try:
-        items = answer[key]
-    except (KeyError, TypeError):
-        items = None
-    if not isinstance(items, list) or len(items) != count:
-        raise TokenPoolError(f"expected {count} {key} in the response", code="malformed_response")
-    return items
-
-
-def _quoted_id(reservation: str | Reservation) -> str:
-    reservation_id = reservation.reservation_id if isinstance(reservation, Reservation) else reservation
-    if not reservation_id:
-        raise ValueError("no reservation id: a client_direct reservation is confirmed or released "
-                         "by passing the Reservation itself")
-    return quote(str(reservation_id), safe="")
-
-
-def _path_label(path: str) -> str:
-    # Reservation ids are not secrets, but a bounded label keeps log cardinality low.
-    parts = path.split("/")
-    if parts[0] == "reservations" and len(parts) > 1 and parts[1] != "batch":
-        return "/".join(["reservations", "{id}", *parts[2:]])
-    return path
-
-
-def _api_root(base_url: str) -> str:
-    """``https://host[/prefix]`` → ``https://host[/prefix]/api/v1/``; a base URL that already ends in
-    ``/api/v1`` is taken as is (otherwise every call would 404, and lookups would quietly say None)."""
-    root = base_url.rstrip("/")
-    return (root if root.endswith("/api/v1") else root + "/api/v1") + "/"
-
-
-def _split(count: int, size: int) -> list[int]:
-    return [min(size, count - start) for start in range(0, count, size)]
-
-
-def _derived_key(key: str, index: int) -> str:
-    """A per-chunk key, stable across calls with the same ``key`` and within 255 characters."""
-    base = key if len(key) <= _MAX_IDEMPOTENCY_KEY - 8 else hashlib.sha256(key.encode()).hexdigest()
-    return f"{base}.{index}"
