@@ -105,6 +105,11 @@ class CircuitBreaker:
         with self._lock:
             self._close()
 
+    def after_fork_in_child(self) -> None:
+        """A fresh lock (another thread may have held the parent's at the fork) and a closed circuit."""
+        self._lock = threading.Lock()
+        self._close()
+
     def _close(self) -> None:
         self._failures = 0
         self._trial_in_flight = False

@@ -20,6 +20,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Self
 
 import httpx
@@ -166,7 +167,8 @@ class HttpLayer:
         self._sleep = sleep
         self._throttling_proves_up = throttling_proves_up
         self._unsendable_proves_up = unsendable_proves_up
-        self.client = httpx.Client(
+        self._new_client = partial(
+            httpx.Client,
             base_url=base_url,
             transport=transport,
             timeout=timeout,
@@ -175,6 +177,14 @@ class HttpLayer:
                      "User-Agent": f"tokenpool-tome-client/{__version__}"},
             follow_redirects=False,
         )
+        self.client = self._new_client()
+
+    def after_fork_in_child(self) -> None:
+        """A forked child gets its own connection pool: the parent's keep-alive sockets are the
+        parent's (a shared socket would interleave two processes' requests). The old client is
+        dropped, not closed, so nothing is sent on the parent's connections."""
+        self.client = self._new_client()
+        self.breaker.after_fork_in_child()
 
     def headers(self, idempotency_key: str | None = None) -> dict[str, str]:
         """The headers of one logical call, sent unchanged on each of its attempts."""

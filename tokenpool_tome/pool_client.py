@@ -25,11 +25,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, Literal, overload
 
 import httpx
 
 from tokenpool_tome.breaker import CircuitBreaker, log_state_changes
+from tokenpool_tome.buffer import BufferClosed, ReservationBuffer
+from tokenpool_tome.confirm_queue import ConfirmQueue
 from tokenpool_tome.correlation import get_correlation_id
 from tokenpool_tome.errors import (
     CircuitOpenError,
@@ -55,6 +57,7 @@ from tokenpool_tome.http_layer import (
 )
 from tokenpool_tome.pool_wire import (
     MAX_IDEMPOTENCY_KEY,
+    ProcessHooks,
     api_root,
     derived_key,
     gave_up,
@@ -112,7 +115,8 @@ class TokenPoolClient(HttpClientLifecycle):
                  transport: httpx.BaseTransport | None = None,
                  correlation_id_provider: Callable[[], str | None] = get_correlation_id,
                  sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 buffer: bool = False, buffer_seconds: float = 30.0, buffer_safety_margin: float = 60.0) -> None:
         if not base_url:
             raise ValueError("base_url is required")
         if not api_key:
@@ -134,6 +138,15 @@ class TokenPoolClient(HttpClientLifecycle):
             correlation_id_provider=correlation_id_provider, sleep=sleep,
             # A 429 is TokenPool up and pacing this key: never an outage, never a fallback.
             throttling_proves_up=True, unsendable_proves_up=True)
+        # Generous: close() waits for a refill or flush in flight, which retries as every call does.
+        close_timeout = timeout * max_attempts + retry_after_max * (max_attempts - 1)
+        self._buffer = ReservationBuffer(
+            fetch=self._fetch_for_buffer, release=self._release_many, buffer_seconds=buffer_seconds,
+            safety_margin=buffer_safety_margin, clock=clock, close_timeout=close_timeout) if buffer else None
+        self._confirms = ConfirmQueue(send_batch=self._confirm_many, send_one=self._confirm_one,
+                                      close_timeout=close_timeout)
+        self._fallbacks = 0
+        self._process_hooks = ProcessHooks(self)
 
     def __repr__(self) -> str:  # never the API key
         return (f"TokenPoolClient(base_url={str(self._http.client.base_url)!r}, pool={self.pool!r}, "
@@ -142,16 +155,35 @@ class TokenPoolClient(HttpClientLifecycle):
     # ---- reservations --------------------------------------------------------------------------
 
     def reserve(self, *, owner_ref: str | None = None, idempotency_key: str | None = None) -> Reservation:
-        """One pair from the pool (201/200 replay); with ``tome=`` a live pair when TokenPool is down."""
+        """One pair from the pool (201/200 replay); with ``tome=`` a live pair when TokenPool is down.
+
+        Buffered (``buffer=True``): the next pair of the local buffer, without a network call; an
+        ``owner_ref`` is then recorded by the confirm (the buffer's pairs were reserved without one),
+        and a call with an ``idempotency_key`` bypasses the buffer (the server keeps that promise)."""
+        if self._buffer is not None and idempotency_key is None:
+            try:
+                reservation = self._buffer.take()
+            except BufferClosed:
+                pass
+            except TokenPoolUnavailable as exc:  # empty, and TokenPool unreachable: TOME, as unbuffered
+                return self._fall_back_one(exc, owner_ref, None)
+            else:
+                return reservation if owner_ref is None else replace(reservation, owner_ref=owner_ref)
         key = idempotency_key or str(uuid.uuid4())
         try:
             answer = self._request("POST", "reservations", json=self._reservation_body(owner_ref),
                                    idempotency_key=key)
         except TokenPoolUnavailable as exc:
-            direct = partial(self._fallback.reservations, count=1, pool=self.pool, owner_ref=owner_ref,
-                             memo_key=(idempotency_key, 1, owner_ref) if idempotency_key else None)
-            return self._fallback.run(self.tome, "reserve", exc, direct)[0]
+            return self._fall_back_one(exc, owner_ref, idempotency_key)
         return Reservation.from_body(answer)
+
+    def _fall_back_one(self, exc: TokenPoolUnavailable, owner_ref: str | None,
+                       idempotency_key: str | None) -> Reservation:
+        direct = partial(self._fallback.reservations, count=1, pool=self.pool, owner_ref=owner_ref,
+                         memo_key=(idempotency_key, 1, owner_ref) if idempotency_key else None)
+        reservation = self._fallback.run(self.tome, "reserve", exc, direct)[0]
+        self._fallbacks += 1  # approximate under threads: a metric, not an invariant
+        return reservation
 
     def reserve_batch(self, count: int, *, owner_ref: str | None = None,
                       idempotency_key: str | None = None) -> list[Reservation]:
@@ -176,16 +208,37 @@ class TokenPoolClient(HttpClientLifecycle):
             reservations.extend(Reservation.from_body(item) for item in listed(answer, "reservations", size))
         return reservations
 
-    def confirm(self, reservation_id: str | Reservation, *, owner_ref: str | None = None) -> Reservation:
+    @overload
+    def confirm(self, reservation_id: str | Reservation, *, owner_ref: str | None = None,
+                wait: Literal[True] = True) -> Reservation: ...
+
+    @overload
+    def confirm(self, reservation_id: str | Reservation, *, owner_ref: str | None = None,
+                wait: Literal[False]) -> None: ...
+
+    def confirm(self, reservation_id: str | Reservation, *, owner_ref: str | None = None,
+                wait: bool = True) -> Reservation | None:
         """Mark the reservation USED (repeating is harmless). A ``client_direct`` Reservation has no
-        server side: it comes back marked USED locally, without a request."""
-        if isinstance(reservation_id, Reservation) and reservation_id.is_client_direct:
-            reservation = reservation_id
-            return replace(reservation, status="USED", used_at=datetime.now(UTC),
-                           owner_ref=owner_ref if owner_ref is not None else reservation.owner_ref)
+        server side: it comes back marked USED locally, without a request.
+
+        ``wait=False`` queues the confirmation and returns None at once; the queue is sent through
+        ``reservations/confirm/batch`` at least once a second and on ``close()`` (``confirm_queue``)."""
+        if isinstance(reservation_id, Reservation):
+            if reservation_id.is_client_direct:
+                reservation = reservation_id
+                return None if not wait else replace(
+                    reservation, status="USED", used_at=datetime.now(UTC),
+                    owner_ref=owner_ref if owner_ref is not None else reservation.owner_ref)
+            if owner_ref is None and self._buffer is not None:
+                owner_ref = reservation_id.owner_ref  # set by a buffered reserve(owner_ref=...)
+        if not wait and self._confirms.put(quoted_id(reservation_id), owner_ref):
+            return None
+        return self._confirm_one(quoted_id(reservation_id), owner_ref) if wait else None
+
+    def _confirm_one(self, reservation_id: str, owner_ref: str | None) -> Reservation:
         body = {"owner_ref": owner_ref} if owner_ref is not None else {}
         # Confirm is idempotent by contract, so retrying it is safe.
-        answer = self._request("POST", f"reservations/{quoted_id(reservation_id)}/confirm", json=body)
+        answer = self._request("POST", f"reservations/{reservation_id}/confirm", json=body)
         return Reservation.from_body(answer)
 
     def release(self, reservation_id: str | Reservation) -> Reservation:
@@ -228,6 +281,55 @@ class TokenPoolClient(HttpClientLifecycle):
     def detokenize_batch(self, external_ref_ids: Sequence[str]) -> list[TokenPair | None]:
         """One entry per external ref, in order; ``None`` for unknown ones."""
         return self._resolve_batch(external_ref_ids, _DETOKENIZE_BATCH)
+
+    # ---- the buffer's lifecycle ----------------------------------------------------------------
+
+    @property
+    def metrics(self) -> dict[str, int]:
+        """Client-side counters: ``handed_out`` (from the buffer), ``refills``, ``waste`` (stale or
+        unreleasable pairs), ``released`` (unused pairs given back by close), ``buffered`` (held
+        now), ``fallbacks`` (TOME reservations), ``confirms_queued/sent/failed/lost``."""
+        counters = dict(self._buffer.counters) if self._buffer is not None else {
+            "handed_out": 0, "refills": 0, "waste": 0, "released": 0}
+        counters.update(self._confirms.counters, buffered=self._buffer.held if self._buffer is not None else 0,
+                        fallbacks=self._fallbacks, confirms_queued=self._confirms.queued)
+        return counters
+
+    def close(self) -> None:
+        """Send the queued confirmations, release the buffer's unused pairs (one call per 500), then
+        close the connections. Also run by the context manager's exit and at interpreter exit."""
+        self._process_hooks.closed()
+        self._confirms.close()
+        if self._buffer is not None:
+            self._buffer.close()
+        super().close()
+
+    def after_fork_in_child(self) -> None:
+        """Run in a forked child (``os.register_at_fork``): its own connections, an empty buffer
+        and confirmation queue; the parent's pairs stay the parent's."""
+        self._http.after_fork_in_child()
+        self._confirms.after_fork_in_child()
+        if self._buffer is not None:
+            self._buffer.after_fork_in_child()
+
+    def _fetch_for_buffer(self, count: int) -> list[Reservation]:
+        """One batch for the buffer, never from the TOME fallback (the buffer decides that)."""
+        answer = self._request("POST", "reservations/batch", json={"pool": self.pool, "count": count},
+                               idempotency_key=str(uuid.uuid4()))
+        return [Reservation.from_body(item) for item in listed(answer, "reservations", count)]
+
+    def _confirm_many(self, reservation_ids: list[str]) -> list[Any]:
+        return listed(self._request("POST", "reservations/confirm/batch", json={"reservation_ids": reservation_ids}),
+                      "results", len(reservation_ids))
+
+    def _release_many(self, reservation_ids: list[str]) -> None:
+        for start in range(0, len(reservation_ids), MAX_BATCH_RESERVATIONS):
+            chunk = reservation_ids[start:start + MAX_BATCH_RESERVATIONS]
+            try:
+                self._request("POST", "reservations/release/batch", json={"reservation_ids": chunk})
+            except NotFound:  # a server without release/batch (not in the contract): one by one
+                for rid in chunk:
+                    self.release(rid)
 
     # ---- internals -----------------------------------------------------------------------------
 

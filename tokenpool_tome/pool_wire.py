@@ -5,9 +5,12 @@ An internal module of the package (split from ``pool_client`` to keep each modul
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
-from typing import Any
+import os
+import weakref
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -17,8 +20,8 @@ from tokenpool_tome.http_layer import Attempt, ErrorAnswer
 from tokenpool_tome.reservation import Reservation
 
 __all__ = [
-    "MAX_IDEMPOTENCY_KEY", "api_root", "derived_key", "gave_up", "listed", "log_failed_attempt", "path_label",
-    "quoted_id", "read_tokenpool_error", "refusal", "split",
+    "MAX_IDEMPOTENCY_KEY", "ProcessHooks", "api_root", "derived_key", "gave_up", "listed", "log_failed_attempt",
+    "path_label",     "quoted_id", "read_tokenpool_error", "refusal", "split",
 ]
 
 logger = logging.getLogger("tokenpool.client")
@@ -110,3 +113,40 @@ def derived_key(key: str, index: int) -> str:
     """A per-chunk key, stable across calls with the same ``key`` and within 255 characters."""
     base = key if len(key) <= MAX_IDEMPOTENCY_KEY - 8 else hashlib.sha256(key.encode()).hexdigest()
     return f"{base}.{index}"
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+    def after_fork_in_child(self) -> None: ...
+
+
+class ProcessHooks:
+    """A client's ties to its process, held weakly (a dropped client is simply collected):
+    ``close()`` at interpreter exit, in the process that made it only, and ``after_fork_in_child()``
+    in a forked child (gunicorn's preload, multiprocessing), which must never use the parent's
+    buffer or connections. No signal handler is installed: SIGTERM's default action ends a process
+    without interpreter exit (docs/client-library.md says what to do about it)."""
+
+    def __init__(self, client: _Closable) -> None:
+        ref = weakref.ref(client)
+        self._pid = os.getpid()
+
+        def at_exit() -> None:
+            target = ref()
+            if target is not None and os.getpid() == self._pid:
+                target.close()
+
+        def in_child() -> None:
+            target = ref()
+            if target is not None:
+                self._pid = os.getpid()  # the child's copy now belongs to the child
+                target.after_fork_in_child()
+
+        self._at_exit = at_exit
+        atexit.register(at_exit)
+        os.register_at_fork(after_in_child=in_child)
+
+    def closed(self) -> None:
+        """The client closed itself: nothing left to do at exit."""
+        atexit.unregister(self._at_exit)

@@ -1,0 +1,304 @@
+"""The leased local buffer of ``TokenPoolClient(buffer=True)`` (contract section 5, issue 22).
+
+Meituan Leaf's segment mode applied to leased, finite, never-reissued pairs: a segment is one
+``reservations/batch`` answer (one lease); ``take()`` hands out its next pair without a network
+call; a background thread fetches the next segment when what is held falls to half a batch (the
+low mark), so callers keep taking from the rest while the fetch runs (double buffer).
+
+- Size follows demand: a batch is about ``buffer_seconds`` of the demand measured over the last
+  ``DEMAND_WINDOW_SECONDS`` (1..500 pairs), so a quiet process holds one or two pairs.
+- Never a stale pair: a segment is usable until ``sent + lease - margin`` on this process's
+  monotonic clock (``sent`` is when its request left, so the server's clock never matters); past
+  that its pairs are released in the background and counted as ``waste``.
+- Outages: a failed fetch is remembered; callers are served from what is held, and only an empty
+  buffer raises the failure (the client then falls back to TOME). Fetches pause ``retry_after``
+  (at least a second) after a failure.
+- ``close()`` releases what is held in as few calls as possible; ``after_fork_in_child()`` forgets
+  the parent's pairs (they are the parent's to hand out or release) and its threads.
+
+An internal module of the package: the client API is ``TokenPoolClient``'s.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tokenpool_tome.correlation import correlation_scope, get_correlation_id, new_correlation_id
+from tokenpool_tome.reservation import Reservation
+
+__all__ = ["DEMAND_WINDOW_SECONDS", "MAX_BATCH", "BufferClosed", "DemandMeter", "ReservationBuffer", "batch_size"]
+
+logger = logging.getLogger("tokenpool.client")
+
+MAX_BATCH = 500  # the server's limit on reservations/batch
+DEMAND_WINDOW_SECONDS = 60.0
+_IDLE_WAKE_SECONDS = 1.0  # how often the refill thread looks for stale segments while idle
+_MIN_PAUSE_AFTER_FAILURE = 1.0
+
+Fetch = Callable[[int], list[Reservation]]
+Release = Callable[[list[str]], None]
+
+
+class BufferClosed(Exception):
+    """The buffer was closed: the client reserves without it."""
+
+
+def batch_size(rate: float, buffer_seconds: float) -> int:
+    """About ``buffer_seconds`` of demand at ``rate`` pairs/s, between 1 and 500."""
+    return max(1, min(MAX_BATCH, math.ceil(rate * buffer_seconds)))
+
+
+class DemandMeter:
+    """Pairs asked for per second over the last ``window`` seconds, in one-second buckets. Always
+    divided by the whole window, so one reservation in a quiet minute sizes a batch of one pair
+    (a young process's demand is underestimated for its first minute: its batches grow as it runs)."""
+
+    def __init__(self, clock: Callable[[], float], window: float = DEMAND_WINDOW_SECONDS) -> None:
+        self._clock = clock
+        self._window = window
+        self._buckets: deque[list[int]] = deque()  # [second, count]
+
+    def record(self) -> None:
+        second = int(self._clock())
+        if self._buckets and self._buckets[-1][0] == second:
+            self._buckets[-1][1] += 1
+        else:
+            self._buckets.append([second, 1])
+        self._prune(second)
+
+    def rate(self) -> float:
+        self._prune(int(self._clock()))
+        return sum(count for _, count in self._buckets) / self._window
+
+    def _prune(self, second: int) -> None:
+        while self._buckets and self._buckets[0][0] <= second - self._window:
+            self._buckets.popleft()
+
+
+@dataclass
+class _Segment:
+    pairs: deque[Reservation]
+    usable_until: float  # monotonic
+    correlation_id: str
+
+
+class ReservationBuffer:
+    """Thread-safe; one per client (and so per process: a forked child starts empty)."""
+
+    def __init__(self, *, fetch: Fetch, release: Release, buffer_seconds: float, safety_margin: float,
+                 clock: Callable[[], float], close_timeout: float) -> None:
+        if buffer_seconds <= 0:
+            raise ValueError("buffer_seconds must be positive")
+        if safety_margin < 0:
+            raise ValueError("buffer_safety_margin must not be negative")
+        self._fetch, self._release = fetch, release
+        self._buffer_seconds, self._margin = buffer_seconds, safety_margin
+        self._clock, self._close_timeout = clock, close_timeout
+        self._closed = False
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._cond = threading.Condition()
+        self._segments: deque[_Segment] = deque()
+        self._stale: list[str] = []
+        self._held = 0
+        self._meter = DemandMeter(self._clock)
+        self._worker: threading.Thread | None = None
+        self._fetching = self._wanted = False
+        self._fetches_done = 0
+        self._failure: Exception | None = None
+        self._retry_at = 0.0
+        self.counters = {"handed_out": 0, "refills": 0, "waste": 0, "released": 0}
+
+    # ---- callers ------------------------------------------------------------------------------
+
+    def take(self) -> Reservation:
+        """The next fresh pair; waits for a fetch only when nothing is held. Raises the last fetch's
+        failure when the buffer is empty and that fetch failed (or fetches are pausing after one)."""
+        with self._cond:
+            if self._closed:
+                raise BufferClosed()
+            self._ensure_worker()
+            self._meter.record()
+            asked = self._fetches_done
+            while True:
+                reservation = self._pop_fresh()
+                if reservation is not None:
+                    self.counters["handed_out"] += 1
+                    if self._held <= self._low_mark():
+                        self._cond.notify_all()
+                    self._log_handout(reservation)
+                    return reservation
+                if self._closed:
+                    raise BufferClosed()
+                if self._failure is not None and (self._fetches_done != asked or self._clock() < self._retry_at):
+                    raise self._failure
+                self._wanted = True
+                self._cond.notify_all()
+                self._cond.wait(timeout=_IDLE_WAKE_SECONDS)
+
+    @property
+    def held(self) -> int:
+        with self._cond:
+            return self._held
+
+    def target(self) -> int:
+        """The batch size the next fetch would ask for."""
+        with self._cond:
+            return self._target()
+
+    def close(self) -> None:
+        """Stop the refill thread and release every pair held (as few calls as possible)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            leftover = [p.reservation_id for s in self._segments for p in s.pairs if p.reservation_id]
+            self._segments.clear()
+            self._held = 0
+            stale, self._stale = self._stale, []
+            self._cond.notify_all()
+            worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=self._close_timeout)
+        self._give_back(stale, unused=False)
+        self._give_back(leftover, unused=True)
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: forget the parent's pairs (never handed out here, never released
+        here) and threads; the child fetches its own."""
+        self._reset_state()
+
+    # ---- internals (the lock is held by the caller where a name says _locked or it says so) -----
+
+    def _target(self) -> int:
+        return batch_size(self._meter.rate(), self._buffer_seconds)
+
+    def _low_mark(self) -> int:
+        return self._target() // 2
+
+    def _pop_fresh(self) -> Reservation | None:
+        now = self._clock()
+        while self._segments:
+            segment = self._segments[0]
+            if segment.pairs and now < segment.usable_until:
+                self._held -= 1
+                return segment.pairs.popleft()
+            self._segments.popleft()
+            if segment.pairs:  # its lease ends within the safety margin: never handed out
+                self._discard(segment)
+        return None
+
+    def _discard(self, segment: _Segment) -> None:
+        count = len(segment.pairs)
+        self._held -= count
+        self.counters["waste"] += count
+        self._stale.extend(p.reservation_id for p in segment.pairs if p.reservation_id)
+        logger.warning("tokenpool_buffer_stale_pairs",
+                       extra={"count": count, "correlation_id": segment.correlation_id})
+        self._cond.notify_all()
+
+    def _discard_stale_locked(self) -> None:
+        now = self._clock()
+        for segment in [s for s in self._segments if s.pairs and now >= s.usable_until]:
+            self._segments.remove(segment)
+            self._discard(segment)
+
+    def _needs_fetch(self) -> bool:
+        if self._fetching or self._clock() < self._retry_at:
+            return False
+        return self._wanted or (self._held <= self._low_mark() and self._meter.rate() > 0)
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._run, name="tokenpool-buffer-refill", daemon=True)
+            self._worker.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._stale and not self._needs_fetch():
+                    self._cond.wait(timeout=_IDLE_WAKE_SECONDS)
+                    self._discard_stale_locked()
+                if self._closed:
+                    return
+                stale, self._stale = self._stale, []
+                size = self._target() if self._needs_fetch() else 0
+                self._fetching = size > 0
+            self._give_back(stale, unused=False)
+            if size:
+                self._refill(size)
+
+    def _refill(self, size: int) -> None:
+        correlation_id = new_correlation_id()
+        sent = self._clock()
+        try:
+            with correlation_scope(correlation_id):
+                pairs = self._fetch(size)
+        except Exception as exc:  # noqa: BLE001 - every failure is handed to the callers waiting on it
+            self._fetched(None, failure=exc)
+            logger.warning("tokenpool_buffer_refill_failed",
+                           extra={"size": size, "error": type(exc).__name__, "correlation_id": correlation_id})
+            return
+        segment = _Segment(deque(pairs), sent + self._usable_seconds(pairs), correlation_id)
+        if not self._fetched(segment, failure=None):
+            self._give_back([p.reservation_id for p in pairs if p.reservation_id], unused=True)
+        logger.info("tokenpool_buffer_refill", extra={"size": len(pairs), "correlation_id": correlation_id})
+
+    def _usable_seconds(self, pairs: list[Reservation]) -> float:
+        first = pairs[0] if pairs else None
+        if first is None or first.expires_at is None:
+            return 0.0
+        lease = (first.expires_at - first.reserved_at).total_seconds()
+        return lease - min(self._margin, lease / 2)
+
+    def _fetched(self, segment: _Segment | None, *, failure: Exception | None) -> bool:
+        """Record a fetch's outcome; False when the buffer closed meanwhile (the pairs are not kept)."""
+        with self._cond:
+            self._fetching = self._wanted = False
+            self._fetches_done += 1
+            self._failure = failure
+            if failure is not None:
+                retry_after = getattr(failure, "retry_after", None) or 0.0
+                self._retry_at = self._clock() + max(_MIN_PAUSE_AFTER_FAILURE, float(retry_after))
+            self._cond.notify_all()
+            if segment is None:
+                return True
+            if self._closed:
+                return False
+            self._segments.append(segment)
+            self._held += len(segment.pairs)
+            self.counters["refills"] += 1
+            return True
+
+    def _give_back(self, reservation_ids: list[str], *, unused: bool) -> None:
+        """Release pairs (RETIRED): unused ones at close count as ``released``, stale ones were
+        counted as waste already. A failed release leaves them to expire (waste, logged)."""
+        if not reservation_ids:
+            return
+        try:
+            with correlation_scope(get_correlation_id() or new_correlation_id()) as correlation_id:
+                self._release(reservation_ids)
+        except Exception as exc:  # noqa: BLE001 - nothing to do but let the leases expire
+            with self._cond:
+                if unused:
+                    self.counters["waste"] += len(reservation_ids)
+            logger.warning("tokenpool_buffer_release_failed",
+                           extra={"count": len(reservation_ids), "error": type(exc).__name__,
+                                  "correlation_id": correlation_id})
+            return
+        with self._cond:
+            if unused:
+                self.counters["released"] += len(reservation_ids)
+        logger.info("tokenpool_buffer_released", extra={"count": len(reservation_ids), "unused": unused,
+                                                        "correlation_id": correlation_id})
+
+    def _log_handout(self, reservation: Reservation) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("tokenpool_buffer_handout",
+                         extra={"reservation_id": reservation.reservation_id, "held": self._held,
+                                "correlation_id": get_correlation_id()})

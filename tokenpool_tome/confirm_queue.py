@@ -1,0 +1,157 @@
+"""Confirmations off the caller's path: ``TokenPoolClient.confirm(reservation_id, wait=False)``
+(contract section 5, issue 22).
+
+A queue flushed by a background thread through ``POST /reservations/confirm/batch`` at least once
+a second (sooner when 500 are waiting) and on ``close()``. While TokenPool is unreachable (or
+throttling) the confirmations stay queued and the next flush tries again; a per-item refusal
+(``not_found``, ``reservation_not_active``: the lease ran out first) is logged with the reservation
+id and counted as ``confirms_failed``. What is still queued when ``close()`` cannot reach TokenPool,
+or when the process dies, is lost: those pairs expire and are RETIRED (docs/client-library.md says
+how an operator reconciles them).
+
+An internal module of the package.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from tokenpool_tome.correlation import correlation_scope, new_correlation_id
+from tokenpool_tome.errors import Throttled, TokenPoolError, TokenPoolUnavailable
+
+__all__ = ["FLUSH_INTERVAL_SECONDS", "MAX_CONFIRM_BATCH", "ConfirmQueue"]
+
+logger = logging.getLogger("tokenpool.client")
+
+FLUSH_INTERVAL_SECONDS = 1.0
+MAX_CONFIRM_BATCH = 500  # the server's limit on confirm/batch
+_LOGGED_IDS = 50
+
+SendBatch = Callable[[list[str]], list[Any]]  # the ``results`` of confirm/batch, in request order
+SendOne = Callable[[str, str], object]  # (reservation_id, owner_ref): a single confirm
+
+
+class ConfirmQueue:
+    """Thread-safe; one per client. A confirmation with an ``owner_ref`` goes as a single confirm
+    (the batch form carries ids only), still from the flushing thread."""
+
+    def __init__(self, *, send_batch: SendBatch, send_one: SendOne, close_timeout: float,
+                 interval: float = FLUSH_INTERVAL_SECONDS) -> None:
+        self._send_batch, self._send_one = send_batch, send_one
+        self._close_timeout, self._interval = close_timeout, interval
+        self._closed = False
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._cond = threading.Condition()
+        self._flush_lock = threading.Lock()
+        self._queue: deque[tuple[str, str | None]] = deque()
+        self._worker: threading.Thread | None = None
+        self.counters = {"confirms_sent": 0, "confirms_failed": 0, "confirms_lost": 0}
+
+    def put(self, reservation_id: str, owner_ref: str | None) -> bool:
+        """Queue one confirmation; False once the queue is closed (the caller confirms itself)."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._queue.append((reservation_id, owner_ref))
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._run, name="tokenpool-confirm-flush", daemon=True)
+                self._worker.start()
+            if len(self._queue) >= MAX_CONFIRM_BATCH:
+                self._cond.notify_all()
+            return True
+
+    @property
+    def queued(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def flush(self) -> int:
+        """Send everything queued, 500 at a time; returns how many are left (TokenPool unreachable)."""
+        with self._flush_lock:
+            while True:
+                with self._cond:
+                    batch = [self._queue.popleft() for _ in range(min(MAX_CONFIRM_BATCH, len(self._queue)))]
+                if not batch:
+                    return 0
+                if not self._send(batch):
+                    with self._cond:
+                        self._queue.extendleft(reversed(batch))
+                        return len(self._queue)
+
+    def close(self) -> None:
+        """Stop the flushing thread and send what is queued; what cannot be sent is logged as lost."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+            worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=self._close_timeout)
+        self.flush()
+        with self._cond:
+            lost = [rid for rid, _ in self._queue]
+            self._queue.clear()
+            self.counters["confirms_lost"] += len(lost)
+        if lost:
+            logger.error("tokenpool_confirms_lost",
+                         extra={"count": len(lost), "reservation_ids": lost[:_LOGGED_IDS]})
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: the parent's queued confirmations are the parent's to send."""
+        self._reset_state()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._closed and len(self._queue) < MAX_CONFIRM_BATCH:
+                    self._cond.wait(timeout=self._interval)
+                if self._closed:
+                    return
+            self.flush()
+
+    def _send(self, batch: list[tuple[str, str | None]]) -> bool:
+        """One flush round; False when TokenPool could not take it (the batch is queued again)."""
+        with correlation_scope(new_correlation_id()) as correlation_id:
+            try:
+                results = self._send_batch([rid for rid, owner in batch if owner is None]) if any(
+                    owner is None for _, owner in batch) else []
+                refused = [(str(r.get("reservation_id")), str(r.get("code"))) for r in results
+                           if isinstance(r, dict) and "code" in r]
+                for rid, owner_ref in batch:
+                    if owner_ref is not None:
+                        refused.extend(self._confirm_one(rid, owner_ref))
+            except (TokenPoolUnavailable, Throttled) as exc:
+                logger.warning("tokenpool_confirm_flush_deferred",
+                               extra={"count": len(batch), "reason": exc.code, "correlation_id": correlation_id})
+                return False
+            except TokenPoolError as exc:
+                self._count(failed=len(batch))
+                logger.error("tokenpool_confirm_flush_refused",
+                             extra={"count": len(batch), "reason": exc.code, "correlation_id": correlation_id,
+                                    "reservation_ids": [rid for rid, _ in batch][:_LOGGED_IDS]})
+                return True
+        self._count(sent=len(batch) - len(refused), failed=len(refused))
+        for rid, code in refused:
+            logger.warning("tokenpool_confirm_refused",
+                           extra={"reservation_id": rid, "reason": code, "correlation_id": correlation_id})
+        return True
+
+    def _confirm_one(self, reservation_id: str, owner_ref: str) -> list[tuple[str, str]]:
+        try:
+            self._send_one(reservation_id, owner_ref)
+        except (TokenPoolUnavailable, Throttled):
+            raise
+        except TokenPoolError as exc:
+            return [(reservation_id, exc.code)]
+        return []
+
+    def _count(self, *, sent: int = 0, failed: int = 0) -> None:
+        with self._cond:
+            self.counters["confirms_sent"] += sent
+            self.counters["confirms_failed"] += failed
