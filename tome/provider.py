@@ -23,41 +23,49 @@ tome_call = Signal()  # kwargs: record: CallRecord
 _lock = threading.Lock()
 # One client per (NS1, NS2) namespace pair: pools may name their own namespaces (a PRODUCTION pool
 # must never be filled from UAT's), and each pair keeps its own connection pool and breaker.
-_clients: dict[tuple[str, str], HttpTokenizationLibrary] = {}
+# The request path (``budget="request"``) has its own clients: a tighter budget, and its own breaker
+# and connection pool, so a refill's long retries never hold a request's connection.
+_clients: dict[tuple[str, str, str], HttpTokenizationLibrary] = {}
+
+WORK = "work"  # refills and other background work: TOME_* timeouts and retries
+REQUEST = "request"  # inside an API request: TOME_REQUEST_* (fits the client library's 5 s default)
 
 
-def tome_client_config(*, ns1: str | None = None, ns2: str | None = None) -> TomeClientConfig:
+def tome_client_config(*, ns1: str | None = None, ns2: str | None = None, budget: str = WORK) -> TomeClientConfig:
+    request = budget == REQUEST
     return TomeClientConfig(
         base_url=settings.TOME_BASE_URL,
         api_token=settings.TOME_API_TOKEN,
         ns1=ns1 or settings.TOME_NS1,
         ns2=ns2 or settings.TOME_NS2,
-        connect_timeout=settings.TOME_CONNECT_TIMEOUT,
-        read_timeout=settings.TOME_READ_TIMEOUT,
-        pool_timeout=settings.TOME_POOL_TIMEOUT,
-        max_attempts=settings.TOME_MAX_ATTEMPTS,
+        connect_timeout=settings.TOME_REQUEST_CONNECT_TIMEOUT if request else settings.TOME_CONNECT_TIMEOUT,
+        read_timeout=settings.TOME_REQUEST_READ_TIMEOUT if request else settings.TOME_READ_TIMEOUT,
+        pool_timeout=settings.TOME_REQUEST_CONNECT_TIMEOUT if request else settings.TOME_POOL_TIMEOUT,
+        max_attempts=settings.TOME_REQUEST_MAX_ATTEMPTS if request else settings.TOME_MAX_ATTEMPTS,
+        backoff_max=0.2 if request else TomeClientConfig.backoff_max,
         breaker_failure_threshold=settings.TOME_BREAKER_FAILURES,
         breaker_reset_seconds=settings.TOME_BREAKER_RESET_SECONDS,
         max_batch=settings.TOME_MAX_BATCH,
     )
 
 
-def get_tome_client(*, ns1: str | None = None, ns2: str | None = None) -> HttpTokenizationLibrary:
-    """The process-wide client for a namespace pair (default: ``TOME_NS1``/``TOME_NS2``)."""
-    key = (ns1 or settings.TOME_NS1, ns2 or settings.TOME_NS2)
+def get_tome_client(*, ns1: str | None = None, ns2: str | None = None, budget: str = WORK) -> HttpTokenizationLibrary:
+    """The process-wide client for a namespace pair (default: ``TOME_NS1``/``TOME_NS2``) and budget."""
+    key = (ns1 or settings.TOME_NS1, ns2 or settings.TOME_NS2, budget)
     client = _clients.get(key)
     if client is not None:
         return client
     with _lock:
         if key not in _clients:
-            _clients[key] = HttpTokenizationLibrary(tome_client_config(ns1=key[0], ns2=key[1]),
+            _clients[key] = HttpTokenizationLibrary(tome_client_config(ns1=key[0], ns2=key[1], budget=budget),
                                                     on_call=_announce)
         return _clients[key]
 
 
-def tome_client_for_pool(pool: object) -> HttpTokenizationLibrary:
-    """The client speaking to the pool's own NS1/NS2 namespaces."""
-    return get_tome_client(ns1=pool.ns1_namespace, ns2=pool.ns2_namespace)  # type: ignore[attr-defined]
+def tome_client_for_pool(pool: object, *, budget: str = WORK) -> HttpTokenizationLibrary:
+    """The client speaking to the pool's own NS1/NS2 namespaces (``budget=REQUEST`` on a request path)."""
+    return get_tome_client(ns1=pool.ns1_namespace, ns2=pool.ns2_namespace,  # type: ignore[attr-defined]
+                           budget=budget)
 
 
 def reset_tome_client() -> None:

@@ -21,7 +21,7 @@ from pool.services.rows import RETURNING, fetch, pairs_from_rows
 from pool.services.tome import tome_errors_as
 from pool.signals import pairs_reserved
 from tokenpool_tome.client import TokenPair as TomePair
-from tome.provider import tome_client_for_pool
+from tome.provider import REQUEST, tome_client_for_pool
 
 logger = logging.getLogger(__name__)
 
@@ -146,9 +146,10 @@ def _reserve_with_fallback(*, pool: Pool, params: dict[str, object], count: int,
 def _generate_live(*, pool: Pool, count: int) -> list[TomePair]:
     if connection.in_atomic_block:  # a TOME call inside a transaction would hold back VACUUM
         logger.warning("TOME generate called inside a transaction", extra={"pool": pool.name})
-    # The pool's own namespaces, like its refills: a direct pair must look like a pooled one.
+    # The pool's own namespaces, like its refills: a direct pair must look like a pooled one. The
+    # request budget (TOME_REQUEST_*): a hung TOME answers 503 within 3 s, inside the client's 5 s.
     with tome_errors_as(PoolUnavailable, operation="the fallback generate", pool=pool.name):
-        return tome_client_for_pool(pool).generate_pairs(count)
+        return tome_client_for_pool(pool, budget=REQUEST).generate_pairs(count)
 
 
 def _insert_direct(*, params: dict[str, object], pairs: Sequence[TomePair], first_index: int) -> list[TokenPair]:

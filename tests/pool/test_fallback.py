@@ -95,3 +95,26 @@ def test_the_fallback_uses_the_pools_own_namespaces(api, make_pool, tome):
     assert response.status_code == 503 and response.json()["code"] == "pool_unavailable"
     assert tome.calls("ns1", "generate") == 0
     assert not TokenPair.objects.filter(pool__name="elsewhere").exists()
+
+
+def test_hung_tome_answers_503_within_three_seconds_the_refill_keeps_its_retries(api, make_pool, tome):
+    """Issue 20, finding 8: a hung TOME (every call stalls 20 s) must not outlast the client library's
+    default 5 s timeout; the fallback answers 503 pool_unavailable within 3 s, nothing written."""
+    from tome.provider import REQUEST, WORK, tome_client_config
+
+    make_pool("empty", pairs=0)
+    tome.set_faults(timeout_rate=1.0, timeout_seconds=20)
+    before = TokenPair.objects.count()
+    started = time.monotonic()
+    response = api.post("/api/v1/reservations", {"pool": "empty"})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503 and response.json()["code"] == "pool_unavailable", response.content
+    assert int(response["Retry-After"]) >= 1
+    assert elapsed < 3.0, elapsed
+    assert TokenPair.objects.count() == before
+    # The refill's client is untouched: its retries and longer timeouts still ride out a flapping TOME.
+    work, request = tome_client_config(budget=WORK), tome_client_config(budget=REQUEST)
+    assert work.max_attempts == settings.TOME_MAX_ATTEMPTS >= 2
+    assert (work.read_timeout, work.connect_timeout) == (settings.TOME_READ_TIMEOUT, settings.TOME_CONNECT_TIMEOUT)
+    worst = request.max_attempts * (request.connect_timeout + request.read_timeout) * 2  # generate + tokenize
+    assert worst + (request.max_attempts - 1) * request.backoff_max * 2 <= 3.0

@@ -231,6 +231,13 @@ TOME_POOL_TIMEOUT = env.float("TOME_POOL_TIMEOUT", default=1.0)
 TOME_MAX_ATTEMPTS = env.int("TOME_MAX_ATTEMPTS", default=3)
 TOME_BREAKER_FAILURES = env.int("TOME_BREAKER_FAILURES", default=5)
 TOME_BREAKER_RESET_SECONDS = env.float("TOME_BREAKER_RESET_SECONDS", default=15.0)
+# The request path's TOME budget (the reservation fallback): a client waits 5 s by default
+# (tokenpool_tome), so a hung TOME must answer 503 pool_unavailable within 3 s. The fallback makes two
+# sequential calls (NS1 generate, NS2 tokenize); each gets one attempt of at most connect + read time.
+# The refill keeps the TOME_* budget above (its retries make a flapping TOME's batches succeed).
+TOME_REQUEST_CONNECT_TIMEOUT = env.float("TOME_REQUEST_CONNECT_TIMEOUT", default=0.5)
+TOME_REQUEST_READ_TIMEOUT = env.float("TOME_REQUEST_READ_TIMEOUT", default=1.0)
+TOME_REQUEST_MAX_ATTEMPTS = env.int("TOME_REQUEST_MAX_ATTEMPTS", default=1)
 # What this deployment sends per TOME call; at most TOME's documented limit (tome.TOME_BATCH_LIMIT).
 TOME_MAX_BATCH = env.int("TOME_MAX_BATCH", default=TOME_BATCH_LIMIT)
 
