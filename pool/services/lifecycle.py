@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -51,6 +52,7 @@ WITH expired AS MATERIALIZED (
 )
 UPDATE core_tokenpair AS t SET status = 'RETIRED', retired_at = now()
   FROM expired WHERE t.id = expired.id AND t.status = 'RESERVED'
+RETURNING t.reserved_by_id
 """
 
 
@@ -102,9 +104,14 @@ def reservation_release(*, reservation_id: str | uuid.UUID, api_key: ApiKey) -> 
 def reservations_expire(*, now: datetime | None = None, limit: int = 10_000) -> int:
     """Retire up to ``limit`` leases past ``expires_at``; returns how many (every minute:
     ``pool.tasks.reservations_expire_task``)."""
-    count = execute(_EXPIRE_SQL, {"now": now, "limit": limit})
+    by_key = Counter(row[0] for row in fetch(_EXPIRE_SQL, {"now": now, "limit": limit}))
+    count = sum(by_key.values())
     if count:
-        logger.info("expired leases retired", extra={"count": count})
+        # Per API key (hence per consumer): how an operator sees a client's lost buffer after a crash
+        # (docs/client-library.md, "After a crash").
+        names = dict(ApiKey.objects.filter(pk__in=list(by_key)).values_list("pk", "name"))
+        logger.info("expired leases retired", extra={
+            "count": count, "by_api_key": {str(names.get(pk, pk)): n for pk, n in by_key.items()}})
     return count
 
 

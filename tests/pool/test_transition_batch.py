@@ -112,3 +112,13 @@ def test_concurrent_confirm_and_release_batches_each_pair_ends_in_one_state(api,
     assert confirmed.isdisjoint(released) and confirmed | released == set(ids)
     rows = dict(TokenPair.objects.filter(reservation_id__in=ids).values_list("reservation_id", "status"))
     assert {str(k) for k, v in rows.items() if v == PairStatus.USED} == confirmed
+
+
+def test_the_expiry_sweep_logs_what_it_retired_per_api_key(api, default_pool, caplog):
+    from pool.services import reservations_expire
+
+    _reserve(api, 3)
+    with caplog.at_level("INFO", logger="pool.services.lifecycle"):
+        assert reservations_expire(now=timezone.now() + timedelta(hours=1)) == 3
+    [record] = [r for r in caplog.records if r.getMessage() == "expired leases retired"]
+    assert record.by_api_key == {api.api_key.name: 3}
