@@ -16,6 +16,7 @@ from django_q.tasks import async_task
 
 from pool.models import Pool
 from refill.models import RefillLease, RefillTrigger
+from refill.services.lock import REFILL_LOCK_CLASS
 from tokenpool_tome.correlation import get_correlation_id
 
 logger = logging.getLogger("tokenpool.refill")
@@ -29,10 +30,27 @@ def lease_try_acquire(*, pool_id: int, seconds: float) -> uuid.UUID | None:
     """Take the pool's refill lease if nobody holds a live one; return its token, else ``None``.
 
     One statement, so two processes racing for it cannot both win: the loser's INSERT waits for
-    the winner's row and its ``WHERE`` then sees a live lease."""
+    the winner's row and its ``WHERE`` then sees a live lease.
+
+    A "running" lease whose holder is gone is taken over at once, whatever its expiry: a run holds
+    the pool's advisory lock for its whole life (it writes "running" only once it has the lock, and
+    finishes the lease before letting go), and the lock dies with the run's database session. So a
+    "running" lease with nobody holding the lock belongs to a killed worker (issue 20: the next
+    refill used to wait up to REFILL_RUN_LEASE_SECONDS, two minutes, below the low watermark)."""
     token = uuid.uuid4()
     return token if _lease_upsert(pool_id=pool_id, token=token, state="queued", seconds=seconds,
                                   only_if_expired=True) else None
+
+
+# The lease row may be replaced when it has expired, or when it says "running" and no session holds
+# the pool's refill lock (pg_locks: the two-key advisory lock of refill/services/lock.py).
+_RECLAIMABLE = f"""
+    WHERE l.expires_at < now() OR (l.state = 'running' AND NOT EXISTS (
+        SELECT 1 FROM pg_locks k
+         WHERE k.locktype = 'advisory' AND k.granted AND k.classid = {REFILL_LOCK_CLASS}::bigint::oid
+           AND k.objid = l.pool_id::bigint::oid AND k.objsubid = 2
+           AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())))
+"""
 
 
 def lease_take_running(*, pool_id: int, token: uuid.UUID) -> None:
@@ -46,7 +64,7 @@ def _lease_upsert(*, pool_id: int, token: uuid.UUID, state: str, seconds: float,
     """Write the pool's lease row; with ``only_if_expired`` an existing live lease is left alone.
     Returns whether the row is now ours."""
     # A fresh "queued" lease forgets the old task id; a run taking over keeps the id of its task.
-    guard, task_reset = ("WHERE l.expires_at < now()", ", task_id = ''") if only_if_expired else ("", "")
+    guard, task_reset = (_RECLAIMABLE, ", task_id = ''") if only_if_expired else ("", "")
     table = RefillLease._meta.db_table  # noqa: SLF001 - Model._meta is Django's documented Options API
     with connection.cursor() as cursor:
         cursor.execute(

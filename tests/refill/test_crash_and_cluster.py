@@ -116,3 +116,42 @@ def test_a_real_qcluster_refills_a_pool_drained_by_reservations(refill_ready, ma
     assert TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count() >= pool.low_watermark
     assert elapsed < 60
     print(f"qcluster refilled the pool {elapsed:.1f} s after the drain ended")
+
+
+def test_a_refill_killed_mid_run_is_followed_by_the_next_within_seconds(refill_ready, make_pool, child_env, tmp_path):
+    """Issue 20, finding 8: after the worker running an on-demand refill is killed (SIGKILL), the
+    next low-watermark trigger enqueues a refill at once, not after the run lease's two minutes."""
+    from refill.models import RefillLease
+    from refill.services import refill_request
+
+    pool = make_pool("killed-pool", target_size=3000, low_watermark=2000, batch_size=100)
+    assert refill_request(pool=pool) is not None
+    token = RefillLease.objects.get(pool=pool).token
+    refill_ready.set_faults(latency_ms=120)
+    code = f"from refill.tasks import refill_on_demand; refill_on_demand({pool.pk}, '{token}')"
+    with open(tmp_path / "worker.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT,
+                                env=child_env(refill_ready), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        wait_for(lambda: RefillRun.objects.filter(pool=pool, inserted__gte=200).first(), timeout=60,
+                 message="the worker to commit two batches")
+        assert RefillLease.objects.get(pool=pool).state == "running"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        killed_at = time.monotonic()
+    finally:
+        stop(proc)
+        refill_ready.reset_faults()
+    assert TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count() < pool.low_watermark
+    task_id = wait_for(lambda: refill_request(pool=pool), timeout=30, message="a new refill to be enqueued")
+    assert task_id and time.monotonic() - killed_at < 30
+    lease = RefillLease.objects.get(pool=pool)
+    assert lease.state == "queued" and lease.token != token
+    # The queued refill runs (as the qcluster would) and fills the pool; the killed run is closed out.
+    from refill.tasks import refill_on_demand
+
+    summary = refill_on_demand(pool.pk, str(lease.token))
+    assert summary["outcome"] == RefillOutcome.SUCCEEDED
+    assert TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count() == 3000
+    assert RefillRun.objects.filter(pool=pool, outcome=RefillOutcome.FAILED, error__contains="Abandoned").count() == 1

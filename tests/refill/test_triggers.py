@@ -187,3 +187,34 @@ def test_a_burst_inside_one_rate_limit_window_still_ends_with_a_check(make_pool,
         time.sleep(0.05)
     reset_rate_limit()
     assert len(queued_refills(pool)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_lease_whose_holder_is_gone_is_reclaimed_at_once(make_pool):
+    """Issue 20, finding 8: a refill killed mid-run left a "running" lease for up to two minutes."""
+    from refill.services.lease import lease_take_running
+    from refill.services.lock import pool_lock
+
+    pool = make_pool(low_watermark=100)
+    with pool_lock(pool_id=pool.pk) as lock:
+        assert lock is not None
+        token = refill_request(pool=pool)
+        assert token is not None
+        lease_take_running(pool_id=pool.pk, token=RefillLease.objects.get(pool=pool).token)
+        # A live run holds the lock: its lease stands, however many triggers fire.
+        assert refill_request(pool=pool) is None
+    # The lock is gone (the run's session died with its worker) but the lease has minutes left.
+    lease = RefillLease.objects.get(pool=pool)
+    assert lease.state == "running" and lease.expires_at > timezone.now() + timedelta(seconds=60)
+    assert refill_request(pool=pool) is not None
+    assert RefillLease.objects.get(pool=pool).state == "queued"
+    assert len(queued_refills(pool)) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_queued_and_cooldown_leases_are_not_reclaimed_before_they_expire(make_pool):
+    pool = make_pool(low_watermark=100)
+    assert refill_request(pool=pool) is not None
+    assert refill_request(pool=pool) is None  # queued, nobody holds the lock yet: still de-duplicated
+    RefillLease.objects.filter(pool=pool).update(state="cooldown")
+    assert refill_request(pool=pool) is None  # a failure's cool-down is honoured
