@@ -186,21 +186,26 @@ def _usable(api_key: ApiKey) -> bool:
     return api_key.expiry_date is None or api_key.expiry_date > timezone.now()
 
 
-def _cached_key(digest: str) -> ApiKey | None:
-    """The cached key of this digest if it is still usable; AuthenticationFailed if it expired."""
+def _cached_key(digest: str, raw_key: str) -> ApiKey | None:
+    """The cached key of this digest if it is still usable; AuthenticationFailed if it expired or
+    ``raw_key`` is a rotated-out secret whose overlap has ended."""
     cached = _key_cache.get(digest)
-    if cached is None or _usable(cached):
+    if cached is None or (_usable(cached) and cached.secret_still_valid(raw_key)):
         return cached
     _key_cache.evict(cached.pk)
     raise exceptions.AuthenticationFailed("The API key has expired.")
 
 
 def _usable_key(raw_key: str) -> ApiKey | None:
-    """The stored key for ``raw_key`` if it exists, is not revoked and has not expired."""
+    """The stored key for ``raw_key`` (its current secret, or the previous one while a rotation's
+    overlap lasts) if it exists, is not revoked and has not expired."""
     try:
         api_key = ApiKey.objects.get_from_key(raw_key)  # excludes revoked keys
     except ApiKey.DoesNotExist:
-        return None
+        prefix = raw_key.partition(".")[0]
+        api_key = ApiKey.objects.filter(previous_prefix=prefix, revoked=False).first() if prefix else None
+        if api_key is None or not api_key.previous_secret_valid(raw_key):
+            return None
     return api_key if _usable(api_key) else None
 
 
@@ -216,7 +221,7 @@ def verify_api_key(*, authorization: str | None, address: str) -> ApiKey | None:
     raw_key = raw_key.strip()
     well_formed = keyword.lower() == KEYWORD.lower() and bool(raw_key)
     digest = hashlib.sha256(raw_key.encode()).hexdigest() if well_formed else ""
-    cached = _cached_key(digest) if digest else None
+    cached = _cached_key(digest, raw_key) if digest else None
     if cached is not None:
         return cached
     # A throttled address is refused before the lookup: throttling must spare the database.

@@ -168,6 +168,8 @@ class AuditOutcome(TextChoices):
     NOT_FOUND = "not_found", "not found"
     TOME = "tome", "resolved by TOME"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable", "TOME unreachable"
+    # Need-to-know: the pair exists but was reserved by another consumer; answered as not_found.
+    OTHER_CONSUMER = "other_consumer", "refused: another consumer's pair"
 
 
 class AuditRecord(AppendOnlyModel):
@@ -178,12 +180,17 @@ class AuditRecord(AppendOnlyModel):
     updates and deletes, and a database trigger (migration 0007) refuses them for raw SQL too."""
 
     api_key = models.ForeignKey("keys.ApiKey", on_delete=models.PROTECT, related_name="+", db_index=False)
+    # The key's consumer when it asked (a key's consumer may be changed later in the admin).
+    consumer = models.ForeignKey("keys.Consumer", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                 db_index=False)
     action = models.CharField(max_length=16, choices=AuditAction.choices)
     pair = models.ForeignKey(TokenPair, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     token_digest = models.CharField(max_length=64,
                                     help_text="HMAC-SHA-256 (hex, keyed by SECRET_KEY) of the token asked about.")
     correlation_id = models.CharField(max_length=128, blank=True, default="")
     outcome = models.CharField(max_length=24, choices=AuditOutcome.choices)
+    # Repeated identical misses are aggregated: one row stands for this many answers.
+    occurrences = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

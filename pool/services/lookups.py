@@ -1,13 +1,26 @@
 """Lookup (internal token → pair) and detokenize (external reference id → pair), single and batch,
-each audited. Answered from the database; only tokens it does not hold at all go to TOME."""
+each audited with the key and its consumer.
+
+Need-to-know (contract section 2): a key sees only pairs reserved by its own consumer. Another
+consumer's pair and a token the pool never issued answer exactly as an unknown token does, unless
+the key holds ``<action>:any`` (other consumers' pairs) or ``<action>:tome`` (a live NS2 call for
+tokens the database does not hold). Without ``:tome`` a miss never reaches TOME, so a refusal
+costs the same single indexed query as an unknown token: no timing difference to measure.
+
+Misses that TOME does not know are remembered in the Django cache (shared when ``REDIS_URL`` is
+set) for ``LOOKUP_NEGATIVE_CACHE_SECONDS``; the misses of concurrent requests in one process go to
+TOME one request at a time, so a batch repeated N times costs TOME each unknown token once."""
 from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.cache import cache
 
 from common.errors import PairNotFound, UpstreamUnavailable
 from keys.models import ApiKey
@@ -27,6 +40,9 @@ class PairResult:
 
 # Pairs resolved only by TOME were issued before the pool existed; they are in use.
 _TOME_RESOLVED_STATUS = PairStatus.USED
+# One TOME miss resolution at a time per process: concurrent requests for the same unknown tokens
+# find the first one's answer in the negative cache instead of each asking TOME.
+_tome_miss_lock = threading.Lock()
 
 
 def pair_lookup(*, internal_token: str, api_key: ApiKey) -> PairResult:
@@ -60,51 +76,75 @@ def audit_token_digest(token: str) -> str:
     return hmac.new(settings.SECRET_KEY.encode(), token.encode(), hashlib.sha256).hexdigest()
 
 
+# (pair id, internal token, external ref id, status, consumer id of the reserving key)
+_Row = tuple[int, str, str, str, int | None]
+_Entry = tuple[str, int | None, str]  # (token, pair id, audit outcome)
+
+
 def _resolve(*, action: str, tokens: Sequence[str], api_key: ApiKey, single: bool) -> list[PairResult | None]:
-    """Answer from the database (unique index); only tokens the database does not hold at all go to
-    TOME, in one NS2 call. AVAILABLE pairs were never issued, so they are 'not found' and never
-    sent to TOME (which would know them)."""
+    """Answer from the database (unique index); only tokens the database does not hold at all may go
+    to TOME, in one NS2 call, and only for a key with ``<action>:tome``. AVAILABLE pairs were never
+    issued, so they are 'not found' and never sent to TOME (which would know them)."""
     key_field = "internal_token" if action == AuditAction.LOOKUP else "external_ref_id"
     wanted = list(dict.fromkeys(tokens))
     rows = TokenPair.objects.filter(**{f"{key_field}__in": wanted}).values_list(
-        "id", "internal_token", "external_ref_id", "status")
-    known: dict[str, tuple[int, str, str, str]] = {
-        (row[1] if key_field == "internal_token" else row[2]): row for row in rows
-    }
+        "id", "internal_token", "external_ref_id", "status", "reserved_by__consumer_id")
+    known: dict[str, _Row] = {(row[1] if key_field == "internal_token" else row[2]): row for row in rows}
     misses = [t for t in wanted if t not in known]
     from_tome: dict[str, str | None] = {}
-    if misses:
+    if misses and api_key.has_scope(f"{action}:tome"):
         try:
-            from_tome = dict(zip(misses, _tome_resolve(action=action, tokens=misses, single=single), strict=True))
+            from_tome = _tome_misses(action=action, tokens=misses, single=single)
         except UpstreamUnavailable:
             _audit(api_key=api_key, action=action, entries=[
                 (t, known[t][0] if t in known else None, AuditOutcome.UPSTREAM_UNAVAILABLE) for t in tokens
             ])
             raise
-
+    see_any = api_key.has_scope(f"{action}:any")
     results: list[PairResult | None] = []
-    entries: list[tuple[str, int | None, str]] = []
+    entries: list[_Entry] = []
     for token in tokens:
-        row = known.get(token)
-        if row is not None:
-            pair_id, internal, external, status = row
-            if status == PairStatus.AVAILABLE:
-                results.append(None)
-                entries.append((token, pair_id, AuditOutcome.NOT_FOUND))
-            else:
-                results.append(PairResult(internal, external, status, PairSource.POOL))
-                entries.append((token, pair_id, AuditOutcome.FOUND))
-            continue
-        other = from_tome.get(token)
-        if other is None:
-            results.append(None)
-            entries.append((token, None, AuditOutcome.NOT_FOUND))
-        else:
-            internal, external = (token, other) if key_field == "internal_token" else (other, token)
-            results.append(PairResult(internal, external, _TOME_RESOLVED_STATUS, "tome"))
-            entries.append((token, None, AuditOutcome.TOME))
+        result, entry = _answer(token=token, row=known.get(token), tome_other=from_tome.get(token),
+                                key_field=key_field, consumer_id=api_key.consumer_id, see_any=see_any)
+        results.append(result)
+        entries.append(entry)
     _audit(api_key=api_key, action=action, entries=entries)
     return results
+
+
+def _answer(*, token: str, row: _Row | None, tome_other: str | None, key_field: str, consumer_id: int,
+            see_any: bool) -> tuple[PairResult | None, _Entry]:
+    if row is not None:
+        pair_id, internal, external, status, owner = row
+        if status == PairStatus.AVAILABLE:
+            return None, (token, pair_id, AuditOutcome.NOT_FOUND)
+        if owner != consumer_id and not see_any:
+            return None, (token, pair_id, AuditOutcome.OTHER_CONSUMER)
+        return PairResult(internal, external, status, PairSource.POOL), (token, pair_id, AuditOutcome.FOUND)
+    if tome_other is None:
+        return None, (token, None, AuditOutcome.NOT_FOUND)
+    internal, external = (token, tome_other) if key_field == "internal_token" else (tome_other, token)
+    return PairResult(internal, external, _TOME_RESOLVED_STATUS, "tome"), (token, None, AuditOutcome.TOME)
+
+
+def _negative_key(action: str, token: str) -> str:
+    return f"lookup-miss:{action}:{hashlib.sha256(token.encode()).hexdigest()}"
+
+
+def _tome_misses(*, action: str, tokens: list[str], single: bool) -> dict[str, str | None]:
+    """TOME's answer for tokens the database does not hold; tokens TOME did not know within the
+    last LOOKUP_NEGATIVE_CACHE_SECONDS are answered from the negative cache without a call."""
+    with _tome_miss_lock:
+        cached = cache.get_many([_negative_key(action, t) for t in tokens])
+        ask = [t for t in tokens if _negative_key(action, t) not in cached]
+        answers: dict[str, str | None] = dict.fromkeys(tokens)
+        if ask:
+            answers.update(zip(ask, _tome_resolve(action=action, tokens=ask, single=single and len(ask) == 1),
+                               strict=True))
+            unknown = {_negative_key(action, t): 1 for t in ask if answers[t] is None}
+            if unknown:
+                cache.set_many(unknown, timeout=settings.LOOKUP_NEGATIVE_CACHE_SECONDS)
+    return answers
 
 
 def _tome_resolve(*, action: str, tokens: list[str], single: bool) -> list[str | None]:
@@ -117,14 +157,42 @@ def _tome_resolve(*, action: str, tokens: list[str], single: bool) -> list[str |
         return [client.internal_for(tokens[0])] if single else client.internal_for_batch(tokens)
 
 
-def _audit(*, api_key: ApiKey, action: str, entries: Sequence[tuple[str, int | None, str]]) -> None:
+def _seen_miss_key(api_key: ApiKey, action: str, token: str, outcome: str) -> str:
+    key_id = hashlib.sha256(api_key.pk.encode()).hexdigest()[:16]
+    return f"audited-miss:{key_id}:{action}:{outcome}:{hashlib.sha256(token.encode()).hexdigest()}"
+
+
+def _audit(*, api_key: ApiKey, action: str, entries: Sequence[_Entry]) -> None:
+    """One row per distinct (token, outcome) of the request, with how often it was asked. A refusal
+    (not found, another consumer's pair) this key already had audited for the same token within
+    LOOKUP_NEGATIVE_CACHE_SECONDS joins one aggregate row per outcome instead: a client repeating
+    a batch of unknown tokens writes one row per token once, then one row per request."""
+    counts = Counter(entries)
+    refusals = [e for e in counts if e[2] in (AuditOutcome.NOT_FOUND, AuditOutcome.OTHER_CONSUMER)]
+    seen = cache.get_many([_seen_miss_key(api_key, action, t, o) for t, _p, o in refusals]) if refusals else {}
+    repeated: Counter[str] = Counter()
+    repeated_tokens: dict[str, list[str]] = {}
+    rows: list[tuple[str, int | None, str, int]] = []
+    for entry, n in counts.items():
+        token, pair_id, outcome = entry
+        if entry in refusals and _seen_miss_key(api_key, action, token, outcome) in seen:
+            repeated[outcome] += n
+            repeated_tokens.setdefault(outcome, []).append(token)
+        else:
+            rows.append((audit_token_digest(token), pair_id, outcome, n))
+    for outcome, n in repeated.items():
+        # The aggregate row's digest is the HMAC of its sorted tokens, one per line.
+        rows.append((audit_token_digest("\n".join(sorted(repeated_tokens[outcome]))), None, outcome, n))
     correlation_id = get_correlation_id() or ""
-    records = [
-        AuditRecord(api_key_id=api_key.pk, action=action, pair_id=pair_id, token_digest=audit_token_digest(token),
-                    correlation_id=correlation_id, outcome=outcome)
-        for token, pair_id, outcome in entries
-    ]
+    records = [AuditRecord(api_key_id=api_key.pk, consumer_id=api_key.consumer_id, action=action, pair_id=pair_id,
+                           token_digest=digest, correlation_id=correlation_id, outcome=outcome, occurrences=n)
+               for digest, pair_id, outcome, n in rows]
     if len(records) == 1:
         records[0].save(force_insert=True)
     else:
         AuditRecord.objects.bulk_create(records)
+    newly = {_seen_miss_key(api_key, action, t, o): 1 for t, _p, o in refusals
+             if _seen_miss_key(api_key, action, t, o) not in seen}
+    if newly:
+        cache.set_many(newly, timeout=settings.LOOKUP_NEGATIVE_CACHE_SECONDS)
+

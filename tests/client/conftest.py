@@ -22,7 +22,8 @@ import pytest
 from tests.fixtures.processes import ROOT, ServerProcess
 from tokenpool_tome import HttpTokenizationLibrary, TomeClientConfig
 
-ALL_SCOPES = ["reserve", "lookup", "detokenize", "pools:read"]
+ALL_SCOPES = ["reserve", "lookup", "detokenize", "pools:read", "lookup:any", "detokenize:any", "lookup:tome",
+              "detokenize:tome"]
 
 
 class TokenPoolProcess(ServerProcess):

@@ -291,11 +291,16 @@ if REDIS_URL:
         "OPTIONS": {"socket_connect_timeout": 1.0, "socket_timeout": 1.0},
     }}
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # Per process. Room for the lookup negative cache of a few full batches (the default is 300).
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                          "OPTIONS": {"MAX_ENTRIES": 100_000}}}
 # Per-key and failed-authentication limits: redis | postgres | local (per process; one process only).
 SHARED_LIMITS_BACKEND = env("SHARED_LIMITS_BACKEND", default="redis" if REDIS_URL else "postgres")
 # How often each process compares the shared API-key generation (revocations) with its cache.
 API_KEY_REVOCATION_CHECK_SECONDS = env.float("API_KEY_REVOCATION_CHECK_SECONDS", default=1.0)
+# Lookup/detokenize misses TOME did not know are answered from the cache this long (no TOME call),
+# and repeated identical refusals of one key are audited as one aggregate row per request.
+LOOKUP_NEGATIVE_CACHE_SECONDS = env.int("LOOKUP_NEGATIVE_CACHE_SECONDS", default=60)
 
 # --- django-q2 (ORM broker by default; Redis broker when REDIS_URL is set) ---------------------
 Q_CLUSTER = {

@@ -17,7 +17,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from keys.models import ApiKey, ApiScope
-from keys.services import api_keys_revoke
+from keys.services import ApiKeyNameTaken, api_key_create, api_keys_revoke
+
+ACTOR = "manage.py create_api_key"
 
 
 class Command(BaseCommand):
@@ -27,33 +29,41 @@ class Command(BaseCommand):
         parser.add_argument("name", help="Identifies the key (unique among active keys, ≤50 characters).")
         parser.add_argument("--scopes", required=True,
                             help=f"Comma-separated subset of: {', '.join(s.value for s in ApiScope)}.")
+        parser.add_argument("--consumer", default=None,
+                            help="The consuming team or service the key belongs to (default: NAME).")
         parser.add_argument("--rate-limit", type=int, default=None, dest="rate_limit",
-                            help="Requests per second for this key (default: API_THROTTLE_RATE_PER_SECOND).")
+                            help="Units per second for this key: a request costs 1, a batch its item count "
+                                 "(default: API_THROTTLE_RATE_PER_SECOND).")
         parser.add_argument("--key-file", default=None, dest="key_file",
                             help="Keep the key in this file (0600) instead of printing it; reuse it while valid.")
 
     def handle(self, *args: Any, name: str, scopes: str, rate_limit: int | None, key_file: str | None = None,
-               **options: Any) -> None:
+               consumer: str | None = None, **options: Any) -> None:
         wanted = [s.strip() for s in scopes.split(",") if s.strip()]
         known = {s.value for s in ApiScope}
         unknown = sorted(set(wanted) - known)
         if not wanted or unknown:
-            raise CommandError(f"unknown or missing scopes {unknown or '(none given)'}; choose from {sorted(known)}")
+            raise CommandError(f"unknown or missing scopes {unknown or '(none given)'}; choose from {sorted(known)}",
+                               returncode=2)
         if not 1 <= len(name) <= 50:
-            raise CommandError("name must be 1 to 50 characters")
+            raise CommandError("name must be 1 to 50 characters", returncode=2)
+        if consumer is not None and not 1 <= len(consumer.strip()) <= 50:
+            raise CommandError("--consumer must be 1 to 50 characters", returncode=2)
         if rate_limit is not None and rate_limit < 1:
-            raise CommandError("--rate-limit must be at least 1")
+            raise CommandError("--rate-limit must be at least 1", returncode=2)
         if key_file:
             self._ensure_key_file(Path(key_file), name=name, scopes=list(dict.fromkeys(wanted)),
                                   rate_limit=rate_limit)
             return
-        # NAME is how revoke_api_key finds the key, so it must identify one active key.
-        if ApiKey.objects.filter(name=name, revoked=False).exists():
-            raise CommandError(f"an active API key named {name!r} already exists")
-        key, raw = ApiKey.objects.create_key(name=name, scopes=list(dict.fromkeys(wanted)),
-                                             rate_limit_per_second=rate_limit)
-        self.stdout.write(f"Created API key {name!r} (prefix {key.prefix}, scopes {','.join(key.scopes)}). "
-                          "Store it now; it is not shown again:")
+        # NAME is how revoke_api_key and rotate_api_key find the key, so it must identify one active key.
+        try:
+            key, raw = api_key_create(name=name, scopes=list(dict.fromkeys(wanted)),
+                                      consumer_name=consumer.strip() if consumer else None, rate_limit=rate_limit,
+                                      actor=ACTOR)
+        except ApiKeyNameTaken as exc:
+            raise CommandError(f"{exc.detail}; revoke it or rotate it (rotate_api_key {name})", returncode=2) from None
+        self.stdout.write(f"Created API key {name!r} for consumer {key.consumer.name!r} (prefix {key.prefix}, "
+                          f"scopes {','.join(key.scopes)}). Store it now; it is not shown again:")
         self.stdout.write(raw)
 
     def _ensure_key_file(self, path: Path, *, name: str, scopes: list[str], rate_limit: int | None) -> None:
@@ -69,8 +79,8 @@ class Command(BaseCommand):
                 self.stdout.write(str(path))
                 return
         with transaction.atomic():
-            stale = api_keys_revoke(name=name)
-            key, raw = ApiKey.objects.create_key(name=name, scopes=scopes, rate_limit_per_second=rate_limit)
+            stale = api_keys_revoke(name=name, actor=ACTOR)
+            key, raw = api_key_create(name=name, scopes=scopes, rate_limit=rate_limit, actor=ACTOR)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Written beside, then renamed: a reader never sees half a key, and the mode is 0600 from creation.
         temporary = path.with_name(f".{path.name}.{os.getpid()}")

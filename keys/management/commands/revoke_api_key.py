@@ -18,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("name")
 
     def handle(self, *args: Any, name: str, **options: Any) -> None:
-        revoked = api_keys_revoke(name=name)
+        revoked = api_keys_revoke(name=name, actor="manage.py revoke_api_key")
         if not revoked:
             raise CommandError(f"no active API key named {name!r}")
         self.stdout.write(f"Revoked {revoked} API key(s) named {name!r}.")
