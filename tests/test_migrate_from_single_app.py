@@ -275,7 +275,7 @@ def test_a_single_app_database_migrates_to_the_domain_apps_with_every_row_kept()
         after = _table_rows()
         assert {t: len(r) for t, r in after.items()} == {t: len(r) for t, r in before.items()}
         # Every row, every column, same primary keys; later migrations only append columns
-        # (keys 0002: the consumer and rotation columns, pool 0002: the audit's consumer).
+        # (keys 0002: the consumer and rotation columns, pool 0003: the audit's consumer).
         assert {t: [row[:len(before[t][0])] for row in rows] for t, rows in after.items()} == before
         from keys.models import ApiKey
 

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('keys', '0004_apikey_consumer_not_null'),
-        ('pool', '0001_initial'),
+        ('pool', '0002_tokenreveal'),
     ]
 
     operations = [
