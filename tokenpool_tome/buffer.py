@@ -2,8 +2,10 @@
 
 Meituan Leaf's segment mode applied to leased, finite, never-reissued pairs: a segment is one
 ``reservations/batch`` answer (one lease); ``take()`` hands out its next pair without a network
-call; a background thread fetches the next segment when what is held falls to half a batch (the
-low mark), so callers keep taking from the rest while the fetch runs (double buffer).
+call; a background thread fetches the next segment when what is held falls to the low mark (half a
+batch, or what the last 5 s of demand would take in two refill round trips), so callers keep taking
+from the rest while the fetch runs (double buffer). When demand outruns one batch per round trip,
+up to 4 fetches run at once: the client holds at most 4 × 500 pairs beside its current segment.
 
 - Size follows demand: a batch is about ``buffer_seconds`` of the demand measured over the last
   ``DEMAND_WINDOW_SECONDS`` (1..500 pairs), so a quiet process holds one or two pairs.
@@ -38,6 +40,8 @@ MAX_BATCH = 500  # the server's limit on reservations/batch
 DEMAND_WINDOW_SECONDS = 60.0
 _IDLE_WAKE_SECONDS = 1.0  # how often the refill thread looks for stale segments while idle
 _MIN_PAUSE_AFTER_FAILURE = 1.0
+_MAX_FETCHES_IN_FLIGHT = 4  # when demand outruns one batch per round trip
+_RECENT_SECONDS = 5  # the demand the low mark follows (the batch size follows the whole window)
 
 Fetch = Callable[[int], list[Reservation]]
 Release = Callable[[list[str]], None]
@@ -70,9 +74,13 @@ class DemandMeter:
             self._buckets.append([second, 1])
         self._prune(second)
 
-    def rate(self) -> float:
-        self._prune(int(self._clock()))
-        return sum(count for _, count in self._buckets) / self._window
+    def rate(self, recent: float | None = None) -> float:
+        """Over the whole window, or over the last ``recent`` seconds."""
+        now = int(self._clock())
+        self._prune(now)
+        if recent is None:
+            return sum(count for _, count in self._buckets) / self._window
+        return sum(count for second, count in self._buckets if second > now - recent) / recent
 
     def _prune(self, second: int) -> None:
         while self._buckets and self._buckets[0][0] <= second - self._window:
@@ -108,7 +116,11 @@ class ReservationBuffer:
         self._held = 0
         self._meter = DemandMeter(self._clock)
         self._worker: threading.Thread | None = None
-        self._fetching = self._wanted = False
+        self._wanted = False
+        self._in_flight: list[threading.Thread] = []
+        self._in_flight_pairs = 0
+        self._last_size = 0
+        self._fetch_seconds = 0.05  # a moving average of the refill round trip
         self._fetches_done = 0
         self._failure: Exception | None = None
         self._retry_at = 0.0
@@ -162,9 +174,10 @@ class ReservationBuffer:
             self._held = 0
             stale, self._stale = self._stale, []
             self._cond.notify_all()
-            worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout=self._close_timeout)
+            threads = [t for t in [self._worker, *self._in_flight] if t is not None]
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=self._close_timeout)
         self._give_back(stale, unused=False)
         self._give_back(leftover, unused=True)
 
@@ -179,7 +192,14 @@ class ReservationBuffer:
         return batch_size(self._meter.rate(), self._buffer_seconds)
 
     def _low_mark(self) -> int:
-        return self._target() // 2
+        """Half a batch, or more when the recent demand would eat that before a refill returns."""
+        rushing = int(self._meter.rate(_RECENT_SECONDS) * self._fetch_seconds * 2)
+        return max(self._target() // 2, rushing)
+
+    def _next_size(self) -> int:
+        """The target; doubled from the last batch when a caller had to wait (slow start)."""
+        target = self._target()
+        return min(MAX_BATCH, max(target, 2 * self._last_size)) if self._wanted else target
 
     def _pop_fresh(self) -> Reservation | None:
         now = self._clock()
@@ -209,9 +229,11 @@ class ReservationBuffer:
             self._discard(segment)
 
     def _needs_fetch(self) -> bool:
-        if self._fetching or self._clock() < self._retry_at:
+        if len(self._in_flight) >= _MAX_FETCHES_IN_FLIGHT or self._clock() < self._retry_at:
             return False
-        return self._wanted or (self._held <= self._low_mark() and self._meter.rate() > 0)
+        if self._wanted and not self._in_flight:
+            return True
+        return self._held + self._in_flight_pairs <= self._low_mark() and self._meter.rate() > 0
 
     def _ensure_worker(self) -> None:
         if self._worker is None or not self._worker.is_alive():
@@ -227,11 +249,15 @@ class ReservationBuffer:
                 if self._closed:
                     return
                 stale, self._stale = self._stale, []
-                size = self._target() if self._needs_fetch() else 0
-                self._fetching = size > 0
+                size = self._next_size() if self._needs_fetch() else 0
+                if size:
+                    fetcher = threading.Thread(target=self._refill, args=(size,), name="tokenpool-buffer-fetch",
+                                               daemon=True)
+                    self._in_flight.append(fetcher)
+                    self._in_flight_pairs += size
+                    self._last_size = size
+                    fetcher.start()
             self._give_back(stale, unused=False)
-            if size:
-                self._refill(size)
 
     def _refill(self, size: int) -> None:
         correlation_id = new_correlation_id()
@@ -240,12 +266,13 @@ class ReservationBuffer:
             with correlation_scope(correlation_id):
                 pairs = self._fetch(size)
         except Exception as exc:  # noqa: BLE001 - every failure is handed to the callers waiting on it
-            self._fetched(None, failure=exc)
+            self._fetched(None, size, failure=exc)
             logger.warning("tokenpool_buffer_refill_failed",
                            extra={"size": size, "error": type(exc).__name__, "correlation_id": correlation_id})
             return
         segment = _Segment(deque(pairs), sent + self._usable_seconds(pairs), correlation_id)
-        if not self._fetched(segment, failure=None):
+        self._fetch_seconds = 0.8 * self._fetch_seconds + 0.2 * max(0.0, self._clock() - sent)
+        if not self._fetched(segment, size, failure=None):
             self._give_back([p.reservation_id for p in pairs if p.reservation_id], unused=True)
         logger.info("tokenpool_buffer_refill", extra={"size": len(pairs), "correlation_id": correlation_id})
 
@@ -256,10 +283,12 @@ class ReservationBuffer:
         lease = (first.expires_at - first.reserved_at).total_seconds()
         return lease - min(self._margin, lease / 2)
 
-    def _fetched(self, segment: _Segment | None, *, failure: Exception | None) -> bool:
+    def _fetched(self, segment: _Segment | None, size: int, *, failure: Exception | None) -> bool:
         """Record a fetch's outcome; False when the buffer closed meanwhile (the pairs are not kept)."""
         with self._cond:
-            self._fetching = self._wanted = False
+            self._wanted = False
+            self._in_flight = [t for t in self._in_flight if t is not threading.current_thread()]
+            self._in_flight_pairs -= size
             self._fetches_done += 1
             self._failure = failure
             if failure is not None:

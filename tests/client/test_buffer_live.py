@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 CARDS = 300
 KILL_AFTER = 100
-MAX_BUFFER = 750  # a batch of at most 500 plus at most half a batch left when it was fetched
+MAX_BUFFER = 2500  # at most 4 batches of 500 in flight beside what is held (tokenpool_tome/buffer.py)
 
 WORKER = """
 import json, sys
@@ -80,4 +80,4 @@ def test_four_processes_one_killed_never_share_a_pair_and_a_clean_close_wastes_n
             .values_list("reservation_id", flat=True)}
     never_handed_out = left - handed  # what the crash wasted: its leases will expire (RETIRED)
     assert len(never_handed_out) <= MAX_BUFFER
-    assert len(never_handed_out) <= int(_cards(killed_lines)[-1][2]) + 500
+    assert len(never_handed_out) <= int(_cards(killed_lines)[-1][2]) + 4 * 500

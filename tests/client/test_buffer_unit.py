@@ -122,7 +122,7 @@ def test_reserve_comes_from_the_buffer_and_batches_grow_with_demand():
     server, clock = FakeTokenPool(), Clock()
     with make_client(server, clock) as client:
         first = client.reserve()
-        assert server.batches == [1] and first.reservation_id == server.fetched[0]
+        assert server.batches[0] == 1 and first.reservation_id == server.fetched[0]
         handed = {first.reservation_id}
         for _ in range(2000):
             clock.advance(0.01)
