@@ -260,6 +260,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two `source` vocabularies: a reservation comes from the pool or the live fallback, a looked-up
+    # pair from the pool or a TOME passthrough.
+    "ENUM_NAME_OVERRIDES": {
+        "ReservationSourceEnum": ["pool", "direct"],
+        "PairSourceEnum": ["pool", "tome"],
+    },
 }
 API_KEY_CUSTOM_HEADER = "HTTP_AUTHORIZATION"
 API_THROTTLE_RATE_PER_SECOND = env.int("API_THROTTLE_RATE_PER_SECOND", default=1000)
