@@ -3,7 +3,8 @@
 Start order: embedded PostgreSQL and the settings (a child a stop lets finish: initdb must not be cut half-way) →
 TOME emulator, booting beside the bootstrap (migrate, static files, admin user, onboarding demo data,
 the development API key; one child process) → initial fill of pool `default` when it is below its
-target (best effort, bounded wait: TOME may be down) → qcluster + web server.
+target (best effort, bounded wait: TOME may be down) → qcluster + application server (stock gunicorn on a
+loopback port) → the edge proxy (Caddy, devtools/edge.py) on 127.0.0.1:$PORT, HTTPS with ``TLS=1``.
 
 Configuration: ``django.conf.settings`` ("Web server and process runner" in tokenpool/settings/base.py),
 loaded by the runner once the database step is done (loading the development settings starts the
@@ -12,10 +13,10 @@ embedded PostgreSQL, which must happen in a child of its own session, see below)
 Supervision (docs/operations.md, "Process runner"; devtools/supervision.py):
 - Signals only recorded; children in sessions of their own with a parent-death signal; an
   idempotent stop bounded by RUNNER_STOP_TIMEOUT (devtools/supervision.py says how and why).
-- The qcluster and the emulator are restarted with exponential backoff when they exit. The web
-  server exiting stops the stack with status 1: the API is what the stack is for, and a supervisor
-  above (systemd, a container runtime) restarts the whole stack rather than a crash-looping server
-  hiding behind a runner that looks alive.
+- The qcluster and the emulator are restarted with exponential backoff when they exit. The
+  application server or the proxy exiting stops the stack with status 1: the API is what the stack
+  is for, and a supervisor above (systemd, a container runtime) restarts the whole stack rather
+  than a crash-looping server hiding behind a runner that looks alive.
 """
 from __future__ import annotations
 
@@ -23,13 +24,14 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
 from django.conf import settings
 
 from devtools import embedded_db
+from devtools.edge import EdgeConfig, caddy_command, caddyfile, root_certificate
+from devtools.netutil import free_port
 from devtools.supervision import HANDLED_SIGNALS, PY, Stopping, Supervisor, log, set_parent_death_signal
 
 DEV_KEY_NAME = "dev-make-run"
@@ -39,28 +41,34 @@ DEV_KEY_SCOPES = "reserve,lookup,detokenize,pools:read"
 BOOTSTRAP_NEEDS_FILL = 3
 
 
-def web_command(*, port: int, workers: int | None = None, threads: int | None = None,
-                env: Mapping[str, str] | None = None) -> list[str]:
-    """The web server's argv: the one place that says which server runs the API.
+GUNICORN_CONFIG = "deploy/gunicorn.conf.py"  # relative to the repository root (the children's cwd)
 
-    ``workers``/``threads`` default to settings.WEB_WORKERS/WEB_THREADS. ``env`` (deprecated: pass
-    ``workers``/``threads``) is the child's environment its callers used to put WEB_WORKERS/WEB_THREADS
-    in (bench/http.py); those values still win over the settings when given there."""
-    env = env or {}
-    workers = workers if workers is not None else int(env.get("WEB_WORKERS") or settings.WEB_WORKERS)
-    threads = threads if threads is not None else int(env.get("WEB_THREADS") or settings.WEB_THREADS)
-    # gunicorn gthread plus our worker's edge guarantees (10 s read deadline per request, honoured
-    # Connection: close, JSON error pages): api/gunicorn_worker.py; why not granian:
-    # docs/benchmarks.md "Web server". The Dockerfile runs the same command.
-    return [PY, "-m", "gunicorn", "tokenpool.wsgi", "--bind", f"127.0.0.1:{port}",
-            "--worker-class", "api.gunicorn_worker.TokenPoolThreadWorker",
-            "--workers", str(workers), "--threads", str(threads), "--graceful-timeout", "10",
-            # The control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl), shared by
-            # every gunicorn on the machine; nothing here uses it.
-            "--no-control-socket"]
+
+def web_command(*, port: int, workers: int | None = None, threads: int | None = None,
+                host: str = "127.0.0.1") -> list[str]:
+    """The application server's argv: the one place that says which server runs the API.
+
+    Stock gunicorn (gthread) with the deployment's one config file; ``workers``/``threads`` default to
+    settings.WEB_WORKERS/WEB_THREADS. It listens on loopback only: the edge proxy (devtools/edge.py) is
+    what clients reach. docker/Dockerfile runs the same command (tests/scaleout/test_docker.py)."""
+    workers = workers if workers is not None else settings.WEB_WORKERS
+    threads = threads if threads is not None else settings.WEB_THREADS
+    return [PY, "-m", "gunicorn", "tokenpool.wsgi", "--config", GUNICORN_CONFIG, "--bind", f"{host}:{port}",
+            "--workers", str(workers), "--threads", str(threads)]
+
+
+def edge_config(*, port: int, app_port: int, var: Path, tls: bool) -> EdgeConfig:
+    """`make run`'s proxy: 127.0.0.1:``port``, plain HTTP or (``tls``) HTTPS with Caddy's local CA, whose
+    root certificate clients trust with ``--cacert var/caddy/pki/authorities/local/root.crt``."""
+    scheme = "https" if tls else "http"
+    sites = (f"{scheme}://127.0.0.1:{port}", f"{scheme}://localhost:{port}")
+    return EdgeConfig(sites=sites, upstream=f"127.0.0.1:{app_port}", storage=var / "caddy",
+                      access_log=var / "log" / "access.log", tls="internal" if tls else None,
+                      read_timeout=settings.EDGE_READ_TIMEOUT)
 
 
 class Runner(Supervisor):
+    ca_bundle: Path | None = None  # the local CA's root certificate once the proxy serves HTTPS
     def start_database(self) -> None:
         """Embedded PostgreSQL (unless DATABASE_URL is set), then this process's settings."""
         # Stop the embedded server on exit only if this run started it (a test run may share it).
@@ -105,16 +113,29 @@ class Runner(Supervisor):
         else:
             log("pool 'default' is at its target")
 
-        port = settings.WEB_PORT
         self.spawn("qcluster", [PY, "manage.py", "qcluster"], policy="restart")
-        web = self.spawn("web", web_command(port=port), policy="fatal")
-        base = f"http://127.0.0.1:{port}"
-        if not self.wait_http(f"{base}/healthz", timeout=120, child=web):
-            raise RuntimeError(f"the web server did not come up on {base}")
+        base = self.start_web(var)
         self._banner(base, var)
         while True:
             self.pause(0.25)
             self.supervise_once()
+
+    def start_web(self, var: Path) -> str:
+        """The application server on a loopback port, then the edge proxy in front of it; the base URL."""
+        app_port = settings.WEB_APP_PORT or free_port()
+        web = self.spawn("web", web_command(port=app_port), policy="fatal")
+        if not self.wait_http(f"http://127.0.0.1:{app_port}/healthz", timeout=120, child=web):
+            raise RuntimeError(f"the application server did not come up on 127.0.0.1:{app_port}")
+        config = edge_config(port=settings.WEB_PORT, app_port=app_port, var=var, tls=settings.WEB_TLS)
+        (var / "log").mkdir(parents=True, exist_ok=True)
+        config_path = var / "Caddyfile"
+        config_path.write_text(caddyfile(config))
+        edge = self.spawn("edge", caddy_command(config_path), policy="fatal")
+        base = config.sites[0]
+        self.ca_bundle = root_certificate(config.storage) if settings.WEB_TLS else None
+        if not self.wait_http(f"{base}/healthz", timeout=60, child=edge, verify=self.ca_bundle):
+            raise RuntimeError(f"the edge proxy did not come up on {base}")
+        return base
 
     def initial_fill(self) -> None:
         """Best effort: with TOME down the stack must still come up and serve the pairs it has."""
@@ -133,11 +154,12 @@ class Runner(Supervisor):
 
     def _banner(self, base: str, var: Path) -> None:
         try:
-            readiness = httpx.get(f"{base}/readyz", timeout=10.0).json()
+            readiness = httpx.get(f"{base}/readyz", timeout=10.0, verify=_verify(self.ca_bundle)).json()
             ready = f"{readiness['status']} {readiness['checks']}"
         except (httpx.HTTPError, ValueError, KeyError):
             ready = "unknown"
         password, key = _shown(var / "admin-password.txt"), _shown(var / "dev-api-key.txt")
+        cacert = f"--cacert {_shown(self.ca_bundle)} " if self.ca_bundle else ""
         # Paths only: secrets on a console end up in scrollback, screen shares and CI logs.
         print(
             "\n"
@@ -146,11 +168,15 @@ class Runner(Supervisor):
             f"  Dashboard: {base}/admin/dashboard/\n"
             f"  API docs:  {base}/api/docs/      Metrics: {base}/metrics\n"
             f"  Dev API key (all scopes, kept across runs) in {key}\n"
-            f"  Try: curl -s -XPOST -H \"Authorization: Api-Key $(cat {key})\" "
+            f"  Try: curl -s {cacert}-XPOST -H \"Authorization: Api-Key $(cat {key})\" "
             f"-H 'Content-Type: application/json' -d '{{}}' {base}/api/v1/reservations\n"
             "  Ctrl-C stops everything.\n",
             flush=True,
         )
+
+
+def _verify(ca_bundle: Path | None) -> str | bool:
+    return str(ca_bundle) if ca_bundle is not None else True
 
 
 def _shown(path: Path) -> str:

@@ -6,7 +6,7 @@ signals that only record, restarts with backoff and an idempotent, bounded stop.
   handler that acted (it used to raise) could abort a stop half-way and orphan the stack.
 - Every child runs in its own session (a signal to the terminal's or make's process group reaches
   only the runner) with PR_SET_PDEATHSIG, so even a runner killed by SIGKILL takes them down.
-- Stopping is idempotent: SIGTERM to each child's main process (web first), wait up to
+- Stopping is idempotent: SIGTERM to each child's main process (the proxy and web first), wait up to
   ``stop_timeout`` seconds (settings.RUNNER_STOP_TIMEOUT), then SIGKILL what is left of each child's
   process group; the embedded PostgreSQL (when this run started it) last.
 No Django here: the runner's settings are handed in.
@@ -155,15 +155,18 @@ class Supervisor:
             raise RuntimeError(f"{name} failed with exit status {status}")
         return status  # type: ignore[return-value]
 
-    def wait_http(self, url: str, *, timeout: float, child: Child | None = None) -> bool:
+    def wait_http(self, url: str, *, timeout: float, child: Child | None = None, verify: Path | None = None) -> bool:
+        """Poll ``url`` until it answers below 500; ``verify``: the CA bundle of an HTTPS ``url`` (the
+        proxy writes its local CA's root certificate once it is up, so a missing file means "not yet")."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check()
             if child is not None and not child.alive:
                 return False
             try:
-                if httpx.get(url, timeout=1.0).status_code < 500:
-                    return True
+                if verify is None or verify.is_file():
+                    if httpx.get(url, timeout=1.0, verify=str(verify) if verify else True).status_code < 500:
+                        return True
             except httpx.HTTPError:
                 pass
             self.pause(0.2)

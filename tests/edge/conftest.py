@@ -1,13 +1,17 @@
-"""Fixtures of the HTTP-edge tests: the real web server (gunicorn with TokenPool's worker, exactly
-the worker class ``make run`` uses) as a subprocess on this test run's database, and raw sockets.
+"""Fixtures of the HTTP-edge tests: the real application server (stock gunicorn with
+deploy/gunicorn.conf.py, as ``make run`` starts it) on this test run's database, the real edge proxy
+(Caddy, devtools/edge.py's Caddyfile) in front of it, and raw sockets.
 
-``edge_server`` (module): one worker with two threads, so a couple of stuck requests would be
-every thread it has, and a read deadline of 3 s (production: 10 s) to keep the suite fast.
+``edge_server`` (module): Caddy on a free port in front of one gunicorn worker with two threads (so a
+couple of stuck requests would be every thread it has), read deadline 3 s (production: 10 s) to keep
+the suite fast. ``edge_server.app_requests()`` counts the requests the application server answered
+(its access log): what the proxy refused must not appear there.
 ``edge_key``: a committed all-scope API key and a pool ``edge`` with pairs (transactional tests).
 ``raw_request(port, data, wait)``: send bytes, read until the server closes or ``wait`` passes.
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -20,33 +24,84 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.processes import ServerProcess
+from devtools.edge import EdgeConfig, caddy_command, caddyfile, root_certificate
+from tests.fixtures.processes import ROOT, ServerProcess
 
 READ_DEADLINE_SECONDS = 3
-# EDGE_WORKER_CLASS=gthread shows what stock gunicorn does (most of these tests fail).
-WORKER_CLASS = os.environ.get("EDGE_WORKER_CLASS", "api.gunicorn_worker.TokenPoolThreadWorker")
+GUNICORN_CONFIG = str(ROOT / "deploy" / "gunicorn.conf.py")
 
 
 class WebServer(ServerProcess):
+    """Stock gunicorn with the deployment's config file, straight on a loopback port (no proxy)."""
+
     name = "gunicorn"
     stop_timeout = 15.0
 
-    def __init__(self, *, env: dict[str, str], log_path: Path, threads: int = 2, workers: int = 1) -> None:
+    def __init__(self, *, env: dict[str, str], log_path: Path, threads: int = 2, workers: int = 1,
+                 access_log: Path | None = None) -> None:
         super().__init__(log_path=log_path)
         self.env = env
         self.threads = threads
         self.workers = workers
+        self.access_log = access_log
 
     def start(self, *, timeout: float = 60.0) -> None:
-        command = [sys.executable, "-m", "gunicorn", "tokenpool.wsgi", "--bind", f"127.0.0.1:{self.port}",
-                   "--worker-class", WORKER_CLASS, "--workers", str(self.workers), "--threads", str(self.threads),
-                   "--graceful-timeout", "2", "--no-control-socket"]
+        command = [sys.executable, "-m", "gunicorn", "tokenpool.wsgi", "--config", GUNICORN_CONFIG,
+                   "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
+                   "--threads", str(self.threads), "--graceful-timeout", "2"]
+        if self.access_log is not None:
+            command += ["--access-logfile", str(self.access_log)]
         self.launch(command, env=self.env, ready=self._ready, timeout=timeout, start_new_session=True)
 
     def _ready(self) -> bool:
         # An API request too: the first one imports every view; later timings must not pay it
         return (self.healthy(timeout=2.0)
                 and httpx.get(f"{self.url}/api/v1/pools/none", timeout=30.0).status_code in (401, 503))
+
+    def app_requests(self) -> list[str]:
+        """The access-log lines of the requests the application server answered so far."""
+        if self.access_log is None or not self.access_log.exists():
+            return []
+        return self.access_log.read_text(errors="replace").splitlines()
+
+
+class EdgeProxy(ServerProcess):
+    """Caddy on a free loopback port in front of ``app`` (a running WebServer)."""
+
+    name = "caddy"
+
+    def __init__(self, *, app: WebServer, tmp: Path, tls: bool = False,
+                 read_timeout: float = READ_DEADLINE_SECONDS) -> None:
+        super().__init__(log_path=tmp / "caddy.log")
+        self.app = app
+        self.tls = tls
+        self.storage = tmp / "caddy"
+        self.access_log = tmp / "access.log"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        config = EdgeConfig(sites=(self.url,), upstream=f"127.0.0.1:{app.port}", storage=self.storage,
+                            access_log=self.access_log, tls="internal" if tls else None, read_timeout=read_timeout)
+        self.config_path = tmp / "Caddyfile"
+        self.config_path.write_text(caddyfile(config))
+
+    @property
+    def ca_bundle(self) -> str:
+        return str(root_certificate(self.storage))
+
+    def start(self, *, timeout: float = 30.0) -> None:
+        self.launch(caddy_command(self.config_path), env=dict(os.environ), ready=self._ready, timeout=timeout,
+                    start_new_session=True)
+
+    def _ready(self) -> bool:
+        if self.tls and not root_certificate(self.storage).exists():
+            return False
+        verify: str | bool = self.ca_bundle if self.tls else True
+        return httpx.get(f"{self.url}/healthz", timeout=2.0, verify=verify).status_code == 200
+
+    def access_entries(self) -> list[dict]:
+        if not self.access_log.exists():
+            return []
+        return [json.loads(line) for line in self.access_log.read_text().splitlines() if line.strip()]
 
 
 def server_env(*, database: dict[str, str], tmp: Path, **extra: str) -> dict[str, str]:
@@ -55,8 +110,7 @@ def server_env(*, database: dict[str, str], tmp: Path, **extra: str) -> dict[str
     prometheus = tmp / "prometheus"
     prometheus.mkdir(exist_ok=True)
     env.update(database, PYTHONUNBUFFERED="1", LOG_LEVEL="INFO", PROMETHEUS_MULTIPROC_DIR=str(prometheus),
-               WEB_REQUEST_READ_TIMEOUT=str(READ_DEADLINE_SECONDS), TOME_BASE_URL="http://127.0.0.1:9",
-               TOME_MAX_ATTEMPTS="1")
+               TOME_BASE_URL="http://127.0.0.1:9", TOME_MAX_ATTEMPTS="1")
     env.update(extra)
     return env
 
@@ -71,7 +125,7 @@ def running_web_server(django_db_blocker: Any, tmp_path_factory: pytest.TempPath
     with django_db_blocker.unblock():
         name = connection.settings_dict["NAME"]
     server = WebServer(env=server_env(database={"EMBEDDED_DATABASE_NAME": name}, tmp=tmp), log_path=tmp / "web.log",
-                       **sizes)
+                       access_log=tmp / "app-access.log", **sizes)
     server.start()
     try:
         yield server
@@ -79,11 +133,33 @@ def running_web_server(django_db_blocker: Any, tmp_path_factory: pytest.TempPath
         server.stop()
 
 
+@contextmanager
+def running_edge(app: WebServer, tmp: Path, *, tls: bool = False) -> Iterator[EdgeProxy]:
+    proxy = EdgeProxy(app=app, tmp=tmp, tls=tls)
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
 @pytest.fixture(scope="module")
-def edge_server(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory,
-                ) -> Iterator[WebServer]:
+def app_server(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory,
+               ) -> Iterator[WebServer]:
     with running_web_server(django_db_blocker, tmp_path_factory, label="edge") as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def edge_server(app_server: WebServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProxy]:
+    with running_edge(app_server, tmp_path_factory.mktemp("caddy")) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def tls_edge_server(app_server: WebServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProxy]:
+    with running_edge(app_server, tmp_path_factory.mktemp("caddy-tls"), tls=True) as proxy:
+        yield proxy
 
 
 class EdgeKey(str):

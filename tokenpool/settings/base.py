@@ -381,16 +381,17 @@ LOGGING = {
     },
 }
 
-# --- Web server and process runner ---------------------------------------------------------------
-# Read by devtools/runner.py (`make run`), devtools/management/commands/ and api/gunicorn_worker.py
-# (docs/operations.md "Process runner", "Web server"); nothing there reads the environment itself.
-WEB_PORT = env.int("PORT", default=8000)  # `make run`'s web server, on 127.0.0.1
-WEB_WORKERS = env.int("WEB_WORKERS", default=2)  # gunicorn gthread worker processes
+# --- Edge proxy, application server and process runner ----------------------------------------------
+# Read by devtools/runner.py (`make run`) and devtools/management/commands/ (docs/operations.md "The edge",
+# "Process runner"); nothing there reads the environment itself.
+WEB_PORT = env.int("PORT", default=8000)  # `make run`'s edge proxy (Caddy), on 127.0.0.1
+WEB_TLS = env.bool("TLS", default=False)  # `TLS=1 make run`: HTTPS with Caddy's local CA (var/caddy/)
+# The application server behind the proxy, on 127.0.0.1 only; 0: a free port picked at start.
+WEB_APP_PORT = env.int("WEB_APP_PORT", default=0)
+WEB_WORKERS = env.int("WEB_WORKERS", default=2)  # gunicorn gthread worker processes (deploy/gunicorn.conf.py)
 WEB_THREADS = env.int("WEB_THREADS", default=4)  # threads per worker
-# A request's headers and body must arrive within this many seconds of its first byte.
-WEB_REQUEST_READ_TIMEOUT = env.float("WEB_REQUEST_READ_TIMEOUT", default=10.0)
-# Kept-alive connections spread evenly over the workers (api/accept_balance.py); off: stock gunicorn.
-WEB_BALANCE_CONNECTIONS = env.bool("WEB_BALANCE_CONNECTIONS", default=True)
+# The proxy's read deadline: a request's headers, and the whole request, within this many seconds.
+EDGE_READ_TIMEOUT = env.float("EDGE_READ_TIMEOUT", default=10.0)
 # Run state of this checkout (admin password, development API key, metrics files); tests point it elsewhere.
 VAR_DIR = Path(env("TOKENPOOL_VAR_DIR", default="") or BASE_DIR / "var").resolve()
 RUNNER_STOP_TIMEOUT = env.float("RUNNER_STOP_TIMEOUT", default=15.0)  # seconds before SIGKILL on stop
