@@ -103,12 +103,11 @@ def web_server(*, workers: int, threads: int, say: Callable[[str], None]) -> Ite
     # reported) instead of quietly measuring live TOME calls.
     env["TOME_BASE_URL"] = f"http://127.0.0.1:{free_port()}"
     env["TOME_MAX_ATTEMPTS"] = "1"
-    env["WEB_WORKERS"], env["WEB_THREADS"] = str(workers), str(threads)
-    command = [*web_command(port=port, env=env), "--log-level", "warning"]
+    command = [*web_command(port=port, workers=workers, threads=threads), "--log-level", "warning"]
     base_url = f"http://127.0.0.1:{port}"
     with served(command, env=env, ready_url=f"{base_url}/healthz", log_name="bench_gunicorn.log", what="gunicorn",
                 ok=lambda status: status == 200) as process:
-        say(f"gunicorn (TokenPoolThreadWorker) {workers} workers x {threads} threads on {base_url} "
+        say(f"gunicorn (gthread, deploy/gunicorn.conf.py) {workers} workers x {threads} threads on {base_url} "
             f"(pid {process.pid})")
         yield WebServer(base_url=base_url, pid=process.pid)
 

@@ -219,8 +219,8 @@ def start_stack() -> Stack:
     stack.base_url = f"http://127.0.0.1:{port}"
     env["PORT"] = str(port)  # loadtest's default --base-url
     stack.spawn("qcluster", [PY, "manage.py", "qcluster"])
-    # The server `make run` and the Dockerfile run (TokenPool's gthread worker), so the numbers are its.
-    web = stack.spawn("web", [*web_command(port=port, env=env), "--log-level", "warning"])
+    # The application server `make run` and the Dockerfile run (deploy/gunicorn.conf.py), so the numbers are its.
+    web = stack.spawn("web", [*web_command(port=port), "--log-level", "warning"])
     _wait_http(f"{stack.base_url}/healthz", web)
     _log(f"TokenPool (gunicorn 2 workers x 4 threads, qcluster) on {stack.base_url}")
     return stack

@@ -179,6 +179,7 @@ def _site(config: EdgeConfig) -> str:
         # buffers (REQUEST_BUFFERS), before the upstream request starts.
         f"\trequest_body {{\n\t\tmax_size {BODY_LIMIT}\n\t}}\n"
         f"\treverse_proxy {config.upstream} {{\n"
+        "\t\tlb_policy least_conn\n"
         f"\t\trequest_buffers {REQUEST_BUFFERS}\n"
         f"\t\ttransport http {{\n\t\t\tkeepalive {UPSTREAM_KEEPALIVE_SECONDS}s\n"
         "\t\t\tkeepalive_idle_conns_per_host 64\n\t\t}\n"

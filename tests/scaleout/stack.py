@@ -34,7 +34,7 @@ class Stack:
         metrics = self.logdir / f"{name}-metrics"
         metrics.mkdir(exist_ok=True)
         env = dict(self.env, PROMETHEUS_MULTIPROC_DIR=str(metrics))
-        self._spawn(name, web_command(port=port, env=env), env)  # exactly the web server of `make run`
+        self._spawn(name, web_command(port=port), env)  # exactly the web server of `make run`
         url = f"http://127.0.0.1:{port}"
         self.web_urls.append(url)
         return url

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from devtools.edge import docker_caddyfile
 from devtools.runner import web_command
 from tests.fixtures.processes import ROOT
 
@@ -46,18 +47,28 @@ def _cmd(path: Path) -> list[str]:
 
 
 def test_the_image_runs_the_web_server_command_of_make_run():
-    """Same argv as devtools/runner.py's web_command, but listening on every interface."""
-    expected = web_command(port=8000, env={})
+    """Same argv as devtools/runner.py's web_command (the one config file), but listening on every
+    interface of the container: only the proxy service is published."""
+    expected = web_command(port=8000, host="0.0.0.0", workers=2, threads=4)
     assert expected[1:3] == ["-m", "gunicorn"]
-    expected = ["gunicorn", *expected[3:]]
-    expected[expected.index("--bind") + 1] = "0.0.0.0:8000"
-    assert _cmd(DOCKER / "Dockerfile") == expected
+    assert _cmd(DOCKER / "Dockerfile") == ["gunicorn", *expected[3:]]
+    assert (ROOT / expected[expected.index("--config") + 1]).is_file()
 
 
-def test_the_web_worker_class_is_importable():
-    argv = _cmd(DOCKER / "Dockerfile")
-    module, _, cls = argv[argv.index("--worker-class") + 1].rpartition(".")
-    assert getattr(__import__(module, fromlist=[cls]), cls)
+def test_the_proxy_serves_https_only_with_the_generated_caddyfile(compose):
+    """docker/Caddyfile is devtools/edge.py's output; compose publishes only the proxy, which redirects
+    plain HTTP and sends HSTS; Django trusts the proxy's X-Forwarded-Proto."""
+    assert (DOCKER / "Caddyfile").read_text() == docker_caddyfile()
+    text = docker_caddyfile()
+    assert "auto_https off" not in text and "disable_redirects" not in text
+    assert "Strict-Transport-Security" in text and "reverse_proxy web:8000 web-2:8000" in text
+    services = compose["services"]
+    published = sorted(name for name, service in services.items() if service.get("ports"))
+    assert published == ["proxy", "tome-emulator"]
+    assert sorted(services["proxy"]["ports"]) == ["443:443", "80:80"]
+    env = services["web"]["environment"]
+    assert env["SECURE_PROXY_SSL_HEADER"] == "HTTP_X_FORWARDED_PROTO,https"
+    assert not any(key in env for key in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "SECURE_HSTS_SECONDS"))
 
 
 def test_copied_paths_and_build_files_exist(compose):
@@ -104,7 +115,8 @@ def test_two_web_replicas_behind_pgbouncer_with_redis(compose):
     services = compose["services"]
     webs = [n for n, s in _app_services(compose).items() if "command" not in s]  # the image's CMD: web
     assert len(webs) == 2
-    assert len({services[n]["ports"][0].split(":")[0] for n in webs}) == 2  # distinct host ports
+    assert not any(services[n].get("ports") for n in webs)  # reachable through the proxy only
+    assert f"reverse_proxy {' '.join(f'{n}:8000' for n in webs)}" in (DOCKER / "Caddyfile").read_text()
     ini = configparser.ConfigParser(strict=False, inline_comment_prefixes=(";",))
     ini.read(DOCKER / "pgbouncer" / "pgbouncer.ini")
     assert ini["pgbouncer"]["pool_mode"] == "transaction"
@@ -146,28 +158,29 @@ def test_schema_changes_go_straight_to_postgres(compose):
         assert urlsplit(compose["services"][name]["environment"]["DATABASE_URL"]).hostname == "postgres"
 
 
-# What TOKENPOOL_ENV=production turns on and compose, serving plain http, explicitly turns off again.
-HTTPS_OPT_OUTS = {"SECURE_SSL_REDIRECT": False, "SESSION_COOKIE_SECURE": False, "CSRF_COOKIE_SECURE": False,
-                  "SECURE_HSTS_SECONDS": 0, "SECURE_HSTS_INCLUDE_SUBDOMAINS": False}
+# What TOKENPOOL_ENV=production turns on; compose, served over HTTPS by the proxy, keeps all of it.
+HTTPS_ON = {"SECURE_SSL_REDIRECT": True, "SESSION_COOKIE_SECURE": True, "CSRF_COOKIE_SECURE": True,
+            "SECURE_HSTS_SECONDS": 31_536_000, "SECURE_HSTS_INCLUDE_SUBDOMAINS": True}
 
 
-def test_every_django_process_runs_in_production_mode_over_plain_http(compose, monkeypatch):
-    """A deployment from compose gets production's SECRET_KEY rules; the https redirect, Secure cookies
-    and HSTS stay off because nothing in the stack speaks TLS (http://localhost:8000 must keep working)."""
+def test_every_django_process_runs_in_production_mode_behind_the_https_proxy(compose, monkeypatch):
+    """A deployment from compose gets production's SECRET_KEY rules and HTTPS settings, and takes the
+    scheme from the proxy's X-Forwarded-Proto."""
     for name, service in _app_services(compose).items():
         env = service["environment"]
         assert env["TOKENPOOL_ENV"] == "production", name
-        assert {key: env.get(key) for key in HTTPS_OPT_OUTS} == {
-            key: str(value).lower() for key, value in HTTPS_OPT_OUTS.items()}, name
-    # Settings read with that environment: production mode, the opt-outs honoured, a short key refused.
+        assert not any(key in env for key in HTTPS_ON), name
     env = _app_services(compose)["web"]["environment"]
-    for key in ("TOKENPOOL_ENV", *HTTPS_OPT_OUTS):
+    for key in ("TOKENPOOL_ENV", "SECURE_PROXY_SSL_HEADER"):
         monkeypatch.setenv(key, env[key])
+    for key in HTTPS_ON:
+        monkeypatch.delenv(key, raising=False)
     monkeypatch.delenv("DEBUG", raising=False)
     monkeypatch.setenv("SECRET_KEY", secrets.token_urlsafe(50))
     settings = runpy.run_path(str(ROOT / "tokenpool" / "settings" / "base.py"))  # where these are read
     assert settings["PRODUCTION"] is True
-    assert {key: settings[key] for key in HTTPS_OPT_OUTS} == HTTPS_OPT_OUTS
+    assert {key: settings[key] for key in HTTPS_ON} == HTTPS_ON
+    assert settings["SECURE_PROXY_SSL_HEADER"] == ("HTTP_X_FORWARDED_PROTO", "https")
     monkeypatch.setenv("SECRET_KEY", "short-but-no-placeholder-word")
     # The production layer, loaded the way a process loads it (a fresh interpreter reads the environment).
     refused = subprocess.run([sys.executable, "-c", "import tokenpool.settings"], cwd=ROOT, capture_output=True,
