@@ -112,7 +112,8 @@ def _global_options(config: EdgeConfig) -> str:
         "\tservers {\n"
         # read_header: the request line and headers; read_body: the whole request, body included,
         # counted from its first byte (Go's ReadTimeout). A trickle cannot stretch either.
-        f"\t\ttimeouts {{\n\t\t\tread_header {timeout}\n\t\t\tread_body {timeout}\n\t\t\tidle {_seconds(config.idle_timeout)}\n\t\t}}\n"
+        f"\t\ttimeouts {{\n\t\t\tread_header {timeout}\n\t\t\tread_body {timeout}\n"
+        f"\t\t\tidle {_seconds(config.idle_timeout)}\n\t\t}}\n"
         "\t\tmax_header_size 16KB\n"
         "\t\tprotocols h1 h2\n"
         "\t\tenable_full_duplex\n"

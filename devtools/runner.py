@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -175,8 +176,8 @@ class Runner(Supervisor):
         )
 
 
-def _verify(ca_bundle: Path | None) -> str | bool:
-    return str(ca_bundle) if ca_bundle is not None else True
+def _verify(ca_bundle: Path | None) -> ssl.SSLContext | bool:
+    return ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle is not None else True
 
 
 def _shown(path: Path) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -165,7 +166,8 @@ class Supervisor:
                 return False
             try:
                 if verify is None or verify.is_file():
-                    if httpx.get(url, timeout=1.0, verify=str(verify) if verify else True).status_code < 500:
+                    context = ssl.create_default_context(cafile=str(verify)) if verify else True
+                    if httpx.get(url, timeout=1.0, verify=context).status_code < 500:
                         return True
             except httpx.HTTPError:
                 pass

@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import socket
+import ssl
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,6 +89,9 @@ class EdgeProxy(ServerProcess):
     def ca_bundle(self) -> str:
         return str(root_certificate(self.storage))
 
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca_bundle)
+
     def start(self, *, timeout: float = 30.0) -> None:
         self.launch(caddy_command(self.config_path), env=dict(os.environ), ready=self._ready, timeout=timeout,
                     start_new_session=True)
@@ -95,7 +99,7 @@ class EdgeProxy(ServerProcess):
     def _ready(self) -> bool:
         if self.tls and not root_certificate(self.storage).exists():
             return False
-        verify: str | bool = self.ca_bundle if self.tls else True
+        verify: ssl.SSLContext | bool = self.ssl_context() if self.tls else True
         return httpx.get(f"{self.url}/healthz", timeout=2.0, verify=verify).status_code == 200
 
     def access_entries(self) -> list[dict]:

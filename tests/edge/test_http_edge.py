@@ -231,7 +231,7 @@ def test_framing_errors_are_plain_answers_that_close_and_never_reach_the_applica
 
 
 def test_http2_over_tls(tls_edge_server, edge_key):
-    with httpx.Client(base_url=tls_edge_server.url, verify=tls_edge_server.ca_bundle, http2=True,
+    with httpx.Client(base_url=tls_edge_server.url, verify=tls_edge_server.ssl_context(), http2=True,
                       headers={"Authorization": f"Api-Key {edge_key}"}, timeout=10) as client:
         response = client.post("/api/v1/lookup", json={"internal_token": edge_key.token})
         assert response.http_version == "HTTP/2" and response.status_code == 200

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import random
 import signal
+import ssl
 import stat
+import subprocess
 import time
 
 import httpx
@@ -23,8 +25,10 @@ from tests.runner.stack import Stack, port_open, run_sql
 pytestmark = pytest.mark.slow
 
 # Starting the cluster (runner in-process), bootstrap (a step child; the emulator boots beside it),
-# the initial fill (a one-shot child), the web server booting (every supervised child alive).
-PHASES = ["[make run] embedded PostgreSQL", "starting bootstrap", "starting initial-fill", "starting web"]
+# the initial fill (a one-shot child),
+# the application server booting, the proxy booting in front of it (every supervised child alive).
+PHASES = ["[make run] embedded PostgreSQL", "starting bootstrap", "starting initial-fill", "starting web",
+          "starting edge"]
 
 
 @pytest.mark.parametrize("phase", PHASES)
@@ -95,3 +99,58 @@ def test_make_run_with_tome_unreachable_survives_a_qcluster_kill_and_stops_on_tw
     for path in (password_file, key_file):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert str(path) in output  # shown by path
+
+
+def test_tls_make_run_serves_https_and_http2_with_its_local_ca_and_the_app_server_only_on_loopback(make_stack,
+                                                                                                   stack_home):
+    """`TLS=1 make run`: the README's curl example (``--cacert var/caddy/…/root.crt``) works; plain HTTP
+    on that port does not; the application server listens on 127.0.0.1 only, on another port."""
+    stack: Stack = make_stack(TLS="1").start()
+    stack.wait_up()
+    base = f"https://127.0.0.1:{stack.port}"
+    ca = stack_home / "var" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+    assert f"TokenPool is up at {base}" in stack.output() and "--cacert" in stack.output()
+    key = stack.api_key()
+    with httpx.Client(base_url=base, verify=ssl.create_default_context(cafile=str(ca)), http2=True, timeout=30,
+                      headers={"Authorization": f"Api-Key {key}"}) as client:
+        health = client.get("/healthz")
+        assert health.status_code == 200 and health.http_version == "HTTP/2"
+        assert client.post("/api/v1/reservations", json={}).status_code in (201, 503)
+    with pytest.raises(httpx.ConnectError):  # not trusted without the local CA
+        httpx.get(f"{base}/healthz", timeout=10)
+    curl = subprocess.run(["curl", "-s", "--cacert", str(ca), f"https://localhost:{stack.port}/healthz"],
+                          capture_output=True, text=True, timeout=30)
+    assert curl.returncode == 0 and '"ok"' in curl.stdout
+    assert httpx.get(f"http://127.0.0.1:{stack.port}/healthz", timeout=10).status_code == 400
+    [web] = stack.children("gunicorn")
+    listening = _listening_ports(web)
+    assert listening and stack.port not in listening
+    assert all(address == "127.0.0.1" for address, _ in _listening_addresses(web))
+    stack.signal_group_twice(gap=0.001)
+    assert stack.wait_exit() == 0
+    stack.assert_nothing_left()
+
+
+def _listening_addresses(pid: int) -> list[tuple[str, int]]:
+    """(address, port) of the IPv4 sockets ``pid`` listens on (/proc/net/tcp state 0A)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                hex_address, hex_port = fields[1].split(":")
+                address = ".".join(str(int(hex_address[i:i + 2], 16)) for i in (6, 4, 2, 0))
+                found.append((address, int(hex_port, 16)))
+    return found
+
+
+def _listening_ports(pid: int) -> list[int]:
+    return [port for _, port in _listening_addresses(pid)]
