@@ -175,6 +175,14 @@ def _evict_saved_key(sender: type[ApiKey], instance: ApiKey, **kwargs: Any) -> N
 
 
 def client_address(meta: dict[str, Any]) -> str:
+    """The client's address for the failed-authentication limit. Behind the edge proxy every request
+    comes from the proxy, which sets ``X-Forwarded-For`` to the address it accepted the connection from
+    (replacing what a client sent: Caddy trusts no upstream proxies here); its last entry is taken.
+    ``settings.API_CLIENT_ADDRESS_HEADER`` empty: ``REMOTE_ADDR`` (a server reachable without the proxy)."""
+    header = settings.API_CLIENT_ADDRESS_HEADER
+    forwarded = meta.get(header, "") if header else ""
+    if forwarded:
+        return forwarded.rsplit(",", 1)[-1].strip() or "unknown"
     return meta.get("REMOTE_ADDR") or "unknown"
 
 

@@ -17,6 +17,8 @@ An internal module of the package: not part of the client API of contract sectio
 from __future__ import annotations
 
 import itertools
+import os
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -144,6 +146,15 @@ def read_error_answer(response: httpx.Response, *, sent_correlation_id: str,
                        errors=errors, retry_after=retry_after_seconds(response))
 
 
+def tls_verification(verify: str | os.PathLike[str] | bool | ssl.SSLContext) -> ssl.SSLContext | bool:
+    """httpx's ``verify`` from what a caller passes: a CA bundle's path (e.g. the local CA of
+    ``TLS=1 make run``) becomes an SSL context trusting exactly that bundle; True, False or a context
+    go through unchanged."""
+    if isinstance(verify, (str, os.PathLike)):
+        return ssl.create_default_context(cafile=os.fspath(verify))
+    return verify
+
+
 class HttpLayer:
     """One server's connection pool, retry policy and circuit breaker. Thread-safe.
 
@@ -159,7 +170,8 @@ class HttpLayer:
                  transport: httpx.BaseTransport | None,
                  correlation_id_provider: Callable[[], str | None],
                  sleep: Callable[[float], None],
-                 throttling_proves_up: bool = False, unsendable_proves_up: bool = False) -> None:
+                 throttling_proves_up: bool = False, unsendable_proves_up: bool = False,
+                 verify: str | os.PathLike[str] | bool | ssl.SSLContext = True) -> None:
         self.retry = retry
         self.breaker = breaker
         self._read_error_body = read_error_body
@@ -171,6 +183,7 @@ class HttpLayer:
             httpx.Client,
             base_url=base_url,
             transport=transport,
+            verify=tls_verification(verify),
             timeout=timeout,
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0),
             headers={"Authorization": authorization, "Accept": "application/json",

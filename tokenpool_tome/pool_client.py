@@ -19,6 +19,8 @@ Log lines never carry tokens, the API key or idempotency keys.
 from __future__ import annotations
 
 import logging
+import os
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -104,6 +106,9 @@ class TokenPoolClient(HttpClientLifecycle):
     """Client of TokenPool's HTTP API for consuming services. Thread-safe; share one per process.
 
     ``tome``: a TokenizationLibrary used when TokenPool is unreachable (see the module docstring).
+    ``verify``: how HTTPS certificates are checked — a CA bundle's path to trust (e.g.
+    ``var/caddy/pki/authorities/local/root.crt`` of ``TLS=1 make run``), True (the system's CAs), or an
+    ``ssl.SSLContext``.
     ``sleep`` and ``transport`` exist for tests (no real sleeping, ``httpx.MockTransport``).
     """
 
@@ -113,6 +118,7 @@ class TokenPoolClient(HttpClientLifecycle):
                  retry_after_max: float = 5.0, breaker_failure_threshold: int = 5,
                  breaker_reset_seconds: float = 5.0,
                  transport: httpx.BaseTransport | None = None,
+                 verify: str | os.PathLike[str] | bool | ssl.SSLContext = True,
                  correlation_id_provider: Callable[[], str | None] = get_correlation_id,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic,
@@ -137,7 +143,7 @@ class TokenPoolClient(HttpClientLifecycle):
             read_error_body=read_tokenpool_error, transport=transport,
             correlation_id_provider=correlation_id_provider, sleep=sleep,
             # A 429 is TokenPool up and pacing this key: never an outage, never a fallback.
-            throttling_proves_up=True, unsendable_proves_up=True)
+            throttling_proves_up=True, unsendable_proves_up=True, verify=verify)
         # Generous: close() waits for a refill or flush in flight, which retries as every call does.
         close_timeout = timeout * max_attempts + retry_after_max * (max_attempts - 1)
         self._buffer = ReservationBuffer(

@@ -17,6 +17,7 @@ import pytest
 
 from tests.edge.conftest import READ_DEADLINE_SECONDS, raw_request, read_until_closed, split_response
 from tests.fixtures.processes import wait_for
+from tokenpool_tome import TokenPoolClient, TokenPoolUnavailable
 
 pytestmark = pytest.mark.slow
 
@@ -260,3 +261,15 @@ def test_the_access_log_carries_the_correlation_id_and_never_the_key(edge_server
     assert {e["correlation_id"] for e in entries} == {given, generated}
     assert edge_key not in edge_server.access_log.read_text()
     assert edge_key.split(".")[-1] not in edge_server.access_log.read_text()
+
+
+def test_the_client_library_trusts_the_given_ca_bundle(tls_edge_server, edge_key):
+    """``TokenPoolClient(…, verify=PATH)``: the local CA of ``TLS=1 make run`` is trusted; without it
+    the same server is refused (TokenPool unreachable, no fallback configured)."""
+    with TokenPoolClient(tls_edge_server.url, edge_key, pool="edge", verify=tls_edge_server.ca_bundle,
+                         max_attempts=1) as client:
+        pair = client.lookup(edge_key.token)
+        assert pair is not None and pair.internal_token == edge_key.token
+    with TokenPoolClient(tls_edge_server.url, edge_key, pool="edge", max_attempts=1) as client:
+        with pytest.raises(TokenPoolUnavailable):
+            client.lookup(edge_key.token)

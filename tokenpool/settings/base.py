@@ -270,6 +270,9 @@ SPECTACULAR_SETTINGS = {
 API_KEY_CUSTOM_HEADER = "HTTP_AUTHORIZATION"
 API_THROTTLE_RATE_PER_SECOND = env.int("API_THROTTLE_RATE_PER_SECOND", default=1000)
 API_AUTH_FAILURE_RATE_PER_MINUTE = env.int("API_AUTH_FAILURE_RATE_PER_MINUTE", default=60)
+# Where the client's address is, for that limit: the header the edge proxy sets (its last entry; the
+# application server is reachable only through the proxy). Empty: REMOTE_ADDR.
+API_CLIENT_ADDRESS_HEADER = env("API_CLIENT_ADDRESS_HEADER", default="HTTP_X_FORWARDED_FOR")
 # Verified API keys are cached in process this long; a revoked key stops working within it.
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 # A key verified this recently may still be looked up from an address throttled for failed
