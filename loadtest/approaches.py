@@ -2,6 +2,8 @@
 
 - ``pool``: ``TokenPoolClient.reserve()`` + ``confirm()`` (a prefetched pair), then
   ``TokenPoolClient.detokenize(external_ref_id)``, answered from TokenPool's database.
+- ``buffered``: the pool approach through ``TokenPoolClient(buffer=True)``: ``reserve()`` from the
+  client's leased local buffer and ``confirm(wait=False)`` (issue 22); detokenize as ``pool``.
 - ``library``: ``HttpTokenizationLibrary.tokenize(card_number)`` (NS1 tokenize + NS2 tokenize, live),
   then ``internal_for(external_ref_id)`` (one NS2 detokenize): the same answer the pool's detokenize
   gives (the internal token of an external reference id).
@@ -52,6 +54,18 @@ class PoolApproach:
         close = getattr(self._client, "close", None)
         if close is not None:
             close()
+
+
+class BufferedPoolApproach(PoolApproach):
+    name = "buffered"
+
+    def __init__(self, *, base_url: str, api_key: str, pool: str, timeout: float) -> None:
+        self._client = TokenPoolClient(base_url, api_key, pool=pool, timeout=timeout, buffer=True)
+
+    def create(self) -> Created:
+        reservation = self._client.reserve()
+        self._client.confirm(reservation, wait=False)
+        return Created(reservation.internal_token, reservation.external_ref_id, reservation.source)
 
 
 class LibraryApproach:

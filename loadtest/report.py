@@ -9,7 +9,7 @@ from typing import Any
 
 from monitoring.charts import nice_max as _nice_max
 
-COLORS = {"pool": "#1f77b4", "library": "#d62728"}
+COLORS = {"pool": "#1f77b4", "library": "#d62728", "buffered": "#2ca02c"}
 DASHES = {"p50": "", "p95": "6 3", "p99": "2 2"}
 
 

@@ -13,19 +13,21 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from loadtest.approaches import Approach, LibraryApproach, PoolApproach
+from loadtest.approaches import Approach, BufferedPoolApproach, LibraryApproach, PoolApproach
 from loadtest.engine import PhaseResult, run_phase, summary_ms
 from loadtest.tome_admin import TomeAdmin, TomeStats
 
 PLAN_CARDS_PER_DAY = 50_000
 PLAN_RATE = PLAN_CARDS_PER_DAY / 86_400  # 0.5787 cards/s
 # The original plan's "Impact at 50K cards/day" (shared/seed/tokenization-task-list.txt).
-PLAN_TOME_CALLS_PER_DAY = {"library": 200_000, "pool": 100_000}
+PLAN_TOME_CALLS_PER_DAY = {"library": 200_000, "pool": 100_000, "buffered": 100_000}
 PLAN_WORDING = {"library": "JAR Approach: 200K TOME calls/day (2 calls per operation)",
-                "pool": "Prefetch Approach: 100K TOME calls/day (50% reduction)"}
+                "pool": "Prefetch Approach: 100K TOME calls/day (50% reduction)",
+                "buffered": "Prefetch Approach, buffered client: 100K TOME calls/day (50% reduction)"}
 P99_LIMIT_MS = 50.0
 MIN_STEP_CARDS = 20
-APPROACHES = ("pool", "library")
+APPROACHES = ("pool", "library")  # --approach both
+ALL_APPROACHES = (*APPROACHES, "buffered")  # buffered: TokenPoolClient(buffer=True), issue 22
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,9 @@ def make_approach(name: str, config: LoadtestConfig) -> Approach:
     if name == "pool":
         return PoolApproach(base_url=config.base_url, api_key=config.api_key, pool=config.pool,
                             timeout=config.timeout)
+    if name == "buffered":
+        return BufferedPoolApproach(base_url=config.base_url, api_key=config.api_key, pool=config.pool,
+                                    timeout=config.timeout)
     if name == "library":
         return LibraryApproach(base_url=config.tome_url, api_token=config.tome_token, ns1=config.ns1,
                                ns2=config.ns2, timeout=config.timeout)

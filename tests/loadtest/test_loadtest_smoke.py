@@ -77,3 +77,17 @@ def test_loadtest_both_approaches_writes_the_contract_json(served: dict[str, Any
     assert page.count("<svg") >= 5
     assert "<script src" not in page and "<link" not in page and "@import" not in page
     assert "--api-key $KEY" in page and served["key"] not in page
+
+
+def test_loadtest_buffered_approach_creates_and_detokenizes_every_card(served: dict[str, Any], tmp_path: Path) -> None:
+    tome = served["tome"]
+    out = tmp_path / "loadtest.json"
+    call_command("loadtest", "--base-url", served["url"], "--api-key", served["key"], "--approach", "buffered",
+                 "--cards-per-day", str(RATE * 86_400), "--speedup", "1", "--duration", "3",
+                 "--json", str(out), "--pool", served["pool"].name,
+                 "--tome-url", tome.base_url, "--tome-token", tome.client_token,
+                 "--tome-admin-token", tome.admin_token, "--tome-latency-ms", "5", "--timeout", "30",
+                 "--no-progress", stdout=io.StringIO())
+    result = json.loads(out.read_text())["approaches"]["buffered"]
+    assert result["cards"] == result["cards_detokenized"] == 3 * RATE
+    assert result["errors"] == 0 and result["duplicates"] == 0

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from loadtest.report import html_report, text_table
-from loadtest.runner import APPROACHES, LoadtestConfig, run_loadtest
+from loadtest.runner import ALL_APPROACHES, APPROACHES, LoadtestConfig, run_loadtest
 from pool.models import Pool
 
 
@@ -32,7 +32,8 @@ class Command(BaseCommand):
                             help="TokenPool to drive (default http://127.0.0.1:$PORT, PORT default 8000).")
         parser.add_argument("--api-key", default=None,
                             help="API key with the reserve and detokenize scopes (default $TOKENPOOL_API_KEY).")
-        parser.add_argument("--approach", choices=[*APPROACHES, "both"], default="both")
+        parser.add_argument("--approach", choices=[*ALL_APPROACHES, "both", "all"], default="both",
+                            help="both: pool and library (the contract); all: also buffered.")
         parser.add_argument("--cards-per-day", type=int, default=50_000)
         parser.add_argument("--speedup", type=float, default=1.0)
         parser.add_argument("--duration", type=float, default=60.0, help="Seconds of arrivals per approach.")
@@ -68,7 +69,7 @@ class Command(BaseCommand):
         config = LoadtestConfig(
             base_url=opts["base_url"] or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}",
             api_key=api_key,
-            approaches=APPROACHES if opts["approach"] == "both" else (opts["approach"],),
+            approaches={"both": APPROACHES, "all": ALL_APPROACHES}.get(opts["approach"], (opts["approach"],)),
             cards_per_day=opts["cards_per_day"], speedup=opts["speedup"], duration=opts["duration"],
             pool=opts["pool"], tome_url=opts["tome_url"] or settings.TOME_BASE_URL,
             tome_token=opts["tome_token"] or settings.TOME_API_TOKEN,
