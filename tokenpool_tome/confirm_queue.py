@@ -28,6 +28,10 @@ logger = logging.getLogger("tokenpool.client")
 
 FLUSH_INTERVAL_SECONDS = 1.0
 MAX_CONFIRM_BATCH = 500  # the server's limit on confirm/batch
+# Backpressure: a caller queueing beyond this waits for a flush, so the queue (what a crash loses)
+# stays bounded and a caller cannot outrun what TokenPool confirms. Not while TokenPool is
+# unreachable (the last flush was deferred): then the queue grows rather than stall card creation.
+MAX_QUEUED = 4 * MAX_CONFIRM_BATCH
 _LOGGED_IDS = 50
 
 SendBatch = Callable[[list[str]], list[Any]]  # the ``results`` of confirm/batch, in request order
@@ -50,11 +54,16 @@ class ConfirmQueue:
         self._flush_lock = threading.Lock()
         self._queue: deque[tuple[str, str | None]] = deque()
         self._worker: threading.Thread | None = None
+        self._deferred = False  # the last flush could not reach TokenPool
         self.counters = {"confirms_sent": 0, "confirms_failed": 0, "confirms_lost": 0}
 
     def put(self, reservation_id: str, owner_ref: str | None) -> bool:
         """Queue one confirmation; False once the queue is closed (the caller confirms itself)."""
         with self._cond:
+            while (len(self._queue) >= MAX_QUEUED and not self._closed and not self._deferred
+                   and self._worker_alive()):
+                self._cond.notify_all()
+                self._cond.wait(timeout=self._interval)
             if self._closed:
                 return False
             self._queue.append((reservation_id, owner_ref))
@@ -76,11 +85,15 @@ class ConfirmQueue:
             while True:
                 with self._cond:
                     batch = [self._queue.popleft() for _ in range(min(MAX_CONFIRM_BATCH, len(self._queue)))]
+                    self._cond.notify_all()  # callers held back by MAX_QUEUED
                 if not batch:
                     return 0
-                if not self._send(batch):
-                    with self._cond:
+                sent = self._send(batch)
+                with self._cond:
+                    self._deferred = not sent
+                    if not sent:
                         self._queue.extendleft(reversed(batch))
+                        self._cond.notify_all()
                         return len(self._queue)
 
     def close(self) -> None:
@@ -101,6 +114,9 @@ class ConfirmQueue:
         if lost:
             logger.error("tokenpool_confirms_lost",
                          extra={"count": len(lost), "reservation_ids": lost[:_LOGGED_IDS]})
+
+    def _worker_alive(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
 
     def after_fork_in_child(self) -> None:
         """In a forked child: the parent's queued confirmations are the parent's to send."""

@@ -271,3 +271,24 @@ def test_many_threads_never_get_the_same_pair():
             t.join()
     assert len(handed) == len(set(handed)) == 1600
     assert set(handed) | set(server.released) == set(server.fetched)
+
+
+def test_confirmations_queue_at_most_a_bound_while_tokenpool_answers():
+    from tokenpool_tome.confirm_queue import MAX_QUEUED
+
+    server, clock = FakeTokenPool(), Clock()
+    seen: list[int] = []
+    original = server.__call__
+
+    def watching(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("confirm/batch"):
+            seen.append(client.metrics["confirms_queued"])
+        return original(request)
+
+    client = TokenPoolClient(BASE, "key", transport=httpx.MockTransport(watching), sleep=lambda _: None,
+                             clock=clock, buffer=True, buffer_seconds=3000)
+    with client:
+        for _ in range(3 * MAX_QUEUED):
+            client.confirm(client.reserve(), wait=False)
+    assert len(server.confirmed) == 3 * MAX_QUEUED == client.metrics["confirms_sent"]
+    assert max(seen) <= MAX_QUEUED

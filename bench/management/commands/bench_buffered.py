@@ -89,18 +89,22 @@ class Command(BaseCommand):
                 raise CommandError(f"bench.buffered exited {child.returncode}")
             results.append(json.loads(line[len("RESULT "):]))
         cards = sum(r["cards"] for r in results)
+        close_seconds = max(r["close_seconds"] for r in results)
+        # Over the window plus close(): the queued confirmations it sends are part of the cards' cost.
         return {"processes": processes, "threads": threads, "cards": cards,
-                "cards_per_s": round(cards / opts["seconds"], 1), "errors": sum(r["errors"] for r in results),
+                "cards_per_s": round(cards / (opts["seconds"] + close_seconds), 1),
+                "errors": sum(r["errors"] for r in results),
                 "reserve_p50_ms": [r["reserve_p50_ms"] for r in results],
                 "reserve_p99_ms": [r["reserve_p99_ms"] for r in results],
                 "waste": sum(r["metrics"]["waste"] for r in results),
-                "close_seconds": max(r["close_seconds"] for r in results),
+                "close_seconds": close_seconds,
                 "released_at_close": sum(r["metrics"]["released"] for r in results),
                 "confirms_lost": sum(r["metrics"]["confirms_lost"] for r in results)}
 
     def say(self, label: str, run: dict[str, Any]) -> None:
         self.stdout.write(
-            f"{label}: {run['cards_per_s']:,.0f} cards/s (reserve + confirm), reserve() p50 {run['reserve_p50_ms']} ms "
+            f"{label}: {run['cards_per_s']:,.0f} cards/s (reserve + confirm, confirmed by the end of close()), "
+            f"reserve() p50 {run['reserve_p50_ms']} ms "
             f"p99 {run['reserve_p99_ms']} ms per process, errors {run['errors']}, waste {run['waste']}, "
             f"released at close {run['released_at_close']}, confirms lost {run['confirms_lost']}, "
             f"close() {run['close_seconds']} s"
