@@ -15,6 +15,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 
 from common.admin_mixins import ReadOnlyAdminMixin
 from common.errors import TokenPoolError
@@ -27,11 +28,14 @@ from onboarding.models import (
     OnboardingTask,
     OnboardingTransition,
 )
+from onboarding.projection import Projection, go_live_projection
+from onboarding.projection_export import projection_csv, projection_gantt, projection_ical
 from onboarding.selectors import environment_summary
 from onboarding.services import task_approve, task_reject, task_start, task_submit
 from pool.models import Environment
 
 SUMMARY_URL_NAME = "onboarding_onboardingtask_summary"
+EXPORT_URL_NAME = "onboarding_onboardingtask_projection_export"
 # The original plan lists the tasks but leaves every estimate empty: the figures loaded from plan.json
 # are examples, and every page showing them must say so.
 ESTIMATE_LABEL = "est. days (illustrative)"
@@ -138,6 +142,18 @@ class OnboardingTaskAdmin(admin.ModelAdmin):
         items = [f"{p.title} ({OnboardingState(p.state).label})" for p in obj.prerequisites.order_by("position")]
         return "; ".join(items) or "—"
 
+    def get_list_display(self, request: HttpRequest):
+        # One projection per page view, closed over by the column (no state shared between requests).
+        projection = go_live_projection()
+
+        @admin.display(description="projected (likely / late)")
+        def projected(obj: OnboardingTask) -> str:
+            return _projected_cell(projection, obj)
+
+        display = list(super().get_list_display(request))
+        display.insert(display.index("estimate") + 1, projected)
+        return display
+
     def changelist_view(self, request: HttpRequest, extra_context=None):
         extra_context = {**(extra_context or {}), "summary_links": _summary_links(),
                          "estimates_note": ESTIMATES_NOTE}
@@ -209,6 +225,8 @@ class OnboardingTaskAdmin(admin.ModelAdmin):
     def get_urls(self):
         view = self.admin_site.admin_view(self.summary_view)
         return [
+            path("summary/projection.<str:fmt>", self.admin_site.admin_view(self.projection_export_view),
+                 name=EXPORT_URL_NAME),
             path("summary/", view, name=SUMMARY_URL_NAME),
             path("summary/<str:environment>/", view, name=SUMMARY_URL_NAME),
             *super().get_urls(),
@@ -222,17 +240,48 @@ class OnboardingTaskAdmin(admin.ModelAdmin):
         except ValueError:
             return HttpResponseRedirect(reverse(f"admin:{SUMMARY_URL_NAME}"))
         summary = environment_summary(environment=env)
+        projection = go_live_projection()
         context = {
             **self.admin_site.each_context(request),
             "title": f"Onboarding readiness — {env.label}",
             "opts": self.opts,
             "summary": summary,
+            "projection": projection,
+            "env_projection": projection.environments[env.value],
+            "gantt": projection_gantt(projection=projection),
+            "export_csv_url": reverse(f"admin:{EXPORT_URL_NAME}", args=["csv"]),
+            "export_ics_url": reverse(f"admin:{EXPORT_URL_NAME}", args=["ics"]),
             "summary_links": _summary_links(current=env),
             "estimates_note": ESTIMATES_NOTE,
             "changelist_url": reverse("admin:onboarding_onboardingtask_changelist"),
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/onboarding/summary.html", context)
+
+
+    def projection_export_view(self, request: HttpRequest, fmt: str) -> HttpResponse:
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        projection = go_live_projection()
+        if fmt == "csv":
+            response = HttpResponse(projection_csv(projection=projection), content_type="text/csv; charset=utf-8")
+        elif fmt == "ics":
+            response = HttpResponse(projection_ical(projection=projection, now=timezone.now()),
+                                    content_type="text/calendar; charset=utf-8")
+        else:
+            return HttpResponseRedirect(reverse(f"admin:{SUMMARY_URL_NAME}"))
+        response["Content-Disposition"] = f'attachment; filename="tokenpool-go-live-projection.{fmt}"'
+        return response
+
+
+def _projected_cell(projection: Projection, obj: OnboardingTask) -> str:
+    tp = projection.tasks.get(obj.pk)
+    if tp is None:
+        return "—"
+    text = f"{tp.likely_end:%Y-%m-%d} / {tp.late_end:%Y-%m-%d}"
+    if obj.state == OnboardingState.APPROVED:
+        return f"approved {tp.likely_end:%Y-%m-%d}"
+    return text + (" (late)" if tp.late_reason else "")
 
 
 def _summary_links(*, current: str | None = None) -> list[dict]:

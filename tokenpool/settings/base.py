@@ -343,6 +343,16 @@ REFILL_QUEUE_LEASE_SECONDS = env.float("REFILL_QUEUE_LEASE_SECONDS", default=300
 REFILL_RUN_LEASE_SECONDS = env.float("REFILL_RUN_LEASE_SECONDS", default=120.0)
 REFILL_COOLDOWN_SECONDS = env.float("REFILL_COOLDOWN_SECONDS", default=60.0)
 
+# --- Onboarding go-live projection (onboarding/projection.py) ---------------------------------
+# Non-working days besides Saturdays and Sundays: comma-separated ISO dates (public holidays, freezes).
+ONBOARDING_HOLIDAYS = env.list("ONBOARDING_HOLIDAYS", default=[])
+# Approval lead time per environment approval in working days (likely, late) until this deployment has
+# observed decisions: the plan's "process/approvals ... may take 1-2 weeks".
+ONBOARDING_APPROVAL_LEAD_DAYS = (env.float("ONBOARDING_APPROVAL_LEAD_LIKELY_DAYS", default=5.0),
+                                 env.float("ONBOARDING_APPROVAL_LEAD_LATE_DAYS", default=10.0))
+# The late bound stretches every remaining estimate by this factor.
+ONBOARDING_LATE_EFFORT_FACTOR = env.float("ONBOARDING_LATE_EFFORT_FACTOR", default=1.5)
+
 # --- E-mail and alert webhooks -------------------------------------------------------------
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="tokenpool@localhost")
