@@ -38,7 +38,7 @@ def test_default_projection_follows_estimates_leads_and_the_critical_path(onboar
     path = [tp.task.slug for tp in prod.critical_path]
     assert path[-1].endswith("-production") and path[0].endswith("-uat")
     # The path is a chain: each step is a prerequisite of the next.
-    for before, after in zip(path, path[1:]):
+    for before, after in zip(path, path[1:], strict=False):
         assert OnboardingTask.objects.get(slug=after).prerequisites.filter(slug=before).exists()
 
 
