@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -22,8 +23,9 @@ from django.db import connection
 
 from bench import claim_bench
 from bench.pgbench import PgbenchResult, pgbench
+from devtools.edge import caddy_command, caddyfile
 from devtools.netutil import child_pids, free_port, stop_process, wait_answering
-from devtools.runner import web_command
+from devtools.runner import edge_config, web_command
 from keys.models import ApiKey
 from pool import services
 from pool.models import PairStatus, Pool, TokenPair
@@ -110,6 +112,26 @@ def web_server(*, workers: int, threads: int, say: Callable[[str], None]) -> Ite
         say(f"gunicorn (gthread, deploy/gunicorn.conf.py) {workers} workers x {threads} threads on {base_url} "
             f"(pid {process.pid})")
         yield WebServer(base_url=base_url, pid=process.pid)
+
+
+@contextmanager
+def edge_proxy(*, app_url: str, say: Callable[[str], None]) -> Iterator[str]:
+    """The edge proxy exactly as `make run` runs it (devtools/runner.py edge_config: Caddy, plain HTTP
+    on loopback) on a free port in front of ``app_url``; its base URL, stopped on the way out."""
+    port = free_port()
+    var = ROOT / "var" / f"bench-edge-{port}"
+    var.mkdir(parents=True, exist_ok=True)
+    (var / "log").mkdir(exist_ok=True)
+    config = edge_config(port=port, app_port=int(app_url.rsplit(":", 1)[1]), var=var, tls=False)
+    (var / "Caddyfile").write_text(caddyfile(config))
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        with served(caddy_command(var / "Caddyfile"), env=dict(os.environ), ready_url=f"{base_url}/healthz",
+                    log_name="bench_caddy.log", what="caddy", ok=lambda status: status == 200) as process:
+            say(f"edge proxy (Caddy, as `make run`) on {base_url} in front of {app_url} (pid {process.pid})")
+            yield base_url
+    finally:
+        shutil.rmtree(var, ignore_errors=True)
 
 
 # ---- wrk -----------------------------------------------------------------------------------------

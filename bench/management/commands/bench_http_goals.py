@@ -8,6 +8,10 @@ at ``--connections``
 the batches), p99, and the three ratios of the goals: HTTP reserve / pgbench claim (goal ≥ 0.25),
 p99 at 16 connections (goal ≤ 25 ms), HTTP batch / pgbench batch in pairs/s (goal ≥ 0.5).
 
+Each round also measures TokenPool's reservations through the edge proxy exactly as `make run` serves
+them (Caddy in front of the same gunicorn, bench/http.py ``edge_proxy``), right after the direct run, and
+prints edge / naive peer served directly (issue 19's goal ≥ 0.8).
+
 Each round also measures issue 13 §4's naive peer (``bench/naive_peer``: Django + DRF, an API-key
 SELECT per request, SELECT … FOR UPDATE SKIP LOCKED + UPDATE in ``atomic``, a slim four-index pairs
 table in its own schema, stock gunicorn gthread ``--workers`` × ``--worker-threads``) with the same wrk
@@ -35,6 +39,7 @@ from bench.http import (
     bench_api_key,
     cleanup,
     cpu_per_request,
+    edge_proxy,
     pgbench_claim,
     reserved_count,
     run_wrk,
@@ -52,6 +57,7 @@ from pool.models import Pool
 PEER_POOL = "bench"
 SPREAD_SAMPLE_SECONDS = 1.0  # into a wrk run: its connections are all open and kept alive by then
 PEER_GOAL = 1.5  # issue 13 §4: TokenPool's HTTP reserve rate ≥ 1.5× the naive peer's
+EDGE_GOAL = 0.8  # issue 19: through the edge proxy ≥ 0.8× the naive peer served directly
 
 
 @dataclass(frozen=True)
@@ -120,10 +126,12 @@ class Command(BaseCommand):
                 server = stack.enter_context(web_server(workers=opts["workers"], threads=opts["worker_threads"],
                                                         say=self.stdout.write))
                 base_url = server.base_url
+                edge_url = stack.enter_context(edge_proxy(app_url=base_url, say=self.stdout.write))
                 peer = None if opts["no_peer"] else stack.enter_context(
                     self.naive_peer(workers=opts["workers"], threads=opts["worker_threads"]))
                 warm = scratch_pool(pairs=4000, pools=pools)
                 run_wrk(base_url=base_url, raw_key=raw_key, pool=warm.name, connections=conns, seconds=2)
+                run_wrk(base_url=edge_url, raw_key=raw_key, pool=warm.name, connections=conns, seconds=2)
                 if peer is not None:
                     self.peer_fill(peer, pairs=4000)
                     run_wrk(base_url=peer.base_url, raw_key=peer.raw_key, pool=PEER_POOL, connections=conns, seconds=2)
@@ -144,6 +152,10 @@ class Command(BaseCommand):
                     single, cpu, spread = measured_wrk(
                         base_url=base_url, server_pid=server.pid, raw_key=raw_key, pool=pool.name,
                         connections=conns, seconds=seconds, database=database)
+                    # The same reservations through the edge proxy, as `make run` and docker serve them.
+                    edge_pool = scratch_pool(pairs=http_pairs, pools=pools)
+                    edged = run_wrk(base_url=edge_url, raw_key=raw_key, pool=edge_pool.name, connections=conns,
+                                    seconds=seconds)
                     if peer is not None and n % 2 == 0:
                         peer_result, peer_cpu, peer_spread = measured_wrk(
                             base_url=peer.base_url, server_pid=peer.pid, raw_key=peer.raw_key, pool=PEER_POOL,
@@ -154,6 +166,7 @@ class Command(BaseCommand):
                                       script=WRK_BATCH_SCRIPT.replace("COUNT", str(batch)))
                     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
                     http_rate = wrk_rate(single)
+                    edge_rate = wrk_rate(edged)
                     batch_rate = wrk_rate(batched) * batch
                     row: dict[str, Any] = {
                         "round": n, "load": load, "pgbench_claim_per_s": round(one),
@@ -161,6 +174,8 @@ class Command(BaseCommand):
                         "http_reserve_per_s": round(http_rate), "http_reserve_p99_ms": self.p99(single),
                         "http_reserve_statuses": single["statuses"], "http_batch_pairs_per_s": round(batch_rate),
                         "http_batch_p99_ms": self.p99(batched), "http_batch_statuses": batched["statuses"],
+                        "edge_reserve_per_s": round(edge_rate), "edge_reserve_p99_ms": self.p99(edged),
+                        "edge_reserve_statuses": edged["statuses"],
                         "http_reserve_cpu_ms": self.cpu_ms(cpu, single), "http_reserve_connections_per_worker": spread,
                         "http_vs_pgbench_claim": round(http_rate / one, 3),
                         "http_batch_vs_pgbench_batch": round(batch_rate / many, 3)}
@@ -169,7 +184,8 @@ class Command(BaseCommand):
                         f"{many:,.0f} pairs/s; HTTP reserve {http_rate:,.0f}/s p99 {self.p99_text(single)} "
                         f"({single['statuses']}), HTTP batch of {batch} {batch_rate:,.0f} pairs/s "
                         f"p99 {self.p99_text(batched)} ({batched['statuses']}); CPU per reservation "
-                        f"{self.cpu_text(cpu, single)}; connections per worker {spread}")
+                        f"{self.cpu_text(cpu, single)}; connections per worker {spread}; through the edge proxy "
+                        f"{edge_rate:,.0f}/s p99 {self.p99_text(edged)} ({edged['statuses']})")
                     goals = (f"round {n} goals: HTTP/pgbench claim {http_rate / one:.2f} (>= 0.25), p99 at {conns} "
                              f"{self.p99_text(single)} (<= 25), HTTP batch/pgbench batch {batch_rate / many:.2f} "
                              f"(>= 0.5)")
@@ -187,12 +203,14 @@ class Command(BaseCommand):
                                     "peer_statuses": peer_result["statuses"], "peer_ran": order,
                                     "peer_reserve_cpu_ms": self.cpu_ms(peer_cpu, peer_result),
                                     "peer_connections_per_worker": peer_spread,
-                                    "http_vs_peer": None if dry or not peer_rate else round(http_rate / peer_rate, 3)})
+                                    "http_vs_peer": None if dry or not peer_rate else round(http_rate / peer_rate, 3),
+                                    "edge_vs_peer": None if dry or not peer_rate else round(edge_rate / peer_rate, 3)})
                         if dry or not peer_rate:
                             refused.append(f"round {n} naive peer")
                             goals += ", TokenPool/naive peer n/a"
                         else:
-                            goals += f", TokenPool/naive peer {http_rate / peer_rate:.2f} (>= {PEER_GOAL})"
+                            goals += (f", TokenPool/naive peer {http_rate / peer_rate:.2f} (>= {PEER_GOAL}), through "
+                                      f"the edge/naive peer direct {edge_rate / peer_rate:.2f} (>= {EDGE_GOAL})")
                     self.stdout.write(goals)
                     rounds.append(row)
         finally:
