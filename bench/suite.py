@@ -130,7 +130,8 @@ SUITE: list[Bench] = [
     # Issue 13's HTTP goals in one run: HTTP reserve / pgbench of the claim, p99 at 16 connections,
     # HTTP batch / pgbench batch, and TokenPool / the naive peer (bench/naive_peer), interleaved.
     Bench("http-goals", ["bench_http_goals", "--seconds", "5", "--rounds", "3"],
-          "issue 13 §4: HTTP reserve and batches vs pgbench of the same claims, and vs a naive Django+DRF peer",
+          "issue 13 §4: HTTP reserve and batches vs pgbench of the same claims, and vs a naive Django+DRF peer; "
+          "issue 19: reservations through the edge proxy as make run serves them",
           quick={"--seconds": "1", "--rounds": "1"}),
     # Issue 22: the buffered TokenPoolClient beside the unbuffered one, 1 × 16 and 2 × 8 threads.
     Bench("buffered", ["bench_buffered", "--seconds", "5", "--warmup", "2"],
