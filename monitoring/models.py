@@ -9,7 +9,7 @@ from django.db.models import Q
 
 from common.choices import TextChoices
 
-__all__ = ["PoolSnapshot", "AlertCondition", "AlertSeverity", "PoolAlert", "PoolConfigChange"]
+__all__ = ["PoolSnapshot", "AlertCondition", "AlertSeverity", "PoolAlert", "PoolConfigChange", "ConsumerAdoption"]
 
 
 class PoolSnapshot(models.Model):
@@ -118,3 +118,22 @@ class PoolConfigChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.field}: {self.old} → {self.new}"
+
+
+class ConsumerAdoption(models.Model):
+    """A project lead's plan for one consuming team: when it is to move onto the pool (the plan:
+    "adoption by consuming teams is a separate effort on each team's schedule")."""
+
+    consumer = models.OneToOneField("keys.Consumer", on_delete=models.CASCADE, primary_key=True,
+                                    related_name="adoption")
+    planned_adoption_date = models.DateField(null=True, blank=True)
+    note = models.CharField(max_length=255, blank=True, default="")
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "consumer adoption plan"
+
+    def __str__(self) -> str:
+        return f"adoption of {self.consumer_id}: {self.planned_adoption_date or 'unplanned'}"

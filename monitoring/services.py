@@ -1,13 +1,13 @@
 """Writes of the monitoring room: pool snapshots, alert acknowledgement, config-change audit."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, cast
 
 from django.db import connection, transaction
 from django.utils import timezone
 
-from monitoring.models import PoolAlert, PoolConfigChange, PoolSnapshot
+from monitoring.models import ConsumerAdoption, PoolAlert, PoolConfigChange, PoolSnapshot
 from monitoring.selectors import ANCHOR_MARGIN, pair_anchor_id, pool_tome_calls
 from pool.models import PairSource, PairStatus, Pool, TokenPair
 
@@ -91,3 +91,13 @@ def pool_config_changes_record(*, pool: Pool, user: AbstractBaseUser, old: dict[
         with transaction.atomic():
             PoolConfigChange.objects.bulk_create(rows)
     return rows
+
+
+def adoption_plan_set(*, consumer_id: int, planned_adoption_date: date | None, user: AbstractBaseUser,
+                      note: str = "") -> ConsumerAdoption:
+    """Set (or clear, with None) the date a project lead plans for a consumer to be on the pool."""
+    plan, _ = ConsumerAdoption.objects.update_or_create(
+        consumer_id=consumer_id,
+        defaults={"planned_adoption_date": planned_adoption_date, "note": note, "updated_by": user},
+    )
+    return cast(ConsumerAdoption, plan)

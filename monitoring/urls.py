@@ -2,6 +2,7 @@
 (before ``admin/`` so the dashboard lives under the admin's URL space)."""
 from django.urls import path
 
+from monitoring.adoption_view import adoption_view
 from monitoring.dashboard import dashboard_view
 from monitoring.health import healthz, readyz
 from monitoring.views import metrics_view
@@ -11,4 +12,5 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("admin/dashboard/", dashboard_view, name="monitoring-dashboard"),
+    path("admin/adoption/", adoption_view, name="monitoring-adoption"),
 ]
