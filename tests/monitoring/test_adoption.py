@@ -22,7 +22,8 @@ def _issue(pool, key, *, count: int, source: str = PairSource.POOL, days_ago: in
     """``count`` cards of ``key``: pool pairs confirmed, or direct-fallback pairs minted as USED."""
     at = timezone.now() - timedelta(days=days_ago)
     if source == PairSource.POOL:
-        ids = list(TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).values_list("id", flat=True)[:count])
+        available = TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE)
+        ids = list(available.values_list("id", flat=True)[:count])
         assert len(ids) == count
         for pk in ids:
             TokenPair.objects.filter(pk=pk).update(
