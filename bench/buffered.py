@@ -11,6 +11,7 @@ import argparse
 import json
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 # Percentiles as every bench command reads them (nearest rank); imported from a Django-free module.
@@ -23,6 +24,7 @@ def run(*, base_url: str, key: str, pool: str, threads: int, seconds: float, war
     client = TokenPoolClient(base_url, key, pool=pool, timeout=30.0, buffer=buffered)
     latencies: list[list[float]] = [[] for _ in range(threads)]
     cards, errors = [0] * threads, [0] * threads
+    codes: Counter[str] = Counter()
     barrier = threading.Barrier(threads + 1)
     started = {"at": 0.0}
 
@@ -40,8 +42,9 @@ def run(*, base_url: str, key: str, pool: str, threads: int, seconds: float, war
                     client.confirm(card, wait=False)
                 else:
                     client.confirm(card)
-            except Exception:  # noqa: BLE001 - counted, the run goes on
+            except Exception as exc:  # noqa: BLE001 - counted, the run goes on
                 errors[index] += 1
+                codes[f"{type(exc).__name__} {getattr(exc, 'code', '')} {getattr(exc, 'status', '')}"] += 1
                 continue
             if now - started["at"] >= warmup:
                 mine.append(took)
@@ -58,7 +61,7 @@ def run(*, base_url: str, key: str, pool: str, threads: int, seconds: float, war
     client.close()  # sends the queued confirmations: part of the cost of the cards counted
     close_seconds = time.perf_counter() - closing
     merged = [x for part in latencies for x in part]
-    return {"cards": sum(cards), "errors": sum(errors), "seconds": seconds, "close_seconds": round(close_seconds, 3),
+    return {"cards": sum(cards), "errors": sum(errors), "error_codes": dict(codes), "seconds": seconds, "close_seconds": round(close_seconds, 3),
             "reserve_p50_ms": round(percentile(merged, 0.50) * 1000, 4),
             "reserve_p99_ms": round(percentile(merged, 0.99) * 1000, 4),
             "metrics": client.metrics}
