@@ -61,7 +61,8 @@ def run(*, base_url: str, key: str, pool: str, threads: int, seconds: float, war
     client.close()  # sends the queued confirmations: part of the cost of the cards counted
     close_seconds = time.perf_counter() - closing
     merged = [x for part in latencies for x in part]
-    return {"cards": sum(cards), "errors": sum(errors), "error_codes": dict(codes), "seconds": seconds, "close_seconds": round(close_seconds, 3),
+    return {"cards": sum(cards), "errors": sum(errors), "error_codes": dict(codes),
+            "seconds": seconds, "close_seconds": round(close_seconds, 3),
             "reserve_p50_ms": round(percentile(merged, 0.50) * 1000, 4),
             "reserve_p99_ms": round(percentile(merged, 0.99) * 1000, 4),
             "metrics": client.metrics}
