@@ -10,10 +10,12 @@ verified keys are cached for ``API_KEY_CACHE_SECONDS`` (default 5 s) keyed by th
 raw key: a key revoked in the admin or with ``revoke_api_key`` stops working in every process
 within that bound (at once in the process that revoked it). Unknown keys are never cached.
 
-Failed authentications are limited per client address, and a throttled address is refused
-*before* any key lookup: a guessing loop costs the database nothing once it is throttled. A key
-verified recently (``API_KEY_KNOWN_SECONDS``) is still looked up from a throttled address, so
-valid keys behind a shared proxy address are not locked out by someone else's guessing.
+Failed authentications are limited per (client address, key prefix) for prefixes that exist and
+per address for unknown ones (issue 20 finding 4). A prefix that exists is known in memory with its
+secret's hash (keys/prefixes.py), so the secret is checked *before* any failure count: a key whose
+secret verifies is never refused (401 or 429) because of other clients' failures, from the same
+address or not. Once the shared store refuses a bucket, this process refuses it from memory until
+the wait has passed: a throttled guess costs neither a key lookup nor a round trip.
 
 The key cache (``KeyCache``) and the failed-authentication limiter (``FailedAuthLimiter`` over any
 ``Buckets``) are small interfaces. Both limits are shared by every process and machine
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
+import time
 from typing import Any, Protocol
 
 from django.conf import settings
@@ -42,6 +46,8 @@ from rest_framework.throttling import BaseThrottle
 from common.ttl_cache import TTLCache
 from keys.keystate import GenerationCheckedKeyCache
 from keys.models import ApiKey
+from keys.prefixes import KnownPrefixes
+from keys.services import api_key_mark_used
 from keys.shared_limits import SharedLimiter
 
 __all__ = ["ApiKeyAuthentication", "HasScope", "ApiKeyRateThrottle", "ApiKeyPrincipal", "reset_auth_state",
@@ -151,6 +157,10 @@ class VerifiedKeyCache:
 _key_cache: KeyCache = GenerationCheckedKeyCache(VerifiedKeyCache())
 _auth_failures = FailedAuthLimiter(SharedLimiter("authfail"))
 _key_rates: Buckets = SharedLimiter("key")
+_prefixes = KnownPrefixes()
+# Failed-authentication buckets the shared store refused: bucket -> monotonic time they may retry.
+_refused: dict[str, float] = {}
+_refused_lock = threading.Lock()
 
 
 def set_auth_backends(*, key_cache: KeyCache | None = None, failed_auth: FailedAuthLimiter | None = None) -> None:
@@ -167,6 +177,9 @@ def reset_auth_state() -> None:
     _key_cache.clear()
     _auth_failures.reset()
     _key_rates.reset()
+    _prefixes.clear()
+    with _refused_lock:
+        _refused.clear()
 
 
 @receiver(post_save, sender=ApiKey, dispatch_uid="api.auth.evict_saved_key")
@@ -217,33 +230,93 @@ def _usable_key(raw_key: str) -> ApiKey | None:
     return api_key if _usable(api_key) else None
 
 
+def _key_by_id(key_id: str) -> ApiKey | None:
+    """The stored key by id (its secret already verified) if it is not revoked and has not expired."""
+    api_key = ApiKey.objects.filter(pk=key_id, revoked=False).first()
+    return api_key if api_key is not None and _usable(api_key) else None
+
+
+def _bucket(address: str, prefix: str | None) -> str:
+    """Failed authentications count per (address, key prefix) for a prefix that exists, and per
+    address for everything else (unknown prefixes, malformed headers)."""
+    return f"{address}|{prefix}" if prefix else f"{address}|*"
+
+
+def _locally_refused(bucket: str) -> float:
+    """Seconds this process already knows ``bucket`` must wait (no round trip to the shared store)."""
+    with _refused_lock:
+        until = _refused.get(bucket)
+        if until is None:
+            return 0.0
+        wait = until - time.monotonic()
+        if wait <= 0:
+            del _refused[bucket]
+            return 0.0
+        return wait
+
+
+def _refuse(bucket: str) -> exceptions.APIException:
+    """Count one failed authentication of ``bucket``: 401, or 429 once it failed too often. A bucket
+    the shared store refused is refused from memory until its wait has passed: a throttled guess
+    costs neither a key lookup nor a round trip to the store."""
+    wait = _locally_refused(bucket)
+    if not wait:
+        wait = _auth_failures.record_failure(bucket)
+        if wait:
+            with _refused_lock:
+                if len(_refused) > 100_000:  # a scan of many addresses: bound the memory
+                    _refused.clear()
+                _refused[bucket] = time.monotonic() + wait
+    if wait:
+        return _throttled(wait)
+    return exceptions.AuthenticationFailed("Missing, unknown or revoked API key.")
+
+
+def _accepted(digest: str, api_key: ApiKey) -> ApiKey:
+    _key_cache.put(digest, api_key)
+    _prefixes.add(api_key)
+    api_key_mark_used(api_key=api_key)
+    return api_key
+
+
 def verify_api_key(*, authorization: str | None, address: str) -> ApiKey | None:
     """The key named by an ``Authorization`` header value, from headers alone (no body is read).
 
     ``None`` when there is no header (→ 401 from the scope check). Raises DRF's
     ``AuthenticationFailed`` (401) for a wrong/unknown/revoked/expired key, ``Throttled`` (429)
-    when ``address`` has failed too often, and lets database errors through (→ 503)."""
+    when this (address, prefix) — or this address, for unknown prefixes — has failed too often, and
+    lets database errors through (→ 503). A key whose secret verifies is never throttled here:
+    its secret is checked (in memory, keys/prefixes.py) before any failure count is consulted."""
     if not authorization:
         return None
     keyword, _, raw_key = authorization.partition(" ")
     raw_key = raw_key.strip()
-    well_formed = keyword.lower() == KEYWORD.lower() and bool(raw_key)
-    digest = hashlib.sha256(raw_key.encode()).hexdigest() if well_formed else ""
-    cached = _cached_key(digest, raw_key) if digest else None
+    if keyword.lower() != KEYWORD.lower() or not raw_key:
+        raise _refuse(_bucket(address, None))
+    digest = hashlib.sha256(raw_key.encode()).hexdigest()
+    cached = _cached_key(digest, raw_key)
     if cached is not None:
+        api_key_mark_used(api_key=cached)
         return cached
-    # A throttled address is refused before the lookup: throttling must spare the database.
-    wait = _auth_failures.retry_after(address)
-    if wait and not (digest and _key_cache.recently_verified(digest)):
-        raise _throttled(wait)
-    api_key = _usable_key(raw_key) if digest else None
-    if api_key is None:
-        wait = _auth_failures.record_failure(address)
-        if wait:
-            raise _throttled(wait)
-        raise exceptions.AuthenticationFailed("Missing, unknown or revoked API key.")
-    _key_cache.put(digest, api_key)
-    return api_key
+    prefix = raw_key.partition(".")[0]
+    known = _prefixes.get(prefix)
+    if known is None:
+        # A prefix no usable key had at the last reload: a guess, or a key created within the last
+        # API_KEY_REVOCATION_CHECK_SECONDS. Counted first, so a throttled address is refused before
+        # any key lookup; a new key from an address that is not throttled is then looked up.
+        refusal = _refuse(_bucket(address, None))
+        if isinstance(refusal, exceptions.Throttled):
+            raise refusal
+        api_key = _usable_key(raw_key)
+        if api_key is None:
+            raise refusal
+        return _accepted(digest, api_key)
+    if not known.verifies(raw_key):  # a wrong secret for a real prefix: checked in memory
+        raise _refuse(_bucket(address, prefix))
+    api_key = _key_by_id(known.key_id)
+    if api_key is None:  # revoked or expired since the prefixes were loaded
+        raise _refuse(_bucket(address, prefix))
+    return _accepted(digest, api_key)
 
 
 # Set on the Django request by the guard middleware once the key is verified (or found missing).
@@ -284,7 +357,8 @@ class HasScope(BasePermission):
 
 
 class ApiKeyRateThrottle(BaseThrottle):
-    """Per-key token bucket: ``rate_limit_per_second`` or ``API_THROTTLE_RATE_PER_SECOND``."""
+    """Per-key limit in units per second, ``rate_limit_per_second`` or ``API_THROTTLE_RATE_PER_SECOND``:
+    a request costs 1, a batch its item count (the view's ``throttle_cost``)."""
 
     def __init__(self) -> None:
         self._wait = 0.0
@@ -294,7 +368,10 @@ class ApiKeyRateThrottle(BaseThrottle):
         if not isinstance(api_key, ApiKey):
             return True
         rate = api_key.rate_limit_per_second or settings.API_THROTTLE_RATE_PER_SECOND
-        self._wait = _key_rates.take(api_key.pk, rate=rate)
+        cost = view.throttle_cost(request) if hasattr(view, "throttle_cost") else 1
+        # A cost of N is one GCRA event N emission intervals long: the same bucket (the store keys
+        # it by name) at rate / N. A batch above one second's allowance passes on an empty bucket.
+        self._wait = _key_rates.take(api_key.pk, rate=rate / cost)
         return self._wait == 0.0
 
     def wait(self) -> float:

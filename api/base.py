@@ -35,6 +35,21 @@ class ScopedApiView(APIView):
     parser_classes = [BoundedJSONParser]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JsonOnlyNegotiation
+    # A batch view names its items field: the per-key limit counts items, not requests (contract §1).
+    cost_field: str = ""
+
+    def throttle_cost(self, request: Request) -> int:
+        """What this request costs against the key's limit: 1, or a batch's item count (a list's
+        length, or an integer ``count``). Reading the body here parses it once for the view too."""
+        if not self.cost_field or request.method != "POST":
+            return 1
+        data = request.data
+        value = data.get(self.cost_field) if isinstance(data, dict) else None
+        if isinstance(value, list):
+            return max(1, len(value))
+        if isinstance(value, int) and not isinstance(value, bool):
+            return max(1, min(value, 1000))
+        return 1
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)

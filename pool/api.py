@@ -154,6 +154,7 @@ class ReservationCreateApi(ScopedApiView):
 
 class ReservationBatchCreateApi(ScopedApiView):
     required_scope = ApiScope.RESERVE
+    cost_field = "count"
 
     @extend_schema_serializer(component_name="ReservationBatchCreateInput")
     class InputSerializer(serializers.Serializer):
@@ -250,6 +251,7 @@ class ReservationConfirmBatchApi(ScopedApiView):
     """Contract section 2: each id as its single confirm; the answer in request order."""
 
     required_scope = ApiScope.RESERVE
+    cost_field = "reservation_ids"
 
     @extend_schema_serializer(component_name="ReservationConfirmBatchInput")
     class InputSerializer(ReservationIdsInput):
@@ -267,6 +269,7 @@ class ReservationReleaseBatchApi(ScopedApiView):
     pairs in one call. Each id as its single release; the answer in request order."""
 
     required_scope = ApiScope.RESERVE
+    cost_field = "reservation_ids"
 
     @extend_schema_serializer(component_name="ReservationReleaseBatchInput")
     class InputSerializer(ReservationIdsInput):
@@ -311,6 +314,7 @@ class DetokenizeApi(ScopedApiView):
 
 class LookupBatchApi(ScopedApiView):
     required_scope = ApiScope.LOOKUP
+    cost_field = "internal_tokens"
 
     @extend_schema_serializer(component_name="LookupBatchInput")
     class InputSerializer(serializers.Serializer):
@@ -326,6 +330,7 @@ class LookupBatchApi(ScopedApiView):
 
 class DetokenizeBatchApi(ScopedApiView):
     required_scope = ApiScope.DETOKENIZE
+    cost_field = "external_ref_ids"
 
     @extend_schema_serializer(component_name="DetokenizeBatchInput")
     class InputSerializer(serializers.Serializer):
