@@ -2,12 +2,12 @@
 (contract section 5, issue 22).
 
 A queue flushed by a background thread through ``POST /reservations/confirm/batch`` at least once
-a second (sooner when 500 are waiting) and on ``close()``. While TokenPool is unreachable (or
-throttling) the confirmations stay queued and the next flush tries again; a per-item refusal
-(``not_found``, ``reservation_not_active``: the lease ran out first) is logged with the reservation
-id and counted as ``confirms_failed``. What is still queued when ``close()`` cannot reach TokenPool,
-or when the process dies, is lost: those pairs expire and are RETIRED (docs/client-library.md says
-how an operator reconciles them).
+a second (sooner when 500 are waiting; up to 4 batches in flight at once) and on ``close()``.
+While TokenPool is unreachable (or throttling) the confirmations stay queued and the next flush
+tries again; a per-item refusal (``not_found``, ``reservation_not_active``: the lease ran out
+first) is logged with the reservation id and counted as ``confirms_failed``. What is still queued
+when ``close()`` cannot reach TokenPool, or when the process dies, is lost: those pairs expire and
+are RETIRED (docs/client-library.md says how an operator reconciles them).
 
 An internal module of the package.
 """
@@ -32,6 +32,7 @@ MAX_CONFIRM_BATCH = 500  # the server's limit on confirm/batch
 # stays bounded and a caller cannot outrun what TokenPool confirms. Not while TokenPool is
 # unreachable (the last flush was deferred): then the queue grows rather than stall card creation.
 MAX_QUEUED = 4 * MAX_CONFIRM_BATCH
+_PARALLEL_BATCHES = 4  # confirm batches in flight at once when the queue is long
 _LOGGED_IDS = 50
 
 SendBatch = Callable[[list[str]], list[Any]]  # the ``results`` of confirm/batch, in request order
@@ -80,21 +81,41 @@ class ConfirmQueue:
             return len(self._queue)
 
     def flush(self) -> int:
-        """Send everything queued, 500 at a time; returns how many are left (TokenPool unreachable)."""
+        """Send everything queued, 500 at a time and up to ``_PARALLEL_BATCHES`` batches at once;
+        returns how many are left (TokenPool unreachable)."""
         with self._flush_lock:
             while True:
                 with self._cond:
-                    batch = [self._queue.popleft() for _ in range(min(MAX_CONFIRM_BATCH, len(self._queue)))]
+                    batches: list[list[tuple[str, str | None]]] = []
+                    while self._queue and len(batches) < _PARALLEL_BATCHES:
+                        batches.append([self._queue.popleft()
+                                        for _ in range(min(MAX_CONFIRM_BATCH, len(self._queue)))])
                     self._cond.notify_all()  # callers held back by MAX_QUEUED
-                if not batch:
+                if not batches:
                     return 0
-                sent = self._send(batch)
+                unsent = self._send_all(batches)
                 with self._cond:
-                    self._deferred = not sent
-                    if not sent:
-                        self._queue.extendleft(reversed(batch))
+                    self._deferred = bool(unsent)
+                    if unsent:
+                        self._queue.extendleft(reversed([item for batch in unsent for item in batch]))
                         self._cond.notify_all()
                         return len(self._queue)
+
+    def _send_all(self, batches: list[list[tuple[str, str | None]]]) -> list[list[tuple[str, str | None]]]:
+        """Send the batches (the first on this thread, the others each on its own); the unsent ones."""
+        outcome = [False] * len(batches)
+
+        def send(index: int) -> None:
+            outcome[index] = self._send(batches[index])
+
+        helpers = [threading.Thread(target=send, args=(i,), name="tokenpool-confirm-send", daemon=True)
+                   for i in range(1, len(batches))]
+        for helper in helpers:
+            helper.start()
+        send(0)
+        for helper in helpers:
+            helper.join()
+        return [batch for batch, sent in zip(batches, outcome, strict=True) if not sent]
 
     def close(self) -> None:
         """Stop the flushing thread and send what is queued; what cannot be sent is logged as lost."""
