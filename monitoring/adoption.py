@@ -20,17 +20,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from django.db.models import Count, Max, Min, Sum
+from django.db.models import Count, Max, Min
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from keys.models import ApiKey, ApiKeyUsage, Consumer
 from monitoring.models import ConsumerAdoption
-from monitoring.selectors import DIRECT_CALLS_PER_PAIR, LIVE_CALLS_PER_CARD
+from monitoring.numbers import DIRECT_CALLS_PER_PAIR, LIVE_CALLS_PER_CARD, calls_saved, pool_calls_per_card
 from pool.models import PairSource, PairStatus, TokenPair
-from refill.models import RefillRun
 
-__all__ = ["AdoptionReport", "ConsumerAdoptionRow", "consumer_adoption", "pool_calls_per_card"]
+__all__ = ["AdoptionReport", "ConsumerAdoptionRow", "consumer_adoption"]
 
 WINDOW_DAYS = 7
 CARD_STATUSES = (PairStatus.RESERVED, PairStatus.USED)
@@ -111,15 +110,6 @@ class AdoptionReport:
                 f"{self.calls_saved_per_day:,.0f} TOME calls/day saved")
 
 
-def pool_calls_per_card() -> tuple[float, str]:
-    """TOME calls per pool-issued card: refill calls ÷ pairs inserted, over every refill run (measured)."""
-    totals = RefillRun.objects.aggregate(calls=Sum("tome_calls"), inserted=Sum("inserted"))
-    calls, inserted = totals["calls"] or 0, totals["inserted"] or 0
-    if not inserted:
-        return 0.0, "no refill has inserted pairs yet (0 assumed)"
-    return calls / inserted, f"measured: {calls:,} refill TOME calls for {inserted:,} pairs inserted"
-
-
 def _key_consumers() -> tuple[dict[int, int], dict[int, int]]:
     key_consumer = dict(ApiKey.objects.values_list("pk", "consumer_id"))
     key_counts: dict[int, int] = {}
@@ -164,8 +154,8 @@ def consumer_adoption(*, now: datetime | None = None) -> AdoptionReport:
     for pk, row in rows.items():
         row.per_day = [(d, counts.get((pk, d, PairSource.POOL), 0), counts.get((pk, d, PairSource.DIRECT), 0))
                        for d in days]
-        row.calls_saved_per_day = (row.pool_cards * (LIVE_CALLS_PER_CARD - per_card)
-                                   + row.direct_cards * (LIVE_CALLS_PER_CARD - DIRECT_CALLS_PER_PAIR)) / WINDOW_DAYS
+        row.calls_saved_per_day = calls_saved(pool_cards=row.pool_cards, direct_cards=row.direct_cards,
+                                              pool_calls_per_card=per_card) / WINDOW_DAYS
     return AdoptionReport(rows=list(rows.values()), pool_calls_per_card=per_card, pool_calls_basis=basis,
                           live_calls_per_card=LIVE_CALLS_PER_CARD, direct_calls_per_card=DIRECT_CALLS_PER_PAIR,
                           days=days)

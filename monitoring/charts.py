@@ -16,9 +16,9 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.html import escape
 
+from monitoring.numbers import DIRECT_CALLS_PER_PAIR
 from monitoring.selectors import (
     ANCHOR_MARGIN,
-    DIRECT_CALLS_PER_PAIR,
     ChartPoint,
     pool_snapshots_latest,
 )
@@ -208,6 +208,9 @@ def chart_svg(*, points: list[ChartPoint], window: ChartWindow, low_watermark: i
     parts = _frame(window=window, height=H, label="available pairs and consumption", left_max=a_max,
                    right_max=r_max, left_color="#2b6cb0", right_color="#c05621", left_title="available",
                    right_title="consumption / h")
+    last = points[-1]
+    parts[0] = parts[0].replace("<svg ", f'<svg data-last-available="{last.available}" '
+                                f'data-last-consumption="{last.consumption_per_hour or 0.0}" ', 1)
     if 0 < low_watermark < a_max:
         y = ya(low_watermark)
         parts.append(f'<line x1="{PAD_L}" x2="{PAD_L + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#d69e2e" '
@@ -227,32 +230,44 @@ def chart_svg(*, points: list[ChartPoint], window: ChartWindow, low_watermark: i
     return "".join(parts)
 
 
+def _width_label(width: timedelta) -> str:
+    minutes = int(width.total_seconds() // 60)
+    if minutes % 1440 == 0:
+        return "day" if minutes == 1440 else f"{minutes // 1440} days"
+    if minutes % 60 == 0:
+        return "hour" if minutes == 60 else f"{minutes // 60} h"
+    return "minute" if minutes == 1 else f"{minutes} min"
+
+
 def activity_svg(*, buckets: list[ActivityBucket], window: ChartWindow) -> str:
-    """Refill rate (bars, pairs/hour, left axis) and TOME calls per hour (line, right axis) per bucket."""
+    """Pairs refilled (bars, left axis) and TOME calls (line, right axis) per bucket; the width is on the axes."""
     if not any(b.refilled or b.tome_calls for b in buckets):
         return _placeholder(height=ACTIVITY_H, text="No refill and no TOME call for this pool in this range.")
     plot_w, plot_h = W - PAD_L - PAD_R, ACTIVITY_H - PAD_T - PAD_B
-    refill_max = nice_max(max(b.per_hour(b.refilled) for b in buckets))
-    calls_max = nice_max(max(b.per_hour(b.tome_calls) for b in buckets))
+    # Counts per bucket, not scaled to an hour: a 10,000-pair refill in a one-minute bucket is 10,000
+    # here (it was drawn as 600,000/h beside a last-hour tile of 10,000). The bucket width is on the axis.
+    refill_max = nice_max(max(b.refilled for b in buckets))
+    calls_max = nice_max(max(b.tome_calls for b in buckets))
+    per = _width_label(buckets[0].width)
 
     def x(at: datetime) -> float:
         return PAD_L + plot_w * window.fraction(at)
 
     base = PAD_T + plot_h
     parts = _frame(window=window, height=ACTIVITY_H, label="refill rate and TOME calls", left_max=refill_max,
-                   right_max=calls_max, left_color="#2f855a", right_color="#6b46c1", left_title="refilled / h",
-                   right_title="TOME calls / h")
+                   right_max=calls_max, left_color="#2f855a", right_color="#6b46c1", left_title=f"refilled per {per}",
+                   right_title=f"TOME calls per {per}")
     for b in buckets:
         if not b.refilled:
             continue
         x0, x1 = x(b.at), x(b.at + b.width)
-        height = plot_h * b.per_hour(b.refilled) / refill_max
+        height = plot_h * b.refilled / refill_max
         parts.append(f'<rect class="tp-series-refill" x="{x0:.1f}" y="{base - height:.1f}" '
                      f'width="{max(x1 - x0 - 1, 1.5):.1f}" height="{height:.1f}" fill="#68d391">'
                      f'<title>{b.refilled} pairs refilled from {timezone.localtime(b.at):%H:%M}</title></rect>')
-    calls = " ".join(f"{x(b.at + b.width / 2):.1f},{base - plot_h * b.per_hour(b.tome_calls) / calls_max:.1f}"
+    calls = " ".join(f"{x(b.at + b.width / 2):.1f},{base - plot_h * b.tome_calls / calls_max:.1f}"
                      for b in buckets if b.at + b.width / 2 <= window.end)
     parts.append(f'<polyline class="tp-series-tome" points="{calls}" fill="none" stroke="#6b46c1" stroke-width="1.6">'
-                 f'<title>TOME calls per hour for this pool (refills + direct fallback)</title></polyline>')
+                 f'<title>TOME calls per {per} for this pool (refills + direct fallback)</title></polyline>')
     parts.append("</svg>")
     return "".join(parts)

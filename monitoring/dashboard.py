@@ -18,8 +18,10 @@ from django.utils import timezone
 from monitoring.charts import activity_svg, chart_svg, chart_window, pool_activity
 from monitoring.metrics import tome_call_totals
 from monitoring.models import PoolAlert
+from monitoring.numbers import LIVE_CALLS_PER_CARD, RATE_WINDOW_HOURS
+from monitoring.numbers import hours_to_empty as hours_to_empty  # re-exported: the dashboard's own name
 from monitoring.selectors import (
-    LIVE_CALLS_PER_CARD,
+    ChartPoint,
     PairCounts,
     last_refill_run,
     open_alerts,
@@ -85,13 +87,6 @@ class DashboardData:
     tome_calls_by_operation: list[tuple[str, str, int, int]] = field(default_factory=list)
 
 
-def hours_to_empty(*, available: int, consumption_per_hour: float) -> float | None:
-    """Hours until AVAILABLE reaches zero at the last hour's pace (None: not draining)."""
-    if consumption_per_hour <= 0:
-        return None
-    return available / consumption_per_hour
-
-
 def pool_status(*, pool: Pool, counts: PairCounts, alerts: list[PoolAlert]) -> tuple[str, str]:
     if any(a.severity == "critical" for a in alerts) or counts.available < pool.critical_watermark:
         return "critical", "Critical"
@@ -102,21 +97,27 @@ def pool_status(*, pool: Pool, counts: PairCounts, alerts: list[PoolAlert]) -> t
 
 def pool_card(*, pool: Pool, counts: PairCounts, range_hours: int, now: datetime | None = None) -> PoolCard:
     now = now or timezone.now()
-    consumption = pool_consumption_rates(pool=pool, windows=(1, 24), counts=counts)
-    consumption_1h = consumption[1]
+    consumption = pool_consumption_rates(pool=pool, windows=(RATE_WINDOW_HOURS, 24), counts=counts)
+    consumption_1h = consumption[RATE_WINDOW_HOURS]
+    refill_1h = pool_refill_rate(pool=pool, hours=RATE_WINDOW_HOURS)
     alerts = open_alerts(pool=pool)
     status, label = pool_status(pool=pool, counts=counts, alerts=alerts)
     direct = counts.reservations_by_source.get("direct", 0)
+    # The charts end at the tiles: a live point now (the tile's available count and last-hour consumption),
+    # so no chart lags its tile by a snapshot interval.
     points = pool_chart_points(pool=pool, hours=range_hours)
+    if points:
+        points.append(ChartPoint(at=now, available=counts.available, consumption_per_hour=consumption_1h))
     window = chart_window(pool=pool, points=points, hours=range_hours, now=now)
     activity = pool_activity(pool=pool, window=window)
     return PoolCard(
         pool=pool, counts=counts,
         consumption_1h=consumption_1h,
         consumption_24h=consumption[24],
-        refill_rate_1h=pool_refill_rate(pool=pool, hours=1),
+        refill_rate_1h=refill_1h,
         refill_rate_24h=pool_refill_rate(pool=pool, hours=24),
-        hours_to_empty=hours_to_empty(available=counts.available, consumption_per_hour=consumption_1h),
+        hours_to_empty=hours_to_empty(available=counts.available, consumption_per_hour=consumption_1h,
+                                      refill_per_hour=refill_1h),
         last_run=last_refill_run(pool=pool),
         alerts=alerts,
         tome_calls_actual=pool_tome_calls(pool=pool, direct_pairs=direct),

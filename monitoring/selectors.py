@@ -12,6 +12,7 @@ the last snapshot (``terminal_age_seconds`` says how old). docs/operations.md ha
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -22,6 +23,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from monitoring.models import PoolAlert, PoolSnapshot
+from monitoring.numbers import DIRECT_CALLS_PER_PAIR, RATE_WINDOW_HOURS, hours_to_empty
 from pool.models import PairSource, PairStatus, Pool, TokenPair
 from refill.models import RefillOutcome, RefillRun
 
@@ -30,11 +32,6 @@ SOURCES = [s.value for s in PairSource]
 # A pair id is taken as committed once its row is this old: no insert transaction lives this long
 # (refill batches commit in well under a second; idle transactions are cut off after 60 s).
 ANCHOR_MARGIN = timedelta(minutes=5)
-# Each TOME call the direct fallback makes per pair: NS1 generate + NS2 tokenize.
-DIRECT_CALLS_PER_PAIR = 2
-# The original plan's comparison: without the pool, each card costs 4 live calls (create: NS1 + NS2;
-# detokenize: NS2 + NS1).
-LIVE_CALLS_PER_CARD = 4
 
 
 @dataclass
@@ -219,25 +216,29 @@ class ChartPoint:
     consumption_per_hour: float | None  # pairs/hour since the previous point; None for the first
 
 
+def _trailing_rate(rows: list[tuple[datetime, int, int]], i: int) -> float | None:
+    """Reservations per hour over the ``RATE_WINDOW_HOURS`` before row ``i`` (the tile's window);
+    over the time since the oldest row when there is less history than that; None for the oldest row."""
+    at, _available, total = rows[i]
+    window_start = at - timedelta(hours=RATE_WINDOW_HOURS)
+    j = bisect.bisect_right([r[0] for r in rows], window_start) - 1
+    base = rows[max(j, 0)]
+    elapsed_h = (at - base[0]).total_seconds() / 3600
+    return max(total - base[2], 0) / elapsed_h if elapsed_h > 0 else None
+
+
 def pool_chart_points(*, pool: Pool, hours: int, max_points: int = 288) -> list[ChartPoint]:
-    """Snapshots over the last ``hours`` hours, thinned to at most ``max_points``."""
-    since = timezone.now() - timedelta(hours=hours)
-    rows = list(PoolSnapshot.objects.filter(pool=pool, taken_at__gte=since).order_by("taken_at")
-                .values_list("taken_at", "available", "reserved_total"))
-    if len(rows) > max_points:
-        step = len(rows) / max_points
-        picked = [rows[int(i * step)] for i in range(max_points - 1)]
-        rows = picked + [rows[-1]]
-    points: list[ChartPoint] = []
-    previous = None
-    for taken_at, available, reserved_total in rows:
-        rate = None
-        if previous is not None:
-            elapsed_h = (taken_at - previous[0]).total_seconds() / 3600
-            if elapsed_h > 0:
-                rate = max(reserved_total - previous[2], 0) / elapsed_h
-        points.append(ChartPoint(at=taken_at, available=available, consumption_per_hour=rate))
-        previous = (taken_at, available, reserved_total)
+    """Snapshots over the last ``hours`` hours, thinned to at most ``max_points``; each point's
+    consumption is the rate over the hour before it (the tile's definition), not since the previous point."""
+    now = timezone.now()
+    since = now - timedelta(hours=hours)
+    rows = list(PoolSnapshot.objects.filter(pool=pool, taken_at__gte=since - timedelta(hours=RATE_WINDOW_HOURS))
+                .order_by("taken_at").values_list("taken_at", "available", "reserved_total"))
+    points = [ChartPoint(at=at, available=available, consumption_per_hour=_trailing_rate(rows, i))
+              for i, (at, available, _total) in enumerate(rows) if at >= since]
+    if len(points) > max_points:
+        step = len(points) / max_points
+        points = [points[int(i * step)] for i in range(max_points - 1)] + [points[-1]]
     return points
 
 
@@ -276,7 +277,8 @@ def pool_health(*, pool: Pool) -> dict[str, Any]:
     # endpoint never scans tens of millions of USED rows per call.
     pair = pair_counts(pools=[pool])[pool.pk]
     counts = pair.by_status
-    consumption = pool_consumption_rates(pool=pool, windows=(1,), counts=pair)[1]
+    consumption = pool_consumption_rates(pool=pool, windows=(RATE_WINDOW_HOURS,), counts=pair)[RATE_WINDOW_HOURS]
+    refill = pool_refill_rate(pool=pool, hours=RATE_WINDOW_HOURS)
     last_run = (RefillRun.objects.filter(pool=pool, finished_at__isnull=False)
                 .exclude(outcome=RefillOutcome.RUNNING).order_by("-finished_at").first())
     return {
@@ -292,7 +294,8 @@ def pool_health(*, pool: Pool) -> dict[str, Any]:
         "last_refill_at": last_run.finished_at if last_run else None,
         "last_refill_status": last_run.outcome if last_run else None,
         "consumption_per_hour": consumption,
-        "estimated_hours_to_empty": (counts[PairStatus.AVAILABLE] / consumption) if consumption else None,
+        "estimated_hours_to_empty": hours_to_empty(available=counts[PairStatus.AVAILABLE],
+                                                   consumption_per_hour=consumption, refill_per_hour=refill),
     }
 
 
@@ -300,9 +303,10 @@ def prefetch_calls_measured() -> tuple[int, float] | None:
     """(cards issued, TOME HTTP calls attributable to them) from the pool's own records, or None;
     the onboarding summary's measured row (wired by ``monitoring/signals.py``).
 
-    Cards: every pair ever handed out (pool or direct fallback). Calls: the refill runs' TOME calls
-    amortised over the pairs they prefetched (a card consumed one pair: its share of a batch call),
-    plus the direct fallback's live calls. Charging a whole startup fill of 10,000 pairs to the
+    Cards: confirmed reservations (USED), the dashboard's "cards issued". Calls: the refill runs' TOME
+    calls amortised over the pairs they prefetched (a pair handed out bears its share of a batch call),
+    plus the direct fallback's live calls, averaged over the pairs handed out and charged per card.
+    Charging a whole startup fill of 10,000 pairs to the
     first few cards would overstate the prefetch approach's cost by orders of magnitude."""
     pools = list(Pool.objects.all())
     if not pools:
@@ -310,7 +314,7 @@ def prefetch_calls_measured() -> tuple[int, float] | None:
     counts = pair_counts(pools=pools)
     runs = {row["pool_id"]: row for row in RefillRun.objects.filter(pool__in=pools).values("pool_id")
             .annotate(calls=Sum("tome_calls"), inserted=Sum("inserted")).order_by()}
-    cards, calls = 0, 0.0
+    handed, cards, calls = 0, 0, 0.0
     for pool in pools:
         by_source = counts[pool.pk].reservations_by_source
         pool_cards, direct_cards = by_source.get("pool", 0), by_source.get("direct", 0)
@@ -318,5 +322,8 @@ def prefetch_calls_measured() -> tuple[int, float] | None:
         if run["inserted"]:
             calls += (run["calls"] or 0) * pool_cards / run["inserted"]
         calls += DIRECT_CALLS_PER_PAIR * direct_cards
-        cards += pool_cards + direct_cards
-    return cards, calls
+        handed += pool_cards + direct_cards
+        cards += counts[pool.pk].used
+    # Cards as the dashboard counts them (confirmed, USED), each bearing the average cost of a pair
+    # handed out (a released or expired reservation cost TOME calls too, but is no card).
+    return cards, (calls * cards / handed if handed else 0.0)

@@ -155,7 +155,8 @@ def tome_call_impact(*, cards_per_day: int = 50_000,
         "prefetch_calls_per_day": prefetch,
         "calls_saved_per_day": jar - prefetch,
         "reduction_percent": round(100 * (jar - prefetch) / jar, 1) if jar else 0.0,
-        "source": "original plan formula (plan.json impact_at_50k_cards_per_day)",
+        "source": (f"the original plan's count: {jar_per_card} TOME calls per card on the live path "
+                   f"(create NS1 + NS2, detokenize NS2 + NS1), {prefetch_per_card} with prefetch"),
         "measured": None,
     }
     try:

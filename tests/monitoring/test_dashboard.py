@@ -10,7 +10,7 @@ from django.utils import timezone
 from monitoring.charts import ChartWindow, chart_svg
 from monitoring.dashboard import hours_to_empty
 from monitoring.models import PoolAlert, PoolSnapshot
-from monitoring.selectors import ChartPoint
+from monitoring.selectors import ChartPoint, pool_chart_points
 from pool.models import PairSource, PairStatus, TokenPair
 from refill.models import RefillRun, RefillTrigger
 
@@ -61,7 +61,9 @@ def test_dashboard_figures_match_the_database(admin_client, make_pool, pair_stat
     assert float(got["consumption-1h"]) == in_last_hour == 15
     assert float(got["consumption-24h"]) == pytest.approx(25 / 24)
     assert float(got["refill-1h"]) == 120 and float(got["refill-24h"]) == pytest.approx(5.0)
-    assert float(got["hours-to-empty"]) == pytest.approx(99 / 15)
+    # Net of refills: 120 refilled in the last hour against 15 consumed, the pool is not draining.
+    assert got["hours-to-empty"] == ""
+    assert "refills keep up with consumption" in html
     assert got["last-refill-outcome"] == "failed"
     direct = TokenPair.objects.filter(pool=pool, source=PairSource.DIRECT).count()
     assert int(got["direct"]) == direct == 4
@@ -234,3 +236,27 @@ def test_alert_links_only_for_users_allowed_to_follow_them(client, django_user_m
     assert 'data-testid="open-alerts-link"' in html
     assert "/admin/monitoring/poolalert/?state=open" in client.get("/admin/").content.decode()
     assert client.get("/admin/monitoring/poolalert/").status_code == 200
+
+
+def test_each_tile_equals_its_charts_last_point(admin_client, make_pool, pair_states):
+    """The stock chart ends at the tiles: available pairs and last-hour consumption, not a snapshot ago."""
+    pool = make_pool("tiles", pairs=200, target_size=300)
+    now = timezone.now()
+    # Snapshots every 5 minutes for 2 h, 1 reservation per minute; then 9 more reservations since the last one.
+    PoolSnapshot.objects.bulk_create([
+        PoolSnapshot(pool=pool, taken_at=now - timedelta(minutes=m), available=300 - (120 - m), reserved=0,
+                     used=120 - m, retired=0, reserved_total=120 - m)
+        for m in range(120, 0, -5)
+    ])
+    pair_states(pool, used=9)
+    html = admin_client.get("/admin/dashboard/").content.decode()
+    got = figures(html, "tiles")
+    svg = re.search(r'data-testid="stock-chart">(<svg.*?</svg>)', _card(html, "tiles"), re.DOTALL).group(1)
+    last_available = int(re.search(r'data-last-available="([^"]+)"', svg).group(1))
+    last_consumption = float(re.search(r'data-last-consumption="([^"]+)"', svg).group(1))
+    assert last_available == int(got["available"]) == 191
+    assert last_consumption == pytest.approx(float(got["consumption-1h"])) and last_consumption == 9
+    # The line's points are hourly rates too (the tile's window), not 5-minute rates scaled up:
+    # one reservation a minute is 60/h.
+    rates = [p.consumption_per_hour for p in pool_chart_points(pool=pool, hours=24)]
+    assert rates[0] is None and all(r == pytest.approx(60.0) for r in rates[1:])

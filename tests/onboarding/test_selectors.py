@@ -87,15 +87,19 @@ def test_impact_survives_a_broken_counter_source():
 
 
 def test_impact_reads_the_pool_records(make_pool, make_api_key):
-    from pool.services import reservation_batch_create
+    from pool.services import reservation_batch_create, reservations_confirm_batch
     from refill.models import RefillRun
 
     pool = make_pool(pairs=20, refill_enabled=False)
     RefillRun.objects.create(pool=pool, trigger="manual", outcome="succeeded", finished_at=timezone.now(),
                              requested=20, inserted=20, tome_calls=3)
     api_key, _ = make_api_key(scopes=["reserve"])
-    reservation_batch_create(pool=pool, api_key=api_key, count=10, idempotency_key=None)
+    pairs, _ = reservation_batch_create(pool=pool, api_key=api_key, count=10, idempotency_key=None)
+    # Reserved but not confirmed: no card yet (the dashboard's "cards issued" is the same count).
+    assert tome_call_impact()["measured"] is None
+    reservations_confirm_batch(reservation_ids=[p.reservation_id for p in pairs[:8]], api_key=api_key)
     measured = tome_call_impact()["measured"]
-    assert measured["cards_issued"] == 10
-    assert measured["tome_calls"] == 1.5  # 10 of the 20 prefetched pairs: half of the 3 batch calls
+    assert measured["cards_issued"] == 8
+    # 10 of the 20 prefetched pairs handed out: half of the 3 batch calls, 0.15 per pair, 8 cards.
+    assert measured["tome_calls"] == 1.2
     assert measured["calls_per_day"] == 7_500

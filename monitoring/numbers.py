@@ -1,0 +1,59 @@
+"""One definition of each operations number, with its basis: the dashboard, the pool health API,
+the onboarding summary's measured row and the consumer adoption page all call these.
+
+- A *card* is a pair handed out and confirmed (USED); a reservation released or left to expire
+  never became one (adoption counts live reservations too: RESERVED or USED).
+- TOME calls per card: live path ``LIVE_CALLS_PER_CARD`` (the original plan's count: create NS1 + NS2,
+  detokenize NS2 + NS1); a direct-fallback card ``DIRECT_CALLS_PER_PAIR`` (NS1 generate + NS2
+  tokenize; its later lookups are answered from the database); a pool card its share of the refill
+  batches, measured (:func:`pool_calls_per_card`).
+- Rates are per hour over the tile's window (the last hour unless a window is named).
+- Time to empty is net of refills: AVAILABLE ÷ (consumption − refill) at the last hour's pace; None
+  while refills keep up (the pool is not draining).
+"""
+from __future__ import annotations
+
+from django.db.models import Sum
+
+from refill.models import RefillRun
+
+__all__ = [
+    "DIRECT_CALLS_PER_PAIR",
+    "LIVE_CALLS_PER_CARD",
+    "RATE_WINDOW_HOURS",
+    "calls_saved",
+    "hours_to_empty",
+    "pool_calls_per_card",
+]
+
+# Each TOME call the direct fallback makes per pair: NS1 generate + NS2 tokenize.
+DIRECT_CALLS_PER_PAIR = 2
+# The original plan's comparison: without the pool, each card costs 4 live calls (create: NS1 + NS2;
+# detokenize: NS2 + NS1). The load test measures the library approach itself (contract section 6).
+LIVE_CALLS_PER_CARD = 4
+# The window of the rate tiles and of the chart's consumption line.
+RATE_WINDOW_HOURS = 1
+
+
+def hours_to_empty(*, available: int, consumption_per_hour: float, refill_per_hour: float = 0.0) -> float | None:
+    """Hours until AVAILABLE reaches zero at the last hour's consumption net of refills (None: not draining)."""
+    net = consumption_per_hour - refill_per_hour
+    if net <= 0:
+        return None
+    return available / net
+
+
+def pool_calls_per_card(*, pool_ids: list[int] | None = None) -> tuple[float, str]:
+    """TOME calls per pool-issued card: refill calls ÷ pairs inserted, over every refill run (measured)."""
+    runs = RefillRun.objects.all() if pool_ids is None else RefillRun.objects.filter(pool_id__in=pool_ids)
+    totals = runs.aggregate(calls=Sum("tome_calls"), inserted=Sum("inserted"))
+    calls, inserted = totals["calls"] or 0, totals["inserted"] or 0
+    if not inserted:
+        return 0.0, "no refill has inserted pairs yet (0 assumed)"
+    return calls / inserted, f"measured: {calls:,} refill TOME calls for {inserted:,} pairs inserted"
+
+
+def calls_saved(*, pool_cards: float, direct_cards: float, pool_calls_per_card: float) -> float:
+    """TOME calls the cards did not make against the live path."""
+    return (pool_cards * (LIVE_CALLS_PER_CARD - pool_calls_per_card)
+            + direct_cards * (LIVE_CALLS_PER_CARD - DIRECT_CALLS_PER_PAIR))
