@@ -152,7 +152,8 @@ class TokenPoolClient(HttpClientLifecycle):
         self._confirms = ConfirmQueue(send_batch=self._confirm_many, send_one=self._confirm_one,
                                       close_timeout=close_timeout)
         self._fallbacks = 0
-        self._process_hooks = ProcessHooks(self)
+        # Hooks only for a client holding something: os.register_at_fork cannot be undone.
+        self._process_hooks = ProcessHooks(self) if buffer else None
 
     def __repr__(self) -> str:  # never the API key
         return (f"TokenPoolClient(base_url={str(self._http.client.base_url)!r}, pool={self.pool!r}, "
@@ -237,9 +238,13 @@ class TokenPoolClient(HttpClientLifecycle):
                     owner_ref=owner_ref if owner_ref is not None else reservation.owner_ref)
             if owner_ref is None and self._buffer is not None:
                 owner_ref = reservation_id.owner_ref  # set by a buffered reserve(owner_ref=...)
-        if not wait and self._confirms.put(quoted_id(reservation_id), owner_ref):
+        if not wait:
+            if self._process_hooks is None:
+                self._process_hooks = ProcessHooks(self)  # queued confirmations are sent at exit
+            if not self._confirms.put(quoted_id(reservation_id), owner_ref):
+                self._confirm_one(quoted_id(reservation_id), owner_ref)  # closed queue: sent now
             return None
-        return self._confirm_one(quoted_id(reservation_id), owner_ref) if wait else None
+        return self._confirm_one(quoted_id(reservation_id), owner_ref)
 
     def _confirm_one(self, reservation_id: str, owner_ref: str | None) -> Reservation:
         body = {"owner_ref": owner_ref} if owner_ref is not None else {}
@@ -304,7 +309,8 @@ class TokenPoolClient(HttpClientLifecycle):
     def close(self) -> None:
         """Send the queued confirmations, release the buffer's unused pairs (one call per 500), then
         close the connections. Also run by the context manager's exit and at interpreter exit."""
-        self._process_hooks.closed()
+        if self._process_hooks is not None:
+            self._process_hooks.closed()
         self._confirms.close()
         if self._buffer is not None:
             self._buffer.close()

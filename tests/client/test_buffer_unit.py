@@ -292,3 +292,23 @@ def test_confirmations_queue_at_most_a_bound_while_tokenpool_answers():
             client.confirm(client.reserve(), wait=False)
     assert len(server.confirmed) == 3 * MAX_QUEUED == client.metrics["confirms_sent"]
     assert max(seen) <= MAX_QUEUED
+
+
+def test_confirm_without_waiting_after_close_is_never_dropped_silently():
+    server, clock = FakeTokenPool(), Clock()
+    client = make_client(server, clock)
+    card = client.reserve()
+    client.close()
+    with pytest.raises(RuntimeError):  # as confirm(wait=True) on a closed client: its connections are gone
+        client.confirm(card, wait=False)
+    assert client.metrics["confirms_queued"] == 0
+
+
+def test_an_unbuffered_client_registers_no_process_hooks_until_it_queues():
+    import atexit
+    from unittest import mock
+
+    with mock.patch.object(atexit, "register") as register:
+        client = TokenPoolClient(BASE, "key", transport=httpx.MockTransport(FakeTokenPool()))
+        assert register.call_count == 0
+        client.close()
