@@ -11,6 +11,10 @@ that cannot be read (a malformed chunk, a truncated upload) is a JSON 400, a sta
 the web server bounds how long any read may wait (api/gunicorn_worker.py: 10 s per request).
 Every /api/v1/ response gets ``Cache-Control: no-store`` (they carry tokens).
 
+``DatabaseDeadlineMiddleware``: every query of a request (API, admin, probes) is cut off after
+``DB_REQUEST_QUERY_TIMEOUT_SECONDS``, so a frozen PostgreSQL answers 503 ``database_unavailable``
+instead of hanging the request (common/postgresql/deadline.py).
+
 ``HtmlCSPMiddleware``: django-csp's Content-Security-Policy, left off JSON responses (a browser
 renders no page from them, so a policy there protects nothing) where building it cost about a tenth
 of an API request's CPU; the admin, the dashboard and the docs keep it.
@@ -30,12 +34,24 @@ from rest_framework import exceptions as drf
 from api.auth import KEYWORD, VERIFIED_ATTR, client_address, verify_api_key
 from api.errors import error_response, response_for_exception
 from common.errors import PayloadTooLarge
+from common.postgresql.deadline import query_deadline
 from tokenpool_tome.correlation import accept_or_generate, correlation_scope
 
-__all__ = ["API_V1_PREFIX", "ApiRequestGuardMiddleware", "CorrelationIdMiddleware", "HtmlCSPMiddleware"]
+__all__ = ["API_V1_PREFIX", "ApiRequestGuardMiddleware", "CorrelationIdMiddleware", "DatabaseDeadlineMiddleware",
+           "HtmlCSPMiddleware"]
 
 API_V1_PREFIX = "/api/v1/"
 _READ_CHUNK = 16 * 1024
+
+
+class DatabaseDeadlineMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.seconds = float(settings.DB_REQUEST_QUERY_TIMEOUT_SECONDS)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        with query_deadline(self.seconds):
+            return self.get_response(request)
 
 
 class CorrelationIdMiddleware:

@@ -19,8 +19,19 @@ import select
 
 from django.db.backends.postgresql import base as postgresql
 
+from common.postgresql.deadline import watched
+
 
 class DatabaseWrapper(postgresql.DatabaseWrapper):
+    # COMMIT and ROLLBACK bypass execute wrappers: the request's query deadline covers them here.
+    def _commit(self) -> None:
+        with watched(self.connection):
+            super()._commit()
+
+    def _rollback(self) -> None:
+        with watched(self.connection):
+            super()._rollback()
+
     def close_if_health_check_failed(self) -> None:
         if self.pool or self.connection is None or not self.health_check_enabled or self.health_check_done:
             return super().close_if_health_check_failed()

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
 # for nothing (docs/benchmarks.md, "The HTTP path"). One stack, one list; the wrappers subclass the
 # middleware they wrap, so Django's and the admin's checks still find them.
 MIDDLEWARE = [
+    "api.middleware.DatabaseDeadlineMiddleware",  # first: every query of the request has a deadline
     "api.middleware.CorrelationIdMiddleware",
     "monitoring.middleware.RequestLogMiddleware",
     # API key verified before any /api/v1/ body byte is read; bodies bounded; Cache-Control: no-store.
@@ -163,6 +164,16 @@ CONN_MAX_AGE = env.int("CONN_MAX_AGE", default=60)
 TEST_DATABASE_NAME = env("TEST_DATABASE_NAME", default="test_tokenpool")
 DB_IDLE_IN_TX_TIMEOUT_MS = env.int("DB_IDLE_IN_TX_TIMEOUT_MS", default=60000)
 DATABASE_PGBOUNCER = env.bool("DATABASE_PGBOUNCER", default=False)
+# Fail fast when PostgreSQL stops answering (contract section 2: 503 database_unavailable within 5 s;
+# section 3: /readyz within 2 s). A frozen server's kernel still accepts and acknowledges, so only
+# client-side limits help: libpq's connect_timeout (whole connection start-up, at least 2 s) and a
+# per-query deadline on the request path (common/postgresql/deadline.py). Background work (refills,
+# migrations) has no query deadline; a server-side lock_timeout keeps any session from queueing
+# forever behind a lock.
+DB_CONNECT_TIMEOUT_SECONDS = env.int("DB_CONNECT_TIMEOUT_SECONDS", default=2)
+DB_REQUEST_QUERY_TIMEOUT_SECONDS = env.float("DB_REQUEST_QUERY_TIMEOUT_SECONDS", default=3.0)
+DB_READINESS_TIMEOUT_SECONDS = env.float("DB_READINESS_TIMEOUT_SECONDS", default=1.0)
+DB_LOCK_TIMEOUT_MS = env.int("DB_LOCK_TIMEOUT_MS", default=30000)
 
 
 def database_settings(default: dict) -> dict:
@@ -178,7 +189,14 @@ def database_settings(default: dict) -> dict:
     options = database.setdefault("OPTIONS", {})
     # A session left idle inside a transaction holds back VACUUM and slows every reservation claim
     # (see docs/architecture.md); cut such sessions off server-side.
-    options.setdefault("options", f"-c idle_in_transaction_session_timeout={DB_IDLE_IN_TX_TIMEOUT_MS}")
+    options.setdefault("options", f"-c idle_in_transaction_session_timeout={DB_IDLE_IN_TX_TIMEOUT_MS}"
+                                  f" -c lock_timeout={DB_LOCK_TIMEOUT_MS}")
+    options.setdefault("connect_timeout", DB_CONNECT_TIMEOUT_SECONDS)
+    # TCP connections (DATABASE_URL with a host): a peer that vanished is noticed in ~25 s, not hours.
+    options.setdefault("keepalives", 1)
+    options.setdefault("keepalives_idle", 10)
+    options.setdefault("keepalives_interval", 5)
+    options.setdefault("keepalives_count", 3)
     # Behind PgBouncer in transaction mode (DATABASE_URL points at it; docs/operations.md "Scaling out"):
     # a session is only ours for one transaction, so nothing may outlive one. Server-side cursors (WITH
     # HOLD) would; psycopg's server-side prepared statements stay off as Django's default has them
