@@ -19,10 +19,15 @@ import select
 
 from django.db.backends.postgresql import base as postgresql
 
-from common.postgresql.deadline import watched
+from common.postgresql.deadline import connecting, watched
 
 
 class DatabaseWrapper(postgresql.DatabaseWrapper):
+    def get_new_connection(self, conn_params: dict) -> object:
+        seconds = float(conn_params.get("connect_timeout") or 2)
+        with connecting(conn_params, seconds=seconds):
+            return super().get_new_connection(conn_params)
+
     # COMMIT and ROLLBACK bypass execute wrappers: the request's query deadline covers them here.
     def _commit(self) -> None:
         with watched(self.connection):

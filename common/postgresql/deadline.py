@@ -16,12 +16,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 from django.db import connection as default_connection
 
 logger = logging.getLogger(__name__)
@@ -116,10 +118,67 @@ def query_deadline(seconds: float, *, connection: Any = default_connection) -> I
     if seconds <= 0:
         yield
         return
-    previous = getattr(_active, "seconds", 0.0)
-    _active.seconds = seconds
+    previous = getattr(_active, "seconds", 0.0), getattr(_active, "connect_failed", False)
+    _active.seconds, _active.connect_failed = seconds, False
     try:
         with connection.execute_wrapper(_execute_watched):
             yield
     finally:
-        _active.seconds = previous
+        _active.seconds, _active.connect_failed = previous
+
+
+@contextmanager
+def connecting(conn_params: dict[str, Any], *, seconds: float) -> Iterator[None]:
+    """Around opening a connection inside this thread's ``query_deadline`` block.
+
+    First the server must answer a one-packet handshake within ``seconds`` (``server_answers``): a
+    frozen server's kernel accepts the connection and libpq would then wait inside a call that
+    cannot be interrupted (measured: 90 s, the worker's heartbeat stalled with it, despite
+    connect_timeout). And once an attempt failed, further attempts in the same block fail at once,
+    so a request that touches the database several times still answers within one timeout."""
+    if getattr(_active, "seconds", 0.0) <= 0:
+        yield
+        return
+    if getattr(_active, "connect_failed", False):
+        raise psycopg.OperationalError("the database did not answer earlier in this request")
+    try:
+        if not server_answers(conn_params, seconds=seconds):
+            raise psycopg.OperationalError(f"the database did not answer within {seconds:g} s")
+        yield
+    except Exception:
+        _active.connect_failed = True
+        raise
+
+
+# SSLRequest (protocol 1234.5679): the server (or PgBouncer) answers one byte, 'S' or 'N', before any
+# authentication; closing right after it is not logged by PostgreSQL.
+_SSL_REQUEST = struct.pack("!ii", 8, 80877103)
+
+
+def server_answers(conn_params: dict[str, Any], *, seconds: float) -> bool:
+    """Whether the server at ``conn_params``' host/port answers an SSLRequest within ``seconds``.
+    Unknown targets (several hosts, a service file) are not probed: True."""
+    host = str(conn_params.get("host") or "/var/run/postgresql")
+    port = int(conn_params.get("port") or 5432)
+    if "," in host:
+        return True
+    try:
+        if host.startswith("/"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(seconds)
+            sock.connect(f"{host}/.s.PGSQL.{port}")
+        else:
+            sock = socket.create_connection((host, port), timeout=seconds)
+    except OSError:
+        return True  # refused or unreachable: libpq says so itself, at once
+    try:
+        sock.settimeout(seconds)
+        sock.sendall(_SSL_REQUEST)
+        sock.recv(1)  # an answer, or the server closing: either way it is running
+        return True
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.close()

@@ -72,7 +72,7 @@ def test_a_frozen_database_is_503_within_seconds_and_recovers_when_it_thaws(edge
 
         pids = cluster_pids(socket_dir)
         signal_all(pids, signal.SIGSTOP)
-        answers = []
+        answers, probes = [], []
         for _round in range(3):  # the first round cuts the open sessions; later ones must connect afresh
             answers.append(timed(lambda: client.post("/api/v1/reservations", content=b"{}", headers={
                 **unseen, "Content-Type": "application/json"})))
@@ -82,6 +82,9 @@ def test_a_frozen_database_is_503_within_seconds_and_recovers_when_it_thaws(edge
             ready, took = timed(lambda: client.get("/readyz"))
             assert ready.status_code == 503 and ready.json()["checks"]["database"] == "down", ready.text
             assert took < 2.0, took
+            probes.append(took)
+        print(f"\nfrozen PostgreSQL: API answers {', '.join(f'{t:.2f}' for _, t in answers)} s; "
+              f"/readyz {', '.join(f'{t:.2f}' for t in probes)} s")
         for response, took in answers:
             assert response.status_code == 503, response.text  # never a 408: the body had arrived
             assert response.json()["code"] == "database_unavailable"
@@ -97,6 +100,7 @@ def test_a_frozen_database_is_503_within_seconds_and_recovers_when_it_thaws(edge
                 break
             time.sleep(0.5)
         assert response.status_code == 200, response.text
+        print(f"thawed: first 200 {time.monotonic() - deadline + 30:.2f} s after SIGCONT")
         assert client.post("/api/v1/reservations", json={"pool": "edge"}, headers=unseen).status_code == 201
         assert client.get("/readyz").json()["checks"]["database"] == "ok"
     finally:
