@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.edge.conftest import WebServer, server_env
+from tests.edge.conftest import WebServer, running_edge, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -51,20 +52,31 @@ def timed(call):
     return response, time.monotonic() - started
 
 
-def test_a_frozen_database_is_503_within_seconds_and_recovers_when_it_thaws(edge_key, make_api_key,
-                                                                             tmp_path: Path):
+@pytest.fixture
+def edge_url(transactional_db: None, tmp_path: Path) -> Iterator[str]:
+    """The deployment's path: the edge proxy in front of gunicorn, on this run's database."""
+    from django.db import connection
+
+    server = WebServer(env=server_env(database={"EMBEDDED_DATABASE_NAME": connection.settings_dict["NAME"]},
+                                      tmp=tmp_path), log_path=tmp_path / "web.log", threads=4)
+    server.start()
+    try:
+        with running_edge(server, tmp_path) as edge:
+            yield edge.url
+    finally:
+        server.stop()
+
+
+def test_a_frozen_database_is_503_within_seconds_and_recovers_when_it_thaws(edge_url, edge_key, make_api_key):
     from django.db import connection
 
     socket_dir = connection.settings_dict["HOST"]
     assert socket_dir.startswith("/"), "the embedded server's socket directory"
-    server = WebServer(env=server_env(database={"EMBEDDED_DATABASE_NAME": connection.settings_dict["NAME"]},
-                                      tmp=tmp_path), log_path=tmp_path / "web.log", threads=4)
-    server.start()
     _, unseen_key = make_api_key()  # its verification needs the database
     known = {"Authorization": f"Api-Key {edge_key}"}
     unseen = {"Authorization": f"Api-Key {unseen_key}"}
     connection.close()  # this process holds no session into the frozen server
-    client = httpx.Client(base_url=server.url, timeout=30)
+    client = httpx.Client(base_url=edge_url, timeout=30)
     pids: list[int] = []
     try:
         assert client.post("/api/v1/lookup", json={"internal_token": edge_key.token}, headers=known).status_code == 200
@@ -92,16 +104,13 @@ def test_a_frozen_database_is_503_within_seconds_and_recovers_when_it_thaws(edge
             assert took < 5.0, took
     finally:
         signal_all(pids, signal.SIGCONT)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # recovery without a restart
-            response = client.post("/api/v1/lookup", json={"internal_token": edge_key.token}, headers=known)
-            if response.status_code == 200:
-                break
-            time.sleep(0.5)
-        assert response.status_code == 200, response.text
-        print(f"thawed: first 200 {time.monotonic() - deadline + 30:.2f} s after SIGCONT")
-        assert client.post("/api/v1/reservations", json={"pool": "edge"}, headers=unseen).status_code == 201
-        assert client.get("/readyz").json()["checks"]["database"] == "ok"
-    finally:
-        server.stop()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # recovery without a restart
+        response = client.post("/api/v1/lookup", json={"internal_token": edge_key.token}, headers=known)
+        if response.status_code == 200:
+            break
+        time.sleep(0.5)
+    assert response.status_code == 200, response.text
+    print(f"thawed: first 200 {time.monotonic() - deadline + 30:.2f} s after SIGCONT")
+    assert client.post("/api/v1/reservations", json={"pool": "edge"}, headers=unseen).status_code == 201
+    assert client.get("/readyz").json()["checks"]["database"] == "ok"
