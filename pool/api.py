@@ -32,14 +32,14 @@ from pool.services import (
     reservations_confirm_batch,
     reservations_release_batch,
 )
+from pool.services.reservations import IDEMPOTENCY_KEY_REGEX
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
-    # HTTP strips a header value's surrounding whitespace, and the server refuses what is left empty:
-    # the schema promises only values that arrive as sent (visible ASCII, no edge spaces).
-    "Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[!-~]([ -~]*[!-~])?$"},
+    "Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 255, "pattern": IDEMPOTENCY_KEY_REGEX},
     OpenApiParameter.HEADER, required=False,
-    description="1-255 characters. The same key with the same body returns the same reservation(s); "
-                "with a different body → 422 idempotency_key_reused.",
+    description="1-255 characters of A-Z, a-z, 0-9, '.', '_', ':', '-' (anything else → 400 invalid_request). "
+                "The same key with the same body returns the same reservation(s); with a different body → 422 "
+                "idempotency_key_reused.",
 )
 RESERVATION_ID = OpenApiParameter("reservation_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 MAX_BATCH_TOKENS = 1000

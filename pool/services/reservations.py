@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Sequence
 from functools import partial
 
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 # The contract's limit on POST /reservations/batch (the API validates the same bound).
 MAX_BATCH_RESERVATIONS = 500
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
+IDEMPOTENCY_KEY_REGEX = r"^[A-Za-z0-9._:-]{1,255}$"  # contract section 2; the OpenAPI schema states it
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,255}")
 IDEMPOTENCY_CONSTRAINT = "pair_idempotency_unique"
 # Rounds of "count what the pool has, make the rest live, claim" before making everything live.
 _FALLBACK_ROUNDS = 3
@@ -79,9 +82,12 @@ def reservation_batch_create(*, pool: Pool, api_key: ApiKey, count: int, idempot
 
 
 def _validate_idempotency_key(idempotency_key: str | None) -> None:
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
-        raise InvalidRequest("The Idempotency-Key header must be 1 to 255 characters.",
-                             errors={"Idempotency-Key": ["Must be 1 to 255 characters."]})
+    """Contract section 2: 1-255 characters of ``[A-Za-z0-9._:-]``; anything else (a tab, a space,
+    non-ASCII) is a 400, never stored (issue 20 finding 8)."""
+    if idempotency_key is not None and not IDEMPOTENCY_KEY_PATTERN.fullmatch(idempotency_key):
+        raise InvalidRequest("The Idempotency-Key header must be 1 to 255 characters of A-Z, a-z, 0-9, '.', '_', "
+                             "':' or '-'.",
+                             errors={"Idempotency-Key": ["Must match ^[A-Za-z0-9._:-]{1,255}$."]})
 
 
 def _reserve(*, pool: Pool, api_key: ApiKey, count: int, idempotency_key: str | None,

@@ -216,12 +216,34 @@ def test_replay_reflects_the_current_state(api, default_pool):
     assert _reserve(api, expect=200, HTTP_IDEMPOTENCY_KEY="req-4")["status"] == "USED"
 
 
+@pytest.mark.parametrize("key", ["", "k" * 256, "a\tb", "a b", "key/1", "clé", "a;b", "{x}"])
+@pytest.mark.parametrize("path,body", [("/api/v1/reservations", {}), ("/api/v1/reservations/batch", {"count": 1})])
+def test_idempotency_key_must_match_its_pattern(api, default_pool, key, path, body):
+    """Issue 20 finding 8 (schemathesis ST201): a tab, a space, a slash... was accepted and stored."""
+    from pool.models import TokenPair
+
+    response = api.post(path, body, HTTP_IDEMPOTENCY_KEY=key)
+    assert response.status_code == 400 and response.json()["code"] == "invalid_request"
+    assert "Idempotency-Key" in response.json()["errors"]
+    assert not TokenPair.objects.filter(idempotency_key=key).exists()
+
+
+def test_the_schema_states_the_idempotency_key_pattern(api):
+    from rest_framework.test import APIClient
+
+    schema = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    for path in ("/api/v1/reservations", "/api/v1/reservations/batch"):
+        header = next(p for p in schema["paths"][path]["post"]["parameters"] if p["name"] == "Idempotency-Key")
+        assert header["schema"]["pattern"] == "^[A-Za-z0-9._:-]{1,255}$"
+
+
 @pytest.mark.parametrize("key", ["", "k" * 256])
 def test_idempotency_key_must_be_1_to_255_characters(api, default_pool, key):
     response = api.post("/api/v1/reservations", {}, HTTP_IDEMPOTENCY_KEY=key)
     assert response.status_code == 400 and response.json()["code"] == "invalid_request"
     assert "Idempotency-Key" in response.json()["errors"]
     assert api.post("/api/v1/reservations", {}, HTTP_IDEMPOTENCY_KEY="k" * 255).status_code == 201
+    assert api.post("/api/v1/reservations", {}, HTTP_IDEMPOTENCY_KEY="Aa0._:-").status_code == 201
 
 
 # ---- batch ----------------------------------------------------------------------------------------------
