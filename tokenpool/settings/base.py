@@ -293,8 +293,8 @@ API_AUTH_FAILURE_RATE_PER_MINUTE = env.int("API_AUTH_FAILURE_RATE_PER_MINUTE", d
 API_CLIENT_ADDRESS_HEADER = env("API_CLIENT_ADDRESS_HEADER", default="HTTP_X_FORWARDED_FOR")
 # Verified API keys are cached in process this long; a revoked key stops working within it.
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
-# A key verified this recently may still be looked up from an address throttled for failed
-# authentications (valid clients behind a shared proxy); unknown keys from it are refused unlooked.
+# How long the key cache remembers that a digest belonged to a valid key (KeyCache.recently_verified).
+# Since issue 20 auth no longer needs it: a valid secret is never throttled (api/auth.py).
 API_KEY_KNOWN_SECONDS = env.float("API_KEY_KNOWN_SECONDS", default=900.0)
 # While PostgreSQL is unreachable: one ERROR line with a stack per this many seconds (503s meanwhile).
 DATABASE_ERROR_LOG_SECONDS = env.float("DATABASE_ERROR_LOG_SECONDS", default=30.0)
