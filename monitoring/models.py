@@ -46,7 +46,7 @@ class PoolSnapshot(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.pool_id} @ {self.taken_at:%Y-%m-%d %H:%M}"
+        return f"{self.pool.name} @ {self.taken_at:%Y-%m-%d %H:%M}"
 
 
 class AlertCondition(TextChoices):
@@ -95,7 +95,7 @@ class PoolAlert(models.Model):
         return self.resolved_at is None
 
     def __str__(self) -> str:
-        return f"{self.get_condition_display()} on {self.pool_id} ({'open' if self.is_open else 'resolved'})"
+        return f"{self.get_condition_display()} on {self.pool.name} ({'open' if self.is_open else 'resolved'})"
 
 
 class PoolConfigChange(models.Model):

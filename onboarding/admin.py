@@ -30,7 +30,7 @@ from onboarding.models import (
 )
 from onboarding.projection import Projection, go_live_projection
 from onboarding.projection_export import projection_csv, projection_gantt, projection_ical
-from onboarding.selectors import environment_summary
+from onboarding.selectors import environment_summary, four_eyes_conflicts
 from onboarding.services import task_approve, task_reject, task_start, task_submit
 from pool.models import Environment
 
@@ -197,7 +197,15 @@ class OnboardingTaskAdmin(admin.ModelAdmin):
 
     def _decide(self, request: HttpRequest, queryset: QuerySet, *, action: str, verb: str, done: str, service,
                 note_required: bool) -> HttpResponse | None:
-        """Admin intermediate page: first POST shows the note form, the confirming POST decides."""
+        """Admin intermediate page: first POST shows the note form, the confirming POST decides.
+        Tasks the user may not decide (four-eyes) are refused here, before the form."""
+        conflicts = four_eyes_conflicts(tasks=list(queryset), user=request.user)
+        for task in conflicts:
+            self.message_user(request, f"Cannot {verb.lower()} “{task.title}”: you started, submitted or changed it; "
+                              "another approver must decide (four-eyes).", messages.ERROR)
+        queryset = queryset.exclude(pk__in=[t.pk for t in conflicts])
+        if conflicts and not queryset.exists():
+            return None
         if request.POST.get("confirm") == "yes":
             form = DecisionNoteForm(request.POST, note_required=note_required)
             if form.is_valid():

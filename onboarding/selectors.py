@@ -13,9 +13,11 @@ from django.utils import timezone
 
 from onboarding.models import (
     PREFETCH_GROUPS,
+    WORK_STATES,
     OnboardingGroup,
     OnboardingState,
     OnboardingTask,
+    OnboardingTransition,
 )
 from onboarding.readiness import missing_approvals
 from onboarding.services import PLAN_PATH
@@ -206,3 +208,11 @@ def environment_summary(*, environment: str, now: datetime | None = None) -> dic
         "impact": tome_call_impact(),
         "approval_expected_days": APPROVAL_EXPECTED_DAYS,
     }
+
+
+def four_eyes_conflicts(*, tasks: list[OnboardingTask], user: Any) -> list[OnboardingTask]:
+    """The tasks ``user`` may not approve or reject: they submitted or did work on them (four-eyes).
+    The admin refuses these before showing the decision form; the services refuse them again."""
+    worked = set(OnboardingTransition.objects.filter(task__in=tasks, by=user, to_state__in=WORK_STATES)
+                 .values_list("task_id", flat=True))
+    return [t for t in tasks if t.submitted_by_id == user.pk or t.pk in worked]

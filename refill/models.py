@@ -57,7 +57,7 @@ class RefillRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"refill #{self.pk} {self.pool_id} {self.outcome}"
+        return f"refill #{self.pk} of {self.pool.name}: {self.get_outcome_display()}"
 
 
 class RefillLease(models.Model):

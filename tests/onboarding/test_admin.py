@@ -118,6 +118,20 @@ def test_submitter_approving_sees_the_four_eyes_message(as_user, make_onboarding
     assert _state(kms) == S.AWAITING_APPROVAL
 
 
+def test_submitter_is_refused_before_the_decision_form(as_user, make_onboarding_user, approver, onboarding_plan):
+    both = make_onboarding_user("both", approver=True)
+    mine = task_submit(task=task_start(task=onboarding_plan["kms-onboarding-uat"], user=both), user=both)
+    response = _action(as_user(both), "approve_tasks", [mine])
+    assert "decision-form" not in response.content.decode()  # no form to fill in for nothing
+    assert any("four-eyes" in m and "HERA KMS onboarding - UAT" in m for m in _messages(response))
+    # Another approver gets the form, with the environment's label rather than its raw value.
+    page = _action(as_user(approver), "approve_tasks", [mine]).content.decode()
+    assert 'id="decision-form"' in page and "<td>UAT</td>" in page
+    prod = onboarding_plan["kms-onboarding-production"]
+    assert "<td>Production</td>" in _action(as_user(approver), "reject_tasks", [prod]).content.decode()
+    assert _state(mine) == S.AWAITING_APPROVAL
+
+
 def test_approve_action_is_not_offered_without_the_permission(as_user, lead, onboarding_plan):
     kms = task_submit(task=task_start(task=onboarding_plan["kms-onboarding-uat"], user=lead), user=lead)
     c = as_user(lead)
