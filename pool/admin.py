@@ -31,7 +31,13 @@ from common.admin_mixins import ReadOnlyAdminMixin
 from common.errors import DomainRuleViolation
 from pool.models import REVEAL_PERMISSION, AuditRecord, PairStatus, Pool, TokenPair, TokenReveal
 from pool.services import audit_token_digest
-from pool.services.reveals import MIN_REASON_LENGTH, mask_token, pair_reveal, pair_search_record
+from pool.services.reveals import (
+    MIN_REASON_LENGTH,
+    SEARCH_MATCH_CAP,
+    mask_token,
+    pair_reveal,
+    pair_search_record,
+)
 
 # Above this, a filtered changelist shows "10,000+"-style paging instead of an exact count.
 COUNT_CAP = 10_000
@@ -224,4 +230,8 @@ class AuditRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if not term:
             return queryset, False
         digest = audit_token_digest(term)
-        return queryset.filter(Q(token_digest=digest) | Q(token_digest=term) | Q(correlation_id=term)), False
+        results = queryset.filter(Q(token_digest=digest) | Q(token_digest=term) | Q(correlation_id=term))
+        # Who looked up a token is itself need-to-know: recorded like a pair search (digest, match count).
+        pair_search_record(user=request.user, term=term, matched=[],
+                           matches=results.order_by()[:SEARCH_MATCH_CAP].count())
+        return results, False

@@ -17,6 +17,7 @@ from pool.services.lookups import audit_token_digest
 MASK = "••••"
 VISIBLE_CHARACTERS = 4
 MIN_REASON_LENGTH = 10
+SEARCH_MATCH_CAP = 10_000  # an audit search counts its matches up to this (never the whole table)
 
 
 def mask_token(value: str | None) -> str:
@@ -42,9 +43,10 @@ def pair_reveal(*, pair_id: int, user: Any, reason: str) -> TokenPair:
     return pair
 
 
-def pair_search_record(*, user: Any, term: str, matched: list[int]) -> TokenReveal:
-    """Record an admin search by ``term`` (its digest only) and the rows it matched (``matched``: ids)."""
+def pair_search_record(*, user: Any, term: str, matched: list[int], matches: int | None = None) -> TokenReveal:
+    """Record an admin search by ``term`` (its digest only): the pairs it matched (``matched``: ids;
+    the pair is named when exactly one), or for other tables only how many rows (``matches``)."""
     return TokenReveal.objects.create(
-        user=user, kind=TokenAccessKind.SEARCH, term_digest=audit_token_digest(term), matches=len(matched),
-        pair_id=matched[0] if len(matched) == 1 else None,
+        user=user, kind=TokenAccessKind.SEARCH, term_digest=audit_token_digest(term),
+        matches=len(matched) if matches is None else matches, pair_id=matched[0] if len(matched) == 1 else None,
     )

@@ -125,3 +125,15 @@ def test_superuser_pages_are_masked_too(admin_client, reserved):
     for url in ("/admin/pool/tokenpair/", f"/admin/pool/tokenpair/{reserved['pk']}/change/"):
         response = admin_client.get(url)
         assert response.status_code == 200 and _shows_no_full_token(response.content, reserved)
+
+
+def test_searching_the_lookup_audit_by_a_token_is_audited_too(viewer, reserved, api):
+    user, client = viewer
+    api.post("/api/v1/lookup", {"internal_token": reserved["internal_token"]})
+    response = client.get("/admin/pool/auditrecord/", {"q": reserved["internal_token"]})
+    assert response.status_code == 200 and len(response.context["cl"].result_list) >= 1
+    assert reserved["external_ref_id"] not in response.content.decode()
+    record = TokenReveal.objects.get(user=user)
+    assert (record.kind, record.term_digest, record.pair_id) == (
+        "search", audit_token_digest(reserved["internal_token"]), None)
+    assert record.matches >= 1
