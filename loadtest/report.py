@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from loadtest.verdict import verdict_html, verdict_text
 from monitoring.charts import nice_max as _nice_max
 
 COLORS = {"pool": "#1f77b4", "library": "#d62728", "buffered": "#2ca02c"}
@@ -24,6 +25,8 @@ def _lat(summary: dict[str, float | None]) -> str:
 def text_table(report: dict[str, Any]) -> str:
     config, tome = report["config"], report.get("tome", {})
     lines = [
+        verdict_text(report),
+        "",
         f"loadtest: {config['cards_per_day']:,} cards/day × speedup {config['speedup']:g} = "
         f"{config['rate_per_second']:.4f} cards/s for {config['duration']:g} s per approach "
         f"(open loop, latency from each card's scheduled start); TOME latency {tome.get('latency_ms')} ms "
@@ -287,9 +290,11 @@ def html_report(report: dict[str, Any], *, command: str | None = None) -> str:
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
              "<title>TokenPool load test</title><style>body{font-family:sans-serif;margin:24px;max-width:820px}"
+             "table{border-collapse:collapse}td,th{padding:4px 8px;text-align:left;border-bottom:1px solid #ddd}"
              "pre{background:#f4f4f4;padding:10px;overflow-x:auto;font-size:12px}figure{margin:18px 0}</style>"
              "</head><body>",
              "<h1>TokenPool load test: pool vs library</h1>",
+             verdict_html(report),
              f"<p>Generated {generated}. Pool approach in blue, library approach in red; solid p50, dashed p95, "
              "dotted p99. The dashed black line is the plan's 50 ms p99 target.</p>"]
     if command:

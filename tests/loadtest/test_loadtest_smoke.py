@@ -28,7 +28,8 @@ def served(transactional_db: None, live_server: Any, tome: Any) -> dict[str, Any
     return {"pool": pool, "url": live_server.url, "key": raw_key, "tome": tome}
 
 
-def test_loadtest_both_approaches_writes_the_contract_json(served: dict[str, Any], tmp_path: Path) -> None:
+def test_loadtest_both_approaches_writes_the_contract_json(served: dict[str, Any], tmp_path: Path,
+                                                           capfd: pytest.CaptureFixture[str]) -> None:
     tome = served["tome"]
     tome.set_faults(latency_ms=1)
     out, report, table = tmp_path / "loadtest.json", tmp_path / "loadtest.html", io.StringIO()
@@ -77,6 +78,11 @@ def test_loadtest_both_approaches_writes_the_contract_json(served: dict[str, Any
     assert page.count("<svg") >= 5
     assert "<script src" not in page and "<link" not in page and "@import" not in page
     assert "--api-key $KEY" in page and served["key"] not in page
+    # The verdict opens the page and the table; per-call logs only with -v 2.
+    assert page.index("id='verdict'") < page.index("<svg") and "PASS" in page.split("<svg")[0]
+    assert lines[0].split()[0] in {"PASS", "FAIL"} and "TOME calls per card" in table.getvalue().split("loadtest:")[0]
+    captured = capfd.readouterr()
+    assert '"tome_call"' not in captured.out + captured.err
 
 
 def test_loadtest_buffered_approach_creates_and_detokenizes_every_card(served: dict[str, Any], tmp_path: Path) -> None:

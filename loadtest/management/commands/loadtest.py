@@ -9,6 +9,7 @@ the running stack uses, the pool's namespaces and batch size) and writes the out
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 from pathlib import Path
@@ -21,6 +22,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from loadtest.report import html_report, text_table
 from loadtest.runner import ALL_APPROACHES, APPROACHES, LoadtestConfig, run_loadtest
 from pool.models import Pool
+
+# The client library's per-call loggers (tokenpool_tome) and httpx's request lines.
+QUIET_LOGGERS = ("tokenpool.tome", "tokenpool.client", "httpx", "httpcore")
 
 
 class Command(BaseCommand):
@@ -80,6 +84,11 @@ class Command(BaseCommand):
             find_max_limit=opts["find_max_limit"], step_seconds=opts["step_seconds"],
             refill_batch_size=batch_size, progress=not opts["no_progress"],
         )
+        # Quiet by default: the progress bar and the result. Every TOME and client call is logged as a
+        # JSON line by the client library; those only with -v 2 (or more).
+        if opts["verbosity"] < 2:
+            for name in QUIET_LOGGERS:
+                logging.getLogger(name).setLevel(logging.WARNING)
         try:
             report = run_loadtest(config, log=lambda line: self.stderr.write(line))
         except httpx.HTTPError as exc:
