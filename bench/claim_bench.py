@@ -197,8 +197,11 @@ def connect(url: str) -> psycopg.Connection:
 
 
 def ensure_api_key(conn: psycopg.Connection) -> None:
-    conn.execute("INSERT INTO core_apikey (id, prefix, hashed_key, created, name, revoked, scopes) "
-                 "VALUES (%s, 'benchclm', 'x', now(), 'bench_claim', false, '{reserve}') ON CONFLICT DO NOTHING",
+    # Every key belongs to a consumer (keys migration 0004): the bench key to one of its own name.
+    conn.execute("INSERT INTO keys_consumer (name, created_at) VALUES ('bench_claim', now()) ON CONFLICT DO NOTHING")
+    conn.execute("INSERT INTO core_apikey (id, prefix, hashed_key, created, name, revoked, scopes, consumer_id) "
+                 "SELECT %s, 'benchclm', 'x', now(), 'bench_claim', false, '{reserve}', c.id "
+                 "FROM keys_consumer AS c WHERE c.name = 'bench_claim' ON CONFLICT DO NOTHING",
                  [API_KEY_ID])
 
 
