@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import secrets
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,8 @@ def test_loadtest_both_approaches_writes_the_contract_json(served: dict[str, Any
     assert lines[0].split()[0] in {"PASS", "FAIL"} and "TOME calls per card" in table.getvalue().split("loadtest:")[0]
     captured = capfd.readouterr()
     assert '"tome_call"' not in captured.out + captured.err
+    # ... and only for the run: the process's loggers are as they were.
+    assert logging.getLogger("tokenpool.tome").level == logging.NOTSET
 
 
 def test_loadtest_buffered_approach_creates_and_detokenizes_every_card(served: dict[str, Any], tmp_path: Path) -> None:

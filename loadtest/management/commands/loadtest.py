@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +86,9 @@ class Command(BaseCommand):
             find_max_limit=opts["find_max_limit"], step_seconds=opts["step_seconds"],
             refill_batch_size=batch_size, progress=not opts["no_progress"],
         )
-        # Quiet by default: the progress bar and the result. Every TOME and client call is logged as a
-        # JSON line by the client library; those only with -v 2 (or more).
-        if opts["verbosity"] < 2:
-            for name in QUIET_LOGGERS:
-                logging.getLogger(name).setLevel(logging.WARNING)
         try:
-            report = run_loadtest(config, log=lambda line: self.stderr.write(line))
+            with _quiet_client_logs(verbosity=opts["verbosity"]):
+                report = run_loadtest(config, log=lambda line: self.stderr.write(line))
         except httpx.HTTPError as exc:
             raise CommandError(f"the TOME emulator's admin API at {config.tome_url} failed ({type(exc).__name__}: "
                                f"{exc}); the load test counts TOME calls with the emulator's own counters, so it "
@@ -121,6 +119,22 @@ class Command(BaseCommand):
         if pool is None:
             return settings.TOME_NS1, settings.TOME_NS2, None
         return pool.ns1_namespace, pool.ns2_namespace, pool.batch_size
+
+
+@contextmanager
+def _quiet_client_logs(*, verbosity: int) -> Iterator[None]:
+    """Quiet by default: the progress bar and the result. Every TOME and client call is logged as a JSON
+    line by the client library; those only with -v 2 (or more). Restored afterwards: under call_command
+    the process (and its logging) goes on."""
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    if verbosity < 2:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _command_line(opts: dict[str, Any]) -> str:
