@@ -8,12 +8,12 @@ from django.test import RequestFactory
 from common.admin_mixins import ReadOnlyAdminMixin
 from monitoring.models import PoolConfigChange, PoolSnapshot
 from onboarding.models import ApprovalDecision, OnboardingSummary, OnboardingTransition
-from pool.models import AuditRecord, TokenPair
+from pool.models import AuditRecord, TokenPair, TokenReveal
 from refill.models import RefillLease, RefillRun
 
 pytestmark = pytest.mark.django_db
 
-READ_ONLY_MODELS = [TokenPair, AuditRecord, RefillRun, RefillLease, PoolSnapshot, PoolConfigChange,
+READ_ONLY_MODELS = [TokenPair, AuditRecord, TokenReveal, RefillRun, RefillLease, PoolSnapshot, PoolConfigChange,
                     ApprovalDecision, OnboardingTransition, OnboardingSummary]
 
 
