@@ -19,6 +19,7 @@ from refill.models import RefillRun
 
 __all__ = [
     "DIRECT_CALLS_PER_PAIR",
+    "refill_pairs_per_hour",
     "LIVE_CALLS_PER_CARD",
     "RATE_WINDOW_HOURS",
     "calls_saved",
@@ -57,3 +58,15 @@ def calls_saved(*, pool_cards: float, direct_cards: float, pool_calls_per_card: 
     """TOME calls the cards did not make against the live path."""
     return (pool_cards * (LIVE_CALLS_PER_CARD - pool_calls_per_card)
             + direct_cards * (LIVE_CALLS_PER_CARD - DIRECT_CALLS_PER_PAIR))
+
+
+def refill_pairs_per_hour(*, pool_id: int) -> tuple[float | None, str]:
+    """A pool's measured refill speed: pairs inserted per hour of refill-run time (finished runs that
+    inserted pairs), with its basis; None when no run has inserted anything yet."""
+    runs = list(RefillRun.objects.filter(pool_id=pool_id, inserted__gt=0, finished_at__isnull=False)
+                .values_list("inserted", "started_at", "finished_at"))
+    seconds = sum((finished - started).total_seconds() for _n, started, finished in runs)
+    inserted = sum(n for n, _s, _f in runs)
+    if not runs or seconds <= 0:
+        return None, "no refill has inserted pairs yet"
+    return inserted / seconds * 3600, f"measured: {inserted:,} pairs in {seconds:,.0f} s of {len(runs)} refill run(s)"

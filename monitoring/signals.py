@@ -9,9 +9,11 @@ from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 
 from monitoring.metrics import record_tome_call
+from monitoring.numbers import refill_pairs_per_hour
 from monitoring.schedules import monitoring_schedules_ensure
-from monitoring.selectors import prefetch_calls_measured
-from onboarding.signals import impact_measurement_requested
+from monitoring.selectors import pair_counts, prefetch_calls_measured
+from onboarding.signals import impact_measurement_requested, pool_fill_requested
+from pool.models import Pool
 from tome.provider import tome_call
 
 logger = logging.getLogger("tokenpool.monitoring")
@@ -25,6 +27,18 @@ def _tome_call(*, record, **kwargs) -> None:  # noqa: ANN001 - a tokenpool_tome.
 @receiver(impact_measurement_requested, dispatch_uid="monitoring_measured_prefetch_calls")
 def _impact_measurement(**kwargs) -> tuple[int, float] | None:
     return prefetch_calls_measured()
+
+
+@receiver(pool_fill_requested, dispatch_uid="monitoring_pool_fill")
+def _pool_fill(*, environment: str, **kwargs) -> list[dict[str, object]]:
+    pools = list(Pool.objects.filter(environment=environment).order_by("name"))
+    counts = pair_counts(pools=pools)
+    answer: list[dict[str, object]] = []
+    for pool in pools:
+        rate, basis = refill_pairs_per_hour(pool_id=pool.pk)
+        answer.append({"pool": pool.name, "target": pool.target_size, "available": counts[pool.pk].available,
+                       "pairs_per_hour": rate, "basis": basis})
+    return answer
 
 
 @receiver(post_migrate, dispatch_uid="monitoring_schedules_after_migrate")

@@ -28,7 +28,7 @@ from onboarding.models import (
     OnboardingTask,
     OnboardingTransition,
 )
-from onboarding.projection import Projection, go_live_projection
+from onboarding.projection import Projection, go_live_projection, pool_readiness
 from onboarding.projection_export import projection_csv, projection_gantt, projection_ical
 from onboarding.selectors import environment_summary, four_eyes_conflicts
 from onboarding.services import task_approve, task_reject, task_start, task_submit
@@ -256,6 +256,7 @@ class OnboardingTaskAdmin(admin.ModelAdmin):
             "summary": summary,
             "projection": projection,
             "env_projection": projection.environments[env.value],
+            "pool_readiness": pool_readiness(projection=projection.environments[env.value]),
             "gantt": projection_gantt(projection=projection),
             "export_csv_url": reverse(f"admin:{EXPORT_URL_NAME}", args=["csv"]),
             "export_ics_url": reverse(f"admin:{EXPORT_URL_NAME}", args=["ics"]),

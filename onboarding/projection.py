@@ -32,6 +32,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from onboarding.models import OnboardingGroup, OnboardingState, OnboardingTask, OnboardingTransition
+from onboarding.signals import pool_fill_requested
 from pool.models import Environment
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "TaskProjection",
     "WorkCalendar",
     "go_live_projection",
+    "pool_readiness",
 ]
 
 SCENARIOS = ("likely", "late")
@@ -333,3 +335,17 @@ def go_live_projection(*, start: date | None = None, environments: Iterable[str]
         calendar=calendar, today=today, tasks=ctx.out, late_factor=ctx.late_factor,
         environments={env: _environment(ctx, env, leads[env]) for env in envs},
     )
+
+
+def pool_readiness(*, projection: EnvironmentProjection) -> list[dict[str, object]]:
+    """Each pool of the environment: the gate opens on the projected dates, then refills fill the target
+    at the pool's measured refill speed (asked of the monitoring room through ``pool_fill_requested``)."""
+    rows: list[dict[str, object]] = []
+    for _receiver, answer in pool_fill_requested.send(sender=OnboardingTask, environment=projection.environment):
+        for pool in answer or []:
+            missing = max(int(pool["target"]) - int(pool["available"]), 0)
+            rate = pool["pairs_per_hour"]
+            hours = None if rate is None else missing / float(rate)
+            rows.append({**pool, "missing": missing, "hours_to_fill": hours,
+                         "likely": projection.likely, "late": projection.late})
+    return rows

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from onboarding.models import OnboardingTask
-from onboarding.projection import WorkCalendar, go_live_projection
+from onboarding.projection import WorkCalendar, go_live_projection, pool_readiness
 from onboarding.services import task_start, task_submit
 
 pytestmark = pytest.mark.django_db
@@ -107,3 +107,23 @@ def test_admin_exports_csv_and_icalendar_and_lists_projected_dates(client, onboa
     assert "Projected (likely / late)" in page
     kms = projection.tasks[onboarding_plan["kms-onboarding-uat"].pk]
     assert f"{kms.likely_end:%Y-%m-%d} / {kms.late_end:%Y-%m-%d}" in page
+
+
+def test_pool_readiness_adds_the_time_to_fill_at_the_measured_refill_speed(onboarding_plan, make_pool, client, lead):
+    from refill.models import RefillRun
+
+    pool = make_pool("prod-cards", pairs=1_000, environment="PRODUCTION", target_size=10_000)
+    end = timezone.now()
+    RefillRun.objects.create(pool=pool, trigger="manual", outcome="succeeded", requested=1_000, inserted=1_000,
+                             finished_at=end)
+    RefillRun.objects.filter(pool=pool).update(started_at=end - timedelta(seconds=36))  # 100,000 pairs/h
+    prod = go_live_projection().environments["PRODUCTION"]
+    (row,) = pool_readiness(projection=prod)
+    assert (row["pool"], row["missing"], row["pairs_per_hour"]) == ("prod-cards", 9_000, pytest.approx(100_000))
+    assert row["hours_to_fill"] == pytest.approx(0.09) and row["likely"] == prod.likely
+    # A pool that never refilled has no measured speed: no time to fill is invented.
+    uat = pool_readiness(projection=go_live_projection().environments["UAT"])
+    assert all(r["hours_to_fill"] is None and r["pool"] != "prod-cards" for r in uat)
+    client.force_login(lead)
+    page = client.get(reverse("admin:onboarding_onboardingtask_summary", args=["PRODUCTION"])).content.decode()
+    assert "0.1 h of refilling after " + prod.likely.isoformat() in page
