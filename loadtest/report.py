@@ -251,6 +251,23 @@ def bar_chart(*, title: str, bars: list[tuple[str, float, str]], y_label: str, w
     return "".join(out)
 
 
+def results_table_html(report: dict[str, Any]) -> str:
+    """The results as an HTML table that fits the page (one row per approach, latencies in ms)."""
+    head = ("<tr><th rowspan='2'>approach</th><th rowspan='2'>cards</th><th rowspan='2'>errors</th>"
+            "<th colspan='4'>create ms</th><th colspan='4'>detokenize ms</th><th rowspan='2'>TOME calls</th>"
+            "<th rowspan='2'>per card</th></tr><tr>" + "<th>p50</th><th>p95</th><th>p99</th><th>max</th>" * 2 + "</tr>")
+    rows = []
+    for name, data in report["approaches"].items():
+        cells = [name, f"{data['cards']:,}", f"{data['errors']:,}"]
+        for op in ("create", "detokenize"):
+            cells += [_ms(data["latency_ms"][op][cut]) for cut in ("p50", "p95", "p99", "max")]
+        per_card = data["tome_calls_per_card"]
+        cells += [f"{data['tome_calls']:,}", "-" if per_card is None else f"{per_card:.4f}"]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    return (f"<h2>Results</h2><table id='results' style='font-size:13px'><thead>{head}</thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
 def html_report(report: dict[str, Any], *, command: str | None = None) -> str:
     approaches = report["approaches"]
     charts: list[str] = []
@@ -300,5 +317,6 @@ def html_report(report: dict[str, Any], *, command: str | None = None) -> str:
     if command:
         parts.append(f"<p>Command: <code>{html.escape(command)}</code></p>")
     parts += [f"<figure>{chart}</figure>" for chart in charts]
-    parts.append(f"<h2>Table</h2><pre>{html.escape(text_table(report))}</pre></body></html>")
+    parts.append(results_table_html(report))
+    parts.append(f"<h2>Full output</h2><pre>{html.escape(text_table(report))}</pre></body></html>")
     return "\n".join(parts)

@@ -32,6 +32,9 @@ def test_both_goals_pass_with_their_numbers():
     page = html_report(report)
     assert page.index("id='verdict'") < page.index("<svg") and "data-verdict='PASS'" in page
     assert "load average" in page
+    # The results as a real table: one row per approach, the p99 in its own cell.
+    results = page.split("<table id='results'")[1].split("</table>")[0]
+    assert results.count("<tr><td>") == 2 and "<td>12.3</td>" in results
 
 
 def test_slow_or_erroring_pool_and_a_small_reduction_fail():
