@@ -36,7 +36,8 @@ from devtools.netutil import free_port
 from devtools.supervision import HANDLED_SIGNALS, PY, Stopping, Supervisor, log, set_parent_death_signal
 
 DEV_KEY_NAME = "dev-make-run"
-DEV_KEY_SCOPES = "reserve,lookup,detokenize,pools:read"
+# Every scope and grant: the development key also resolves tokens issued before the pool (TOME passthrough).
+DEV_KEY_SCOPES = "reserve,lookup,detokenize,pools:read,lookup:any,detokenize:any,lookup:tome,detokenize:tome"
 # The bootstrap's exit status when pool `default` is below its target (0: at target, no fill needed;
 # saves starting one more Django process on every ordinary restart).
 BOOTSTRAP_NEEDS_FILL = 3
