@@ -121,3 +121,32 @@ def test_repeated_unknown_batches_cost_tome_each_token_once_and_aggregate_the_au
     aggregates = AuditRecord.objects.filter(occurrences=1000)
     assert aggregates.count() == 63 and {r.outcome for r in aggregates} == {"not_found"}
 
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_of_the_same_unknown_tokens_ask_tome_once(make_api_key, api_as, default_pool, tome):
+    import threading
+
+    caller_key, raw = make_api_key(scopes=["lookup", "lookup:tome"], rate_limit=1_000_000)
+    tokens = [f"7{i:015d}" for i in range(200)]
+    api_as(raw).post("/api/v1/lookup/batch", {"internal_tokens": ["8" * 16]})  # warm: key verified
+    tome.reset_stats()
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def worker() -> None:
+        from django.db import connection
+
+        try:
+            barrier.wait()
+            statuses.append(api_as(raw).post("/api/v1/lookup/batch", {"internal_tokens": tokens}).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 8
+    assert tome.calls("ns2", "lookup") == 1  # one batch call for the 200 tokens, not 8
