@@ -23,12 +23,8 @@ class ApiKeyForm(forms.ModelForm):
         fields = ("name", "consumer", "scopes", "rate_limit_per_second", "expiry_date", "revoked")
 
 
-@admin.register(ApiKey)
-class ApiKeyAdmin(APIKeyModelAdmin):
-    form = ApiKeyForm
-    list_display = (*APIKeyModelAdmin.list_display, "consumer", "scope_list", "rate_limit_per_second", "last_used")
-    list_filter = ("revoked", "created", "consumer")
-    list_select_related = ("consumer", "usage")
+class ApiKeyColumnsMixin:
+    """The key's scopes and last use, as the key list and the consumer's inline show them."""
 
     @admin.display(description="scopes")
     def scope_list(self, obj: ApiKey) -> str:
@@ -38,6 +34,15 @@ class ApiKeyAdmin(APIKeyModelAdmin):
     def last_used(self, obj: ApiKey) -> object:
         usage = getattr(obj, "usage", None)  # none yet: the reverse accessor raises an AttributeError
         return usage.last_used_at if usage is not None else None
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(ApiKeyColumnsMixin, APIKeyModelAdmin):
+    form = ApiKeyForm
+    list_display = (*APIKeyModelAdmin.list_display, "consumer", "scope_list", "rate_limit_per_second", "last_used")
+    list_filter = ("revoked", "created", "consumer")
+    list_select_related = ("consumer", "usage")
+
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm, change: bool) -> None:
         if obj.consumer_id is None:
@@ -48,7 +53,7 @@ class ApiKeyAdmin(APIKeyModelAdmin):
         return False  # reservations and audit records point at keys; revoke instead
 
 
-class ApiKeyInline(admin.TabularInline):
+class ApiKeyInline(ApiKeyColumnsMixin, admin.TabularInline):
     model = ApiKey
     fields = ("name", "prefix", "scope_list", "revoked", "expiry_date", "last_used")
     readonly_fields = fields
@@ -56,14 +61,6 @@ class ApiKeyInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
 
-    @admin.display(description="scopes")
-    def scope_list(self, obj: ApiKey) -> str:
-        return ", ".join(obj.scopes)
-
-    @admin.display(description="last used")
-    def last_used(self, obj: ApiKey) -> object:
-        usage = getattr(obj, "usage", None)  # none yet: the reverse accessor raises an AttributeError
-        return usage.last_used_at if usage is not None else None
 
     def has_add_permission(self, request, obj=None) -> bool:  # noqa: ANN001
         return False

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from django.utils import timezone
@@ -162,14 +162,7 @@ def reservations_confirm_batch(*, reservation_ids: Sequence[uuid.UUID],
     expired = [rid for rid, pair in rest.items() if pair.status == PairStatus.RESERVED]
     if expired:  # RESERVED yet not confirmed by the UPDATE: its lease is over (not swept yet)
         execute(_RETIRE_EXPIRED_MANY_SQL, {"ids": expired})
-    results: list[TokenPair | str] = []
-    for rid in reservation_ids:
-        pair = done.get(rid) or rest.get(rid)
-        if pair is None:
-            results.append(NOT_FOUND)
-        else:
-            results.append(pair if pair.status == PairStatus.USED else NOT_ACTIVE)
-    return results
+    return _in_request_order(reservation_ids, done, rest, answered=lambda status: status == PairStatus.USED)
 
 
 def reservations_release_batch(*, reservation_ids: Sequence[uuid.UUID],
@@ -178,13 +171,22 @@ def reservations_release_batch(*, reservation_ids: Sequence[uuid.UUID],
     was), or ``not_found`` / ``reservation_not_active`` (a USED one). One UPDATE for the batch."""
     done = _by_id(pairs_from_rows(fetch(_RELEASE_MANY_SQL, {"ids": list(reservation_ids), "api_key": api_key.pk})))
     rest = _current_of(reservation_ids, done, api_key)
+    return _in_request_order(reservation_ids, done, rest, answered=lambda status: status != PairStatus.USED)
+
+
+def _in_request_order(reservation_ids: Sequence[uuid.UUID], done: dict[uuid.UUID, TokenPair],
+                      rest: dict[uuid.UUID, TokenPair], *,
+                      answered: Callable[[str], bool]) -> list[TokenPair | str]:
+    """Each id's answer as its single form gives it: the pair when its status is ``answered`` (the
+    action took effect, now or before), ``not_found`` for another key's or an unknown id, else
+    ``reservation_not_active``."""
     results: list[TokenPair | str] = []
     for rid in reservation_ids:
         pair = done.get(rid) or rest.get(rid)
         if pair is None:
             results.append(NOT_FOUND)
         else:
-            results.append(NOT_ACTIVE if pair.status == PairStatus.USED else pair)
+            results.append(pair if answered(pair.status) else NOT_ACTIVE)
     return results
 
 

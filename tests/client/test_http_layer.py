@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.client.scripted import Server
 from tokenpool_tome import HttpTokenizationLibrary, TokenPoolClient
 from tokenpool_tome.breaker import CircuitBreaker
 from tokenpool_tome.errors import CircuitOpenError
@@ -22,23 +23,6 @@ from tokenpool_tome.http_layer import (
     read_error_answer,
 )
 from tokenpool_tome.retry_policy import RetryPolicy
-
-Answer = httpx.Response | Exception
-
-
-class Server:
-    """Scripted answers in order (the last one repeats); remembers every request."""
-
-    def __init__(self, *answers: Answer) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
 
 
 def read_body(body: Any) -> tuple[str, str, dict[str, Any] | None, str | None]:

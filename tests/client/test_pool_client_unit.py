@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.client.scripted import Server
 from tokenpool_tome import (
     CLIENT_DIRECT,
     IdempotencyKeyReused,
@@ -48,29 +49,6 @@ def error(status: int, code: str, *, headers: dict[str, str] | None = None, **ex
     return httpx.Response(status, json={"code": code, "detail": f"{code} sentence", "correlation_id": correlation_id,
                                         **extra},
                           headers={"X-Correlation-ID": correlation_id, **(headers or {})})
-
-
-class Server:
-    """Scripted answers, in order (the last one repeats), and every request it saw."""
-
-    def __init__(self, *answers: httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        if callable(answer):
-            return answer(request)
-        return answer
-
-    def bodies(self) -> list[Any]:
-        return [json.loads(r.content) if r.content else None for r in self.requests]
-
-    def header(self, name: str) -> list[str | None]:
-        return [r.headers.get(name) for r in self.requests]
 
 
 class FakeTome:
