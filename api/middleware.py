@@ -7,8 +7,10 @@ from the headers *before a single body byte is read* (contract section 2), so a 
 valid key cannot make a worker wait on its upload; only then is the body read, bounded to 64 KiB,
 and handed to the view from memory. Errors answered without reading the body say
 ``Connection: close``: the unread bytes would otherwise be taken for the next request. A body
-that cannot be read (a malformed chunk, a truncated upload) is a JSON 400, a stalled one a 408;
-the web server bounds how long any read may wait (api/gunicorn_worker.py: 10 s per request).
+that cannot be read is a JSON 400: behind the edge proxy (Caddy, devtools/edge.py), which buffers
+whole bodies and cuts stalled clients off, that is the one case still reaching here — a malformed or
+over-limit chunked body Caddy forwards cut short. The 408 branch only serves a server run without the
+proxy (the Django test server).
 Every /api/v1/ response gets ``Cache-Control: no-store`` (they carry tokens).
 
 ``DatabaseDeadlineMiddleware``: every query of a request (API, admin, probes) is cut off after
@@ -85,8 +87,8 @@ class BodyReadError(Exception):
 def close_connection(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     """Tell the client (and the web server) this connection ends with this response.
 
-    Hop-by-hop headers are the server's business in WSGI: gunicorn with our worker honours this one
-    (api/gunicorn_worker.py). wsgiref (``runserver``, Django's live test server) refuses them
+    Hop-by-hop headers are the server's business in WSGI: gunicorn honours this one and Caddy
+    passes the close on to the client. wsgiref (``runserver``, Django's live test server) refuses them
     outright and drains unread bodies itself, so it is not told."""
     if not request.META.get("SERVER_SOFTWARE", "").startswith("WSGIServer/"):
         response["Connection"] = "close"

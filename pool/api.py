@@ -32,10 +32,11 @@ from pool.services import (
     reservations_confirm_batch,
     reservations_release_batch,
 )
-from pool.services.reservations import IDEMPOTENCY_KEY_REGEX
+from pool.services.reservations import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_REGEX
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 255, "pattern": IDEMPOTENCY_KEY_REGEX},
+    "Idempotency-Key",
+    {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH, "pattern": IDEMPOTENCY_KEY_REGEX},
     OpenApiParameter.HEADER, required=False,
     description="1-255 characters of A-Z, a-z, 0-9, '.', '_', ':', '-' (anything else → 400 invalid_request). "
                 "The same key with the same body returns the same reservation(s); with a different body → 422 "

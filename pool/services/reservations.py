@@ -29,8 +29,9 @@ logger = logging.getLogger(__name__)
 # The contract's limit on POST /reservations/batch (the API validates the same bound).
 MAX_BATCH_RESERVATIONS = 500
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
-IDEMPOTENCY_KEY_REGEX = r"^[A-Za-z0-9._:-]{1,255}$"  # contract section 2; the OpenAPI schema states it
-IDEMPOTENCY_KEY_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,255}")
+# Contract section 2; the OpenAPI schema states the same expression (pool/api.py).
+IDEMPOTENCY_KEY_REGEX = rf"^[A-Za-z0-9._:-]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}$"
+IDEMPOTENCY_KEY_PATTERN = re.compile(IDEMPOTENCY_KEY_REGEX)
 IDEMPOTENCY_CONSTRAINT = "pair_idempotency_unique"
 # Rounds of "count what the pool has, make the rest live, claim" before making everything live.
 _FALLBACK_ROUNDS = 3

@@ -216,7 +216,8 @@ def test_replay_reflects_the_current_state(api, default_pool):
     assert _reserve(api, expect=200, HTTP_IDEMPOTENCY_KEY="req-4")["status"] == "USED"
 
 
-@pytest.mark.parametrize("key", ["", "k" * 256, "a\tb", "a b", "key/1", "clé", "a;b", "{x}"])
+# "key-1\n": a trailing newline, which a `$`-anchored match alone would let through.
+@pytest.mark.parametrize("key", ["", "k" * 256, "a\tb", "a b", "key/1", "clé", "a;b", "{x}", "key-1\n"])
 @pytest.mark.parametrize("path,body", [("/api/v1/reservations", {}), ("/api/v1/reservations/batch", {"count": 1})])
 def test_idempotency_key_must_match_its_pattern(api, default_pool, key, path, body):
     """Issue 20 finding 8 (schemathesis ST201): a tab, a space, a slash... was accepted and stored."""

@@ -74,7 +74,7 @@ class Peer:
 def connection_spread(*, base_url: str, server_pid: int) -> Iterator[list[int]]:
     """How many of the run's kept-alive connections each web worker holds (sorted), sampled
     ``SPREAD_SAMPLE_SECONDS`` into the run: a process holding most of them serves them on one GIL
-    (api/accept_balance.py)."""
+    (docs/benchmarks.md, "Web server": why the spread is measured)."""
     port = int(base_url.rsplit(":", 1)[1])
     spread: list[int] = []
     timer = threading.Timer(SPREAD_SAMPLE_SECONDS, lambda: spread.extend(
