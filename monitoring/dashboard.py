@@ -18,8 +18,7 @@ from django.utils import timezone
 from monitoring.charts import activity_svg, chart_svg, chart_window, pool_activity
 from monitoring.metrics import tome_call_totals
 from monitoring.models import PoolAlert
-from monitoring.numbers import LIVE_CALLS_PER_CARD, RATE_WINDOW_HOURS
-from monitoring.numbers import hours_to_empty as hours_to_empty  # re-exported: the dashboard's own name
+from monitoring.numbers import LIVE_CALLS_PER_CARD, RATE_WINDOW_HOURS, hours_to_empty
 from monitoring.selectors import (
     ChartPoint,
     PairCounts,

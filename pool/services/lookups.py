@@ -40,9 +40,11 @@ class PairResult:
 
 # Pairs resolved only by TOME were issued before the pool existed; they are in use.
 _TOME_RESOLVED_STATUS = PairStatus.USED
-# One TOME miss resolution at a time per process: concurrent requests for the same unknown tokens
-# find the first one's answer in the negative cache instead of each asking TOME.
-_tome_miss_lock = threading.Lock()
+# Single flight per token and process: a request whose unknown tokens another thread is already
+# asking TOME about waits for that answer (then finds it in the negative cache) instead of asking
+# again; misses for other tokens go ahead in parallel.
+_in_flight: dict[str, threading.Event] = {}
+_in_flight_lock = threading.Lock()
 
 
 def pair_lookup(*, internal_token: str, api_key: ApiKey) -> PairResult:
@@ -134,17 +136,59 @@ def _negative_key(action: str, token: str) -> str:
 def _tome_misses(*, action: str, tokens: list[str], single: bool) -> dict[str, str | None]:
     """TOME's answer for tokens the database does not hold; tokens TOME did not know within the
     last LOOKUP_NEGATIVE_CACHE_SECONDS are answered from the negative cache without a call."""
-    with _tome_miss_lock:
-        cached = cache.get_many([_negative_key(action, t) for t in tokens])
-        ask = [t for t in tokens if _negative_key(action, t) not in cached]
-        answers: dict[str, str | None] = dict.fromkeys(tokens)
-        if ask:
-            answers.update(zip(ask, _tome_resolve(action=action, tokens=ask, single=single and len(ask) == 1),
-                               strict=True))
-            unknown = {_negative_key(action, t): 1 for t in ask if answers[t] is None}
-            if unknown:
-                cache.set_many(unknown, timeout=settings.LOOKUP_NEGATIVE_CACHE_SECONDS)
+    answers: dict[str, str | None] = dict.fromkeys(tokens)
+    mine, others = _claim_flights(action, tokens)
+    try:
+        _ask_tome(action=action, tokens=mine, single=single, answers=answers)
+    finally:
+        _land_flights(action, mine)
+    if others:
+        for event in {id(e): e for e in others.values()}.values():
+            event.wait()
+        # What the other flight learned: unknown tokens are now negative-cached; known ones (TOME
+        # answers are not cached) or a failed flight are asked again here.
+        cached = cache.get_many([_negative_key(action, t) for t in others])
+        _ask_tome(action=action, tokens=[t for t in others if _negative_key(action, t) not in cached],
+                  single=single, answers=answers)
     return answers
+
+
+def _claim_flights(action: str, tokens: list[str]) -> tuple[list[str], dict[str, threading.Event]]:
+    """(tokens this request asks TOME about, tokens another thread is asking about → its event)."""
+    mine: list[str] = []
+    others: dict[str, threading.Event] = {}
+    event = threading.Event()
+    with _in_flight_lock:  # the cache is read under the lock: a flight that just landed is seen
+        cached = cache.get_many([_negative_key(action, t) for t in tokens])
+        for token in dict.fromkeys(tokens):
+            key = _negative_key(action, token)
+            if key in cached:
+                continue
+            if key in _in_flight:
+                others[token] = _in_flight[key]
+            else:
+                _in_flight[key] = event
+                mine.append(token)
+    return mine, others
+
+
+def _land_flights(action: str, tokens: list[str]) -> None:
+    with _in_flight_lock:
+        events = {_in_flight.pop(_negative_key(action, t), None) for t in tokens}
+    for event in events:
+        if event is not None:
+            event.set()
+
+
+def _ask_tome(*, action: str, tokens: list[str], single: bool, answers: dict[str, str | None]) -> None:
+    """Ask TOME about ``tokens``, fill ``answers`` and negative-cache the ones TOME does not know."""
+    if not tokens:
+        return
+    answers.update(zip(tokens, _tome_resolve(action=action, tokens=tokens, single=single and len(tokens) == 1),
+                       strict=True))
+    unknown = {_negative_key(action, t): 1 for t in tokens if answers[t] is None}
+    if unknown:
+        cache.set_many(unknown, timeout=settings.LOOKUP_NEGATIVE_CACHE_SECONDS)
 
 
 def _tome_resolve(*, action: str, tokens: list[str], single: bool) -> list[str | None]:

@@ -8,8 +8,8 @@ import pytest
 from django.utils import timezone
 
 from monitoring.charts import ChartWindow, chart_svg
-from monitoring.dashboard import hours_to_empty
 from monitoring.models import PoolAlert, PoolSnapshot
+from monitoring.numbers import hours_to_empty
 from monitoring.selectors import ChartPoint, pool_chart_points
 from pool.models import PairSource, PairStatus, TokenPair
 from refill.models import RefillRun, RefillTrigger
