@@ -303,10 +303,16 @@ def verify_api_key(*, authorization: str | None, address: str) -> ApiKey | None:
     if known is None:
         # A prefix no usable key had at the last reload: a guess, or a key created within the last
         # API_KEY_REVOCATION_CHECK_SECONDS. Counted first, so a throttled address is refused before
-        # any key lookup; a new key from an address that is not throttled is then looked up.
+        # any key lookup (a bounded prefix reload aside); from an address that is not throttled the
+        # new key is looked up.
         refusal = _refuse(_bucket(address, None))
         if isinstance(refusal, exceptions.Throttled):
-            raise refusal
+            # The address is throttled for unknown prefixes; a key created a moment ago must not be
+            # refused for it (contract section 1): one bounded early reload of the prefixes decides.
+            known = _prefixes.get_fresh(prefix)
+            if known is None or not known.verifies(raw_key) or (api_key := _key_by_id(known.key_id)) is None:
+                raise refusal
+            return _accepted(digest, api_key)
         api_key = _usable_key(raw_key)
         if api_key is None:
             raise refusal

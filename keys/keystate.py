@@ -40,15 +40,21 @@ class KeyGenerationWatch:
         self._seen: int | None = None
         self._next_check = 0.0
 
-    def changed(self) -> bool:
+    def changed(self, *, at_most_every: float | None = None) -> bool:
+        """``at_most_every``: check now unless the last check is younger than this many seconds
+        (instead of ``API_KEY_REVOCATION_CHECK_SECONDS``): a bounded early look for a key that may
+        have been created a moment ago."""
         now = time.monotonic()
-        if now < self._next_check:
+        interval = settings.API_KEY_REVOCATION_CHECK_SECONDS
+        due = self._next_check if at_most_every is None else self._next_check - interval + at_most_every
+        if now < due:
             return False
         with self._lock:
-            if now < self._next_check:  # another thread just checked
+            due = self._next_check if at_most_every is None else self._next_check - interval + at_most_every
+            if now < due:  # another thread just checked
                 return False
             generation = key_generation_read()
-            self._next_check = time.monotonic() + settings.API_KEY_REVOCATION_CHECK_SECONDS
+            self._next_check = time.monotonic() + interval
             moved = self._seen is not None and generation != self._seen
             self._seen = generation
             return moved

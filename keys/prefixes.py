@@ -25,7 +25,12 @@ from django.utils import timezone
 from keys.keystate import KeyGenerationWatch
 from keys.models import ApiKey
 
-__all__ = ["KnownPrefixes", "PrefixEntry"]
+__all__ = ["KnownPrefixes", "PrefixEntry", "UNKNOWN_PREFIX_RECHECK_SECONDS"]
+
+# How often a process may look early at the shared key generation because a prefix it does not
+# know was presented: a key created a moment ago is known within this bound even from a throttled
+# address, and a guessing loop costs at most this many generation reads per second per process.
+UNKNOWN_PREFIX_RECHECK_SECONDS = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +56,15 @@ class KnownPrefixes:
             self._reload()
         entries = self._entries
         return entries.get(prefix) if entries is not None else None
+
+    def get_fresh(self, prefix: str) -> PrefixEntry | None:
+        """``get``, and for a prefix not known, one early look at the shared key generation (at most
+        every ``UNKNOWN_PREFIX_RECHECK_SECONDS``): a key created since the last reload is found."""
+        entry = self.get(prefix)
+        if entry is None and self._watch.changed(at_most_every=UNKNOWN_PREFIX_RECHECK_SECONDS):
+            self._reload()
+            entry = self.get(prefix)
+        return entry
 
     def add(self, api_key: ApiKey) -> None:
         """Remember a key just found in the database (created since the last reload)."""

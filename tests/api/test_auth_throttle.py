@@ -4,11 +4,16 @@ whose secret verifies is never refused because of others' failures; a throttled 
 database round trip. And per-key limits count items: a batch of N costs N."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from keys.prefixes import UNKNOWN_PREFIX_RECHECK_SECONDS
+
 pytestmark = pytest.mark.django_db
+GENERATION_READ = "core_apikey_generation"
 
 ALL = ["reserve", "lookup", "detokenize", "pools:read"]
 
@@ -47,10 +52,31 @@ def test_a_throttled_guess_costs_no_database_round_trip(api_as, make_api_key, de
     guesses = ["QqQqQqQq.guess", f"{key.prefix}.wrongsecretwrongsecretwrongsecret"]
     _flood(api_as, guesses, times=4)  # now throttled, both buckets
     for raw in guesses:
+        started = time.monotonic()
         with CaptureQueriesContext(connection) as queries:
             statuses = [api_as(raw).get("/api/v1/pools/default").status_code for _ in range(20)]
+        elapsed = time.monotonic() - started
         assert statuses == [429] * 20
-        assert queries.captured_queries == []  # no key lookup, no core_ratelimit, nothing
+        # No key lookup, no core_ratelimit: at most the bounded early look at the key generation
+        # that lets a key created a moment ago in (keys/prefixes.py), never one per guess.
+        reads = [q["sql"] for q in queries.captured_queries]
+        assert all(GENERATION_READ in sql for sql in reads), reads
+        assert len(reads) <= 1 + elapsed / UNKNOWN_PREFIX_RECHECK_SECONDS
+
+
+def test_a_key_created_a_moment_ago_is_not_refused_at_a_throttled_address(make_api_key, api_as, default_pool,
+                                                                           settings):
+    """Before: a key created since this process last loaded the prefixes was refused with 429 for up
+    to API_KEY_REVOCATION_CHECK_SECONDS while its address was throttled for unknown prefixes."""
+    settings.API_AUTH_FAILURE_RATE_PER_MINUTE = 3
+    settings.API_KEY_REVOCATION_CHECK_SECONDS = 3600  # no regular reload during the test
+    _flood(api_as, ["WwWwWwWw.guess"])  # the prefixes are loaded and this address is throttled
+    assert api_as("WwWwWwWw.guess").get("/api/v1/pools/default").status_code == 429
+    time.sleep(UNKNOWN_PREFIX_RECHECK_SECONDS)
+    _key, raw = make_api_key(scopes=ALL, name="brand-new")
+    statuses = [api_as(raw).get("/api/v1/pools/default").status_code for _ in range(5)]
+    assert statuses == [200] * 5
+    assert api_as("WwWwWwWw.guess").get("/api/v1/pools/default").status_code == 429
 
 
 def test_failures_of_one_prefix_do_not_throttle_another_prefix_or_address(make_api_key, api_as, default_pool,
