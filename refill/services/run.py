@@ -86,7 +86,8 @@ def refill_run(*, pool: Pool, trigger: str, count: int | None = None,
             logger.warning("refill_blocked_onboarding", extra={"pool": pool.name, "missing": missing})
             return run
 
-        with pool_lock(pool_id=pool.pk) as lock:
+        # The heartbeat keeps the lock for the run's budget and a margin for its last batch's write.
+        with pool_lock(pool_id=pool.pk, hold_seconds=budget + settings.REFILL_LOCK_IDLE_SECONDS) as lock:
             if lock is None:
                 run = _run_record_finished(
                     pool=pool, trigger=trigger, outcome=RefillOutcome.SKIPPED_LOCKED, correlation_id=cid,
@@ -160,6 +161,8 @@ def _fill(*, run: RefillRun, pool: Pool, deadline: float, budget: float, lock: L
         # TOME first, with no transaction open (a transaction held across the network holds back
         # VACUUM for every reservation).
         pairs = _generate_batch(client=client, n=n, run=run, pool=pool, batch_no=batch_no, deadline=deadline)
+        if not lock.alive():  # frozen past REFILL_LOCK_IDLE_SECONDS meanwhile: another run may own the pool
+            raise _Stop(RefillOutcome.FAILED, "Lost the refill lock's database session; stopped to stay single-flight.")
 
         # One transaction per batch: the pairs and the run's counters commit together, so the run
         # row always matches what is in the table, and a crash loses at most this batch.

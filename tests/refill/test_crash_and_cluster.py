@@ -70,6 +70,43 @@ def test_sigkill_mid_refill_leaves_only_whole_committed_batches_and_the_next_run
     assert_whole_pairs(pool)
 
 
+def test_a_frozen_refill_worker_stops_holding_the_pool_after_the_lock_idle_timeout(
+        refill_ready, make_pool, child_env, tmp_path):
+    """Issue 20: a refill worker stopped with SIGSTOP (alive to the kernel, its socket open) held the
+    pool's refill lock — and so every next refill — for the two-minute run lease. Its heartbeat
+    stops with it, so the server ends its lock session after REFILL_LOCK_IDLE_SECONDS."""
+    pool = make_pool("frozen-pool", target_size=3000, low_watermark=100, batch_size=100)
+    refill_ready.set_faults(latency_ms=120)
+    with open(tmp_path / "refill.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "refill_pool", "--pool", pool.name, "--trigger", "manual"],
+            cwd=ROOT, env=child_env(refill_ready, REFILL_LOCK_IDLE_SECONDS="2"), stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        wait_for(lambda: RefillRun.objects.filter(pool=pool, inserted__gte=200).exists(), timeout=60,
+                 message="the child to commit two batches")
+        assert pool_refill_locked(pool_id=pool.pk)  # alive past 2 s thanks to its heartbeat
+        os.kill(proc.pid, signal.SIGSTOP)
+        wait_for(lambda: not pool_refill_locked(pool_id=pool.pk), timeout=20,
+                 message="the server to end the frozen worker's lock session")
+        refill_ready.reset_faults()
+        nxt = refill_run(pool=pool, trigger=RefillTrigger.SCHEDULED)
+        assert nxt.outcome == RefillOutcome.SUCCEEDED, nxt.error
+        assert TokenPair.objects.filter(pool=pool, status=PairStatus.AVAILABLE).count() >= 3000
+        # Thawed, the old worker finds its lock session gone and stops instead of refilling beside it.
+        inserted_before = TokenPair.objects.filter(pool=pool).count()
+        os.kill(proc.pid, signal.SIGCONT)
+        assert proc.wait(timeout=30) is not None
+        assert TokenPair.objects.filter(pool=pool).count() <= inserted_before + 100  # at most its batch in flight
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+        stop(proc)
+        refill_ready.reset_faults()
+    assert_whole_pairs(pool)
+
+
 def test_a_real_qcluster_refills_a_pool_drained_by_reservations(refill_ready, make_pool, child_env, settings,
                                                                  tmp_path):
     from keys.models import ApiKey

@@ -196,7 +196,7 @@ def test_a_running_lease_whose_holder_is_gone_is_reclaimed_at_once(make_pool):
     from refill.services.lock import pool_lock
 
     pool = make_pool(low_watermark=100)
-    with pool_lock(pool_id=pool.pk) as lock:
+    with pool_lock(pool_id=pool.pk, hold_seconds=60) as lock:
         assert lock is not None
         token = refill_request(pool=pool)
         assert token is not None
@@ -218,3 +218,26 @@ def test_queued_and_cooldown_leases_are_not_reclaimed_before_they_expire(make_po
     assert refill_request(pool=pool) is None  # queued, nobody holds the lock yet: still de-duplicated
     RefillLease.objects.filter(pool=pool).update(state="cooldown")
     assert refill_request(pool=pool) is None  # a failure's cool-down is honoured
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_lock_heartbeat_keeps_a_live_run_and_ends_with_its_budget(make_pool, settings):
+    """The lock session's idle timeout is short (a frozen worker must not hold the pool); a live run
+    is kept by its heartbeat, and one hung past its budget is let go by the server."""
+    import time
+
+    from refill.services.lock import pool_lock, pool_refill_locked
+
+    settings.REFILL_LOCK_IDLE_SECONDS = 1.0
+    pool = make_pool(low_watermark=100)
+    with pool_lock(pool_id=pool.pk, hold_seconds=60) as lock:
+        assert lock is not None
+        time.sleep(2.5)  # more than twice the idle timeout without a statement from the run
+        assert pool_refill_locked(pool_id=pool.pk) and lock.alive()
+    assert not pool_refill_locked(pool_id=pool.pk)
+    with pool_lock(pool_id=pool.pk, hold_seconds=0.3) as lock:
+        assert lock is not None
+        deadline = time.monotonic() + 10
+        while pool_refill_locked(pool_id=pool.pk) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not pool_refill_locked(pool_id=pool.pk) and not lock.alive()

@@ -102,16 +102,16 @@ def test_the_refill_lock_is_single_flight_through_pgbouncer(through_pgbouncer, m
     from refill.services.lock import pool_lock, pool_refill_locked
 
     pool = make_pool(refill_enabled=False)
-    with pool_lock(pool_id=pool.pk) as held:
+    with pool_lock(pool_id=pool.pk, hold_seconds=60) as held:
         assert held is not None
         for _ in range(10):  # other clients keep using the pooled server sessions meanwhile
             assert _server_pids(3)
-            with pool_lock(pool_id=pool.pk) as other:
+            with pool_lock(pool_id=pool.pk, hold_seconds=60) as other:
                 assert other is None
             assert held.alive()
         assert pool_refill_locked(pool_id=pool.pk)
     assert not pool_refill_locked(pool_id=pool.pk)
-    with pool_lock(pool_id=pool.pk) as again:
+    with pool_lock(pool_id=pool.pk, hold_seconds=60) as again:
         assert again is not None
 
 

@@ -359,6 +359,8 @@ REFILL_BACKOFF_MAX_SECONDS = env.float("REFILL_BACKOFF_MAX_SECONDS", default=8.0
 REFILL_TRIGGER_MIN_INTERVAL_SECONDS = env.float("REFILL_TRIGGER_MIN_INTERVAL_SECONDS", default=1.0)
 REFILL_QUEUE_LEASE_SECONDS = env.float("REFILL_QUEUE_LEASE_SECONDS", default=300.0)
 REFILL_RUN_LEASE_SECONDS = env.float("REFILL_RUN_LEASE_SECONDS", default=120.0)
+# A frozen or hung refill's lock session ends after this long untouched (refill/services/lock.py).
+REFILL_LOCK_IDLE_SECONDS = env.float("REFILL_LOCK_IDLE_SECONDS", default=20.0)
 REFILL_COOLDOWN_SECONDS = env.float("REFILL_COOLDOWN_SECONDS", default=60.0)
 
 # --- Onboarding go-live projection (onboarding/projection.py) ---------------------------------
