@@ -20,6 +20,7 @@ Supervision (docs/operations.md, "Process runner"; devtools/supervision.py):
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -71,6 +72,8 @@ def edge_config(*, port: int, app_port: int, var: Path, tls: bool) -> EdgeConfig
 
 class Runner(Supervisor):
     ca_bundle: Path | None = None  # the local CA's root certificate once the proxy serves HTTPS
+    run_state: dict[str, object] = {}  # what var/run.json holds once written (replaced, never mutated)
+
     def start_database(self) -> None:
         """Embedded PostgreSQL (unless DATABASE_URL is set), then this process's settings."""
         # Stop the embedded server on exit only if this run started it (a test run may share it).
@@ -109,6 +112,8 @@ class Runner(Supervisor):
                                                        child=emulator):
             log("TOME emulator is not answering yet; continuing (the API serves what the database holds)")
         log(f"TOME at {settings.TOME_BASE_URL}")
+        self.write_run_state(tome_base_url=settings.TOME_BASE_URL,
+                             tome_port=settings.TOME_PORT if emulator is not None else None)
 
         if needs_fill:
             self.initial_fill()
@@ -117,10 +122,26 @@ class Runner(Supervisor):
 
         self.spawn("qcluster", [PY, "manage.py", "qcluster"], policy="restart")
         base = self.start_web(var)
+        self.write_run_state(base_url=base, port=settings.WEB_PORT,
+                             ca_bundle=str(self.ca_bundle) if self.ca_bundle else None)
         self._banner(base, var)
         while True:
             self.pause(0.25)
             self.supervise_once()
+
+    def write_run_state(self, **values: object) -> None:
+        """var/run.json: the ports and URLs this run uses, for `manage.py` commands started beside it
+        (tokenpool/settings/runstate.py reads it while this process lives; removed on stop)."""
+        path: Path = settings.RUN_STATE_FILE
+        state = {**self.run_state, "pid": os.getpid(), **values}
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(state, indent=1) + "\n")
+        os.replace(temporary, path)  # a reader never sees half a file
+        self.run_state = state
+
+    def remove_run_state(self) -> None:
+        if self.run_state:
+            settings.RUN_STATE_FILE.unlink(missing_ok=True)
 
     def start_web(self, var: Path) -> str:
         """The application server on a loopback port, then the edge proxy in front of it; the base URL."""
@@ -170,6 +191,7 @@ class Runner(Supervisor):
             f"  Dashboard: {base}/admin/dashboard/\n"
             f"  API docs:  {base}/api/docs/      Metrics: {base}/metrics\n"
             f"  Dev API key (all scopes, kept across runs) in {key}\n"
+            f"  Ports and URLs in {_shown(settings.RUN_STATE_FILE)} (manage.py commands beside this run use them)\n"
             f"  Try: curl -s {cacert}-XPOST -H \"Authorization: Api-Key $(cat {key})\" "
             f"-H 'Content-Type: application/json' -d '{{}}' {base}/api/v1/reservations\n"
             "  Ctrl-C stops everything.\n",
@@ -210,6 +232,7 @@ def main(argv: list[str]) -> int:
         return 1
     finally:
         runner.shutdown()
+        runner.remove_run_state()
 
 
 if __name__ == "__main__":

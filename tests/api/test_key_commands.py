@@ -39,6 +39,7 @@ def test_an_active_key_of_the_same_name_is_exit_2_and_nothing_changes():
     with pytest.raises(CommandError, match="already exists") as refused:
         call_command("create_api_key", "dup", "--scopes", "reserve", "--consumer", "other-team", stdout=io.StringIO())
     assert refused.value.returncode == 2
+    assert "rotate_api_key dup" in str(refused.value) and "revoke_api_key dup" in str(refused.value)
     after = (list(ApiKey.objects.values_list("pk", "name", "consumer__name", "revoked")), Consumer.objects.count())
     assert after == before  # no second key, no consumer "other-team"
 

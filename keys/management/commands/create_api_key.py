@@ -61,7 +61,9 @@ class Command(BaseCommand):
                                       consumer_name=consumer.strip() if consumer else None, rate_limit=rate_limit,
                                       actor=ACTOR)
         except ApiKeyNameTaken as exc:
-            raise CommandError(f"{exc.detail}; revoke it or rotate it (rotate_api_key {name})", returncode=2) from None
+            raise CommandError(f"{exc.detail} (its secret was shown once, when it was created). Keep using that "
+                               f"secret, or get a new one for the same key: manage.py rotate_api_key {name}; or "
+                               f"manage.py revoke_api_key {name}, then create it again", returncode=2) from None
         self.stdout.write(f"Created API key {name!r} for consumer {key.consumer.name!r} (prefix {key.prefix}, "
                           f"scopes {','.join(key.scopes)}). Store it now; it is not shown again:")
         self.stdout.write(raw)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +34,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--base-url", default=None,
-                            help="TokenPool to drive (default http://127.0.0.1:$PORT, PORT default 8000).")
+                            help="TokenPool to drive (default: http://127.0.0.1:$PORT when PORT is set, else the "
+                                 "running `make run` of this checkout as var/run.json says, else port 8000).")
         parser.add_argument("--api-key", default=None,
                             help="API key with the reserve and detokenize scopes (default $TOKENPOOL_API_KEY).")
         parser.add_argument("--approach", choices=[*ALL_APPROACHES, "both", "all"], default="both",
@@ -64,7 +64,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        api_key = opts["api_key"] or os.environ.get("TOKENPOOL_API_KEY")
+        api_key = opts["api_key"] or settings.TOKENPOOL_API_KEY
         if not api_key:
             raise CommandError("--api-key (or TOKENPOOL_API_KEY) is required: "
                                "python manage.py create_api_key loadtest --scopes reserve,detokenize")
@@ -73,14 +73,13 @@ class Command(BaseCommand):
         ns1, ns2, batch_size = self._pool_facts(opts["pool"])
         latency = opts["tome_latency_ms"]
         config = LoadtestConfig(
-            base_url=opts["base_url"] or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}",
+            base_url=opts["base_url"] or settings.WEB_BASE_URL,
             api_key=api_key,
             approaches={"both": APPROACHES, "all": ALL_APPROACHES}.get(opts["approach"], (opts["approach"],)),
             cards_per_day=opts["cards_per_day"], speedup=opts["speedup"], duration=opts["duration"],
             pool=opts["pool"], tome_url=opts["tome_url"] or settings.TOME_BASE_URL,
             tome_token=opts["tome_token"] or settings.TOME_API_TOKEN,
-            tome_admin_token=(opts["tome_admin_token"] or os.environ.get("TOME_EMULATOR_ADMIN_TOKEN")
-                              or "dev-tome-admin"),
+            tome_admin_token=opts["tome_admin_token"] or settings.TOME_EMULATOR_ADMIN_TOKEN,
             ns1=ns1, ns2=ns2, tome_latency_ms=None if latency < 0 else latency, timeout=opts["timeout"],
             workers=opts["workers"], find_max=opts["find_max"], find_max_start=opts["find_max_start"],
             find_max_limit=opts["find_max_limit"], step_seconds=opts["step_seconds"],
