@@ -1,0 +1,49 @@
+"""The load-test report as a reader sees it (issue 21 item 4; contract section 6): Chromium opens the
+page ``loadtest --report`` wrote and finds the verdict first, on screen without scrolling, and the
+results table whole inside its box at a 1400 px window (it used to be 1,711 px wide, cut off
+inside an 820 px box)."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+
+from tests.fixtures.browser import artifact
+from tests.loadtest.test_loadtest_smoke import RATE, served  # noqa: F401 - the fixture, shared
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_report_opens_with_its_verdict_and_its_table_fits(served: dict[str, Any],  # noqa: F811
+                                                              tmp_path: Path, browser_page: Any) -> None:
+    tome = served["tome"]
+    report = tmp_path / "loadtest.html"
+    call_command("loadtest", "--base-url", served["url"], "--api-key", served["key"], "--approach", "both",
+                 "--cards-per-day", str(RATE * 86_400), "--speedup", "1", "--duration", "2",
+                 "--report", str(report), "--pool", served["pool"].name,
+                 "--tome-url", tome.base_url, "--tome-token", tome.client_token,
+                 "--tome-admin-token", tome.admin_token, "--timeout", "30", "--no-progress",
+                 stdout=io.StringIO())
+
+    page = browser_page(viewport={"width": 1400, "height": 900})
+    page.goto(report.as_uri())
+    verdict = page.locator("#verdict")
+    box = verdict.bounding_box()
+    assert box is not None and box["y"] < 900  # on the first screen, before any chart
+    text = verdict.inner_text()
+    assert ("PASS" in text or "FAIL" in text) and "p99" in text and "TOME" in text
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1400
+    tables = page.locator("table")
+    assert tables.count() >= 1
+    for i in range(tables.count()):
+        fits = tables.nth(i).evaluate(
+            "t => { const box = t.parentElement; return t.getBoundingClientRect().right"
+            " <= box.getBoundingClientRect().right + 1 && box.scrollWidth <= box.clientWidth + 1; }")
+        assert fits, f"table {i} is wider than its box"
+    # The numbers a reader compares: both approaches' rows with their TOME calls per card.
+    body = page.locator("body").inner_text()
+    assert "pool" in body and "library" in body
+    page.screenshot(path=artifact("loadtest-report.png"), full_page=True)
