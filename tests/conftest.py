@@ -26,6 +26,16 @@ pytest_plugins = [
 ]
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """`make test` leaves no PostgreSQL behind: the embedded server this run started stops with it,
+    unless another client (another test run, a `make run` started meanwhile) still uses it."""
+    from devtools import embedded_db
+
+    if embedded_db.started_here():
+        embedded_db.stop_if_unused()
+        embedded_db.on_exit("quiet")
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings() -> None:
     """One test database per pytest process, so parallel runs on one embedded server never collide."""

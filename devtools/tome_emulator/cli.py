@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from devtools import embedded_db
 from devtools.tome_emulator import tokens as token_shapes
 from devtools.tome_emulator.faults import ERROR_CODES, Faults, FaultSettings, InvalidFaults
 from devtools.tome_emulator.server import EmulatorConfig, serve
@@ -102,6 +103,8 @@ def run(options: dict[str, Any]) -> None:
                             admin_token=options["admin_token"], max_batch=options["max_batch"])
     vault = Vault(database_url=options.get("database_url") or default_database_url(),
                   pool_size=options["db_pool_size"])
+    # Standalone (not under `make run`): the embedded PostgreSQL this process started stops with it.
+    embedded_db.on_exit("stop")
     try:
         serve(config=config, vault=vault, faults=faults, namespaces=namespaces)
     except OSError as exc:  # typically the port is taken

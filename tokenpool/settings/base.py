@@ -16,7 +16,6 @@ from tokenpool.settings.runstate import RUN_STATE
 from tome import TOME_BATCH_LIMIT
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").exists() else None
 
@@ -237,11 +236,10 @@ STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024  # contract: bodies over 64 KiB → 413 payload_too_large
 
 # --- TOME upstream -------------------------------------------------------------------------
-# Derived from TOME_PORT as devtools/runner.py does; when the environment names neither, from the running
-# `make run` of this checkout (var/run.json), so every `manage.py ...` reaches its TOME (contract section 1).
+# As devtools/runner.py derives it; unset, the running `make run`'s (var/run.json): every manage.py reaches its TOME.
 TOME_PORT = env.int("TOME_PORT", default=RUN_STATE.get("tome_port") or 8900)
-_TOME_OF_RUN = "" if "TOME_PORT" in env.ENVIRON else RUN_STATE.get("tome_base_url") or ""
-TOME_BASE_URL = env("TOME_BASE_URL", default=_TOME_OF_RUN or f"http://127.0.0.1:{TOME_PORT}")
+TOME_BASE_URL = env("TOME_BASE_URL", default=("" if "TOME_PORT" in env.ENVIRON else RUN_STATE.get("tome_base_url"))
+                    or f"http://127.0.0.1:{TOME_PORT}")
 TOME_API_TOKEN = env("TOME_API_TOKEN", default="dev-tome-token")
 TOME_NS1 = env("TOME_NS1", default="ns1")
 TOME_NS2 = env("TOME_NS2", default="ns2")
