@@ -122,28 +122,31 @@ NOT_FOUND = "not_found"
 NOT_ACTIVE = "reservation_not_active"
 MAX_BATCH_TRANSITIONS = 500
 
-# Rows are locked in id order first, so two batches naming the same reservations in different
-# orders queue behind each other instead of deadlocking.
-_CONFIRM_MANY_SQL = f"""
+# The batch forms lock the named rows of the key in id order first (FOR UPDATE, so two batches naming
+# the same reservations in different orders queue behind each other instead of deadlocking) and
+# decide on the locked row's latest version, which FOR UPDATE returns. Only the unique
+# reservation_id index can serve the CTE and only the primary key the UPDATE, whatever the
+# statistics say: with a status condition in either, the planner may pick `pair_lease_expiry_idx`
+# (RESERVED rows only, estimated at 1 row when the table was last analysed full of AVAILABLE pairs,
+# as right after a refill) and join it to the batch in a nested loop, so every batch compared each
+# of its ids with every live lease: 0.5-0.9 s for 500 ids among 10,000 leases, seconds under load,
+# past the request's query deadline (docs/benchmarks.md, "Buffered client").
+_LOCK_BATCH_CTE = """
 WITH target AS MATERIALIZED (
-    SELECT id FROM core_tokenpair
+    SELECT id, status, expires_at FROM core_tokenpair
      WHERE reservation_id = ANY(%(ids)s::uuid[]) AND reserved_by_id = %(api_key)s
-       AND status = 'RESERVED' AND expires_at > now()
      ORDER BY id FOR UPDATE
-)
+)"""
+
+_CONFIRM_MANY_SQL = f"""{_LOCK_BATCH_CTE}
 UPDATE core_tokenpair AS t SET status = 'USED', used_at = now()
-  FROM target WHERE t.id = target.id AND t.status = 'RESERVED'
+  FROM target WHERE t.id = target.id AND target.status = 'RESERVED' AND target.expires_at > now()
 RETURNING {RETURNING}
 """
 
-_RELEASE_MANY_SQL = f"""
-WITH target AS MATERIALIZED (
-    SELECT id FROM core_tokenpair
-     WHERE reservation_id = ANY(%(ids)s::uuid[]) AND reserved_by_id = %(api_key)s AND status = 'RESERVED'
-     ORDER BY id FOR UPDATE
-)
+_RELEASE_MANY_SQL = f"""{_LOCK_BATCH_CTE}
 UPDATE core_tokenpair AS t SET status = 'RETIRED', retired_at = now()
-  FROM target WHERE t.id = target.id AND t.status = 'RESERVED'
+  FROM target WHERE t.id = target.id AND target.status = 'RESERVED'
 RETURNING {RETURNING}
 """
 

@@ -38,6 +38,9 @@ class Command(BaseCommand):
         parser.add_argument("--pgbench-pairs", type=int, default=20_000)
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--worker-threads", type=int, default=4)
+        parser.add_argument("--layouts", default="unbuffered,1x,2x",
+                            help="Which runs, comma-separated: unbuffered (1 x --threads), 1x (buffered, 1 x "
+                                 "--threads), 2x (buffered, 2 x --threads/2).")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -49,10 +52,11 @@ class Command(BaseCommand):
             handle.write(raw_key)  # mode 0600: the key never goes onto a command line
         try:
             with web_server(workers=opts["workers"], threads=opts["worker_threads"], say=self.stdout.write) as server:
-                layouts = [(f"unbuffered 1x{threads}", False, 1, threads, opts["pairs"] // 5),
-                           (f"buffered 1x{threads}", True, 1, threads, opts["pairs"]),
-                           (f"buffered 2x{threads // 2}", True, 2, threads // 2, opts["pairs"])]
-                for label, buffered, processes, per_process, pairs in layouts:
+                wanted = set(opts["layouts"].split(","))
+                layouts = [("unbuffered", f"unbuffered 1x{threads}", False, 1, threads, opts["pairs"] // 5),
+                           ("1x", f"buffered 1x{threads}", True, 1, threads, opts["pairs"]),
+                           ("2x", f"buffered 2x{threads // 2}", True, 2, threads // 2, opts["pairs"])]
+                for _, label, buffered, processes, per_process, pairs in (x for x in layouts if x[0] in wanted):
                     pool = scratch_pool(pairs=pairs, pools=pools)
                     runs[label] = self.phase(server.base_url, handle.name, pool, buffered=buffered,
                                              processes=processes, threads=per_process, opts=opts)
