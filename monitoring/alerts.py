@@ -130,7 +130,7 @@ def pool_findings(*, pool: Pool, counts: PairCounts, tome: TomeHealth, now: date
     findings.append(Finding(AlertCondition.TOME_UNAVAILABLE, AlertSeverity.CRITICAL, down_any, tome_details))
 
     window = settings.ALERT_DIRECT_WINDOW_MINUTES
-    direct = direct_reservations_since(pool=pool, since=now - timedelta(minutes=window))
+    direct = direct_reservations_since(pool=pool, since=now - timedelta(minutes=window), direct_now=counts.direct)
     findings.append(Finding(AlertCondition.DIRECT_FALLBACK, AlertSeverity.WARNING, direct > 0,
                             {"direct_reservations": direct, "window_minutes": window}))
     return findings

@@ -11,18 +11,15 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Sum
+from django.db.models import Sum
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.html import escape
 
+from monitoring.models import PoolSnapshot
 from monitoring.numbers import DIRECT_CALLS_PER_PAIR
-from monitoring.selectors import (
-    ANCHOR_MARGIN,
-    ChartPoint,
-    pool_snapshots_latest,
-)
-from pool.models import PairSource, Pool, TokenPair
+from monitoring.selectors import ChartPoint, pool_snapshots_latest
+from pool.models import Pool
 from refill.models import RefillRun
 
 # ---- time axis ------------------------------------------------------------------------------
@@ -100,9 +97,11 @@ class ActivityBucket:
         return value / (self.width / timedelta(hours=1))
 
 
-def pool_activity(*, pool: Pool, window: ChartWindow) -> list[ActivityBucket]:
-    """Refill and TOME activity of ``pool`` per bucket over ``window``, grouped by PostgreSQL
-    (``date_bin``): two small grouped queries whatever the range."""
+def pool_activity(*, pool: Pool, window: ChartWindow, direct_now: int) -> list[ActivityBucket]:
+    """Refill and TOME activity of ``pool`` per bucket over ``window``: refill runs grouped by
+    PostgreSQL (``date_bin``); the direct fallback's pairs from the growth of the snapshots' direct
+    count (``direct_now``, the counters, is the live end), each growth in the bucket of the snapshot
+    that saw it. No query touches the pair table."""
     origin, width = window.buckets()
     stride = f"{int(width.total_seconds())} seconds"
     buckets = {}
@@ -117,15 +116,14 @@ def pool_activity(*, pool: Pool, window: ChartWindow) -> list[ActivityBucket]:
         if (bucket := buckets.get(row["bucket"])) is not None:
             bucket.refilled += row["inserted"] or 0
             bucket.tome_calls += row["calls"] or 0
-    # Direct pairs are new rows: only the id tail after the snapshot anchor before the window is read.
-    anchor = pool_snapshots_latest(pool_ids=[pool.pk], before=origin - ANCHOR_MARGIN).get(pool.pk)
-    direct = (TokenPair.objects.filter(pool=pool, id__gt=anchor.anchor_id if anchor else 0, source=PairSource.DIRECT,
-                                       reserved_at__gte=origin)
-              .annotate(bucket=RawSQL("date_bin(%s::interval, reserved_at, %s)", (stride, origin)))
-              .values("bucket").annotate(n=Count("*")).order_by())
-    for row in direct:
-        if (bucket := buckets.get(row["bucket"])) is not None:
-            bucket.tome_calls += DIRECT_CALLS_PER_PAIR * row["n"]
+    before = pool_snapshots_latest(pool_ids=[pool.pk], before=origin).get(pool.pk)
+    previous = before.reserved_direct if before else 0
+    series = list(PoolSnapshot.objects.filter(pool=pool, taken_at__gt=origin, taken_at__lte=window.end)
+                  .order_by("taken_at").values_list("taken_at", "reserved_direct"))
+    for at, total in [*series, (window.end, direct_now)]:
+        grown, previous = max(total - previous, 0), total
+        if grown and (bucket := buckets.get(origin + width * ((at - origin) // width))) is not None:
+            bucket.tome_calls += DIRECT_CALLS_PER_PAIR * grown
     return list(buckets.values())
 
 

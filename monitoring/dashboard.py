@@ -25,7 +25,6 @@ from monitoring.selectors import (
     last_refill_run,
     open_alerts,
     pair_counts,
-    pair_counts_exact_mode,
     pool_chart_points,
     pool_consumption_rates,
     pool_refill_rate,
@@ -82,7 +81,6 @@ class DashboardData:
     cards: list[PoolCard]
     range_key: str
     generated_at: datetime
-    exact_counts: bool
     tome_calls_by_operation: list[tuple[str, str, int, int]] = field(default_factory=list)
 
 
@@ -108,7 +106,7 @@ def pool_card(*, pool: Pool, counts: PairCounts, range_hours: int, now: datetime
     if points:
         points.append(ChartPoint(at=now, available=counts.available, consumption_per_hour=consumption_1h))
     window = chart_window(pool=pool, points=points, hours=range_hours, now=now)
-    activity = pool_activity(pool=pool, window=window)
+    activity = pool_activity(pool=pool, window=window, direct_now=direct)
     return PoolCard(
         pool=pool, counts=counts,
         consumption_1h=consumption_1h,
@@ -141,7 +139,7 @@ def dashboard_data(*, range_key: str = "24h") -> DashboardData:
         entry = by_op.setdefault((namespace, operation), [0, 0])
         entry[0 if outcome == "ok" else 1] += int(n)
     return DashboardData(
-        cards=cards, range_key=range_key, generated_at=now, exact_counts=pair_counts_exact_mode(),
+        cards=cards, range_key=range_key, generated_at=now,
         tome_calls_by_operation=[(ns, op, ok, err) for (ns, op), (ok, err) in sorted(by_op.items())],
     )
 

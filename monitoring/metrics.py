@@ -131,7 +131,7 @@ def tome_last_seen() -> dict[str, dict[str, float]]:
 
 
 class DatabaseCollector:
-    """Pool state read from PostgreSQL at scrape time (see ``selectors.pair_counts``)."""
+    """Pool state read from PostgreSQL at scrape time (pair counts: the trigger-kept counters, ``pool/counters.py``)."""
 
     def collect(self) -> Iterator[Metric]:
         # Not at module top: this module is imported by processes without Django's app registry
@@ -160,10 +160,6 @@ class DatabaseCollector:
         low = GaugeMetricFamily("tokenpool_pool_low_watermark", "Refill starts below this.", labels=["pool"])
         critical = GaugeMetricFamily("tokenpool_pool_critical_watermark", "Critical alert below this.",
                                      labels=["pool"])
-        age = GaugeMetricFamily(
-            "tokenpool_pool_counts_age_seconds",
-            "Age of the USED/RETIRED counts (0 = counted by this scrape; see docs/operations.md).",
-            labels=["pool"])
         alerts = GaugeMetricFamily("tokenpool_alerts_open", "Open alerts by condition.",
                                    labels=["pool", "condition", "severity"])
         for pool in data.pools:
@@ -177,10 +173,9 @@ class DatabaseCollector:
             target.add_metric([pool.name], pool.target_size)
             low.add_metric([pool.name], pool.low_watermark)
             critical.add_metric([pool.name], pool.critical_watermark)
-            age.add_metric([pool.name], counts.terminal_age_seconds)
         for pool_name, condition, severity, value in data.open_alerts:
             alerts.add_metric([pool_name, condition, severity], value)
-        yield from (pairs, reservations, refills, target, low, critical, age, alerts)
+        yield from (pairs, reservations, refills, target, low, critical, alerts)
 
 
 def _registry() -> CollectorRegistry:

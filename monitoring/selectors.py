@@ -1,14 +1,9 @@
 """Reads for /metrics, the dashboard and the alert evaluator.
 
-Counting pairs on a pair table that grows to tens of millions of rows (USED pairs are never
-deleted) must not scan it on every scrape. What is cheap:
-- AVAILABLE and RESERVED counts walk the partial indexes ``pair_available_idx`` and
-  ``pair_lease_expiry_idx`` (small: at most the pool's target and its live leases);
-- pairs inserted since a ``PoolSnapshot``'s ``anchor_id`` are a primary-key range scan.
-So below ``MONITORING_EXACT_COUNT_MAX_ROWS`` (planner estimate) everything is one exact grouped
-count; above it, AVAILABLE/RESERVED and the reservation counters stay exact (rows inserted ever,
-from the last snapshot plus the tail, minus AVAILABLE) and only the USED/RETIRED split comes from
-the last snapshot (``terminal_age_seconds`` says how old). docs/operations.md has the figures.
+Nothing here counts the pair table: pairs per (pool, status, source) come from the counters that
+PostgreSQL keeps with every write (``pool/counters.py``; exact, a SUM over a table of a few hundred
+rows at any pair-table size), and rates over time come from the differences between those counters
+now and the ``PoolSnapshot`` nearest the window start (docs/architecture.md, "Pair counters").
 """
 from __future__ import annotations
 
@@ -17,21 +12,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from django.conf import settings
-from django.db import connection
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Sum
 from django.utils import timezone
 
 from monitoring.models import PoolAlert, PoolSnapshot
 from monitoring.numbers import DIRECT_CALLS_PER_PAIR, RATE_WINDOW_HOURS, hours_to_empty
-from pool.models import PairSource, PairStatus, Pool, TokenPair
+from pool.counters import pair_counter_totals
+from pool.models import PairSource, PairStatus, Pool
 from refill.models import RefillOutcome, RefillRun
 
 STATUSES = [s.value for s in PairStatus]
 SOURCES = [s.value for s in PairSource]
-# A pair id is taken as committed once its row is this old: no insert transaction lives this long
-# (refill batches commit in well under a second; idle transactions are cut off after 60 s).
-ANCHOR_MARGIN = timedelta(minutes=5)
 
 
 @dataclass
@@ -39,8 +30,6 @@ class PairCounts:
     by_status: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
     # Pairs ever handed out by source ("pool" | "direct"): every non-AVAILABLE pair was reserved once.
     reservations_by_source: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SOURCES, 0))
-    terminal_age_seconds: float = 0.0  # 0: USED/RETIRED counted now; else age of the snapshot used
-    exact: bool = True
 
     @property
     def available(self) -> int:
@@ -62,65 +51,20 @@ class PairCounts:
     def reservations_total(self) -> int:
         return sum(self.reservations_by_source.values())
 
-
-def table_row_estimate(*, table: str) -> int:
-    """The planner's row estimate (``pg_class.reltuples``; -1 = never analysed, read as 0)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [table])
-        row = cursor.fetchone()
-    return max(int(row[0]), 0) if row and row[0] is not None else 0
-
-
-def pair_counts_exact_mode() -> bool:
-    table = TokenPair._meta.db_table  # noqa: SLF001 - Model._meta is Django's documented Options API
-    return bool(table_row_estimate(table=table) <= settings.MONITORING_EXACT_COUNT_MAX_ROWS)
+    @property
+    def direct(self) -> int:
+        return self.reservations_by_source[PairSource.DIRECT]
 
 
 def pair_counts(*, pools: list[Pool]) -> dict[int, PairCounts]:
-    """Counts per pool id (every pool of ``pools`` is present)."""
-    if pair_counts_exact_mode():
-        return _pair_counts_full(pool_ids=[p.pk for p in pools])
-    return _pair_counts_incremental(pools=pools)
-
-
-def _pair_counts_full(*, pool_ids: list[int]) -> dict[int, PairCounts]:
-    result = {pk: PairCounts() for pk in pool_ids}
-    rows = (TokenPair.objects.filter(pool_id__in=pool_ids).values_list("pool_id", "status", "source")
-            .annotate(n=Count("*")).order_by())
-    for pool_id, status, source, n in rows:
+    """Counts per pool id (every pool of ``pools`` is present), from the trigger-kept counters."""
+    result = {p.pk: PairCounts() for p in pools}
+    for pool_id, keys in pair_counter_totals(pool_ids=list(result)).items():
         counts = result[pool_id]
-        counts.by_status[status] += n
-        if status != PairStatus.AVAILABLE:
-            counts.reservations_by_source[source] += n
-    return result
-
-
-def _pair_counts_incremental(*, pools: list[Pool]) -> dict[int, PairCounts]:
-    now = timezone.now()
-    pool_ids = [p.pk for p in pools]
-    result = {pk: PairCounts(exact=False) for pk in pool_ids}
-    # Both filters match a partial index predicate exactly, so neither touches USED/RETIRED rows.
-    for status in (PairStatus.AVAILABLE, PairStatus.RESERVED):
-        for pool_id, n in (TokenPair.objects.filter(status=status, pool_id__in=pool_ids)
-                           .values_list("pool_id").annotate(n=Count("*")).order_by()):
-            result[pool_id].by_status[status] = n
-    latest = pool_snapshots_latest(pool_ids=pool_ids)
-    for pool_id in pool_ids:
-        counts, snap = result[pool_id], latest.get(pool_id)
-        if snap is None:  # never snapshotted: pay for one exact count of this pool
-            result[pool_id] = _pair_counts_full(pool_ids=[pool_id])[pool_id]
-            continue
-        rows = dict.fromkeys(SOURCES, 0)
-        rows[PairSource.POOL] += snap.rows_pool
-        rows[PairSource.DIRECT] += snap.rows_direct
-        for source, n in (TokenPair.objects.filter(pool_id=pool_id, id__gt=snap.anchor_id)
-                          .values_list("source").annotate(n=Count("*")).order_by()):
-            rows[source] += n
-        counts.reservations_by_source[PairSource.POOL] = max(rows[PairSource.POOL] - counts.available, 0)
-        counts.reservations_by_source[PairSource.DIRECT] = rows[PairSource.DIRECT]
-        counts.by_status[PairStatus.USED] = snap.used
-        counts.by_status[PairStatus.RETIRED] = snap.retired
-        counts.terminal_age_seconds = max((now - snap.taken_at).total_seconds(), 0.0)
+        for (status, source), n in keys.items():
+            counts.by_status[status] += n
+            if status != PairStatus.AVAILABLE:
+                counts.reservations_by_source[source] += n
     return result
 
 
@@ -129,12 +73,6 @@ def pool_snapshots_latest(*, pool_ids: list[int], before: datetime | None = None
     if before is not None:
         qs = qs.filter(taken_at__lte=before)
     return {s.pool_id: s for s in qs.order_by("pool_id", "-taken_at").distinct("pool_id")}
-
-
-def pair_anchor_id(*, before: datetime) -> int:
-    """The newest pair id created before ``before`` (walks the primary key back from the end)."""
-    row = (TokenPair.objects.filter(created_at__lt=before).order_by("-id").values_list("id", flat=True)[:1])
-    return row[0] if row else 0
 
 
 def refill_run_counts() -> dict[int, dict[str, int]]:
@@ -175,17 +113,10 @@ def metrics_snapshot() -> MetricsData:
 
 def pool_consumption_rates(*, pool: Pool, windows: tuple[int, ...] = (1, 24),
                            counts: PairCounts | None = None) -> dict[int, float]:
-    """Pairs handed out per hour over each window (hours), any source.
-
-    Small table: one exact count by ``reserved_at`` for all windows together. Large table (no index
-    on ``reserved_at``, by design of the hot path): cumulative reservations now minus those of the
-    snapshot nearest the window start, divided by the time actually between them."""
+    """Pairs handed out per hour over each window (hours), any source: reservations ever now (the
+    counters) minus those of the snapshot nearest the window start (the oldest one while the history
+    is shorter), divided by the time actually between them; 0 until a snapshot is a minute old."""
     now = timezone.now()
-    if pair_counts_exact_mode():
-        filters = {f"w{h}": Count("id", filter=Q(reserved_at__gte=now - timedelta(hours=h))) for h in windows}
-        longest = now - timedelta(hours=max(windows))
-        got = TokenPair.objects.filter(pool=pool, reserved_at__gte=longest).aggregate(**filters)
-        return {h: got[f"w{h}"] / h for h in windows}
     total_now = (counts or pair_counts(pools=[pool])[pool.pk]).reservations_total
     oldest = PoolSnapshot.objects.filter(pool=pool).order_by("taken_at").first()
     rates: dict[int, float] = {}
@@ -242,12 +173,12 @@ def pool_chart_points(*, pool: Pool, hours: int, max_points: int = 288) -> list[
     return points
 
 
-def direct_reservations_since(*, pool: Pool, since: datetime) -> int:
-    """Direct-fallback pairs made since ``since``: they are new rows, so only the id tail is read."""
-    anchor_snap = pool_snapshots_latest(pool_ids=[pool.pk], before=since - ANCHOR_MARGIN).get(pool.pk)
-    floor = anchor_snap.anchor_id if anchor_snap else 0
-    return cast(int, TokenPair.objects.filter(pool=pool, id__gt=floor, source=PairSource.DIRECT,
-                                              reserved_at__gte=since).count())
+def direct_reservations_since(*, pool: Pool, since: datetime, direct_now: int) -> int:
+    """Direct-fallback pairs made since ``since``: ``direct_now`` (the counters) minus the direct pairs
+    of the newest snapshot taken at or before ``since`` (0 without one: every direct pair counts). The
+    window is thus up to one snapshot interval longer than asked, never shorter."""
+    snap = pool_snapshots_latest(pool_ids=[pool.pk], before=since).get(pool.pk)
+    return max(direct_now - (snap.reserved_direct if snap else 0), 0)
 
 
 def refill_recent_outcomes(*, pool: Pool, limit: int) -> list[str]:
@@ -273,8 +204,7 @@ def open_alerts(*, pool: Pool | None = None) -> list[PoolAlert]:
 
 def pool_health(*, pool: Pool) -> dict[str, Any]:
     """The contract's pool health body (GET /api/v1/pools/{name})."""
-    # The monitoring counts: exact on small tables, index + snapshot based on large ones, so this
-    # endpoint never scans tens of millions of USED rows per call.
+    # The trigger-kept counters: exact, and this endpoint never counts the pair table.
     pair = pair_counts(pools=[pool])[pool.pk]
     counts = pair.by_status
     consumption = pool_consumption_rates(pool=pool, windows=(RATE_WINDOW_HOURS,), counts=pair)[RATE_WINDOW_HOURS]

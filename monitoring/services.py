@@ -4,12 +4,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import TYPE_CHECKING, cast
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from monitoring.models import ConsumerAdoption, PoolAlert, PoolConfigChange, PoolSnapshot
-from monitoring.selectors import ANCHOR_MARGIN, pair_anchor_id, pool_tome_calls
-from pool.models import PairSource, PairStatus, Pool, TokenPair
+from monitoring.selectors import pair_counts, pool_tome_calls
+from pool.models import Pool
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -21,43 +21,20 @@ AUDITED_POOL_FIELDS = ("target_size", "low_watermark", "critical_watermark", "ba
 
 
 def pool_snapshots_take(*, now: datetime | None = None) -> list[PoolSnapshot]:
-    """Count every pool's pairs once and store one ``PoolSnapshot`` per pool.
-
-    One sequential scan of the pair table for all pools together (the only full scan monitoring
-    makes; its cost on a large table is in docs/operations.md). ``anchor_id`` pins which rows the
-    ``rows_*`` columns cover, so later reads count only the rows inserted after it."""
+    """Store one ``PoolSnapshot`` per pool from the trigger-kept pair counters (no count of the pair
+    table: one small SUM for all pools, however many pairs there are)."""
     now = now or timezone.now()
     pools = list(Pool.objects.all())
     if not pools:
         return []
-    anchor = pair_anchor_id(before=now - ANCHOR_MARGIN)
-    table = TokenPair._meta.db_table  # noqa: SLF001 - Model._meta is Django's documented Options API
-    per_pool: dict[int, dict[str, int]] = {
-        p.pk: {"AVAILABLE": 0, "RESERVED": 0, "USED": 0, "RETIRED": 0, "direct": 0,
-               "rows_pool": 0, "rows_direct": 0} for p in pools}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT pool_id, status, source, count(*), count(*) FILTER (WHERE id <= %s) "  # noqa: S608
-            f"FROM {table} GROUP BY 1, 2, 3", [anchor])
-        for pool_id, status, source, n, n_anchored in cursor.fetchall():
-            counts = per_pool.get(pool_id)
-            if counts is None:  # a pool created since the list above
-                continue
-            counts[status] += n
-            if source == PairSource.DIRECT:
-                counts["direct"] += n
-                counts["rows_direct"] += n_anchored
-            else:
-                counts["rows_pool"] += n_anchored
+    counts = pair_counts(pools=pools)
     snapshots = []
     for pool in pools:
-        c = per_pool[pool.pk]
-        reserved_total = c["RESERVED"] + c["USED"] + c["RETIRED"]
+        c = counts[pool.pk]
         snapshots.append(PoolSnapshot(
-            pool=pool, taken_at=now, available=c[PairStatus.AVAILABLE], reserved=c[PairStatus.RESERVED],
-            used=c[PairStatus.USED], retired=c[PairStatus.RETIRED], reserved_total=reserved_total,
-            reserved_direct=c["direct"], tome_calls_total=pool_tome_calls(pool=pool, direct_pairs=c["direct"]),
-            anchor_id=anchor, rows_pool=c["rows_pool"], rows_direct=c["rows_direct"],
+            pool=pool, taken_at=now, available=c.available, reserved=c.reserved, used=c.used, retired=c.retired,
+            reserved_total=c.reservations_total, reserved_direct=c.direct,
+            tome_calls_total=pool_tome_calls(pool=pool, direct_pairs=c.direct),
         ))
     return cast(list[PoolSnapshot], PoolSnapshot.objects.bulk_create(snapshots))
 

@@ -14,8 +14,8 @@ from common.append_only import AppendOnlyError, AppendOnlyModel
 from common.choices import TextChoices
 from tome import TOME_BATCH_LIMIT
 
-__all__ = ["Environment", "Pool", "PairStatus", "PairSource", "TokenPair", "AuditAction", "AuditOutcome",
-           "AuditRecord", "AppendOnlyError", "TokenAccessKind", "TokenReveal", "REVEAL_PERMISSION"]
+__all__ = ["Environment", "Pool", "PairStatus", "PairSource", "TokenPair", "PairCounter", "AuditAction",
+           "AuditOutcome", "AuditRecord", "AppendOnlyError", "TokenAccessKind", "TokenReveal", "REVEAL_PERMISSION"]
 
 # Showing a pair's full tokens in the admin takes this permission (view permission shows them masked).
 REVEAL_PERMISSION = "pool.reveal_tokenpair"
@@ -156,6 +156,31 @@ class TokenPair(models.Model):
 
     def __str__(self) -> str:
         return f"pair #{self.pk} ({self.status})"
+
+
+class PairCounter(models.Model):
+    """Pairs per (pool, status, source), kept by PostgreSQL triggers on the pair table (pool migration 0004).
+
+    Never written by Python: statement-level triggers add each INSERT/UPDATE/DELETE statement's net
+    change to the row of the writing connection (``shard`` = ``pg_backend_pid()``), so concurrent
+    reservations never wait on each other's counter row, and the counts commit with the pairs.
+    ``pool/counters.py`` reads them (SUM over shards) and folds the rows of ended connections into
+    shard 0. A shard's ``n`` may be negative (a connection that only reserved has AVAILABLE -k)."""
+
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="+", db_index=False)
+    status = models.CharField(max_length=16, choices=PairStatus.choices)
+    source = models.CharField(max_length=8, choices=PairSource.choices)
+    shard = models.IntegerField(help_text="pg_backend_pid() of the connection that wrote; 0: folded.")
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "pool_paircounter"
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "status", "source", "shard"], name="paircounter_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pool_id} {self.status}/{self.source} shard {self.shard}: {self.n}"
 
 
 class AuditAction(TextChoices):

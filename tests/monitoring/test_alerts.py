@@ -13,6 +13,7 @@ from monitoring.alerts import alerts_evaluate
 from monitoring.metrics import TOME_LAST_OK, TOME_LAST_UNAVAILABLE, record_tome_call
 from monitoring.models import AlertCondition, PoolAlert
 from monitoring.notifications import webhook_post
+from monitoring.services import pool_snapshots_take
 from pool.models import Pool
 from refill.models import RefillOutcome, RefillRun, RefillTrigger
 from tokenpool_tome.client import CallRecord
@@ -118,6 +119,7 @@ def test_direct_fallback_opens_while_recent_and_resolves_after_window(make_pool,
     alert = PoolAlert.objects.get(pool=pool, condition="direct_fallback", resolved_at__isnull=True)
     assert alert.details["direct_reservations"] == 2
 
+    pool_snapshots_take()  # the snapshot schedule's next run: the window's baseline from now on
     later = timezone.now() + timedelta(minutes=16)
     alerts_evaluate(now=later, probe=lambda: True, notify=False)
     assert "direct_fallback" not in _conditions(pool)

@@ -11,6 +11,7 @@ from monitoring.charts import ChartWindow, chart_svg
 from monitoring.models import PoolAlert, PoolSnapshot
 from monitoring.numbers import hours_to_empty
 from monitoring.selectors import ChartPoint, pool_chart_points
+from monitoring.services import pool_snapshots_take
 from pool.models import PairSource, PairStatus, TokenPair
 from refill.models import RefillRun, RefillTrigger
 
@@ -39,8 +40,10 @@ def test_admin_index_links_to_the_dashboard(admin_client):
 
 def test_dashboard_figures_match_the_database(admin_client, make_pool, pair_states):
     pool = make_pool("dash", pairs=120, target_size=200, low_watermark=150, critical_watermark=20)
-    two_hours_ago = timezone.now() - timedelta(hours=2)
-    pair_states(pool, used=10, reserved_at=two_hours_ago)  # consumed before the last hour
+    now = timezone.now()
+    pool_snapshots_take(now=now - timedelta(hours=25))  # nothing handed out yet
+    pair_states(pool, used=10, reserved_at=now - timedelta(hours=2))  # consumed before the last hour
+    pool_snapshots_take(now=now - timedelta(minutes=61))  # the snapshot nearest the 1 h window start
     pair_states(pool, reserved=3, used=6, retired=2, direct=4)  # consumed within the last hour
     RefillRun.objects.create(pool=pool, trigger=RefillTrigger.SCHEDULED, outcome="succeeded",
                              finished_at=timezone.now(), requested=120, inserted=120, tome_calls=2)
@@ -57,9 +60,10 @@ def test_dashboard_figures_match_the_database(admin_client, make_pool, pair_stat
     assert int(got["retired"]) == db[PairStatus.RETIRED] == 2
     # Cards are confirmed reservations only: the live leases and the released/expired ones are not.
     assert int(got["cards-issued"]) == db[PairStatus.USED] == 16
-    in_last_hour = TokenPair.objects.filter(pool=pool, reserved_at__gte=timezone.now() - timedelta(hours=1)).count()
-    assert float(got["consumption-1h"]) == in_last_hour == 15
-    assert float(got["consumption-24h"]) == pytest.approx(25 / 24)
+    # Rates: reservations ever now (the counters) minus the snapshot nearest the window start, per hour
+    # of the time actually between them.
+    assert float(got["consumption-1h"]) == pytest.approx(15 / (61 / 60), rel=0.01)
+    assert float(got["consumption-24h"]) == pytest.approx(25 / 25, rel=0.01)
     assert float(got["refill-1h"]) == 120 and float(got["refill-24h"]) == pytest.approx(5.0)
     # Net of refills: 120 refilled in the last hour against 15 consumed, the pool is not draining.
     assert got["hours-to-empty"] == ""
@@ -123,26 +127,22 @@ def test_hours_to_empty():
     assert hours_to_empty(available=100, consumption_per_hour=40) == 2.5
 
 
-def test_large_table_mode_rates_come_from_snapshot_differences(admin_client, make_pool, pair_states, settings):
-    """Above the exact-count threshold nothing scans by reserved_at: consumption is the growth of
-    the cumulative count since the snapshot nearest the window start."""
+def test_rates_come_from_snapshot_differences(admin_client, make_pool, pair_states):
+    """Nothing scans by reserved_at: consumption is the growth of the cumulative count since the
+    snapshot nearest the window start; the counts themselves are exact (the counters)."""
     pool = make_pool("bigpool", pairs=100)
     pair_states(pool, used=30)
-    TokenPair.objects.filter(pool=pool).update(created_at=timezone.now() - timedelta(days=2))
     now = timezone.now()
     PoolSnapshot.objects.bulk_create([
         PoolSnapshot(pool=pool, taken_at=now - timedelta(hours=25), available=100, reserved=0, used=0, retired=0,
-                     reserved_total=0, anchor_id=TokenPair.objects.filter(pool=pool).order_by("-id").first().pk,
-                     rows_pool=100),
+                     reserved_total=0),
         PoolSnapshot(pool=pool, taken_at=now - timedelta(hours=2), available=80, reserved=0, used=20, retired=0,
                      reserved_total=20),
     ])
-    settings.MONITORING_EXACT_COUNT_MAX_ROWS = -1
     got = figures(admin_client.get("/admin/dashboard/").content.decode(), "bigpool")
-    assert int(got["cards-issued"]) == 20 and int(got["available"]) == 70  # USED, from the snapshot
+    assert int(got["cards-issued"]) == int(got["used"]) == 30 and int(got["available"]) == 70
     assert float(got["consumption-1h"]) == pytest.approx(10 / 2, rel=0.01)  # 10 more than 2 h ago
     assert float(got["consumption-24h"]) == pytest.approx(30 / 25, rel=0.01)
-    assert int(got["used"]) == 20  # USED comes from the newest snapshot in this mode
 
 
 def _card(html: str, pool: str) -> str:
@@ -197,7 +197,7 @@ def test_activity_chart_plots_refills_and_tome_calls_per_bucket(make_pool, pair_
     pair_states(pool, direct=3)  # three live pairs made by the fallback just now: 2 TOME calls each
     window = chart_window(pool=pool, points=[], hours=24, now=now)
     assert abs((window.start - (now - timedelta(minutes=20))).total_seconds()) < 1  # from the refill on
-    buckets = pool_activity(pool=pool, window=window)
+    buckets = pool_activity(pool=pool, window=window, direct_now=3)
     assert sum(b.refilled for b in buckets) == 600 and sum(b.tome_calls for b in buckets) == 12 + 6
     [refill_bucket] = [b for b in buckets if b.refilled]
     assert refill_bucket.at <= now - timedelta(minutes=20) < refill_bucket.at + refill_bucket.width
@@ -242,20 +242,22 @@ def test_each_tile_equals_its_charts_last_point(admin_client, make_pool, pair_st
     """The stock chart ends at the tiles: available pairs and last-hour consumption, not a snapshot ago."""
     pool = make_pool("tiles", pairs=200, target_size=300)
     now = timezone.now()
-    # Snapshots every 5 minutes for 2 h, 1 reservation per minute; then 9 more reservations since the last one.
+    # Snapshots every 5 minutes for 2 h, 1 reservation per minute; then 9 more reservations since the last one
+    # (124 handed out now, 60 of them an hour ago).
     PoolSnapshot.objects.bulk_create([
-        PoolSnapshot(pool=pool, taken_at=now - timedelta(minutes=m), available=300 - (120 - m), reserved=0,
+        PoolSnapshot(pool=pool, taken_at=now - timedelta(minutes=m), available=200 - (120 - m), reserved=0,
                      used=120 - m, retired=0, reserved_total=120 - m)
         for m in range(120, 0, -5)
     ])
-    pair_states(pool, used=9)
+    pair_states(pool, used=124)
     html = admin_client.get("/admin/dashboard/").content.decode()
     got = figures(html, "tiles")
     svg = re.search(r'data-testid="stock-chart">(<svg.*?</svg>)', _card(html, "tiles"), re.DOTALL).group(1)
     last_available = int(re.search(r'data-last-available="([^"]+)"', svg).group(1))
     last_consumption = float(re.search(r'data-last-consumption="([^"]+)"', svg).group(1))
-    assert last_available == int(got["available"]) == 191
-    assert last_consumption == pytest.approx(float(got["consumption-1h"])) and last_consumption == 9
+    assert last_available == int(got["available"]) == 76
+    assert last_consumption == pytest.approx(float(got["consumption-1h"]))
+    assert last_consumption == pytest.approx(64, rel=0.01)
     # The line's points are hourly rates too (the tile's window), not 5-minute rates scaled up:
     # one reservation a minute is 60/h.
     rates = [p.consumption_per_hour for p in pool_chart_points(pool=pool, hours=24)]

@@ -6,9 +6,10 @@ import os
 import secrets
 import subprocess
 import sys
-from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from monitoring.metrics import record_tome_call
@@ -155,29 +156,16 @@ def test_counters_written_by_another_process_are_summed(scrape):
                         {"namespace": namespace, "operation": "detokenize", "outcome": "ok"}) == 7
 
 
-def test_large_table_mode_keeps_counters_exact_without_a_full_scan(make_pool, pair_states, scrape, settings):
-    """Above MONITORING_EXACT_COUNT_MAX_ROWS, AVAILABLE/RESERVED and the reservation counters are
-    still exact (partial indexes + rows inserted after the snapshot's anchor); USED/RETIRED come
-    from the latest snapshot."""
-    from monitoring.services import pool_snapshots_take
-
+def test_scrape_counts_come_from_the_counters_and_equal_a_fresh_count(make_pool, pair_states, scrape):
+    """Every pair family is exact (the trigger-kept counters), after reservations, direct pairs and a
+    refill's new rows; the scrape reads the counter table, never the pair table."""
     pool = make_pool(pairs=40)
     pair_states(pool, used=5, retired=1)
-    # Rows older than the anchor margin, as they would be on a real deployment.
-    TokenPair.objects.filter(pool=pool).update(created_at=timezone.now() - timedelta(minutes=30))
-    taken_at = timezone.now() - timedelta(minutes=10)  # an older snapshot, so its age is visible
-    pool_snapshots_take(now=taken_at)
-    snapshot = pool.snapshots.get()
-    assert snapshot.anchor_id == TokenPair.objects.filter(pool=pool).order_by("-id").first().pk
-    assert (snapshot.rows_pool, snapshot.rows_direct, snapshot.used) == (40, 0, 5)
-    # After the snapshot: more reservations, direct pairs and a refill's new rows.
     pair_states(pool, reserved=3, used=4, direct=2)
     make_pool(pool.name, pairs=10)
 
-    settings.MONITORING_EXACT_COUNT_MAX_ROWS = -1  # force the large-table path
-    before = timezone.now()
-    text = scrape()
-    after = timezone.now()
+    with CaptureQueriesContext(connection) as queries:
+        text = scrape()
     exact = {s: TokenPair.objects.filter(pool=pool, status=s).count() for s in PairStatus}
 
     def value(name: str, **labels: str) -> float | None:
@@ -185,15 +173,13 @@ def test_large_table_mode_keeps_counters_exact_without_a_full_scan(make_pool, pa
 
     assert value("tokenpool_pool_pairs", status="AVAILABLE") == exact[PairStatus.AVAILABLE] == 37
     assert value("tokenpool_pool_pairs", status="RESERVED") == exact[PairStatus.RESERVED] == 5
+    assert value("tokenpool_pool_pairs", status="USED") == exact[PairStatus.USED] == 9
+    assert value("tokenpool_pool_pairs", status="RETIRED") == exact[PairStatus.RETIRED] == 1
     assert value("tokenpool_reservations_total", source="pool") == TokenPair.objects.filter(
         pool=pool, source=PairSource.POOL).exclude(status=PairStatus.AVAILABLE).count() == 13
     assert value("tokenpool_reservations_total", source="direct") == 2
-    # USED/RETIRED: as of the snapshot (5 and 1), not the 9 USED now.
-    assert value("tokenpool_pool_pairs", status="USED") == snapshot.used == 5
-    assert value("tokenpool_pool_pairs", status="RETIRED") == 1
-    # The age is the snapshot's: between its age when the scrape started and when it ended.
-    age = value("tokenpool_pool_counts_age_seconds")
-    assert (before - taken_at).total_seconds() <= age <= (after - taken_at).total_seconds()
+    scrape_sql = [q["sql"] for q in queries.captured_queries]
+    assert scrape_sql and not any("core_tokenpair" in sql for sql in scrape_sql)
 
 
 def test_database_collector_failure_still_serves_process_metrics(scrape, monkeypatch):

@@ -392,8 +392,6 @@ PROMETHEUS_MULTIPROC_DIR_FROM_ENV = (env("PROMETHEUS_MULTIPROC_DIR", default="")
                                      or env("prometheus_multiproc_dir", default=""))
 MONITORING_SNAPSHOT_MINUTES = env.int("MONITORING_SNAPSHOT_MINUTES", default=5)
 MONITORING_SNAPSHOT_RETENTION_DAYS = env.int("MONITORING_SNAPSHOT_RETENTION_DAYS", default=35)
-# Above this many pairs (planner estimate) /metrics stops full-scanning the pair table for USED/RETIRED.
-MONITORING_EXACT_COUNT_MAX_ROWS = env.int("MONITORING_EXACT_COUNT_MAX_ROWS", default=1_000_000)
 
 # The process-level settings (logging, the edge proxy, the application server, `make run`'s runner)
 # live in processes.py, read the same way; imported here so every environment layer has them.
