@@ -12,6 +12,10 @@ why: docs/operations.md "The edge".
 - Request buffering: the body is read into the proxy (``request_buffers`` larger than the body limit,
   so the limit trips while buffering) before the upstream request starts, so no application thread
   waits on a client. A declared ``Content-Length`` over the limit is refused before any body byte is read.
+- Only whole requests reach the application: a request without a declared length (chunked, or no body)
+  passes through a relay, a second server of the same Caddy on an abstract Unix socket (``_relay``),
+  so a chunked body the proxy could not read whole (bad chunk, over the limit) never reaches the
+  application server; tests/edge/test_whole_bodies.py counts the bytes it receives.
 - The 64 KiB body limit (413 ``payload_too_large``, ``Connection: close``) and the contract's JSON error
   body for every error the proxy answers itself under /api/ (``handle_errors``).
 - ``X-Correlation-ID``: a valid one is passed through, anything else replaced by a new one, before the
@@ -20,6 +24,7 @@ why: docs/operations.md "The edge".
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sys
 import sysconfig
@@ -38,6 +43,7 @@ CORRELATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"  # contract section 2, as a
 # What the proxy answers itself: (Caddy's error status and message, as a regular expression) → the
 # status the client gets, the contract's code and detail. A body the proxy could not read as framed
 # surfaces as a 502 from the proxy handler with Go's chunked-reader message: a client error, a 400.
+# The relay (``_relay``) answers with the same table: what it refuses reaches the client unchanged.
 ERRORS = (
     (r"^502:.*(chunk|unexpected.EOF)", 400, "invalid_request", "The request body is not validly framed."),
     (r"^400:", 400, "invalid_request", "The request is not valid HTTP."),
@@ -160,6 +166,24 @@ def _error_handlers() -> str:
     )
 
 
+def relay_socket(storage: Path | str) -> str:
+    """The buffering relay's address (see ``_relay``): an abstract Unix socket (Linux; no file to create
+    or clean up), one per proxy, named after its data directory so proxies side by side never share one."""
+    return f"unix/@tokenpool-edge-relay-{hashlib.sha256(str(storage).encode()).hexdigest()[:16]}"
+
+
+def _proxy(upstream: str, *, extra: str = "") -> str:
+    return (
+        f"\treverse_proxy {upstream} {{\n"
+        "\t\tlb_policy least_conn\n"
+        f"\t\trequest_buffers {REQUEST_BUFFERS}\n"
+        f"{extra}"
+        f"\t\ttransport http {{\n\t\t\tkeepalive {UPSTREAM_KEEPALIVE_SECONDS}s\n"
+        "\t\t\tkeepalive_idle_conns_per_host 64\n\t\t}\n"
+        "\t}\n"
+    )
+
+
 def _site(config: EdgeConfig) -> str:
     lines = [", ".join(config.sites) + " {\n"]
     if config.bind:
@@ -179,20 +203,42 @@ def _site(config: EdgeConfig) -> str:
         # A body of exactly BODY_LIMIT bytes passes; one byte more trips the reader while the proxy
         # buffers (REQUEST_BUFFERS), before the upstream request starts.
         f"\trequest_body {{\n\t\tmax_size {BODY_LIMIT}\n\t}}\n"
-        f"\treverse_proxy {config.upstream} {{\n"
-        "\t\tlb_policy least_conn\n"
-        f"\t\trequest_buffers {REQUEST_BUFFERS}\n"
-        f"\t\ttransport http {{\n\t\t\tkeepalive {UPSTREAM_KEEPALIVE_SECONDS}s\n"
-        "\t\t\tkeepalive_idle_conns_per_host 64\n\t\t}\n"
-        "\t}\n"
+        # A body with a declared length cannot fail but as a connection error (cut short, deadline),
+        # which cancels the request before the proxy dials: straight to the application. Any other
+        # (chunked, or none) goes through the relay, which the application never sees a broken body from.
+        "\t@declared_length header Content-Length *\n"
+        + _proxy(config.upstream).replace("\treverse_proxy ", "\treverse_proxy @declared_length ", 1)
+        + _proxy(relay_socket(config.storage))
     )
     lines.append(_error_handlers())
     lines.append("}\n")
     return "".join(lines)
 
 
+def _relay(config: EdgeConfig) -> str:
+    """The buffering relay: a second server of the same proxy, on a Unix socket only the first one
+    reaches, in front of the application server, for the requests without a declared length.
+
+    Why (docs/operations.md "The edge"): when reading a chunked body fails inside the proxy (a bad
+    chunk, one byte over the limit), Caddy 2.11's request buffering keeps the error to itself and still
+    sends the upstream request: Go's transport flushes the headers first and each chunk as it goes, then
+    drops the connection when the read fails. A relay in between receives exactly that: a request whose
+    connection ends before its body does, a connection read error that cancels the relay's request
+    before it dials the application (Go's server cancels a request's context on any read error of its
+    connection). So only whole requests reach the application. The client address, scheme and host the
+    first server set are passed on unchanged."""
+    forwarded = "".join(f"\t\theader_up {name} {{http.request.header.{name}}}\n"
+                        for name in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"))
+    return ("http:// {\n"
+            f"\tbind {relay_socket(config.storage)}\n"
+            f"\trequest_body {{\n\t\tmax_size {BODY_LIMIT}\n\t}}\n"
+            + _proxy(config.upstream, extra=forwarded)
+            + _error_handlers()
+            + "}\n")
+
+
 def caddyfile(config: EdgeConfig) -> str:
-    return _global_options(config) + "\n" + _site(config)
+    return _global_options(config) + "\n" + _site(config) + "\n" + _relay(config)
 
 
 def docker_caddyfile() -> str:

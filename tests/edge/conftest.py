@@ -6,6 +6,8 @@ deploy/gunicorn.conf.py, as ``make run`` starts it) on this test run's database,
 couple of stuck requests would be every thread it has), read deadline 3 s (production: 10 s) to keep
 the suite fast. ``edge_server.app_requests()`` counts the requests the application server answered
 (its access log): what the proxy refused must not appear there.
+``counting_edge`` (module): the same proxy in front of a CountingUpstream (tests/edge/counting_upstream.py),
+which counts the connections, bytes and whole requests the proxy sends it.
 ``edge_key``: a committed all-scope API key and a pool ``edge`` with pairs (transactional tests).
 ``raw_request(port, data, wait)``: send bytes, read until the server closes or ``wait`` passes.
 """
@@ -26,6 +28,7 @@ import httpx
 import pytest
 
 from devtools.edge import EdgeConfig, caddy_command, caddyfile, root_certificate
+from tests.edge.counting_upstream import CountingUpstream
 from tests.fixtures.processes import ROOT, ServerProcess
 
 READ_DEADLINE_SECONDS = 3
@@ -67,11 +70,11 @@ class WebServer(ServerProcess):
 
 
 class EdgeProxy(ServerProcess):
-    """Caddy on a free loopback port in front of ``app`` (a running WebServer)."""
+    """Caddy on a free loopback port in front of ``app`` (a running WebServer, or a CountingUpstream)."""
 
     name = "caddy"
 
-    def __init__(self, *, app: WebServer, tmp: Path, tls: bool = False,
+    def __init__(self, *, app: WebServer | CountingUpstream, tmp: Path, tls: bool = False,
                  read_timeout: float = READ_DEADLINE_SECONDS) -> None:
         super().__init__(log_path=tmp / "caddy.log")
         self.app = app
@@ -138,7 +141,7 @@ def running_web_server(django_db_blocker: Any, tmp_path_factory: pytest.TempPath
 
 
 @contextmanager
-def running_edge(app: WebServer, tmp: Path, *, tls: bool = False) -> Iterator[EdgeProxy]:
+def running_edge(app: WebServer | CountingUpstream, tmp: Path, *, tls: bool = False) -> Iterator[EdgeProxy]:
     proxy = EdgeProxy(app=app, tmp=tmp, tls=tls)
     proxy.start()
     try:
@@ -158,6 +161,17 @@ def app_server(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: 
 def edge_server(app_server: WebServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProxy]:
     with running_edge(app_server, tmp_path_factory.mktemp("caddy")) as proxy:
         yield proxy
+
+
+@pytest.fixture(scope="module")
+def counting_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProxy]:
+    upstream = CountingUpstream()
+    upstream.start()
+    try:
+        with running_edge(upstream, tmp_path_factory.mktemp("caddy-counting")) as proxy:
+            yield proxy
+    finally:
+        upstream.stop()
 
 
 @pytest.fixture(scope="module")
