@@ -149,8 +149,13 @@ class ReservationBuffer:
                     raise BufferClosed()
                 if self._failure is not None and (self._fetches_done != asked or self._clock() < self._retry_at):
                     raise self._failure
-                self._wanted = True
-                self._cond.notify_all()
+                if not self._wanted:
+                    # Wake the refill thread once. Waiting callers never wake each other: each
+                    # notify_all here woke every other waiter, which notified again, a livelock
+                    # that kept a core busy per process while the buffer was empty (2 x 8 threads
+                    # starved the server: docs/benchmarks.md, "Buffered client").
+                    self._wanted = True
+                    self._cond.notify_all()
                 self._cond.wait(timeout=_IDLE_WAKE_SECONDS)
 
     @property

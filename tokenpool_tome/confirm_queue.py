@@ -63,7 +63,8 @@ class ConfirmQueue:
         with self._cond:
             while (len(self._queue) >= MAX_QUEUED and not self._closed and not self._deferred
                    and self._worker_alive()):
-                self._cond.notify_all()
+                # No notify here: with this many queued the flushing thread does not wait, and a
+                # notify would wake the other held-back callers, who would notify in turn (a livelock).
                 self._cond.wait(timeout=self._interval)
             if self._closed:
                 return False

@@ -312,3 +312,44 @@ def test_an_unbuffered_client_registers_no_process_hooks_until_it_queues():
         client = TokenPoolClient(BASE, "key", transport=httpx.MockTransport(FakeTokenPool()))
         assert register.call_count == 0
         client.close()
+
+
+def test_callers_waiting_for_a_refill_do_not_wake_each_other():
+    """While the buffer is empty and a fetch is out, waiting callers sleep until it answers: each
+    waiter used to notify every other one, which notified in turn (a livelock that kept a core busy
+    per process and starved the server, docs/benchmarks.md "Buffered client"). Each pass of a
+    waiter's loop reads the clock once, so the clock counts the passes: with the livelock, tens of
+    thousands while the fetch is held; without it, a few per waiter (woken once per second at most)."""
+    release_fetch, waiting = threading.Event(), threading.Barrier(9)
+    reads = [0]
+
+    def clock() -> float:
+        reads[0] += 1
+        return 1000.0
+
+    def fetch(size: int) -> list[Reservation]:
+        release_fetch.wait(timeout=30)
+        return [Reservation.from_body(body()) for _ in range(size)]
+
+    buffer = ReservationBuffer(fetch=fetch, release=lambda ids: None, buffer_seconds=30, safety_margin=60,
+                               clock=clock, close_timeout=5)
+    handed: list[Reservation] = []
+
+    def take() -> None:
+        waiting.wait()
+        handed.append(buffer.take())
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for t in threads:
+        t.start()
+    waiting.wait()
+    time.sleep(0.3)  # the takers are all waiting now (or spinning, which is what this looks for)
+    before = reads[0]
+    time.sleep(0.3)
+    passes = reads[0] - before
+    release_fetch.set()
+    for t in threads:
+        t.join()
+    buffer.close()
+    assert passes < 100, passes
+    assert len({h.reservation_id for h in handed}) == 8
