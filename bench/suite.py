@@ -3,7 +3,9 @@
 Starts what the benchmarks need by itself (like `make run`, but on free ports and in its own
 database ``tokenpool_bench`` of the embedded PostgreSQL, so a running `make run` keeps its pool):
 migrations, UAT onboarding approved, a TOME emulator, the default pool filled, an API key, the
-django-q2 cluster and gunicorn. Then it runs every entry of ``SUITE`` as ``manage.py …`` with the
+django-q2 cluster, gunicorn and the edge proxy in front of it exactly as `make run` serves it
+(devtools.runner.edge_config: Caddy on a free port, plain HTTP; ``PORT`` points there, so the load
+test's pool approaches go through the proxy). Then it runs every entry of ``SUITE`` as ``manage.py …`` with the
 stack's environment, and rewrites the section of docs/benchmarks.md between ``BEGIN`` and ``END``
 (machine facts, each command, its numbers). The hand-written analysis around it is left alone.
 
@@ -34,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from devtools import embedded_db
+from devtools.edge import caddy_command, caddyfile
 from devtools.netutil import free_port, wait_answering
-from devtools.runner import web_command
+from devtools.runner import edge_config, web_command
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -221,14 +224,27 @@ def start_stack() -> Stack:
                        "reserve,lookup,detokenize,pools:read", "--rate-limit", "1000000",
                        capture=True).strip().splitlines()[-1]
     env["TOKENPOOL_API_KEY"] = key  # read by loadtest; never on a command line
-    port = free_port()
-    stack.base_url = f"http://127.0.0.1:{port}"
-    env["PORT"] = str(port)  # loadtest's default --base-url
     stack.spawn("qcluster", [PY, "manage.py", "qcluster"])
-    # The application server `make run` and the Dockerfile run (deploy/gunicorn.conf.py), so the numbers are its.
-    web = stack.spawn("web", [*web_command(port=port), "--log-level", "warning"])
-    _wait_http(f"{stack.base_url}/healthz", web)
-    _log(f"TokenPool (gunicorn 2 workers x 4 threads, qcluster) on {stack.base_url}")
+    # web_command and edge_config read the sizes and the read deadline from the settings, as `make run` does.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", env["DJANGO_SETTINGS_MODULE"])
+    if "EMBEDDED_DATABASE_NAME" in env:
+        os.environ.setdefault("EMBEDDED_DATABASE_NAME", env["EMBEDDED_DATABASE_NAME"])
+    # The application server `make run` and the Dockerfile run (deploy/gunicorn.conf.py) on a loopback
+    # port, and the edge proxy `make run` puts in front of it: what clients reach, so the numbers are its.
+    app_port = free_port()
+    web_argv = web_command(port=app_port)
+    web = stack.spawn("web", [*web_argv, "--log-level", "warning"])
+    _wait_http(f"http://127.0.0.1:{app_port}/healthz", web)
+    port = free_port()
+    edge_var = OUT / "edge"
+    (edge_var / "log").mkdir(parents=True, exist_ok=True)
+    (edge_var / "Caddyfile").write_text(caddyfile(edge_config(port=port, app_port=app_port, var=edge_var, tls=False)))
+    stack.base_url = f"http://127.0.0.1:{port}"
+    env["PORT"] = str(port)  # loadtest's default --base-url: through the proxy
+    edge = stack.spawn("edge", caddy_command(edge_var / "Caddyfile"))
+    _wait_http(f"{stack.base_url}/healthz", edge)
+    size = f"{web_argv[web_argv.index('--workers') + 1]} workers x {web_argv[web_argv.index('--threads') + 1]} threads"
+    _log(f"TokenPool (Caddy on {stack.base_url} in front of gunicorn {size} on port {app_port}; qcluster)")
     return stack
 
 
@@ -284,8 +300,9 @@ def render(blocks: dict[str, str], facts: dict[str, str]) -> str:
         "",
         (f"Machine (last run, commit `{facts['commit']}`): {facts['cpu']}, {facts['cores']} cores, {facts['ram']} RAM, "
         f"{facts['os']}; Python {facts['python']}, PostgreSQL {facts['postgres']} (embedded, database `{DATABASE}`). "
-        "TokenPool under test: gunicorn with TokenPool's gthread worker, 2 workers × 4 threads + the django-q2 "
-        "cluster + a TOME emulator, all started by `make bench` on the same cores as the load generator. "
+        "TokenPool under test: the edge proxy (Caddy, as `make run` serves it) in front of stock gunicorn gthread "
+        "(deploy/gunicorn.conf.py) + the django-q2 cluster + a TOME emulator, all started by `make bench` on the "
+        "same cores as the load generator; the load test's pool approaches go through the proxy. "
         "**The machine is shared with other engineers' test runs (see each block's load average; 2 cores), "
         "so single numbers are noisy: compare runs, not digits.**"),
         "",

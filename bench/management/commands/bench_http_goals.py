@@ -19,6 +19,11 @@ script and connections, back to back with TokenPool's HTTP reserve run (the orde
 round to round so neither always runs on the warmer machine), and prints TokenPool / peer (goal ≥ 1.5).
 ``--no-peer`` skips it. The last line is ``RESULT {json}`` with every number of every round.
 Repeat ``--rounds`` times to see the spread on a shared machine.
+
+``--sweep 2x2,2x4,3x4`` instead measures only single reservations through the whole edge (Caddy as
+`make run` serves it, in front of gunicorn ``workers x threads``), one size after the other, each on
+a fresh scratch pool after a 2 s warm-up: r/s, p50/p95/p99 and the load average, the numbers that
+chose deploy/gunicorn.conf.py's counts (docs/benchmarks.md "Edge / worker sweep").
 """
 from __future__ import annotations
 
@@ -109,11 +114,16 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--worker-threads", type=int, default=4)
         parser.add_argument("--no-peer", action="store_true", help="Skip the naive peer (issue 13 §4).")
+        parser.add_argument("--sweep", default="",
+                            help="Comma-separated WORKERSxTHREADS sizes: only reservations through the edge, per size.")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         # SIGTERM (a timeout in `make bench`) → SystemExit, so the finally blocks stop both gunicorns
         # (their own sessions: nobody else would) and drop the scratch pools and the peer's schema.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        if opts["sweep"]:
+            self.sweep(sizes=_sizes(opts["sweep"]), connections=opts["connections"], seconds=opts["seconds"])
+            return
         key, raw_key = bench_api_key()
         pools: list[Pool] = []
         conns, seconds, batch = opts["connections"], opts["seconds"], opts["batch"]
@@ -222,6 +232,35 @@ class Command(BaseCommand):
         if refused:
             raise CommandError(f"no rate for {'; '.join(refused)}: its pool ran dry or nothing answered 2xx")
 
+    def sweep(self, *, sizes: list[tuple[int, int]], connections: int, seconds: int) -> None:
+        """Single reservations through the edge proxy for each gunicorn size, one table row each."""
+        key, raw_key = bench_api_key()
+        pools: list[Pool] = []
+        rows: list[dict[str, Any]] = []
+        header = "".join(f"{name:>7} " for name in ("r/s", "p50 ms", "p95 ms", "p99 ms"))
+        self.stdout.write(f"{'workers x threads':>17} {header} load  statuses")
+        try:
+            for workers, threads in sizes:
+                with web_server(workers=workers, threads=threads, say=lambda line: None) as server, \
+                        edge_proxy(app_url=server.base_url, say=lambda line: None) as edge_url:
+                    warm = scratch_pool(pairs=4000, pools=pools)
+                    run_wrk(base_url=edge_url, raw_key=raw_key, pool=warm.name, connections=connections, seconds=2)
+                    pool = scratch_pool(pairs=6000 * seconds, pools=pools)
+                    result = run_wrk(base_url=edge_url, raw_key=raw_key, pool=pool.name, connections=connections,
+                                     seconds=seconds)
+                load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+                clean = self.p99(result) is not None
+                row = {"workers": workers, "threads": threads, "per_s": round(wrk_rate(result)),
+                       "p50_ms": round(result["p50"] / 1000, 2) if clean else None,
+                       "p95_ms": round(result["p95"] / 1000, 2) if clean else None,
+                       "p99_ms": self.p99(result), "load": load, "statuses": result["statuses"]}
+                rows.append(row)
+                self.stdout.write(f"{f'{workers} x {threads}':>17} {row['per_s']:>7,} {_ms(row['p50_ms'])} "
+                                  f"{_ms(row['p95_ms'])} {_ms(row['p99_ms'])}  {load}  {result['statuses']}")
+        finally:
+            cleanup(pools=pools, api_key=key)
+        self.stdout.write("RESULT " + json.dumps({"connections": connections, "seconds": seconds, "sweep": rows}))
+
     @classmethod
     def cpu_ms(cls, cpu: dict[str, float], result: dict) -> dict[str, float] | None:
         """CPU ms per 2xx answer: the web server's workers and the backends connected to the database
@@ -294,6 +333,17 @@ class Command(BaseCommand):
         claimed = reserved_count(pool)
         assert claimed == per_client * conns * count, (claimed, per_client, conns, count)
         return run.tps * count
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    try:
+        return [(int(w), int(t)) for w, t in (size.lower().split("x") for size in text.split(","))]
+    except ValueError as exc:
+        raise CommandError(f"--sweep: expected WORKERSxTHREADS,…, got {text!r}") from exc
+
+
+def _ms(value: float | None) -> str:
+    return f"{'n/a':>7}" if value is None else f"{value:>7.1f}"
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
