@@ -121,7 +121,7 @@ class KeyEvent(AppendOnlyModel):
         ordering = ["-id"]
 
     def __str__(self) -> str:
-        return f"{self.action} {self.api_key_id}"
+        return f"{self.action} {self.api_key.name}"
 
 
 class ApiKeyUsage(models.Model):

@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from common.admin_mixins import ReadOnlyAdminMixin
+from common.admin_mixins import COMPACT_CHANGE_LIST, ReadOnlyAdminMixin, compact_time, cut
 from monitoring.models import PoolAlert, PoolConfigChange, PoolSnapshot
 from monitoring.pool_config import PoolConfigAdminMixin
 from monitoring.services import alert_acknowledge
@@ -43,8 +43,10 @@ def acknowledge(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Qu
 
 @admin.register(PoolAlert)
 class PoolAlertAdmin(admin.ModelAdmin):
-    list_display = ("condition_label", "pool", "severity_badge", "state", "opened_at", "resolved_at",
-                    "acknowledged_by", "acknowledged_at", "last_notified_at")
+    # Fits a 1400 px window (tests/monitoring/test_browser_admin_lists.py): compact times, names cut.
+    list_display = ("condition_label", "pool_name", "severity_badge", "state", "opened", "resolved",
+                    "acknowledged", "notified")
+    change_list_template = COMPACT_CHANGE_LIST
     list_filter = (AlertStateFilter, "severity", "condition", "pool")
     list_select_related = ("pool", "acknowledged_by")
     date_hierarchy = "opened_at"
@@ -68,6 +70,29 @@ class PoolAlertAdmin(admin.ModelAdmin):
     @admin.display(description="condition", ordering="condition")
     def condition_label(self, obj: PoolAlert) -> str:
         return obj.get_condition_display()
+
+    @admin.display(description="pool", ordering="pool__name")
+    def pool_name(self, obj: PoolAlert) -> str:
+        return cut(obj.pool.name, em=9)
+
+    @admin.display(description="opened", ordering="opened_at")
+    def opened(self, obj: PoolAlert) -> str:
+        return compact_time(obj.opened_at)
+
+    @admin.display(description="resolved", ordering="resolved_at")
+    def resolved(self, obj: PoolAlert) -> str:
+        return compact_time(obj.resolved_at)
+
+    @admin.display(description="acknowledged", ordering="acknowledged_at")
+    def acknowledged(self, obj: PoolAlert) -> str:
+        if obj.acknowledged_at is None:
+            return "—"
+        who = obj.acknowledged_by.get_username() if obj.acknowledged_by else "?"
+        return format_html("{}<br>{}", cut(who, em=9), compact_time(obj.acknowledged_at))
+
+    @admin.display(description="last notified", ordering="last_notified_at")
+    def notified(self, obj: PoolAlert) -> str:
+        return compact_time(obj.last_notified_at)
 
     @admin.display(description="severity", ordering="severity")
     def severity_badge(self, obj: PoolAlert) -> str:

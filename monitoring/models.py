@@ -117,7 +117,7 @@ class PoolConfigChange(models.Model):
         verbose_name = "pool configuration change"
 
     def __str__(self) -> str:
-        return f"{self.field}: {self.old} → {self.new}"
+        return f"{self.pool.name} {self.field}: {self.old} → {self.new}"
 
 
 class ConsumerAdoption(models.Model):
@@ -136,4 +136,4 @@ class ConsumerAdoption(models.Model):
         verbose_name = "consumer adoption plan"
 
     def __str__(self) -> str:
-        return f"adoption of {self.consumer_id}: {self.planned_adoption_date or 'unplanned'}"
+        return f"adoption of {self.consumer.name}: {self.planned_adoption_date or 'unplanned'}"

@@ -155,7 +155,7 @@ class TokenPair(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"pair #{self.pk} ({self.status})"
+        return f"pair #{self.pk} of {self.pool.name} ({self.get_status_display()})"
 
 
 class PairCounter(models.Model):

@@ -8,15 +8,18 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from common.admin_mixins import ReadOnlyAdminMixin
+from common.admin_mixins import COMPACT_CHANGE_LIST, ReadOnlyAdminMixin, compact_time, cut, wrapped
 from refill.models import RefillLease, RefillRun
 from refill.services import refill_enqueue_manual
 
 
 @admin.register(RefillRun)
 class RefillRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "pool", "trigger", "outcome_badge", "started_at", "duration", "requested",
-                    "inserted", "tome_calls", "tome_seconds_fmt", "db_seconds_fmt", "error_short")
+    # Fits a 1400 px window (tests/monitoring/test_browser_admin_lists.py): compact times, the pool name
+    # and the error cut to their columns, whole on hover and on the run's page.
+    list_display = ("id", "pool_name", "trigger_label", "outcome_badge", "started", "duration", "pairs",
+                    "tome_calls", "seconds_split", "error_short")
+    change_list_template = COMPACT_CHANGE_LIST
     list_filter = ("outcome", "trigger", "pool", "started_at")
     list_select_related = ("pool",)
     search_fields = ("correlation_id", "error")
@@ -30,8 +33,28 @@ class RefillRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="outcome", ordering="outcome")
     def outcome_badge(self, obj: RefillRun) -> str:
-        return format_html('<b style="color:{}">{}</b>', self._COLOURS.get(obj.outcome, "inherit"),
+        return format_html('<b style="color:{};white-space:normal">{}</b>', self._COLOURS.get(obj.outcome, "inherit"),
                            obj.get_outcome_display())
+
+    @admin.display(description="pool", ordering="pool__name")
+    def pool_name(self, obj: RefillRun) -> str:
+        return cut(obj.pool.name, em=8)
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, obj: RefillRun) -> str:
+        return compact_time(obj.started_at)
+
+    @admin.display(description="trigger", ordering="trigger")
+    def trigger_label(self, obj: RefillRun) -> str:
+        return format_html('<span style="white-space:normal">{}</span>', obj.get_trigger_display())
+
+    @admin.display(description="inserted of requested", ordering="inserted")
+    def pairs(self, obj: RefillRun) -> str:
+        return f"{obj.inserted} of {obj.requested}"
+
+    @admin.display(description="TOME / DB s")
+    def seconds_split(self, obj: RefillRun) -> str:
+        return f"{obj.tome_seconds:.2f} / {obj.db_seconds:.2f}"
 
     @admin.display(description="duration")
     def duration(self, obj: RefillRun) -> str:
@@ -39,17 +62,9 @@ class RefillRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             return "running"
         return f"{(obj.finished_at - obj.started_at).total_seconds():.1f} s"
 
-    @admin.display(description="TOME s", ordering="tome_seconds")
-    def tome_seconds_fmt(self, obj: RefillRun) -> str:
-        return f"{obj.tome_seconds:.2f}"
-
-    @admin.display(description="DB s", ordering="db_seconds")
-    def db_seconds_fmt(self, obj: RefillRun) -> str:
-        return f"{obj.db_seconds:.2f}"
-
     @admin.display(description="error")
     def error_short(self, obj: RefillRun) -> str:
-        return (obj.error[:120] + "…") if len(obj.error) > 120 else obj.error
+        return wrapped(obj.error, chars=120) if obj.error else ""
 
 
 @admin.register(RefillLease)

@@ -88,4 +88,4 @@ class RefillLease(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"refill lease {self.pool_id} {self.state} until {self.expires_at:%H:%M:%S}"
+        return f"refill lease of {self.pool.name}: {self.state} until {self.expires_at:%H:%M:%S}"
