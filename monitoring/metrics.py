@@ -63,6 +63,11 @@ REQUEST_SECONDS = Histogram(
     "tokenpool_request_duration_seconds", "HTTP request duration by URL route (endpoint) and method.",
     ["endpoint", "method"], registry=None,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+# Counted where the leases are retired (pool.signals.leases_expired, in the qcluster's sweep or a
+# request), never by counting pairs at scrape time.
+PAIRS_RETIRED_EXPIRED = Counter(
+    "tokenpool_pairs_retired_expired", "Reserved pairs retired because their lease expired unconfirmed, by the "
+    "consumer whose key reserved them (a client's lost buffer or lost confirmations).", ["consumer"], registry=None)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -87,6 +92,12 @@ def record_tome_call(record: object) -> None:
             TOME_LAST_OK.labels(namespace).set(time.time())
     except Exception:  # metrics must never fail a tokenization
         logger.warning("tome_call_metrics_failed", exc_info=True)
+
+
+def record_leases_expired(by_consumer: dict[str, int]) -> None:
+    """``pool.signals.leases_expired``: pairs retired by expiry, per consumer."""
+    for consumer, count in by_consumer.items():
+        PAIRS_RETIRED_EXPIRED.labels(consumer).inc(count)
 
 
 def observe_request(*, endpoint: str, method: str, seconds: float) -> None:

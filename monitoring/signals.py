@@ -8,12 +8,13 @@ from django.db import DatabaseError, connection
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 
-from monitoring.metrics import record_tome_call
+from monitoring.metrics import record_leases_expired, record_tome_call
 from monitoring.numbers import refill_pairs_per_hour
 from monitoring.schedules import monitoring_schedules_ensure
 from monitoring.selectors import pair_counts, prefetch_calls_measured
 from onboarding.signals import impact_measurement_requested, pool_fill_requested
 from pool.models import Pool
+from pool.signals import leases_expired
 from tome.provider import tome_call
 
 logger = logging.getLogger("tokenpool.monitoring")
@@ -22,6 +23,11 @@ logger = logging.getLogger("tokenpool.monitoring")
 @receiver(tome_call, dispatch_uid="monitoring_count_tome_calls")
 def _tome_call(*, record, **kwargs) -> None:  # noqa: ANN001 - a tokenpool_tome.client.CallRecord
     record_tome_call(record)
+
+
+@receiver(leases_expired, dispatch_uid="monitoring_count_expired_leases")
+def _leases_expired(*, by_consumer: dict[str, int], **kwargs) -> None:
+    record_leases_expired(by_consumer)
 
 
 @receiver(impact_measurement_requested, dispatch_uid="monitoring_measured_prefetch_calls")

@@ -8,3 +8,9 @@ from django.dispatch import Signal
 # Sender: the Pool class. Receivers run on the request thread: keep them cheap. Cached receiver
 # lookup: sent on every reservation.
 pairs_reserved = Signal(use_caching=True)
+
+# Leases retired because they expired (the sweep, or a confirm/read that found one past its end),
+# sent after the statement; kwargs: by_consumer (dict consumer name -> pairs). Sender: TokenPair.
+# Monitoring counts them (tokenpool_pairs_retired_expired_total{consumer}): what a client's lost
+# buffer or lost confirmations cost, per consumer (docs/client-library.md, "After a crash").
+leases_expired = Signal()

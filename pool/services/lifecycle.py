@@ -17,6 +17,7 @@ from keys.models import ApiKey
 from pool.models import PairStatus, TokenPair
 from pool.selectors import parse_reservation_id, reservation_get, reservations_of
 from pool.services.rows import RETURNING, db_now, execute, fetch, pairs_from_rows
+from pool.signals import leases_expired
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def reservation_confirm(*, reservation_id: str | uuid.UUID, api_key: ApiKey,
             raise ReservationNotActive("The reservation was released or its lease expired.")
         if pair.expires_at is not None and pair.expires_at <= db_now():
             # Lease over but not swept yet: it is expired all the same.
-            execute(_RETIRE_EXPIRED_ONE_SQL, {"reservation_id": rid})
+            _expired_for(api_key, execute(_RETIRE_EXPIRED_ONE_SQL, {"reservation_id": rid}))
             raise ReservationNotActive("The reservation's lease expired.")
     raise ReservationNotActive()  # pragma: no cover - only under a pathological clock race
 
@@ -84,7 +85,7 @@ def reservation_current(*, reservation_id: str | uuid.UUID, api_key: ApiKey) -> 
     pair = reservation_get(reservation_id=reservation_id, api_key=api_key)
     if (pair.status == PairStatus.RESERVED and pair.expires_at is not None
             and pair.expires_at <= timezone.now()
-            and execute(_RETIRE_EXPIRED_ONE_SQL, {"reservation_id": pair.reservation_id})):
+            and _expired_for(api_key, execute(_RETIRE_EXPIRED_ONE_SQL, {"reservation_id": pair.reservation_id}))):
         pair = reservation_get(reservation_id=reservation_id, api_key=api_key)
     return pair
 
@@ -107,11 +108,23 @@ def reservations_expire(*, now: datetime | None = None, limit: int = 10_000) -> 
     by_key = Counter(row[0] for row in fetch(_EXPIRE_SQL, {"now": now, "limit": limit}))
     count = sum(by_key.values())
     if count:
-        # Per API key (hence per consumer): how an operator sees a client's lost buffer after a crash
-        # (docs/client-library.md, "After a crash").
-        names = dict(ApiKey.objects.filter(pk__in=list(by_key)).values_list("pk", "name"))
+        # Per API key and per consumer: how an operator sees a client's lost buffer after a crash
+        # (docs/client-library.md, "After a crash"): this log line and the consumer's metric.
+        keys = {pk: (name, consumer) for pk, name, consumer in
+                ApiKey.objects.filter(pk__in=list(by_key)).values_list("pk", "name", "consumer__name")}
         logger.info("expired leases retired", extra={
-            "count": count, "by_api_key": {str(names.get(pk, pk)): n for pk, n in by_key.items()}})
+            "count": count, "by_api_key": {str(keys.get(pk, (pk,))[0]): n for pk, n in by_key.items()}})
+        by_consumer: Counter[str] = Counter()
+        for pk, n in by_key.items():
+            by_consumer[str(keys.get(pk, (pk, "unknown"))[1])] += n
+        leases_expired.send(sender=TokenPair, by_consumer=dict(by_consumer))
+    return count
+
+
+def _expired_for(api_key: ApiKey, count: int) -> int:
+    """Tell monitoring that ``count`` leases of ``api_key`` were retired as expired; returns ``count``."""
+    if count:
+        leases_expired.send(sender=TokenPair, by_consumer={api_key.consumer.name: count})
     return count
 
 
@@ -164,7 +177,7 @@ def reservations_confirm_batch(*, reservation_ids: Sequence[uuid.UUID],
     rest = _current_of(reservation_ids, done, api_key)
     expired = [rid for rid, pair in rest.items() if pair.status == PairStatus.RESERVED]
     if expired:  # RESERVED yet not confirmed by the UPDATE: its lease is over (not swept yet)
-        execute(_RETIRE_EXPIRED_MANY_SQL, {"ids": expired})
+        _expired_for(api_key, execute(_RETIRE_EXPIRED_MANY_SQL, {"ids": expired}))
     return _in_request_order(reservation_ids, done, rest, answered=lambda status: status == PairStatus.USED)
 
 

@@ -122,3 +122,22 @@ def test_the_expiry_sweep_logs_what_it_retired_per_api_key(api, default_pool, ca
         assert reservations_expire(now=timezone.now() + timedelta(hours=1)) == 3
     [record] = [r for r in caplog.records if r.getMessage() == "expired leases retired"]
     assert record.by_api_key == {api.api_key.name: 3}
+
+
+def test_leases_retired_by_expiry_are_counted_per_consumer_in_metrics(api, default_pool, scrape):
+    from pool.services import reservations_expire
+    from tests.fixtures.monitoring import sample_value
+
+    consumer = {"consumer": api.api_key.consumer.name}
+    before = sample_value(scrape(), "tokenpool_pairs_retired_expired_total", consumer) or 0
+    swept = _reserve(api, 3)
+    late = _reserve(api, 1)[0]
+    past = timezone.now() - timedelta(hours=1)
+    TokenPair.objects.filter(reservation_id=late).update(reserved_at=past - timedelta(minutes=15), expires_at=past)
+
+    # A confirm that finds the lease over retires it (1), the sweep the other 3 (and `late` no more).
+    assert api.post("/api/v1/reservations/confirm/batch", {"reservation_ids": [late]}).json()["results"][0]["code"] \
+        == "reservation_not_active"
+    assert reservations_expire(now=timezone.now() + timedelta(hours=1)) == len(swept)
+
+    assert sample_value(scrape(), "tokenpool_pairs_retired_expired_total", consumer) == before + 4
