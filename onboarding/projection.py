@@ -135,6 +135,11 @@ class EnvironmentProjection:
     tasks: list[TaskProjection]
     lead: LeadTime
 
+    @property
+    def label(self) -> str:
+        """The environment as people read it ("Production"), not its stored value."""
+        return str(Environment(self.environment).label)
+
     def as_json(self) -> dict[str, object]:
         return {"likely": self.likely.isoformat(), "late": self.late.isoformat(),
                 "critical_path": [t.task.title for t in self.critical_path]}

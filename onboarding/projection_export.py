@@ -38,7 +38,7 @@ def projection_csv(*, projection: Projection) -> str:
             "yes" if tp.critical else "", tp.late_reason,
         ])
     for env, ep in projection.environments.items():
-        writer.writerow([env, f"{env} ready (all common tasks approved)", "", "", "", "", "",
+        writer.writerow([env, f"{ep.label} ready (all common tasks approved)", "", "", "", "", "",
                          ep.likely.isoformat(), ep.likely.isoformat(), ep.late.isoformat(), ep.late.isoformat(),
                          "", ""])
     return out.getvalue()
@@ -66,9 +66,9 @@ def projection_ical(*, projection: Projection, now: datetime) -> str:
         note = f"Late bound {tp.late_end.isoformat()}." + (" On the critical path." if tp.critical else "")
         lines += _event(f"task-{tp.task.slug}", tp.task.title, first, last, note, stamp)
     for env, ep in projection.environments.items():
-        lines += _event(f"ready-{env.lower()}-likely", f"{env} ready (likely)", ep.likely, ep.likely,
+        lines += _event(f"ready-{env.lower()}-likely", f"{ep.label} ready (likely)", ep.likely, ep.likely,
                         f"Late bound {ep.late.isoformat()}; approval lead time: {ep.lead.basis}.", stamp)
-        lines += _event(f"ready-{env.lower()}-late", f"{env} ready (late bound)", ep.late, ep.late,
+        lines += _event(f"ready-{env.lower()}-late", f"{ep.label} ready (late bound)", ep.late, ep.late,
                         f"Likely {ep.likely.isoformat()}.", stamp)
     lines.append("END:VCALENDAR")
     return "\r\n".join(lines) + "\r\n"
@@ -133,7 +133,7 @@ def projection_gantt(*, projection: Projection) -> GanttChart:
                 title=f"{tp.task.title}: {start} → {likely_end} (late {tp.late_end})",
             ))
             y += ROW_HEIGHT
-        milestones.append((x(ep.likely) + scale, x(ep.late) + scale, y, f"{ep.environment} ready"))
+        milestones.append((x(ep.likely) + scale, x(ep.late) + scale, y, f"{ep.label} ready"))
         y += ROW_HEIGHT + 8
     step = 7 if span <= 70 else 14 if span <= 140 else 28
     ticks = [(x(first + timedelta(days=d)), f"{first + timedelta(days=d):%b %d}") for d in range(0, span + 1, step)]

@@ -1,6 +1,8 @@
 """The onboarding admin through the Django test client, as logged-in staff users."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.contrib.admin import helpers
 from django.urls import reverse
@@ -172,6 +174,9 @@ def test_summary_page_renders_for_each_environment(as_user, lead, approver, onbo
         assert "Blocked: pools in Production do not refill" in body
         assert "TOME NS2 namespace onboarding - UAT" in body
     assert "HERA KMS onboarding - UAT" in body  # waiting for approval, listed on both pages
+    other = {"UAT": "Production", "PRODUCTION": "UAT"}[environment]
+    assert f"(other environment, {other}:" in body
+    assert "PRODUCTION" not in re.sub(r"<[^>]*>", "", body)  # labels on the page; raw values only in links
 
 
 def test_summary_page_says_ready_when_the_environment_is_approved(as_user, lead, approve_onboarding):
