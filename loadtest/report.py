@@ -88,6 +88,10 @@ def _comparison_lines(comparison: dict[str, Any]) -> list[str]:
     if all(rows.get(n, {}).get("measured_tome_calls_per_day") for n in ("pool", "library")):
         reduction = 1 - rows["pool"]["measured_tome_calls_per_day"] / rows["library"]["measured_tome_calls_per_day"]
         lines.append(f"  reduction pool vs library: measured {reduction:.1%}, plan 50%")
+    library = rows.get("library", {})
+    if library.get("tome_calls_per_card") is not None and "dashboard_live_calls_per_card" in library:
+        lines.append(f"  library measured {library['tome_calls_per_card']:g} TOME calls per card; the admin "
+                     f"dashboard's live path counts {library['dashboard_live_calls_per_card']} (monitoring/numbers.py)")
     for name, row in comparison["headroom"].items():
         if row["max_rate"] is None:
             lines.append(f"  headroom {name}: none found ({row['stopped_because']})")

@@ -16,6 +16,7 @@ from typing import Any
 from loadtest.approaches import Approach, BufferedPoolApproach, LibraryApproach, PoolApproach
 from loadtest.engine import PhaseResult, run_phase, summary_ms
 from loadtest.tome_admin import TomeAdmin, TomeStats
+from monitoring.numbers import LIVE_CALLS_BASIS, LIVE_CALLS_PER_CARD, calls_per_card
 
 PLAN_CARDS_PER_DAY = 50_000
 PLAN_RATE = PLAN_CARDS_PER_DAY / 86_400  # 0.5787 cards/s
@@ -119,6 +120,10 @@ def _warm_up(approach: Approach, *, cards: int) -> None:
             return
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def approach_report(phase: PhaseResult, tome: TomeStats) -> dict[str, Any]:
     created = phase.created
     fill_calls = sum(n for (_, op), n in tome.calls.items() if op in ("generate", "tokenize"))
@@ -128,7 +133,7 @@ def approach_report(phase: PhaseResult, tome: TomeStats) -> dict[str, Any]:
         "errors": phase.error_count,
         "duplicates": phase.duplicates,
         "tome_calls": tome.total,
-        "tome_calls_per_card": round(tome.total / created, 4) if created else None,
+        "tome_calls_per_card": _rounded(calls_per_card(calls=tome.total, cards=created), 4),
         "latency_ms": {"create": summary_ms(phase.create), "detokenize": summary_ms(phase.detokenize)},
         # Beyond the contract's shape:
         "cards_created": created,
@@ -254,9 +259,11 @@ def comparison(report: dict[str, Any], config: LoadtestConfig) -> dict[str, Any]
             rows[name] = {**row, "measured_tome_calls_per_day": None, "note": "no card was created"}
             continue
         if name == "library":
-            per_card = data["tome_calls"] / created
+            per_card = calls_per_card(calls=data["tome_calls"], cards=created) or 0.0
+            # The admin dashboard's live-path figure is the same definition (monitoring/numbers.py).
             row.update(measured_tome_calls_per_day=round(per_card * PLAN_CARDS_PER_DAY),
                        tome_calls_per_card=round(per_card, 4),
+                       dashboard_live_calls_per_card=LIVE_CALLS_PER_CARD, dashboard_live_basis=LIVE_CALLS_BASIS,
                        basis="every call is on the card's path: measured calls per card × 50,000")
         else:
             request_path = (data["tome_calls"] - data["tome_fill_calls"]) / created

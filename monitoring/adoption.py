@@ -4,8 +4,8 @@ how many TOME calls each saves against the live path.
 A *consumer* is ``keys.Consumer`` (a team; its API keys are how it calls). A card is a pair the
 team's keys reserved (``reserved_at``), pool-issued or minted by the direct fallback. TOME calls per
 card, with their basis:
-- live path (the plan's JAR/library approach): ``LIVE_CALLS_PER_CARD`` = 4 (create NS1 + NS2,
-  detokenize NS2 + NS1), as the original plan counts it;
+- live path (the library approach): ``LIVE_CALLS_PER_CARD`` = 3 (create NS1 + NS2, detokenize NS2;
+  monitoring/numbers.py says why the plan's 4 saves the same calls);
 - pool card: its share of the refill batches (this deployment's refill runs' TOME calls ÷ pairs they
   inserted, measured); lookups and detokenizes of issued pairs are answered from the database;
 - direct fallback card: ``DIRECT_CALLS_PER_PAIR`` = 2 live calls (NS1 generate + NS2 tokenize).

@@ -18,7 +18,7 @@ from django.utils import timezone
 from monitoring.charts import activity_svg, chart_svg, chart_window, pool_activity
 from monitoring.metrics import tome_call_totals
 from monitoring.models import PoolAlert
-from monitoring.numbers import LIVE_CALLS_PER_CARD, RATE_WINDOW_HOURS, hours_to_empty
+from monitoring.numbers import LIVE_CALLS_BASIS, LIVE_CALLS_PER_CARD, RATE_WINDOW_HOURS, hours_to_empty
 from monitoring.selectors import (
     ChartPoint,
     PairCounts,
@@ -155,5 +155,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "title": "Pool health",
         "data": data,
         "ranges": list(RANGES),
+        "live_calls_per_card": LIVE_CALLS_PER_CARD,
+        "live_calls_basis": LIVE_CALLS_BASIS,
     }
     return TemplateResponse(request, "admin/monitoring/dashboard.html", context)

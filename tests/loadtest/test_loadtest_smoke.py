@@ -69,6 +69,11 @@ def test_loadtest_both_approaches_writes_the_contract_json(served: dict[str, Any
     assert comparison["library"]["measured_tome_calls_per_day"] == 150_000
     assert comparison["pool"]["measured_tome_calls_per_day"] == 200  # 2 calls per 500-pair refill batch
     assert comparison["library"]["plan_tome_calls_per_day"] == 200_000
+    # One definition: what the library measured is what the admin dashboard counts for the live path.
+    from monitoring.numbers import LIVE_CALLS_PER_CARD
+
+    assert comparison["library"]["tome_calls_per_card"] == comparison["library"]["dashboard_live_calls_per_card"]
+    assert comparison["library"]["dashboard_live_calls_per_card"] == LIVE_CALLS_PER_CARD
     # The injected latency was set for the run and put back afterwards.
     assert data["tome"]["latency_ms"] == 5 and tome.faults()["latency_ms"] == 1
     lines = table.getvalue().splitlines()

@@ -64,7 +64,7 @@ def test_each_team_shows_approach_volume_fallback_share_and_calls_saved(teams):
     assert ledger.approach == "no calls yet" and ledger.first_call is None and ledger.calls_saved_per_day == 0
     # No refill has run: a pool card costs 0 TOME calls (stated), a fallback card 2, the live path 4.
     assert report.pool_calls_per_card == 0.0 and "no refill" in report.pool_calls_basis
-    assert billing.calls_saved_per_day == pytest.approx((21 * 4 + 7 * 2) / 7)
+    assert billing.calls_saved_per_day == pytest.approx((21 * 3 + 7 * 1) / 7)  # live 3, direct 2 per card
     assert report.summary_line == f"1 of 3 teams on the pool, {report.calls_saved_per_day:,.0f} TOME calls/day saved"
 
 
@@ -91,4 +91,4 @@ def test_pool_card_cost_is_measured_from_the_refill_runs(teams):
     report = consumer_adoption()
     assert report.pool_calls_per_card == pytest.approx(0.02) and report.pool_calls_basis.startswith("measured")
     billing = {r.consumer.name: r for r in report.rows}["billing"]
-    assert billing.calls_saved_per_day == pytest.approx((21 * (4 - 0.02) + 7 * 2) / 7)
+    assert billing.calls_saved_per_day == pytest.approx((21 * (3 - 0.02) + 7 * 1) / 7)

@@ -78,7 +78,7 @@ def test_dashboard_shows_the_database_figures(transactional_db, live_server, bro
     # Net of refills: the 1,600-pair startup refill of the last hour outpaces 113 reservations.
     assert shown("hours-to-empty") == "—"
     assert "refills keep up" in card.locator('[data-testid="hours-to-empty"] + .tp-sub').inner_text()
-    assert number("tome-live") == 4 * issued
+    assert number("tome-live") == 3 * issued
     assert number("tome-actual") == 4 + 2 * 3
     assert number("direct") == 3
     outcome = card.locator('[data-testid="last-refill-outcome"]')
