@@ -3,6 +3,10 @@
 buffer + ``confirm(wait=False)``) or not (reserve + confirm, each a request). Prints one
 ``RESULT {json}`` line: cards, errors, the reserve() latencies' p50/p99 (ms) and the client's metrics.
 
+With ``--rate`` (the outage run) it is open loop instead: cards at a fixed rate from a schedule,
+with the TOME fallback (``--tome-url``), each card recorded as (unix time, source); the command
+stops the server meanwhile and reads the timeline.
+
 Run by the command as ``python -m bench.buffered`` (a process of its own, Django-free: only the
 client wheel's package), so several processes can share the machine as real services would."""
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 # Percentiles as every bench command reads them (nearest rank); imported from a Django-free module.
 from bench.loadgen import percentile
-from tokenpool_tome import TokenPoolClient
+from tokenpool_tome import HttpTokenizationLibrary, TokenPoolClient, TomeClientConfig
 
 
 def run(*, base_url: str, key: str, pool: str, threads: int, seconds: float, warmup: float,
@@ -68,6 +72,44 @@ def run(*, base_url: str, key: str, pool: str, threads: int, seconds: float, war
             "metrics": client.metrics}
 
 
+def run_paced(*, base_url: str, key: str, pool: str, rate: float, seconds: float, tome_url: str,
+              tome_token: str, timeout: float) -> dict[str, Any]:
+    """Open loop: card n is due at ``start + n / rate``; 4 threads take the due cards (a card whose
+    reserve waits does not hold back the schedule). Each card: [unix time, source, reserve seconds]."""
+    tome = HttpTokenizationLibrary(TomeClientConfig(base_url=tome_url, api_token=tome_token))
+    client = TokenPoolClient(base_url, key, pool=pool, timeout=timeout, buffer=True, tome=tome)
+    cards: list[list[Any]] = []
+    lock, next_card = threading.Lock(), [0]
+    start = time.monotonic()
+    total = int(rate * seconds)
+
+    def work() -> None:
+        while True:
+            with lock:
+                n = next_card[0]
+                next_card[0] += 1
+            if n >= total:
+                return
+            time.sleep(max(0.0, start + n / rate - time.monotonic()))
+            began = time.perf_counter()
+            try:
+                card = client.reserve()
+                client.confirm(card, wait=False)
+            except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+                cards.append([time.time(), f"error {type(exc).__name__}", time.perf_counter() - began])
+                continue
+            cards.append([time.time(), card.source, time.perf_counter() - began])
+
+    workers = [threading.Thread(target=work, daemon=True) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    client.close()
+    tome.close()
+    return {"cards": sorted(cards), "metrics": client.metrics}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base-url", required=True)
@@ -77,9 +119,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--buffered", action="store_true")
+    parser.add_argument("--rate", type=float, default=0.0, help="Open loop at this many cards/s (outage run).")
+    parser.add_argument("--tome-url", default="")
+    parser.add_argument("--tome-token", default="dev-tome-token")
     args = parser.parse_args()
     with open(args.key_file) as handle:
         key = handle.read().strip()
+    if args.rate > 0:
+        paced = run_paced(base_url=args.base_url, key=key, pool=args.pool, rate=args.rate, seconds=args.seconds,
+                          tome_url=args.tome_url, tome_token=args.tome_token, timeout=5.0)
+        print("RESULT " + json.dumps(paced), flush=True)
+        return
     result = run(base_url=args.base_url, key=key, pool=args.pool, threads=args.threads, seconds=args.seconds,
                  warmup=args.warmup, buffered=args.buffered)
     print("RESULT " + json.dumps(result), flush=True)

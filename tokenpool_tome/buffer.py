@@ -14,7 +14,11 @@ up to 4 fetches run at once: the client holds at most 4 × 500 pairs beside its 
   that its pairs are released in the background and counted as ``waste``.
 - Outages: a failed fetch is remembered; callers are served from what is held, and only an empty
   buffer raises the failure (the client then falls back to TOME). Fetches pause ``retry_after``
-  (at least a second) after a failure.
+  (at least a second) after a failure. A caller finding the buffer empty waits for a pending fetch
+  at most ``wait_limit`` seconds (the client's request timeout): a TokenPool that accepts
+  connections but does not answer (stopped, hung) would otherwise hold every caller for the
+  fetch's whole retry cycle; once one caller gave up, the next ones fall back at once until a
+  fetch completes.
 - ``close()`` releases what is held in as few calls as possible; ``after_fork_in_child()`` forgets
   the parent's pairs (they are the parent's to hand out or release) and its threads.
 
@@ -30,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tokenpool_tome.correlation import correlation_scope, get_correlation_id, new_correlation_id
+from tokenpool_tome.errors import TokenPoolUnavailable
 from tokenpool_tome.reservation import Reservation
 
 __all__ = ["DEMAND_WINDOW_SECONDS", "MAX_BATCH", "BufferClosed", "DemandMeter", "ReservationBuffer", "batch_size"]
@@ -98,14 +103,14 @@ class ReservationBuffer:
     """Thread-safe; one per client (and so per process: a forked child starts empty)."""
 
     def __init__(self, *, fetch: Fetch, release: Release, buffer_seconds: float, safety_margin: float,
-                 clock: Callable[[], float], close_timeout: float) -> None:
+                 clock: Callable[[], float], close_timeout: float, wait_limit: float = 5.0) -> None:
         if buffer_seconds <= 0:
             raise ValueError("buffer_seconds must be positive")
         if safety_margin < 0:
             raise ValueError("buffer_safety_margin must not be negative")
         self._fetch, self._release = fetch, release
         self._buffer_seconds, self._margin = buffer_seconds, safety_margin
-        self._clock, self._close_timeout = clock, close_timeout
+        self._clock, self._close_timeout, self._wait_limit = clock, close_timeout, wait_limit
         self._closed = False
         self._reset_state()
 
@@ -123,6 +128,7 @@ class ReservationBuffer:
         self._fetch_seconds = 0.05  # a moving average of the refill round trip
         self._fetches_done = 0
         self._failure: Exception | None = None
+        self._stalled = False  # a caller gave up waiting for the pending fetch (reset when one completes)
         self._retry_at = 0.0
         self.counters = {"handed_out": 0, "refills": 0, "waste": 0, "released": 0}
 
@@ -136,7 +142,7 @@ class ReservationBuffer:
                 raise BufferClosed()
             self._ensure_worker()
             self._meter.record()
-            asked = self._fetches_done
+            asked, waiting_since = self._fetches_done, None
             while True:
                 reservation = self._pop_fresh()
                 if reservation is not None:
@@ -147,8 +153,12 @@ class ReservationBuffer:
                     return reservation
                 if self._closed:
                     raise BufferClosed()
-                if self._failure is not None and (self._fetches_done != asked or self._clock() < self._retry_at):
+                if self._failure is not None and (self._fetches_done != asked or self._clock() < self._retry_at
+                                                  or self._stalled):
                     raise self._failure
+                waiting_since = self._clock() if waiting_since is None else waiting_since
+                if self._clock() - waiting_since >= self._wait_limit:
+                    raise self._give_up_waiting()
                 if not self._wanted:
                     # Wake the refill thread once. Waiting callers never wake each other: each
                     # notify_all here woke every other waiter, which notified again, a livelock
@@ -157,6 +167,15 @@ class ReservationBuffer:
                     self._wanted = True
                     self._cond.notify_all()
                 self._cond.wait(timeout=_IDLE_WAKE_SECONDS)
+
+    def _give_up_waiting(self) -> TokenPoolUnavailable:
+        """The pending fetch has not answered within the wait limit: this caller falls back, and so
+        do the next ones until a fetch completes (``_fetched`` replaces the failure)."""
+        self._failure = TokenPoolUnavailable(f"no refill answered within {self._wait_limit:g} s", code="timeout")
+        self._stalled = True
+        logger.warning("tokenpool_buffer_refill_pending", extra={"wait_limit": self._wait_limit,
+                                                                 "correlation_id": get_correlation_id()})
+        return self._failure
 
     @property
     def held(self) -> int:
@@ -295,7 +314,7 @@ class ReservationBuffer:
             self._in_flight = [t for t in self._in_flight if t is not threading.current_thread()]
             self._in_flight_pairs -= size
             self._fetches_done += 1
-            self._failure = failure
+            self._failure, self._stalled = failure, False
             if failure is not None:
                 retry_after = getattr(failure, "retry_after", None) or 0.0
                 self._retry_at = self._clock() + max(_MIN_PAUSE_AFTER_FAILURE, float(retry_after))

@@ -147,7 +147,7 @@ class TokenPoolClient(HttpClientLifecycle):
         # Generous: close() waits for a refill or flush in flight, which retries as every call does.
         close_timeout = timeout * max_attempts + retry_after_max * (max_attempts - 1)
         self._buffer = ReservationBuffer(
-            fetch=self._fetch_for_buffer, release=self._release_many, buffer_seconds=buffer_seconds,
+            fetch=self._fetch_for_buffer, release=self._release_many, buffer_seconds=buffer_seconds, wait_limit=timeout,
             safety_margin=buffer_safety_margin, clock=clock, close_timeout=close_timeout) if buffer else None
         self._confirms = ConfirmQueue(send_batch=self._confirm_many, send_one=self._confirm_one,
                                       close_timeout=close_timeout)

@@ -353,3 +353,37 @@ def test_callers_waiting_for_a_refill_do_not_wake_each_other():
     buffer.close()
     assert passes < 100, passes
     assert len({h.reservation_id for h in handed}) == 8
+
+
+def test_a_caller_waits_for_a_hung_refill_at_most_the_wait_limit_then_the_next_ones_fall_back_at_once():
+    """TokenPool accepting connections but not answering (stopped): the callers that find the buffer
+    empty fall back (TokenPoolUnavailable, which the client turns into TOME calls) instead of
+    waiting out the fetch's whole retry cycle; a completed fetch serves them again."""
+    clock, answer = Clock(), threading.Event()
+
+    def fetch(size: int) -> list[Reservation]:
+        answer.wait(timeout=30)
+        return [Reservation.from_body(body()) for _ in range(size)]
+
+    buffer = ReservationBuffer(fetch=fetch, release=lambda ids: None, buffer_seconds=30, safety_margin=60,
+                               clock=clock, close_timeout=5, wait_limit=5.0)
+    outcome: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            buffer.take()
+        except TokenPoolUnavailable as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=first)
+    waiter.start()
+    # The fake clock moves on while the caller waits (it looks again at least once a second).
+    until(lambda: clock.advance(1.0) or bool(outcome), "the first caller giving up")
+    waiter.join(timeout=30)
+    assert len(outcome) == 1 and outcome[0].code == "timeout"
+    with pytest.raises(TokenPoolUnavailable):  # the fetch still hangs: the next caller does not wait
+        buffer.take()
+    answer.set()
+    until(lambda: buffer.held > 0, "the fetch answered")
+    assert buffer.take().reservation_id
+    buffer.close()

@@ -10,6 +10,11 @@ the single-pair claim (the service's SQL) at ``--threads`` clients, for the pair
 
 Prints cards/s, reserve() p50/p99 per process, errors and the clients' waste; the last line is
 ``RESULT {json}``. Needs the embedded PostgreSQL (or DATABASE_URL), gunicorn and pgbench.
+
+``--outage SECONDS`` adds issue 22's outage run (bench/buffered_outage.py): one buffered client
+at ``--outage-rate`` cards/s (default 10x the plan's 0.58/s) with the TOME fallback pointed at a
+TOME emulator; after ``--outage-warmup`` s the server is stopped (SIGSTOP) for SECONDS, and the
+emulator's own counters say when the first TOME call came.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from bench.buffered_outage import outage_run
 from bench.http import ROOT, bench_api_key, cleanup, pgbench_claim, reserved_count, scratch_pool, web_server
 from pool.models import Pool
 
@@ -40,7 +46,12 @@ class Command(BaseCommand):
         parser.add_argument("--worker-threads", type=int, default=4)
         parser.add_argument("--layouts", default="unbuffered,1x,2x",
                             help="Which runs, comma-separated: unbuffered (1 x --threads), 1x (buffered, 1 x "
-                                 "--threads), 2x (buffered, 2 x --threads/2).")
+                                 "--threads), 2x (buffered, 2 x --threads/2), none.")
+        parser.add_argument("--outage", type=float, default=0.0,
+                            help="Seconds TokenPool is stopped (0: no outage run).")
+        parser.add_argument("--outage-rate", type=float, default=5.8, help="Cards/s of the outage run (10x the plan).")
+        parser.add_argument("--outage-warmup", type=float, default=65.0,
+                            help="Seconds before the stop (the demand window is 60 s: the buffer reaches its size).")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -62,6 +73,11 @@ class Command(BaseCommand):
                                              processes=processes, threads=per_process, opts=opts)
                     runs[label]["pool_ran_dry"] = reserved_count(pool) >= pairs
                     self.say(label, runs[label])
+                if opts["outage"] > 0:
+                    pool = scratch_pool(pairs=max(5000, int(opts["outage_rate"] * 600)), pools=pools)
+                    runs["outage"] = outage_run(server=server, key_file=handle.name, pool=pool.name,
+                                                rate=opts["outage_rate"], warmup=opts["outage_warmup"],
+                                                outage=opts["outage"], say=self.stdout.write)
             pg_pool = scratch_pool(pairs=opts["pgbench_pairs"], pools=pools)
             per_client = max(1, int(opts["pgbench_pairs"] * 0.8) // threads)
             try:
