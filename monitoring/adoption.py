@@ -12,15 +12,23 @@ card, with their basis:
 A team that still calls TOME directly through the library is invisible here (its calls never reach
 TokenPool): it shows as "no calls yet".
 
-Cost: one grouped query over the pairs the consumers reserved in the window (``reserved_at`` has no
-index, so on a very large pair table this page does a sequential scan; it runs on a page view only).
+Cost: never a scan of the pair table. The partial index ``pair_consumer_reserved_idx`` (pool app:
+``(reserved_by, reserved_at) INCLUDE (status, source) WHERE reserved_by IS NOT NULL``) answers each key's
+first and last card with two index probes and the 7-day series from the window's index entries alone
+(index-only), so a page view costs what the keys reserved in 7 days, whatever the table's size
+(tests/monitoring/test_adoption.py checks the plans).
+
+Library-only teams cannot be told apart: their calls go from the library straight to TOME, and TOME's
+call log (docs/tome-api.md; the emulator's ``/v1/admin/stats``) records namespace, operation, status,
+item count and correlation id per call, not which team made it (every library shares the client token).
+The page says so; such a team shows as "no calls yet" with its planned adoption date.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from django.db.models import Count, Max, Min
+from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -119,11 +127,13 @@ def _key_consumers() -> tuple[dict[int, int], dict[int, int]]:
 
 
 def _first_last(rows: dict[int, ConsumerAdoptionRow], key_consumer: dict[int, int]) -> None:
-    spans = (TokenPair.objects.filter(reserved_by__isnull=False).values("reserved_by")
-             .annotate(first=Min("reserved_at"), last=Max("reserved_at")).order_by())
+    # Per key, the first and the last entry of pair_consumer_reserved_idx: two index probes per key.
+    of_key = TokenPair.objects.filter(reserved_by=OuterRef("pk"), reserved_at__isnull=False).values("reserved_at")
+    spans = ApiKey.objects.annotate(first=Subquery(of_key.order_by("reserved_at")[:1]),
+                                    last=Subquery(of_key.order_by("-reserved_at")[:1])).values("pk", "first", "last")
     usage = dict(ApiKeyUsage.objects.values_list("api_key_id", "last_used_at"))
     for span in spans:
-        row = rows[key_consumer[span["reserved_by"]]]
+        row = rows[key_consumer[span["pk"]]]
         row.first_call = min(filter(None, [row.first_call, span["first"]]), default=None)
         row.last_call = max(filter(None, [row.last_call, span["last"]]), default=None)
     for key_id, used in usage.items():
@@ -142,7 +152,7 @@ def consumer_adoption(*, now: datetime | None = None) -> AdoptionReport:
             for c in Consumer.objects.order_by("name")}
     counts: dict[tuple[int, date, str], int] = {}
     # Cards: pairs reserved and not released or expired (RETIRED).
-    recent = (TokenPair.objects.filter(reserved_by__isnull=False, status__in=CARD_STATUSES,
+    recent = (TokenPair.objects.filter(reserved_by__in=list(key_consumer), status__in=CARD_STATUSES,
                                        reserved_at__gte=now - timedelta(days=WINDOW_DAYS))
               .annotate(day=TruncDate("reserved_at")).values("reserved_by", "day", "source")
               .annotate(n=Count("id")).order_by())

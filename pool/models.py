@@ -108,6 +108,11 @@ class TokenPair(models.Model):
             models.Index(fields=["pool", "id"], condition=Q(status="AVAILABLE"), name="pair_available_idx"),
             # The expiry sweep: only live leases are indexed, so the index stays tiny.
             models.Index(fields=["expires_at"], condition=Q(status="RESERVED"), name="pair_lease_expiry_idx"),
+            # The consumer adoption page (monitoring/adoption.py): each key's first and last card and its
+            # last 7 days by status and source, index-only. Issued pairs only (AVAILABLE ones have no
+            # key), so a refill's inserts never touch it; a reservation and a confirm add one entry each.
+            models.Index(fields=["reserved_by", "reserved_at"], include=["status", "source"],
+                         condition=Q(reserved_by__isnull=False), name="pair_consumer_reserved_idx"),
         ]
         permissions = [("reveal_tokenpair", "Can reveal a token pair's full tokens (audited, with a reason)")]
         constraints = [

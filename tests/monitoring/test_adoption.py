@@ -92,3 +92,28 @@ def test_pool_card_cost_is_measured_from_the_refill_runs(teams):
     assert report.pool_calls_per_card == pytest.approx(0.02) and report.pool_calls_basis.startswith("measured")
     billing = {r.consumer.name: r for r in report.rows}["billing"]
     assert billing.calls_saved_per_day == pytest.approx((21 * (3 - 0.02) + 7 * 1) / 7)
+
+
+def test_the_page_never_scans_the_pair_table(make_pool):
+    """Every query consumer_adoption makes on core_tokenpair is answered from an index: with sequential
+    scans disabled, no plan still falls back to one (a plan that must scan shows it regardless)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    pool = make_pool("adoption-cost", pairs=30)
+    key, _ = api_key_create(name="cost-team", scopes=["reserve"])
+    _issue(pool, key, count=5)
+    _issue(pool, key, count=2, source=PairSource.DIRECT, days_ago=3)
+    with CaptureQueriesContext(connection) as captured:
+        report = consumer_adoption()
+    assert next(r for r in report.rows if r.consumer.name == "cost-team").cards == 7
+    on_pairs = [q["sql"] for q in captured.captured_queries if "core_tokenpair" in q["sql"]]
+    assert len(on_pairs) == 2  # the 7-day series; first and last card per key
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        for sql in on_pairs:
+            cursor.execute(f"EXPLAIN {sql}")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "Seq Scan on core_tokenpair" not in plan, plan
+            assert "pair_consumer_reserved_idx" in plan, plan

@@ -43,6 +43,7 @@ def test_adoption_page_shows_each_team_and_saves_a_planned_date(
     assert "7%" in row.inner_text()  # 1 of 15 cards through the fallback
     assert row.locator(".ad-spark rect").count() == 14  # 7 days × (pool, fallback)
     assert page.locator("tr[data-consumer=ledger] .ad-approach").inner_text() == "no calls yet"
+    assert "Library-only teams cannot be told apart here" in page.inner_text("#adoption-library-only")
     table = page.locator("#adoption-table").bounding_box()
     assert table["x"] + table["width"] <= 1400  # fits the window
 
