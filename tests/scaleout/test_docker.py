@@ -49,7 +49,7 @@ def _cmd(path: Path) -> list[str]:
 def test_the_image_runs_the_web_server_command_of_make_run():
     """Same argv as devtools/runner.py's web_command (the one config file), but listening on every
     interface of the container: only the proxy service is published."""
-    expected = web_command(port=8000, host="0.0.0.0", workers=2, threads=4)
+    expected = web_command(port=8000, host="0.0.0.0", workers=2, threads=8)
     assert expected[1:3] == ["-m", "gunicorn"]
     assert _cmd(DOCKER / "Dockerfile") == ["gunicorn", *expected[3:]]
     assert (ROOT / expected[expected.index("--config") + 1]).is_file()

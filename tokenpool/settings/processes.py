@@ -40,7 +40,7 @@ WEB_BASE_URL = (f"{'https' if WEB_TLS else 'http'}://127.0.0.1:{WEB_PORT}"
 # The application server behind the proxy, on 127.0.0.1 only; 0: a free port picked at start.
 WEB_APP_PORT = env.int("WEB_APP_PORT", default=0)
 WEB_WORKERS = env.int("WEB_WORKERS", default=2)  # gunicorn gthread worker processes (deploy/gunicorn.conf.py)
-WEB_THREADS = env.int("WEB_THREADS", default=4)  # threads per worker
+WEB_THREADS = env.int("WEB_THREADS", default=8)  # threads per worker (deploy/gunicorn.conf.py: why 8)
 # The proxy's read deadline: a request's headers, and the whole request, within this many seconds.
 EDGE_READ_TIMEOUT = env.float("EDGE_READ_TIMEOUT", default=10.0)
 RUNNER_STOP_TIMEOUT = env.float("RUNNER_STOP_TIMEOUT", default=15.0)  # seconds before SIGKILL on stop

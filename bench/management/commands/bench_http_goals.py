@@ -112,7 +112,7 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=100)
         parser.add_argument("--rounds", type=int, default=1)
         parser.add_argument("--workers", type=int, default=2)
-        parser.add_argument("--worker-threads", type=int, default=4)
+        parser.add_argument("--worker-threads", type=int, default=8)  # deploy/gunicorn.conf.py
         parser.add_argument("--no-peer", action="store_true", help="Skip the naive peer (issue 13 §4).")
         parser.add_argument("--sweep", default="",
                             help="Comma-separated WORKERSxTHREADS sizes: only reservations through the edge, per size.")
