@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from loadtest.interactive import latency_charts_html
 from loadtest.verdict import verdict_html, verdict_text
 from monitoring.charts import nice_max as _nice_max
 
@@ -274,6 +275,7 @@ def results_table_html(report: dict[str, Any]) -> str:
 
 def html_report(report: dict[str, Any], *, command: str | None = None) -> str:
     approaches = report["approaches"]
+    timelines: list[str] = []  # the no-JavaScript fallback of the interactive latency charts
     charts: list[str] = []
     for op, title in (("create", "Create latency per second of the run (from each card's scheduled start)"),
                       ("detokenize", "Detokenize latency per second of the run")):
@@ -282,8 +284,8 @@ def html_report(report: dict[str, Any], *, command: str | None = None) -> str:
             for cut in ("p50", "p95", "p99"):
                 series.append({"label": f"{name} {cut}", "color": COLORS.get(name, "#555"), "dash": DASHES[cut],
                                "points": [(w["t"], w[op][cut]) for w in data["timeline"]]})
-        charts.append(line_chart(title=title, series=series, x_label="seconds since the first scheduled card",
-                                 y_label="ms", hline=50.0))
+        timelines.append(line_chart(title=title, series=series, x_label="seconds since the first scheduled card",
+                                    y_label="ms", hline=50.0))
     series = [{"label": f"{name} {op}", "color": COLORS.get(name, "#555"), "dash": "" if op == "create" else "6 3",
                "points": [tuple(p) for p in data["distribution_ms"][op]]}
               for name, data in approaches.items() for op in ("create", "detokenize")]
@@ -320,6 +322,7 @@ def html_report(report: dict[str, Any], *, command: str | None = None) -> str:
              "dotted p99. The dashed black line is the plan's 50 ms p99 target.</p>"]
     if command:
         parts.append(f"<p>Command: <code>{html.escape(command)}</code></p>")
+    parts.append(latency_charts_html(report, colors=COLORS, fallback=timelines))
     parts += [f"<figure>{chart}</figure>" for chart in charts]
     parts.append(results_table_html(report))
     parts.append(f"<h2>Full output</h2><pre>{html.escape(text_table(report))}</pre></body></html>")

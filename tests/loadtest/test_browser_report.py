@@ -47,3 +47,33 @@ def test_the_report_opens_with_its_verdict_and_its_table_fits(served: dict[str, 
     body = page.locator("body").inner_text()
     assert "pool" in body and "library" in body
     page.screenshot(path=artifact("loadtest-report.png"), full_page=True)
+
+
+def test_the_latency_charts_are_drawn_by_the_vendored_library_offline(tmp_path: Path, browser_page: Any) -> None:
+    """uPlot, inlined: one chart per operation and approach, drawn from the page alone (no request leaves it),
+    every second's p50/p95/p99 in the legend; the SVG charts stay in <noscript> for readers without JS."""
+    from loadtest.report import html_report
+    from tests.loadtest.test_verdict import _report
+
+    report = _report(pool_p99=12.0, pool_per_card=0.004, library_per_card=3.0)
+    for name, scale in (("pool", 1.0), ("library", 6.0)):
+        report["approaches"][name]["timeline"] = [
+            {"t": t, **{op: {"p50": 2.0 * scale, "p95": 4.0 * scale, "p99": (90.0 if t == 7 else 8.0) * scale}
+                        for op in ("create", "detokenize")}} for t in range(30)]
+    path = tmp_path / "report.html"
+    path.write_text(html_report(report))
+    page = browser_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(path.as_uri())
+    page.wait_for_selector("#latency-create-pool .uplot canvas")
+    assert not errors
+    assert requests == [path.as_uri()]  # self-contained: nothing fetched
+    assert page.locator("figure.latency-chart .uplot").count() == 4  # create/detokenize × pool/library
+    legend = page.locator("#latency-detokenize-library .u-legend").inner_text()
+    assert "library p50" in legend and "library p99" in legend and "50 ms target" in legend
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1400
+    assert "<noscript><figure><svg" in path.read_text()
+    page.screenshot(path=artifact("loadtest-report-charts.png"), full_page=True)
