@@ -29,7 +29,19 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bench.buffered_outage import outage_run
-from bench.http import ROOT, bench_api_key, cleanup, pgbench_claim, reserved_count, scratch_pool, web_server
+from bench.http import (
+    ROOT,
+    bench_api_key,
+    cleanup,
+    pgbench_claim,
+    reserved_count,
+    run_wrk,
+    scratch_pool,
+    web_server,
+    wrk_rate,
+)
+from bench.management.commands.bench_http_goals import PEER_POOL
+from bench.management.commands.bench_http_goals import Command as HttpGoals
 from pool.models import Pool
 
 
@@ -44,9 +56,10 @@ class Command(BaseCommand):
         parser.add_argument("--pgbench-pairs", type=int, default=20_000)
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--worker-threads", type=int, default=4)
-        parser.add_argument("--layouts", default="unbuffered,1x,2x",
-                            help="Which runs, comma-separated: unbuffered (1 x --threads), 1x (buffered, 1 x "
-                                 "--threads), 2x (buffered, 2 x --threads/2), none.")
+        parser.add_argument("--layouts", default="naive,unbuffered,1x,2x",
+                            help="Which runs, comma-separated: naive (the naive Django + DRF peer's single "
+                                 "reservations, wrk at --threads connections), unbuffered (1 x --threads), 1x "
+                                 "(buffered, 1 x --threads), 2x (buffered, 2 x --threads/2), none.")
         parser.add_argument("--outage", type=float, default=0.0,
                             help="Seconds TokenPool is stopped (0: no outage run).")
         parser.add_argument("--outage-rate", type=float, default=5.8, help="Cards/s of the outage run (10x the plan).")
@@ -62,8 +75,10 @@ class Command(BaseCommand):
         with tempfile.NamedTemporaryFile("w", suffix=".key", delete=False) as handle:
             handle.write(raw_key)  # mode 0600: the key never goes onto a command line
         try:
+            wanted = set(opts["layouts"].split(","))
+            if "naive" in wanted:
+                runs["naive_peer_reservations_per_s"] = self.naive(opts)
             with web_server(workers=opts["workers"], threads=opts["worker_threads"], say=self.stdout.write) as server:
-                wanted = set(opts["layouts"].split(","))
                 layouts = [("unbuffered", f"unbuffered 1x{threads}", False, 1, threads, opts["pairs"] // 5),
                            ("1x", f"buffered 1x{threads}", True, 1, threads, opts["pairs"]),
                            ("2x", f"buffered 2x{threads // 2}", True, 2, threads // 2, opts["pairs"])]
@@ -86,14 +101,36 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from exc
             runs["pgbench_single_claim_per_s"] = round(pg.tps, 1)
             self.stdout.write(f"pgbench single-pair claim, {threads} clients: {pg.tps:,.0f} pairs/s")
+            peer = runs.get("naive_peer_reservations_per_s")
             for label in (k for k in runs if k.startswith("buffered")):
                 ratio = runs[label]["cards_per_s"] / pg.tps if pg.tps else 0.0
                 runs[label]["vs_pgbench_single_claim"] = round(ratio, 2)
-                self.stdout.write(f"{label}: {ratio:.2f}x pgbench of the single-pair claim")
+                versus = ""
+                if peer:
+                    runs[label]["vs_naive_peer"] = round(runs[label]["cards_per_s"] / peer, 2)
+                    versus = f", {runs[label]['vs_naive_peer']:.2f}x the naive peer's single reservations"
+                self.stdout.write(f"{label}: {ratio:.2f}x pgbench of the single-pair claim{versus}")
         finally:
             os.unlink(handle.name)
             cleanup(pools=pools, api_key=key)
         self.stdout.write("RESULT " + json.dumps(runs))
+
+    def naive(self, opts: dict[str, Any]) -> float:
+        """The naive Django + DRF peer's single reservations/s (bench_http_goals' peer, same gunicorn
+        sizes), wrk with --threads connections for --seconds, after a 2 s warm-up."""
+        goals = HttpGoals()
+        seconds, conns = max(1, int(opts["seconds"])), opts["threads"]
+        with goals.naive_peer(workers=opts["workers"], threads=opts["worker_threads"]) as peer:
+            goals.peer_fill(peer, pairs=opts["pairs"] // 5 + 4000)
+            run_wrk(base_url=peer.base_url, raw_key=peer.raw_key, pool=PEER_POOL, connections=conns, seconds=2)
+            result = run_wrk(base_url=peer.base_url, raw_key=peer.raw_key, pool=PEER_POOL, connections=conns,
+                             seconds=seconds)
+            dry = goals.peer_available(peer) == 0
+        rate = wrk_rate(result)
+        self.stdout.write(f"naive peer (Django + DRF, gunicorn gthread {opts['workers']}x{opts['worker_threads']}), "
+                          f"single reservations at {conns} connections: {rate:,.0f}/s ({result['statuses']})"
+                          + (" — PEER POOL RAN DRY, raise --pairs" if dry else ""))
+        return round(rate, 1)
 
     def phase(self, base_url: str, key_file: str, pool: Pool, *, buffered: bool, processes: int, threads: int,
               opts: dict[str, Any]) -> dict[str, Any]:
