@@ -1,120 +1,229 @@
-"""Measure what monitoring's count queries cost on a large pair table (docs/operations.md).
+"""Measure monitoring's periodic work and the dashboard on a large pair table (docs/benchmarks.md,
+"Pair counters").
 
-Builds a TokenPair-shaped table with the same hot-path indexes in a scratch database of the
-embedded PostgreSQL (never the application's database), fills it with ``--rows`` pairs (mostly
-USED, a pool's worth AVAILABLE, a few RESERVED) and times the query shapes of
-``monitoring/selectors.py`` and ``services.py`` (best of 3).
+Migrates a scratch database of the embedded PostgreSQL (never the application's database), measures
+the work on an empty pair table with ``--pools`` pools, then fills ``core_tokenpair`` with ``--rows``
+pairs spread over the pools (one generate_series INSERT per pool, counter triggers on: per pool
+mostly USED, ``--available`` AVAILABLE, 200 RESERVED, every 50th RETIRED, every 1000th direct; plus a
+day of snapshots every 5 minutes) and measures it again:
+- CPU (this process + its PostgreSQL backend, from /proc) and wall time of one run of each periodic
+  task: the snapshot task (compaction + snapshots), the alert evaluation, a /metrics render; and the
+  resulting share of one core at the default schedule (snapshots 5 min, alerts 1 min, a scrape every
+  ``--scrape-seconds``);
+- the admin dashboard's render time (median of ``--renders``, in process, no network);
+- for reference, the one exact grouped count the pool migration runs once to populate the counters.
 
-    python manage.py bench_monitoring --rows 5000000
+    python manage.py bench_monitoring --rows 10000000 --pools 50
     python manage.py bench_monitoring --request-costs   # /metrics scrape + one request log line
 """
 from __future__ import annotations
 
 import logging
 import os
+import statistics
 import time
 import timeit
+from collections.abc import Callable
+from datetime import timedelta
 
 import psycopg
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection, connections
 from django.test import Client
 
 from bench.loadgen import percentile
 from devtools.embedded_db import ensure_database
+from keys.services import api_key_create
+from monitoring.alerts import alerts_evaluate
 from monitoring.logging import CorrelationIdFilter, JsonFormatter
-from monitoring.metrics import observe_request
-from pool.models import TokenPair
+from monitoring.metrics import metrics_render, observe_request
+from monitoring.tasks import snapshots_take_task
+from pool.models import Pool, TokenPair
+from pool.services import CLAIM_ONE_SQL
 
 SCRATCH_DB = "bench_monitoring_scratch"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def backend_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this connection's PostgreSQL backend so far."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def cpu_and_wall(work: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Median CPU seconds (process + backend) and median wall seconds of ``repeat`` runs."""
+    cpu, wall = [], []
+    for _ in range(repeat):
+        backend, process, started = backend_cpu_seconds(), time.process_time(), time.perf_counter()
+        work()
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - process + backend_cpu_seconds() - backend)
+    return statistics.median(cpu), statistics.median(wall)
 
 
 class Command(BaseCommand):
-    help = "Time monitoring's pair-count queries on a large scratch pair table."
+    help = "Monitoring's periodic work and the dashboard, empty vs a large pair table (scratch database)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--rows", type=int, default=1_000_000)
-        parser.add_argument("--available", type=int, default=10_000)
+        parser.add_argument("--rows", type=int, default=10_000_000)
+        parser.add_argument("--pools", type=int, default=50)
+        parser.add_argument("--available", type=int, default=10_000, help="AVAILABLE pairs per pool")
+        parser.add_argument("--repeat", type=int, default=5, help="runs of each periodic task (median)")
+        parser.add_argument("--renders", type=int, default=5, help="dashboard renders (median)")
+        parser.add_argument("--scrape-seconds", type=int, default=15, help="assumed Prometheus scrape interval")
+        parser.add_argument("--trigger-claims", type=int, default=500,
+                            help="claims (and confirms) run under EXPLAIN ANALYZE for the counter triggers' share")
         parser.add_argument("--keep", action="store_true", help="keep the scratch database afterwards")
         parser.add_argument("--request-costs", action="store_true",
                             help="instead: time a /metrics scrape (this database, read-only) and the "
                                  "formatting of one JSON request log line")
 
-    def handle(self, *args: object, rows: int, available: int, keep: bool, request_costs: bool = False,
+    def handle(self, *args: object, rows: int, pools: int, available: int, repeat: int, renders: int,
+               scrape_seconds: int, trigger_claims: int, keep: bool, request_costs: bool = False,
                **options: object) -> None:
         if request_costs:
             self._request_costs()
             return
         if os.environ.get("DATABASE_URL"):
             raise CommandError("runs against the embedded PostgreSQL only (unset DATABASE_URL)")
-
         url = ensure_database(SCRATCH_DB)
-        with psycopg.connect(url, autocommit=True) as conn:
-            self._load(conn, rows=rows, available=available)
-            self._time_queries(conn, rows=rows)
-        if not keep:
-            admin_url = url.replace(f"/{SCRATCH_DB}?", "/postgres?")
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}"')
+        default = connections["default"]
+        name = default.settings_dict["NAME"]
+        default.close()
+        default.settings_dict["NAME"] = SCRATCH_DB
+        try:
+            call_command("migrate", verbosity=0)
+            self._setup(pools=pools)
+            self._measure(label="empty pair table", repeat=repeat, renders=renders, scrape_seconds=scrape_seconds)
+            self._load(rows=rows, available=available)
+            self._measure(label=f"{TokenPair.objects.order_by().count():,} pairs", repeat=repeat, renders=renders,
+                          scrape_seconds=scrape_seconds)
+            self._populate_cost()
+            self._trigger_cost(claims=trigger_claims)
+        finally:
+            default.close()
+            default.settings_dict["NAME"] = name
+            if not keep:
+                with psycopg.connect(url.replace(f"/{SCRATCH_DB}?", "/postgres?"), autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
 
-    def _load(self, conn, *, rows: int, available: int) -> None:
-        conn.execute("DROP TABLE IF EXISTS pair")
-        conn.execute("""CREATE TABLE pair (id bigserial PRIMARY KEY, pool_id bigint NOT NULL,
-            internal_token varchar(128) UNIQUE NOT NULL, external_ref_id varchar(128) UNIQUE NOT NULL,
-            status varchar(16) NOT NULL, source varchar(8) NOT NULL, reservation_id uuid UNIQUE,
-            reserved_at timestamptz, expires_at timestamptz, used_at timestamptz, retired_at timestamptz,
-            created_at timestamptz NOT NULL)""")
+    def _setup(self, *, pools: int) -> None:
+        TokenPair.objects.all().delete()
+        Pool.objects.all().delete()
+        Pool.objects.bulk_create([Pool(name=f"bench-{i:02d}", refill_enabled=False) for i in range(pools)])
+        self.key, _ = api_key_create(name=f"bench-monitoring-{time.time_ns()}", scopes=["reserve"])
+        self.user = get_user_model().objects.create_superuser(f"bench{time.time_ns()}", "b@example.com", "x")
+        # A day of history every 5 minutes, as the snapshot schedule would have left it.
+        with connection.cursor() as cursor:
+            cursor.execute("""INSERT INTO core_poolsnapshot (pool_id, taken_at, available, reserved, used, retired,
+                    reserved_total, reserved_direct, tome_calls_total, anchor_id, rows_pool, rows_direct)
+                SELECT p.id, now() - m * interval '5 minutes', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+                FROM core_pool p, generate_series(1, 288) m""")
+
+    def _load(self, *, rows: int, available: int) -> None:
+        ids = list(Pool.objects.order_by("pk").values_list("pk", flat=True))
+        per_pool, key = rows // len(ids), self.key.pk
         started = time.perf_counter()
-        # Oldest rows first; the newest `available` are AVAILABLE, 200 before them RESERVED,
-        # every 50th older one RETIRED, every 1000th made by the direct fallback.
-        conn.execute(f"""INSERT INTO pair (pool_id, internal_token, external_ref_id, status, source,
-                reservation_id, reserved_at, expires_at, used_at, retired_at, created_at)
-            SELECT 1, 't' || g, 'ext_' || md5(g::text),
-                CASE WHEN g > {rows} - {available} THEN 'AVAILABLE' WHEN g > {rows} - {available} - 200 THEN 'RESERVED'
-                     WHEN g % 50 = 0 THEN 'RETIRED' ELSE 'USED' END,
-                CASE WHEN g % 1000 = 0 AND g <= {rows} - {available} THEN 'direct' ELSE 'pool' END,
-                CASE WHEN g > {rows} - {available} THEN NULL ELSE gen_random_uuid() END,
-                CASE WHEN g > {rows} - {available} THEN NULL
-                     ELSE now() - (({rows} - g) / 100) * interval '1 second' END,
-                CASE WHEN g > {rows} - {available} THEN NULL ELSE now() + interval '15 minutes' END,
-                CASE WHEN g > {rows} - {available} - 200 OR g % 50 = 0 THEN NULL ELSE now() END,
-                CASE WHEN g <= {rows} - {available} - 200 AND g % 50 = 0 THEN now() ELSE NULL END,
-                now() - (({rows} - g) / 100) * interval '1 second'
-            FROM generate_series(1, {rows}) g""")
-        conn.execute("CREATE INDEX pair_available_idx ON pair (pool_id, id) WHERE status = 'AVAILABLE'")
-        conn.execute("CREATE INDEX pair_lease_expiry_idx ON pair (expires_at) WHERE status = 'RESERVED'")
-        conn.execute("VACUUM ANALYZE pair")
-        self.stdout.write(f"loaded {rows:,} pairs in {time.perf_counter() - started:.1f} s")
+        live = per_pool - available
+        with connection.cursor() as cursor:
+            for pool_id in ids:
+                cursor.execute(f"""INSERT INTO core_tokenpair (pool_id, internal_token, external_ref_id, status,
+                        source, reservation_id, reserved_by_id, reserved_at, expires_at, used_at, retired_at,
+                        created_at)
+                    SELECT {pool_id}, 't{pool_id}_' || g, 'ext_{pool_id}_' || g,
+                        CASE WHEN g > {live} THEN 'AVAILABLE' WHEN g > {live} - 200 THEN 'RESERVED'
+                             WHEN g %% 50 = 0 THEN 'RETIRED' ELSE 'USED' END,
+                        CASE WHEN g %% 1000 = 0 AND g <= {live} THEN 'direct' ELSE 'pool' END,
+                        CASE WHEN g > {live} THEN NULL ELSE gen_random_uuid() END,
+                        CASE WHEN g > {live} THEN NULL ELSE %s END,
+                        CASE WHEN g > {live} THEN NULL ELSE now() - ({live} - g) * interval '1 second' END,
+                        CASE WHEN g > {live} THEN NULL ELSE now() + interval '15 minutes' END,
+                        CASE WHEN g > {live} - 200 OR g %% 50 = 0 THEN NULL ELSE now() END,
+                        CASE WHEN g <= {live} - 200 AND g %% 50 = 0 THEN now() END,
+                        now() - ({per_pool} - g) * interval '1 second'
+                    FROM generate_series(1, {per_pool}) g""", [key])  # noqa: S608 - integers only
+            loaded = time.perf_counter() - started
+            cursor.execute("VACUUM ANALYZE core_tokenpair")
+        self.stdout.write(f"loaded {per_pool * len(ids):,} pairs into {len(ids)} pools in {loaded:.0f} s "
+                          f"(+ VACUUM ANALYZE {time.perf_counter() - started - loaded:.0f} s)")
 
-    def _time_queries(self, conn, *, rows: int) -> None:
-        anchor = rows - 20_000
-        queries = [
-            ("full grouped count (exact mode; snapshot task)",
-             (f"SELECT pool_id, status, source, count(*), count(*) FILTER (WHERE id <= {anchor}) FROM pair "
-              "GROUP BY 1, 2, 3")),
-            ("AVAILABLE per pool (partial index)",
-             "SELECT pool_id, count(*) FROM pair WHERE status = 'AVAILABLE' GROUP BY 1"),
-            ("RESERVED per pool (partial index)",
-             "SELECT pool_id, count(*) FROM pair WHERE status = 'RESERVED' GROUP BY 1"),
-            ("rows after the snapshot anchor (primary-key range)",
-             f"SELECT source, count(*) FROM pair WHERE pool_id = 1 AND id > {anchor} GROUP BY 1"),
-            ("direct pairs in the alert window (primary-key range)",
-             (f"SELECT count(*) FROM pair WHERE pool_id = 1 AND id > {anchor} AND source = 'direct' "
-             "AND reserved_at >= now() - interval '15 minutes'")),
-            ("snapshot anchor (newest id older than 5 min)",
-             "SELECT id FROM pair WHERE created_at < now() - interval '5 minutes' ORDER BY id DESC LIMIT 1"),
-            ("reservations in the last hour, no index (exact mode only)",
-             "SELECT count(*) FROM pair WHERE pool_id = 1 AND reserved_at >= now() - interval '1 hour'"),
-            ("planner row estimate", "SELECT reltuples::bigint FROM pg_class WHERE relname = 'pair'"),
+    def _measure(self, *, label: str, repeat: int, renders: int, scrape_seconds: int) -> None:
+        tasks = [
+            ("snapshot task (compaction + snapshots)", snapshots_take_task, 300),
+            ("alert evaluation", lambda: alerts_evaluate(probe=lambda: True, notify=False), 60),
+            ("/metrics render", metrics_render, scrape_seconds),
         ]
-        for label, sql in queries:
-            best = min(self._once(conn, sql) for _ in range(3))
-            self.stdout.write(f"{best * 1000:10.1f} ms  {label}")
+        self.stdout.write(f"-- {label}, {Pool.objects.count()} pools")
+        share = 0.0
+        for name, work, every in tasks:
+            work()  # warm-up
+            cpu, wall = cpu_and_wall(work, repeat)
+            share += cpu / every
+            self.stdout.write(f"   {name:40s} CPU {cpu * 1000:8.1f} ms  wall {wall * 1000:8.1f} ms  (every {every} s)")
+        self.stdout.write(f"   periodic work: {share * 100:.2f} % of one core")
+        client = Client()
+        client.force_login(self.user)
+        client.get("/admin/dashboard/")
+        times = []
+        for _ in range(renders):
+            started = time.perf_counter()
+            assert client.get("/admin/dashboard/").status_code == 200
+            times.append(time.perf_counter() - started)
+        self.stdout.write(f"   dashboard render: median {statistics.median(times) * 1000:.0f} ms over {renders}")
 
-    @staticmethod
-    def _once(conn, sql: str) -> float:
+    def _populate_cost(self) -> None:
         started = time.perf_counter()
-        conn.execute(sql).fetchall()
-        return time.perf_counter() - started
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pool_id, status, source, count(*) FROM core_tokenpair GROUP BY 1, 2, 3")
+            cursor.fetchall()
+        self.stdout.write(f"one-time counter population (pool migration 0004's grouped count): "
+                          f"{time.perf_counter() - started:.1f} s")
+
+    def _trigger_cost(self, *, claims: int) -> None:
+        """Median execution time of the shipped claim statement and of a confirm (RESERVED -> USED) with the
+        counter triggers and without them (disabled in this scratch database only), as EXPLAIN ANALYZE
+        reports them (autocommit), and the part spent in the trigger."""
+        for enabled in (True, False, True):
+            if not enabled:
+                with connection.cursor() as cursor:
+                    for op in ("insert", "update", "delete", "truncate"):
+                        cursor.execute(f"ALTER TABLE core_tokenpair DISABLE TRIGGER pool_paircounter_{op}")
+            for name, (total, trigger) in self._explain_claims(claims=claims).items():
+                state = "on " if enabled else "off"
+                self.stdout.write(f"{name:7s} triggers {state}: median {statistics.median(total):.3f} ms, of which "
+                                  f"the counter trigger {statistics.median(trigger):.3f} ms "
+                                  f"(EXPLAIN ANALYZE, {claims} runs)")
+            if not enabled:
+                with connection.cursor() as cursor:
+                    for op in ("insert", "update", "delete", "truncate"):
+                        cursor.execute(f"ALTER TABLE core_tokenpair ENABLE TRIGGER pool_paircounter_{op}")
+
+    def _explain_claims(self, *, claims: int) -> dict[str, tuple[list[float], list[float]]]:
+        pool = Pool.objects.order_by("pk").first()
+        params = {"pool": pool.pk, "after": 0, "api_key": self.key.pk, "owner_ref": None, "idempotency_key": None,
+                  "idempotency_index": None, "fingerprint": None, "ttl": timedelta(minutes=15)}
+        confirm = "UPDATE core_tokenpair SET status = 'USED', used_at = now() WHERE id = %(id)s AND status = 'RESERVED'"
+        results: dict[str, tuple[list[float], list[float]]] = {"claim": ([], []), "confirm": ([], [])}
+        with connection.cursor() as cursor:
+            for _ in range(claims):
+                cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + CLAIM_ONE_SQL, params)
+                plan = cursor.fetchone()[0][0]
+                cursor.execute("SELECT max(id) FROM core_tokenpair WHERE pool_id = %s AND status = 'RESERVED'",
+                               [pool.pk])
+                params["after"] = cursor.fetchone()[0]
+                cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + confirm, {"id": params["after"]})
+                for name, got in (("claim", plan), ("confirm", cursor.fetchone()[0][0])):
+                    results[name][0].append(got["Execution Time"])
+                    results[name][1].append(sum(t["Time"] for t in got.get("Triggers", [])
+                                                if t["Trigger Name"].startswith("pool_paircounter")))
+        return results
 
     def _request_costs(self) -> None:
         client = Client()
