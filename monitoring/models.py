@@ -15,10 +15,10 @@ __all__ = ["PoolSnapshot", "AlertCondition", "AlertSeverity", "PoolAlert", "Pool
 class PoolSnapshot(models.Model):
     """A pool's counts at one moment, written every ``MONITORING_SNAPSHOT_MINUTES`` by a task.
 
-    Feeds the dashboard chart and consumption rates, and lets /metrics avoid a full scan of a
-    large pair table: ``anchor_id`` is the newest pair id known committed when the counts were
-    taken, and ``rows_pool``/``rows_direct`` count the pool's pairs with ``id <= anchor_id``, so
-    the pairs inserted since are a cheap primary-key range scan (monitoring/selectors.py)."""
+    Read from the trigger-kept pair counters (``pool/counters.py``); feeds the dashboard chart and every
+    rate (counters now minus the snapshot nearest the window start). ``anchor_id``, ``rows_pool`` and
+    ``rows_direct`` belonged to the former "id tail since the last snapshot" counting and are no longer
+    written (left at 0; kept so that existing rows and the single-app migration test stay valid)."""
 
     pool = models.ForeignKey("pool.Pool", on_delete=models.CASCADE, related_name="snapshots",
                              db_index=False)
