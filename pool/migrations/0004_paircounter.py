@@ -6,8 +6,8 @@ writing connection (shard = ``pg_backend_pid()``): no two connections ever updat
 row, so reservations on different connections never queue behind each other, and the counts commit
 (or roll back) with the pairs. Keys are upserted in sorted order. TRUNCATE empties the counters.
 
-The migration counts the existing pairs once (one sequential scan, a one-time cost: ~1 s per
-million rows) while ``CREATE TRIGGER``'s lock keeps writers out, so the first counts are exact.
+The migration counts the existing pairs once (one sequential scan, a one-time cost: 2.9 s on
+10M rows in docs/benchmarks.md) while ``CREATE TRIGGER``'s lock keeps writers out, so the first counts are exact.
 """
 
 import django.db.models.deletion
