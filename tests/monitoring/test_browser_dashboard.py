@@ -18,23 +18,28 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PASSWORD = "dashboard-browser-pw"
 
 
-def _history(pool, *, hours: int) -> None:
+def _history(pool, *, hours: int, handed_out_an_hour_ago: int) -> None:
     """Snapshots every 15 minutes: demand peaking in the afternoon drains the pool, and a refill tops
-    it up to target whenever it falls below the low watermark (the sawtooth ops expect to see)."""
+    it up to target whenever it falls below the low watermark (the sawtooth ops expect to see). The
+    cumulative "handed out" series has the same shape, scaled to end at ``handed_out_an_hour_ago`` one
+    hour ago (the pairs really in the table then), so the live counters continue it."""
     now = timezone.now()
     steps = hours * 4
-    available, issued, rows = pool.target_size, 20_000, []
+    available, issued, series = pool.target_size, 0, []
     for i in range(steps, 0, -1):
         at = now - timedelta(minutes=15 * i)
         hour = at.hour + at.minute / 60
         per_hour = 60 + 140 * max(0.0, math.sin((hour - 7) / 24 * 2 * math.pi))
         taken = int(per_hour / 4)
-        available, issued = available - taken, issued + taken
+        available, issued = available - taken, issued + (taken if i > 4 else 0)
         if available < pool.low_watermark:
             available = pool.target_size
-        rows.append(PoolSnapshot(pool=pool, taken_at=at, available=available, reserved=5, used=issued - 5,
-                                 retired=0, reserved_total=issued))
-    PoolSnapshot.objects.bulk_create(rows)
+        series.append((at, available, issued))
+    scale = handed_out_an_hour_ago / max(issued, 1)
+    PoolSnapshot.objects.bulk_create([
+        PoolSnapshot(pool=pool, taken_at=at, available=available, reserved=0, used=round(total * scale), retired=0,
+                     reserved_total=round(total * scale))
+        for at, available, total in series])
 
 
 def test_dashboard_shows_the_database_figures(transactional_db, live_server, browser_page, django_user_model,
@@ -51,7 +56,7 @@ def test_dashboard_shows_the_database_figures(transactional_db, live_server, bro
                              details={"available": 1290, "low_watermark": 1500})
     other = make_pool("production-cards", pairs=400, environment="PRODUCTION", target_size=500,
                             low_watermark=100, critical_watermark=20)
-    _history(pool, hours=24 * 7)
+    _history(pool, hours=24 * 7, handed_out_an_hour_ago=200)
 
     base = live_server.url
     page = admin_login(browser_page(viewport={"width": 1360, "height": 1000}), live_server, "ops", PASSWORD)
@@ -73,6 +78,7 @@ def test_dashboard_shows_the_database_figures(transactional_db, live_server, bro
     assert number("retired") == counts[PairStatus.RETIRED] == 8
     issued = counts[PairStatus.USED]  # confirmed reservations; live leases and retired pairs are no cards
     assert number("cards-issued") == issued == 290
+    # Reservations ever now (the counters) minus the snapshot an hour ago (the 200 of 3 h ago).
     last_hour = TokenPair.objects.filter(pool=pool, reserved_at__gte=timezone.now() - timedelta(hours=1)).count()
     assert number("consumption-1h") == last_hour == 113
     # Net of refills: the 1,600-pair startup refill of the last hour outpaces 113 reservations.
