@@ -135,31 +135,35 @@ NOT_FOUND = "not_found"
 NOT_ACTIVE = "reservation_not_active"
 MAX_BATCH_TRANSITIONS = 500
 
-# The batch forms lock the named rows of the key in id order first (FOR UPDATE, so two batches naming
-# the same reservations in different orders queue behind each other instead of deadlocking) and
-# decide on the locked row's latest version, which FOR UPDATE returns. Only the unique
-# reservation_id index can serve the CTE and only the primary key the UPDATE, whatever the
-# statistics say: with a status condition in either, the planner may pick `pair_lease_expiry_idx`
-# (RESERVED rows only, estimated at 1 row when the table was last analysed full of AVAILABLE pairs,
-# as right after a refill) and join it to the batch in a nested loop, so every batch compared each
-# of its ids with every live lease: 0.5-0.9 s for 500 ids among 10,000 leases, seconds under load,
-# past the request's query deadline (docs/benchmarks.md, "Buffered client").
+# The batch forms lock the named rows in id order first (FOR UPDATE, so two batches naming the same
+# reservations in different orders queue behind each other instead of deadlocking) and decide on
+# the locked row's latest version, which FOR UPDATE returns: its status, lease and key. The CTE
+# names nothing but the reservation ids, so only the unique reservation_id index can serve it, and
+# the UPDATE only the primary key, whatever the statistics say. With a status condition the planner
+# took `pair_lease_expiry_idx` (estimated at 1 row when the table was last analysed full of
+# AVAILABLE pairs, as right after a refill) and joined it to the batch in a nested loop, each id
+# compared with every live lease: 0.5-0.9 s for 500 ids among 10,000 leases, seconds under load,
+# past the request's query deadline. With the key's condition it took `pair_consumer_reserved_idx`
+# and read the key's whole history. (docs/benchmarks.md, "Buffered client".) Another key's row
+# named in a batch is locked for the statement and left alone: the answer says not_found.
 _LOCK_BATCH_CTE = """
 WITH target AS MATERIALIZED (
-    SELECT id, status, expires_at FROM core_tokenpair
-     WHERE reservation_id = ANY(%(ids)s::uuid[]) AND reserved_by_id = %(api_key)s
+    SELECT id, status, expires_at, reserved_by_id FROM core_tokenpair
+     WHERE reservation_id = ANY(%(ids)s::uuid[])
      ORDER BY id FOR UPDATE
 )"""
 
 _CONFIRM_MANY_SQL = f"""{_LOCK_BATCH_CTE}
 UPDATE core_tokenpair AS t SET status = 'USED', used_at = now()
-  FROM target WHERE t.id = target.id AND target.status = 'RESERVED' AND target.expires_at > now()
+  FROM target
+ WHERE t.id = target.id AND target.reserved_by_id = %(api_key)s AND target.status = 'RESERVED'
+   AND target.expires_at > now()
 RETURNING {RETURNING}
 """
 
 _RELEASE_MANY_SQL = f"""{_LOCK_BATCH_CTE}
 UPDATE core_tokenpair AS t SET status = 'RETIRED', retired_at = now()
-  FROM target WHERE t.id = target.id AND target.status = 'RESERVED'
+  FROM target WHERE t.id = target.id AND target.reserved_by_id = %(api_key)s AND target.status = 'RESERVED'
 RETURNING {RETURNING}
 """
 
