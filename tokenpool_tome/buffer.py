@@ -70,6 +70,7 @@ class DemandMeter:
         self._clock = clock
         self._window = window
         self._buckets: deque[list[int]] = deque()  # [second, count]
+        self._total = 0  # the buckets' sum: every take asks for the rate, under the buffer's lock
 
     def record(self) -> None:
         second = int(self._clock())
@@ -77,19 +78,26 @@ class DemandMeter:
             self._buckets[-1][1] += 1
         else:
             self._buckets.append([second, 1])
+        self._total += 1
         self._prune(second)
 
     def rate(self, recent: float | None = None) -> float:
-        """Over the whole window, or over the last ``recent`` seconds."""
+        """Over the whole window, or over the last ``recent`` seconds (newest buckets first, so the
+        cost is that of ``recent`` buckets at most: it runs on every take, under the lock)."""
         now = int(self._clock())
         self._prune(now)
         if recent is None:
-            return sum(count for _, count in self._buckets) / self._window
-        return sum(count for second, count in self._buckets if second > now - recent) / recent
+            return self._total / self._window
+        count = 0
+        for second, n in reversed(self._buckets):
+            if second <= now - recent:
+                break
+            count += n
+        return count / recent
 
     def _prune(self, second: int) -> None:
         while self._buckets and self._buckets[0][0] <= second - self._window:
-            self._buckets.popleft()
+            self._total -= self._buckets.popleft()[1]
 
 
 @dataclass
