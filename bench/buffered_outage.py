@@ -75,7 +75,9 @@ def _run(*, server: WebServer, key_file: str, pool: str, rate: float, warmup: fl
     result.update({"rate": rate, "warmup_s": warmup, "outage_s": outage,
                    "load": " ".join(open("/proc/loadavg").read().split()[:3])})
     say(f"outage {outage:g} s at {rate:g} cards/s (after {warmup:g} s): buffer held {result['held_at_stop']} pairs "
-        f"(= {result['held_at_stop'] / rate:.1f} s of demand), lasted {result['buffer_lasted_s']} s; TOME calls "
+        f"(= {result['held_at_stop'] / rate:.1f} s of demand), lasted "
+        f"{'' if result['first_fallback_after_s'] is not None else 'the whole outage, ≥ '}"
+        f"{result['buffer_lasted_s']} s; TOME calls "
         f"before the buffer ran dry {result['tome_calls_while_buffer_lasted']}, during the outage "
         f"{result['tome_calls_during_outage']} ({result['fallback_cards']} fallback cards); first fallback "
         f"{result['first_fallback_after_s']} s after the stop; errors {result['errors']}; client {result['metrics']}")
