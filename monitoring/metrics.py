@@ -173,6 +173,20 @@ class DatabaseCollector:
                                      labels=["pool"])
         alerts = GaugeMetricFamily("tokenpool_alerts_open", "Open alerts by condition.",
                                    labels=["pool", "condition", "severity"])
+        # The dashboard's tiles, by the same definitions (monitoring/numbers.py).
+        consumption = GaugeMetricFamily("tokenpool_pool_consumption_per_hour",
+                                        "Pairs handed out per hour over the last hour (the dashboard's tile).",
+                                        labels=["pool"])
+        refill_rate = GaugeMetricFamily("tokenpool_pool_refill_per_hour",
+                                        "Pairs inserted by refills per hour over the last hour.", labels=["pool"])
+        to_empty = GaugeMetricFamily("tokenpool_pool_hours_to_empty",
+                                     "Hours until AVAILABLE reaches 0 at the last hour's consumption net of "
+                                     "refills; absent while refills keep up.", labels=["pool"])
+        calls_live = GaugeMetricFamily("tokenpool_tome_calls_live_path",
+                                       "TOME calls the live path would have made for the pool's cards (3 per card).",
+                                       labels=["pool"])
+        calls_made = GaugeMetricFamily("tokenpool_tome_calls_made", "TOME calls made for the pool "
+                                       "(refills + direct fallback).", labels=["pool"])
         for pool in data.pools:
             counts = data.counts[pool.pk]
             for status, value in counts.by_status.items():
@@ -184,9 +198,17 @@ class DatabaseCollector:
             target.add_metric([pool.name], pool.target_size)
             low.add_metric([pool.name], pool.low_watermark)
             critical.add_metric([pool.name], pool.critical_watermark)
+            numbers = data.numbers[pool.pk]
+            consumption.add_metric([pool.name], numbers.consumption_per_hour)
+            refill_rate.add_metric([pool.name], numbers.refill_per_hour)
+            if numbers.hours_to_empty is not None:
+                to_empty.add_metric([pool.name], numbers.hours_to_empty)
+            calls_live.add_metric([pool.name], numbers.tome_calls_live)
+            calls_made.add_metric([pool.name], numbers.tome_calls_actual)
         for pool_name, condition, severity, value in data.open_alerts:
             alerts.add_metric([pool_name, condition, severity], value)
-        yield from (pairs, reservations, refills, target, low, critical, alerts)
+        yield from (pairs, reservations, refills, target, low, critical, alerts, consumption, refill_rate, to_empty,
+                    calls_live, calls_made)
 
 
 def _registry() -> CollectorRegistry:

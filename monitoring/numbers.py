@@ -31,6 +31,7 @@ __all__ = [
     "LIVE_DETOKENIZE_CALLS",
     "PLAN_LIVE_CALLS_PER_CARD",
     "calls_per_card",
+    "consumption_per_hour",
     "RATE_WINDOW_HOURS",
     "calls_saved",
     "hours_to_empty",
@@ -49,6 +50,14 @@ LIVE_CALLS_BASIS = ("the library approach: create NS1 + NS2, one detokenize NS2 
 PLAN_LIVE_CALLS_PER_CARD = 4
 # The window of the rate tiles and of the chart's consumption line.
 RATE_WINDOW_HOURS = 1
+
+
+def consumption_per_hour(*, reservations_now: int, reservations_then: int, hours: float) -> float:
+    """Pairs handed out per hour between a snapshot and now (reservations ever, the counters): 0 until
+    the snapshot is a minute old, so a fresh deployment shows no made-up rate."""
+    if hours < 1 / 60:
+        return 0.0
+    return max(reservations_now - reservations_then, 0) / hours
 
 
 def hours_to_empty(*, available: int, consumption_per_hour: float, refill_per_hour: float = 0.0) -> float | None:

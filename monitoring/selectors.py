@@ -16,7 +16,13 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from monitoring.models import PoolAlert, PoolSnapshot
-from monitoring.numbers import DIRECT_CALLS_PER_PAIR, RATE_WINDOW_HOURS, hours_to_empty
+from monitoring.numbers import (
+    DIRECT_CALLS_PER_PAIR,
+    LIVE_CALLS_PER_CARD,
+    RATE_WINDOW_HOURS,
+    consumption_per_hour,
+    hours_to_empty,
+)
 from pool.counters import pair_counter_totals
 from pool.models import PairSource, PairStatus, Pool
 from refill.models import RefillOutcome, RefillRun
@@ -94,6 +100,7 @@ class MetricsData:
     counts: dict[int, PairCounts]
     refill_runs: dict[int, dict[str, int]]
     open_alerts: list[tuple[str, str, str, int]]
+    numbers: dict[int, PoolNumbers]
 
 
 def metrics_snapshot() -> MetricsData:
@@ -104,8 +111,9 @@ def metrics_snapshot() -> MetricsData:
             PoolAlert.objects.filter(resolved_at__isnull=True)
             .values_list("pool__name", "condition", "severity").annotate(n=Count("*")).order_by())
     ]
-    return MetricsData(pools=pools, counts=pair_counts(pools=pools), refill_runs=refill_run_counts(),
-                       open_alerts=open_alerts)
+    counts = pair_counts(pools=pools)
+    return MetricsData(pools=pools, counts=counts, refill_runs=refill_run_counts(), open_alerts=open_alerts,
+                       numbers=pools_numbers(pool_ids=[p.pk for p in pools], counts=counts))
 
 
 # ---- dashboard ------------------------------------------------------------------------------
@@ -116,28 +124,71 @@ def pool_consumption_rates(*, pool: Pool, windows: tuple[int, ...] = (1, 24),
     """Pairs handed out per hour over each window (hours), any source: reservations ever now (the
     counters) minus those of the snapshot nearest the window start (the oldest one while the history
     is shorter), divided by the time actually between them; 0 until a snapshot is a minute old."""
+    counts_now = {pool.pk: counts or pair_counts(pools=[pool])[pool.pk]}
+    return pools_consumption_rates(pool_ids=[pool.pk], counts=counts_now, windows=windows)[pool.pk]
+
+
+def pools_consumption_rates(*, pool_ids: list[int], counts: dict[int, PairCounts],
+                            windows: tuple[int, ...] = (1, 24)) -> dict[int, dict[int, float]]:
+    """``pool_consumption_rates`` of many pools with one query per window (the /metrics scrape)."""
     now = timezone.now()
-    total_now = (counts or pair_counts(pools=[pool])[pool.pk]).reservations_total
-    oldest = PoolSnapshot.objects.filter(pool=pool).order_by("taken_at").first()
-    rates: dict[int, float] = {}
+    oldest = {s.pool_id: s for s in PoolSnapshot.objects.filter(pool_id__in=pool_ids)
+              .order_by("pool_id", "taken_at").distinct("pool_id")}
+    rates: dict[int, dict[int, float]] = {pk: {} for pk in pool_ids}
     for h in windows:
-        snap = pool_snapshots_latest(pool_ids=[pool.pk], before=now - timedelta(hours=h)).get(pool.pk) or oldest
-        elapsed_h = (now - snap.taken_at).total_seconds() / 3600 if snap else 0.0
-        rates[h] = max(total_now - snap.reserved_total, 0) / elapsed_h if snap and elapsed_h >= 1 / 60 else 0.0
+        nearest = pool_snapshots_latest(pool_ids=pool_ids, before=now - timedelta(hours=h))
+        for pk in pool_ids:
+            snap = nearest.get(pk) or oldest.get(pk)
+            rates[pk][h] = consumption_per_hour(
+                reservations_now=counts[pk].reservations_total,
+                reservations_then=snap.reserved_total if snap else 0,
+                hours=(now - snap.taken_at).total_seconds() / 3600 if snap else 0.0)
     return rates
 
 
 def pool_refill_rate(*, pool: Pool, hours: float) -> float:
     """Pairs inserted by refill runs per hour over the last ``hours`` hours."""
+    return pools_refill_rates(pool_ids=[pool.pk], hours=hours)[pool.pk]
+
+
+def pools_refill_rates(*, pool_ids: list[int], hours: float) -> dict[int, float]:
     since = timezone.now() - timedelta(hours=hours)
-    inserted = RefillRun.objects.filter(pool=pool, started_at__gte=since).aggregate(n=Sum("inserted"))["n"]
-    return (inserted or 0) / hours
+    inserted = dict(RefillRun.objects.filter(pool_id__in=pool_ids, started_at__gte=since)
+                    .values_list("pool_id").annotate(n=Sum("inserted")).order_by())
+    return {pk: (inserted.get(pk) or 0) / hours for pk in pool_ids}
 
 
 def pool_tome_calls(*, pool: Pool, direct_pairs: int) -> int:
     """TOME calls made on behalf of this pool: every refill run's calls plus the direct fallback's."""
     refill = RefillRun.objects.filter(pool=pool).aggregate(n=Sum("tome_calls"))["n"] or 0
     return int(refill) + DIRECT_CALLS_PER_PAIR * direct_pairs
+
+
+@dataclass(frozen=True)
+class PoolNumbers:
+    """The dashboard tile figures of one pool, for /metrics: the same functions, read in bulk."""
+    consumption_per_hour: float
+    refill_per_hour: float
+    hours_to_empty: float | None
+    tome_calls_actual: int
+    tome_calls_live: int
+
+
+def pools_numbers(*, pool_ids: list[int], counts: dict[int, PairCounts]) -> dict[int, PoolNumbers]:
+    consumption = pools_consumption_rates(pool_ids=pool_ids, counts=counts, windows=(RATE_WINDOW_HOURS,))
+    refill = pools_refill_rates(pool_ids=pool_ids, hours=RATE_WINDOW_HOURS)
+    refill_calls = dict(RefillRun.objects.filter(pool_id__in=pool_ids).values_list("pool_id")
+                        .annotate(n=Sum("tome_calls")).order_by())
+    result = {}
+    for pk in pool_ids:
+        rate = consumption[pk][RATE_WINDOW_HOURS]
+        result[pk] = PoolNumbers(
+            consumption_per_hour=rate, refill_per_hour=refill[pk],
+            hours_to_empty=hours_to_empty(available=counts[pk].available, consumption_per_hour=rate,
+                                          refill_per_hour=refill[pk]),
+            tome_calls_actual=int(refill_calls.get(pk) or 0) + DIRECT_CALLS_PER_PAIR * counts[pk].direct,
+            tome_calls_live=LIVE_CALLS_PER_CARD * counts[pk].used)
+    return result
 
 
 @dataclass

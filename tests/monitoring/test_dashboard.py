@@ -262,3 +262,27 @@ def test_each_tile_equals_its_charts_last_point(admin_client, make_pool, pair_st
     # one reservation a minute is 60/h.
     rates = [p.consumption_per_hour for p in pool_chart_points(pool=pool, hours=24)]
     assert rates[0] is None and all(r == pytest.approx(60.0) for r in rates[1:])
+
+
+def test_metrics_carry_the_dashboards_tiles(admin_client, make_pool, pair_states, scrape):
+    """One definition (issue 21): /metrics exposes the tiles' rates, time to empty and TOME calls with
+    the values the dashboard shows, computed by the same functions."""
+    from tests.fixtures.monitoring import sample_value
+
+    pool = make_pool("metered", pairs=120, target_size=200, low_watermark=150, critical_watermark=20)
+    pool_snapshots_take(now=timezone.now() - timedelta(minutes=61))
+    pair_states(pool, reserved=3, used=26, retired=2, direct=4)  # consumed within the last hour
+    RefillRun.objects.create(pool=pool, trigger=RefillTrigger.SCHEDULED, outcome="succeeded",
+                             finished_at=timezone.now(), requested=5, inserted=5, tome_calls=2)
+    got = figures(admin_client.get("/admin/dashboard/").content.decode(), "metered")
+    text = scrape()
+
+    def metric(name: str) -> float | None:
+        return sample_value(text, name, {"pool": "metered"})
+
+    assert float(got["consumption-1h"]) > float(got["refill-1h"]) > 0  # draining: time to empty is shown
+    assert metric("tokenpool_pool_consumption_per_hour") == pytest.approx(float(got["consumption-1h"]), rel=0.01)
+    assert metric("tokenpool_pool_refill_per_hour") == pytest.approx(float(got["refill-1h"]))
+    assert metric("tokenpool_pool_hours_to_empty") == pytest.approx(float(got["hours-to-empty"]), rel=0.01)
+    assert metric("tokenpool_tome_calls_live_path") == int(got["tome-live"]) == 3 * 26
+    assert metric("tokenpool_tome_calls_made") == int(got["tome-actual"]) == 2 + 2 * 4
