@@ -9,24 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 
 from tests.fixtures.browser import artifact
-from tests.loadtest.test_loadtest_smoke import RATE, served  # noqa: F401 - the fixture, shared
+from tests.loadtest.test_loadtest_smoke import run_loadtest, served  # noqa: F401 - the fixture, shared
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_report_opens_with_its_verdict_and_its_table_fits(served: dict[str, Any],  # noqa: F811
                                                               tmp_path: Path, browser_page: Any) -> None:
-    tome = served["tome"]
     report = tmp_path / "loadtest.html"
-    call_command("loadtest", "--base-url", served["url"], "--api-key", served["key"], "--approach", "both",
-                 "--cards-per-day", str(RATE * 86_400), "--speedup", "1", "--duration", "2",
-                 "--report", str(report), "--pool", served["pool"].name,
-                 "--tome-url", tome.base_url, "--tome-token", tome.client_token,
-                 "--tome-admin-token", tome.admin_token, "--timeout", "30", "--no-progress",
-                 stdout=io.StringIO())
+    run_loadtest(served, approach="both", seconds=2, stdout=io.StringIO(), extra=("--report", str(report)))
 
     page = browser_page(viewport={"width": 1400, "height": 900})
     page.goto(report.as_uri())

@@ -29,17 +29,23 @@ def served(transactional_db: None, live_server: Any, tome: Any) -> dict[str, Any
     return {"pool": pool, "url": live_server.url, "key": raw_key, "tome": tome}
 
 
+def run_loadtest(served: dict[str, Any], *, approach: str, seconds: int, stdout: Any,
+                 extra: tuple[str, ...] = ()) -> None:
+    """``manage.py loadtest`` against ``served`` at RATE cards/s for ``seconds`` (5 ms injected TOME latency)."""
+    tome = served["tome"]
+    call_command("loadtest", "--base-url", served["url"], "--api-key", served["key"], "--approach", approach,
+                 "--cards-per-day", str(RATE * 86_400), "--speedup", "1", "--duration", str(seconds),
+                 "--pool", served["pool"].name, "--tome-url", tome.base_url, "--tome-token", tome.client_token,
+                 "--tome-admin-token", tome.admin_token, "--tome-latency-ms", "5", "--timeout", "30",
+                 "--no-progress", *extra, stdout=stdout)
+
+
 def test_loadtest_both_approaches_writes_the_contract_json(served: dict[str, Any], tmp_path: Path,
                                                            capfd: pytest.CaptureFixture[str]) -> None:
     tome = served["tome"]
     tome.set_faults(latency_ms=1)
     out, report, table = tmp_path / "loadtest.json", tmp_path / "loadtest.html", io.StringIO()
-    call_command("loadtest", "--base-url", served["url"], "--api-key", served["key"], "--approach", "both",
-                 "--cards-per-day", str(RATE * 86_400), "--speedup", "1", "--duration", "3",
-                 "--json", str(out), "--report", str(report), "--pool", served["pool"].name,
-                 "--tome-url", tome.base_url, "--tome-token", tome.client_token,
-                 "--tome-admin-token", tome.admin_token, "--tome-latency-ms", "5", "--timeout", "30",
-                 "--no-progress", stdout=table)
+    run_loadtest(served, approach="both", seconds=3, stdout=table, extra=("--json", str(out), "--report", str(report)))
     data = json.loads(out.read_text())
 
     assert set(data["approaches"]) == {"pool", "library"}
@@ -94,14 +100,8 @@ def test_loadtest_both_approaches_writes_the_contract_json(served: dict[str, Any
 
 
 def test_loadtest_buffered_approach_creates_and_detokenizes_every_card(served: dict[str, Any], tmp_path: Path) -> None:
-    tome = served["tome"]
     out = tmp_path / "loadtest.json"
-    call_command("loadtest", "--base-url", served["url"], "--api-key", served["key"], "--approach", "buffered",
-                 "--cards-per-day", str(RATE * 86_400), "--speedup", "1", "--duration", "3",
-                 "--json", str(out), "--pool", served["pool"].name,
-                 "--tome-url", tome.base_url, "--tome-token", tome.client_token,
-                 "--tome-admin-token", tome.admin_token, "--tome-latency-ms", "5", "--timeout", "30",
-                 "--no-progress", stdout=io.StringIO())
+    run_loadtest(served, approach="buffered", seconds=3, stdout=io.StringIO(), extra=("--json", str(out)))
     result = json.loads(out.read_text())["approaches"]["buffered"]
     assert result["cards"] == result["cards_detokenized"] == 3 * RATE
     assert result["errors"] == 0 and result["duplicates"] == 0
