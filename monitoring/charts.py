@@ -1,5 +1,8 @@
 """The dashboard's charts: the time axis fitted to the data, per-bucket refill and TOME activity,
-and the inline SVG (no JavaScript, no CDN). ``nice_max`` is shared with the load-test report.
+the series the browser draws with uPlot (``chart_series``: the page carries them with ``json_script``,
+monitoring/static/monitoring/dashboard_charts.js draws them), and the server-side SVG of the same
+points, shown until the script has drawn (and whenever JavaScript is off). ``nice_max`` is shared with
+the load-test report.
 
 The time axis spans the data, not the whole selected range: on a deployment 25 minutes old a
 fixed 24 h axis would squeeze everything into its right-most 2 %. The range (24 h / 7 d) is the
@@ -10,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db.models import Sum
 from django.db.models.expressions import RawSQL
@@ -125,6 +129,41 @@ def pool_activity(*, pool: Pool, window: ChartWindow, direct_now: int) -> list[A
         if grown and (bucket := buckets.get(origin + width * ((at - origin) // width))) is not None:
             bucket.tome_calls += DIRECT_CALLS_PER_PAIR * grown
     return list(buckets.values())
+
+
+def bucket_x(bucket: ActivityBucket, window: ChartWindow) -> datetime:
+    """Where a bucket's TOME calls are plotted: its middle, or now for the bucket still running."""
+    return min(bucket.at + bucket.width / 2, window.end)
+
+
+# ---- series for the browser (uPlot) ---------------------------------------------------------
+
+
+def _epoch(at: datetime) -> float:
+    return round(at.timestamp(), 3)
+
+
+def chart_series(*, points: list[ChartPoint], buckets: list[ActivityBucket], window: ChartWindow,
+                 low_watermark: int, target: int, time_zone: str) -> dict[str, Any]:
+    """The data both uPlot charts of a pool card draw, from the same points and buckets as the SVG
+    (x in Unix seconds; ``None`` is a gap). The stock chart's last point is the live one the tiles show."""
+    has_activity = any(b.refilled or b.tome_calls for b in buckets)
+    return {
+        "tz": time_zone,
+        "start": _epoch(window.start), "end": _epoch(window.end),
+        "per": _width_label(buckets[0].width) if buckets else "",
+        "stock": None if len(points) < 2 else {
+            "x": [_epoch(p.at) for p in points],
+            "available": [p.available for p in points],
+            "consumption": [p.consumption_per_hour for p in points],
+            "low_watermark": low_watermark, "target": target,
+        },
+        "activity": None if not has_activity else {
+            "x": [_epoch(bucket_x(b, window)) for b in buckets],
+            "refilled": [b.refilled for b in buckets],
+            "tome_calls": [b.tome_calls for b in buckets],
+        },
+    }
 
 
 # ---- charts ---------------------------------------------------------------------------------
@@ -263,8 +302,8 @@ def activity_svg(*, buckets: list[ActivityBucket], window: ChartWindow) -> str:
         parts.append(f'<rect class="tp-series-refill" x="{x0:.1f}" y="{base - height:.1f}" '
                      f'width="{max(x1 - x0 - 1, 1.5):.1f}" height="{height:.1f}" fill="#68d391">'
                      f'<title>{b.refilled} pairs refilled from {timezone.localtime(b.at):%H:%M}</title></rect>')
-    calls = " ".join(f"{x(b.at + b.width / 2):.1f},{base - plot_h * b.tome_calls / calls_max:.1f}"
-                     for b in buckets if b.at + b.width / 2 <= window.end)
+    calls = " ".join(f"{x(bucket_x(b, window)):.1f},{base - plot_h * b.tome_calls / calls_max:.1f}"
+                     for b in buckets)
     parts.append(f'<polyline class="tp-series-tome" points="{calls}" fill="none" stroke="#6b46c1" stroke-width="1.6">'
                  f'<title>TOME calls per {per} for this pool (refills + direct fallback)</title></polyline>')
     parts.append("</svg>")

@@ -1,13 +1,15 @@
-"""The admin's pool health dashboard: one card per pool, figures plus an inline SVG chart.
+"""The admin's pool health dashboard: one card per pool, figures plus two charts.
 
 Answers, per pool: is it healthy, how fast is it draining, is refill keeping up, and how many
-TOME calls the pool saves. No JavaScript and no CDN: the charts are SVG rendered on the server.
-The charts (time axis and SVG) are in ``charts.py``.
+TOME calls the pool saves. The charts are drawn in the browser by uPlot (vendored, served from this
+site: no CDN) from series the page carries as JSON; the server's SVG of the same points stays on the
+page as the fallback (no JavaScript, or the script failed). Time axis, series and SVG: ``charts.py``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
@@ -15,7 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from monitoring.charts import activity_svg, chart_svg, chart_window, pool_activity
+from monitoring.charts import activity_svg, chart_series, chart_svg, chart_window, pool_activity
 from monitoring.metrics import tome_call_totals
 from monitoring.models import PoolAlert
 from monitoring.numbers import LIVE_CALLS_BASIS, LIVE_CALLS_PER_CARD, RATE_WINDOW_HOURS, hours_to_empty
@@ -53,6 +55,7 @@ class PoolCard:
     chart_has_data: bool
     activity_svg: str
     activity_has_data: bool
+    series: dict[str, Any]  # what the uPlot charts draw: the same points and buckets as the SVG
     status: str  # ok | warning | critical
     status_label: str
 
@@ -124,6 +127,8 @@ def pool_card(*, pool: Pool, counts: PairCounts, range_hours: int, now: datetime
         chart_has_data=len(points) >= 2,
         activity_svg=activity_svg(buckets=activity, window=window),
         activity_has_data=any(b.refilled or b.tome_calls for b in activity),
+        series=chart_series(points=points, buckets=activity, window=window, low_watermark=pool.low_watermark,
+                            target=pool.target_size, time_zone=timezone.get_current_timezone_name()),
         status=status, status_label=label,
     )
 

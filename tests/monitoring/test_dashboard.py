@@ -1,6 +1,7 @@
 """The admin pool-health dashboard: staff only, and every figure equal to what the database says."""
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
@@ -149,6 +150,13 @@ def _card(html: str, pool: str) -> str:
     return re.search(rf'data-testid="pool-{re.escape(pool)}".*?</section>', html, re.DOTALL).group(0)
 
 
+def _series(html: str, pool: str) -> dict:
+    """The card's chart series as the page carries them for uPlot (json_script: data, not script)."""
+    found = re.findall(r'<script type="application/json">(.*?)</script>', _card(html, pool), re.DOTALL)
+    assert len(found) == 1, found
+    return json.loads(found[0])
+
+
 def test_a_new_deployments_chart_spans_its_data_not_the_whole_day(admin_client, make_pool):
     """25 minutes of snapshots fill the plot: the axis starts at the oldest snapshot, not 24 h ago."""
     pool = make_pool("fresh", pairs=5, target_size=500)
@@ -258,6 +266,16 @@ def test_each_tile_equals_its_charts_last_point(admin_client, make_pool, pair_st
     assert last_available == int(got["available"]) == 76
     assert last_consumption == pytest.approx(float(got["consumption-1h"]))
     assert last_consumption == pytest.approx(64, rel=0.01)
+    # The uPlot charts draw the series the page carries as JSON: the same points, ending at the same tiles.
+    series = _series(html, "tiles")
+    stock = series["stock"]
+    assert stock["available"][-1] == int(got["available"]) == 76
+    assert stock["consumption"][-1] == pytest.approx(float(got["consumption-1h"]))
+    assert stock["x"][-1] == pytest.approx(series["end"], abs=1)  # the live point is now, not a snapshot ago
+    points = pool_chart_points(pool=pool, hours=24)
+    assert stock["available"][:-1] == [p.available for p in points]  # the snapshots the SVG draws, then the tiles
+    polyline = re.search(r'class="tp-series-available" points="([^"]+)"', svg).group(1).split()
+    assert len(polyline) == len(stock["x"]) == len(points) + 1
     # The line's points are hourly rates too (the tile's window), not 5-minute rates scaled up:
     # one reservation a minute is 60/h.
     rates = [p.consumption_per_hour for p in pool_chart_points(pool=pool, hours=24)]
