@@ -132,8 +132,9 @@ def pool_activity(*, pool: Pool, window: ChartWindow, direct_now: int) -> list[A
 
 
 def bucket_x(bucket: ActivityBucket, window: ChartWindow) -> datetime:
-    """Where a bucket's TOME calls are plotted: its middle, or now for the bucket still running."""
-    return min(bucket.at + bucket.width / 2, window.end)
+    """Where a bucket is plotted: its middle, inside the window (the first bucket may start before the
+    window, the last one is still running: the edges)."""
+    return max(window.start, min(bucket.at + bucket.width / 2, window.end))
 
 
 # ---- series for the browser (uPlot) ---------------------------------------------------------

@@ -1,7 +1,10 @@
 """The pool health dashboard in a real browser: log in, follow the link from the admin index, read
-the figures and compare them with the database; a screenshot lands in tests/artifacts/."""
+the figures and compare them with the database; the charts are drawn by uPlot (a canvas per chart, no
+console error, nothing blocked by the CSP) from the series the tiles end at, and the server's SVG is
+the fallback a page without JavaScript shows; a screenshot lands in tests/artifacts/."""
 from __future__ import annotations
 
+import json
 import math
 from datetime import timedelta
 
@@ -42,6 +45,29 @@ def _history(pool, *, hours: int, handed_out_an_hour_ago: int) -> None:
         for at, available, total in series])
 
 
+def _watch_errors(page) -> list[str]:
+    """Script errors and console errors (a CSP violation is one) of ``page``, collected as they happen."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+    return errors
+
+
+def _assert_uplot_charts(page, card, *, charts: tuple[str, ...], errors: list[str]) -> None:
+    """uPlot drew a canvas for each of ``charts`` in ``card`` and hid the SVG fallback behind it, and
+    nothing went wrong on the page (``errors`` from ``_watch_errors``)."""
+    page.wait_for_load_state("load")
+    assert not errors, errors
+    for chart in charts:
+        card.locator(f'[data-testid="{chart}-uplot"] .uplot canvas').first.wait_for()
+        assert card.locator(f'[data-testid="{chart}-uplot"] .uplot canvas').count() == 1, chart
+        box = card.locator(f'[data-testid="{chart}-uplot"] .uplot canvas').bounding_box()
+        assert box and box["width"] > 300 and box["height"] > 100, (chart, box)
+        assert not card.locator(f'[data-testid="{chart}-chart"]').is_visible(), chart
+    width = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], width  # the page fits its window: no horizontal scroll
+
+
 def test_dashboard_shows_the_database_figures(transactional_db, live_server, browser_page, django_user_model,
                                               make_pool, pair_states):
     django_user_model.objects.create_superuser("ops", "ops@example.test", PASSWORD)
@@ -60,6 +86,7 @@ def test_dashboard_shows_the_database_figures(transactional_db, live_server, bro
 
     base = live_server.url
     page = admin_login(browser_page(viewport={"width": 1360, "height": 1000}), live_server, "ops", PASSWORD)
+    errors = _watch_errors(page)
     page.click("text=Pool health dashboard")
     page.wait_for_url(f"{base}/admin/dashboard/")
 
@@ -93,6 +120,13 @@ def test_dashboard_shows_the_database_figures(transactional_db, live_server, bro
     assert shown("status") == "Needs attention"
     assert card.locator('[data-testid="stock-chart"] svg polyline').count() == 2
     assert card.locator('[data-testid="activity-chart"] svg .tp-series-refill').count() == 1
+    # What the reader sees: uPlot's charts from the card's series, the last point of which is the tiles.
+    _assert_uplot_charts(page, card, charts=("stock", "activity"), errors=errors)
+    series = json.loads(card.locator('script[type="application/json"]').text_content())
+    assert series["stock"]["available"][-1] == number("available")
+    assert round(series["stock"]["consumption"][-1]) == number("consumption-1h")
+    assert sum(series["activity"]["refilled"]) == 1600
+    assert not errors, errors
     assert page.locator('[data-testid="pool-production-cards"] [data-testid="available"]').inner_text() == "400"
     assert other.pk
 
@@ -102,6 +136,9 @@ def test_dashboard_shows_the_database_figures(transactional_db, live_server, bro
     page.wait_for_url(f"{base}/admin/dashboard/?range=7d")
     assert page.locator('[data-testid="range-7d"].on').count() == 1
     assert page.locator('[data-testid="pool-default"] [data-testid="stock-chart"] svg polyline').count() == 2
+    _assert_uplot_charts(page, page.locator('[data-testid="pool-default"]'), charts=("stock", "activity"),
+                         errors=errors)
+    assert not errors, errors
 
     # Tunables from the card: a bad edit is a message on the field, not a 500, and nothing changes.
     page.goto(f"{base}/admin/dashboard/")
@@ -142,10 +179,27 @@ def test_a_fresh_deployments_dashboard_fits_its_charts_to_25_minutes_of_data(
                              opened_at=timezone.now() - timedelta(minutes=14))
 
     base = live_server.url
+    # With JavaScript: uPlot draws both charts at a 1400 px window, without an error.
     page = admin_login(browser_page(viewport={"width": 1400, "height": 1000}), live_server, "ops", PASSWORD)
+    errors = _watch_errors(page)
+    page.goto(f"{base}/admin/dashboard/")
+    _assert_uplot_charts(page, page.locator('[data-testid="pool-default"]'), charts=("stock", "activity"),
+                         errors=errors)
+    page.screenshot(path=artifact("monitoring-dashboard-fresh-uplot.png"), full_page=True)
+    assert not errors, errors
+    # The startup fill (2,000 pairs, 4 TOME calls) in the first bucket sits inside the plot and its scales.
+    series = json.loads(page.locator('[data-testid="pool-default"] script[type="application/json"]').text_content())
+    activity = series["activity"]
+    assert activity["refilled"][0] == 2000 and activity["tome_calls"][0] == 4
+    assert series["start"] <= activity["x"][0] <= series["end"]
+
+    # Without JavaScript the server's SVG is the chart: its axis and geometry as the browser lays it out.
+    page = admin_login(browser_page(viewport={"width": 1400, "height": 1000}, java_script_enabled=False),
+                       live_server, "ops", PASSWORD)
     page.goto(f"{base}/admin/dashboard/")
     card = page.locator('[data-testid="pool-default"]')
     stock = card.locator('[data-testid="stock-chart"] svg')
+    assert card.locator('[data-testid="stock-uplot"] canvas').count() == 0
 
     # The axis runs from the oldest data point (the startup fill) to now.
     start = timezone.datetime.fromisoformat(stock.get_attribute("data-start"))

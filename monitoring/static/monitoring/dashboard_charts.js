@@ -28,14 +28,22 @@
     return function (u, min, max) { return [0, niceMax(Math.max(max || 0, extra || 0))]; };
   }
 
+  // 24-hour times in the site's time zone, as the SVG labels them (with the weekday beyond a day).
+  function timeAxis(spec) {
+    var label = uPlot.fmtDate(spec.end - spec.start > 86400 ? '{WWW} {HH}:{mm}' : '{HH}:{mm}');
+    return {values: function (u, splits) { return splits.map(function (ts) { return label(zoned(spec, ts)); }); }};
+  }
+  function zoned(spec, ts) { return uPlot.tzDate(new Date(ts * 1e3), spec.tz); }
+
   function base(spec, el, height) {
     return {
       width: Math.max(el.clientWidth, 320), height: height,
-      tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), spec.tz); },
+      tzDate: function (ts) { return zoned(spec, ts); },
       cursor: {drag: {x: true, y: false}},
       scales: {x: {time: true, range: function () { return [spec.start, spec.end]; }}}
     };
   }
+  var TIME = {label: 'time', value: '{YYYY}-{MM}-{DD} {HH}:{mm}'};
 
   function stockChart(spec, el) {
     var s = spec.stock;
@@ -43,7 +51,7 @@
     opts.scales.y = {range: zeroTo(s.target)};
     opts.scales.r = {range: zeroTo(0)};
     opts.series = [
-      {label: 'time'},
+      TIME,
       {label: 'available pairs', scale: 'y', stroke: '#2b6cb0', width: 1.6, fill: 'rgba(190,227,248,0.6)',
        value: legendValue},
       {label: 'consumption / h', scale: 'r', stroke: '#c05621', width: 1.6, value: legendValue, spanGaps: false},
@@ -51,7 +59,7 @@
        value: legendValue}
     ];
     opts.axes = [
-      {},
+      timeAxis(spec),
       {scale: 'y', label: 'available', stroke: '#2b6cb0', values: ticks, size: 56},
       {scale: 'r', label: 'consumption / h', stroke: '#c05621', side: 1, grid: {show: false}, values: ticks, size: 56}
     ];
@@ -65,13 +73,13 @@
     opts.scales.y = {range: zeroTo(0)};
     opts.scales.c = {range: zeroTo(0)};
     opts.series = [
-      {label: 'time'},
+      TIME,
       {label: 'refilled per ' + spec.per, scale: 'y', stroke: '#2f855a', fill: '#68d391', width: 1,
        paths: uPlot.paths.bars({size: [0.9, 40]}), points: {show: false}, value: legendValue},
       {label: 'TOME calls per ' + spec.per, scale: 'c', stroke: '#6b46c1', width: 1.6, value: legendValue}
     ];
     opts.axes = [
-      {},
+      timeAxis(spec),
       {scale: 'y', label: 'refilled per ' + spec.per, stroke: '#2f855a', values: ticks, size: 56},
       {scale: 'c', label: 'TOME calls per ' + spec.per, stroke: '#6b46c1', side: 1, grid: {show: false},
        values: ticks, size: 56}
