@@ -27,13 +27,13 @@ An internal module of the package: the client API is ``TokenPoolClient``'s.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from tokenpool_tome.correlation import correlation_scope, get_correlation_id, new_correlation_id
+from tokenpool_tome.demand import DEMAND_WINDOW_SECONDS, MAX_BATCH, DemandMeter, batch_size
 from tokenpool_tome.errors import TokenPoolUnavailable
 from tokenpool_tome.reservation import Reservation
 
@@ -41,8 +41,6 @@ __all__ = ["DEMAND_WINDOW_SECONDS", "MAX_BATCH", "BufferClosed", "DemandMeter", 
 
 logger = logging.getLogger("tokenpool.client")
 
-MAX_BATCH = 500  # the server's limit on reservations/batch
-DEMAND_WINDOW_SECONDS = 60.0
 _IDLE_WAKE_SECONDS = 1.0  # how often the refill thread looks for stale segments while idle
 _MIN_PAUSE_AFTER_FAILURE = 1.0
 _MAX_FETCHES_IN_FLIGHT = 4  # when demand outruns one batch per round trip
@@ -56,55 +54,12 @@ class BufferClosed(Exception):
     """The buffer was closed: the client reserves without it."""
 
 
-def batch_size(rate: float, buffer_seconds: float) -> int:
-    """About ``buffer_seconds`` of demand at ``rate`` pairs/s, between 1 and 500."""
-    return max(1, min(MAX_BATCH, math.ceil(rate * buffer_seconds)))
-
-
-class DemandMeter:
-    """Pairs asked for per second over the last ``window`` seconds, in one-second buckets. Always
-    divided by the whole window, so one reservation in a quiet minute sizes a batch of one pair
-    (a young process's demand is underestimated for its first minute: its batches grow as it runs)."""
-
-    def __init__(self, clock: Callable[[], float], window: float = DEMAND_WINDOW_SECONDS) -> None:
-        self._clock = clock
-        self._window = window
-        self._buckets: deque[list[int]] = deque()  # [second, count]
-        self._total = 0  # the buckets' sum: every take asks for the rate, under the buffer's lock
-
-    def record(self) -> None:
-        second = int(self._clock())
-        if self._buckets and self._buckets[-1][0] == second:
-            self._buckets[-1][1] += 1
-        else:
-            self._buckets.append([second, 1])
-        self._total += 1
-        self._prune(second)
-
-    def rate(self, recent: float | None = None) -> float:
-        """Over the whole window, or over the last ``recent`` seconds (newest buckets first, so the
-        cost is that of ``recent`` buckets at most: it runs on every take, under the lock)."""
-        now = int(self._clock())
-        self._prune(now)
-        if recent is None:
-            return self._total / self._window
-        count = 0
-        for second, n in reversed(self._buckets):
-            if second <= now - recent:
-                break
-            count += n
-        return count / recent
-
-    def _prune(self, second: int) -> None:
-        while self._buckets and self._buckets[0][0] <= second - self._window:
-            self._total -= self._buckets.popleft()[1]
-
-
-@dataclass
-class _Segment:
-    pairs: deque[Reservation]
-    usable_until: float  # monotonic
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """One pair held, with its segment's end of use (monotonic) and the fetch's correlation id."""
+    usable_until: float
     correlation_id: str
+    reservation: Reservation
 
 
 class ReservationBuffer:
@@ -124,9 +79,20 @@ class ReservationBuffer:
 
     def _reset_state(self) -> None:
         self._cond = threading.Condition()
-        self._segments: deque[_Segment] = deque()
+        # The pairs held, oldest segment first. take()'s fast path pops from it without the lock
+        # (deque.popleft is atomic): with 16 threads on one GIL, a lock holder preempted by the
+        # interpreter's 5 ms switch held every other taker (reserve() p99 ≈ 5 ms); now only an empty
+        # or stale front, the low mark and the bookkeeping below take the lock.
+        self._ready: deque[_Ready] = deque()
         self._stale: list[str] = []
-        self._held = 0
+        # Pairs that ever entered the buffer, and those that left it other than by a hand-out (stale,
+        # or drained by close): handed out = entered - held - left_otherwise, with no counter on the
+        # fast path.
+        self._entered = 0
+        self._left_otherwise = 0
+        self._metered = 0  # hand-outs already recorded in the demand meter
+        self._low_hint = 0  # the low mark as last computed under the lock (read by the fast path)
+        self._wake_sent = False
         self._meter = DemandMeter(self._clock)
         self._worker: threading.Thread | None = None
         self._wanted = False
@@ -138,25 +104,48 @@ class ReservationBuffer:
         self._failure: Exception | None = None
         self._stalled = False  # a caller gave up waiting for the pending fetch (reset when one completes)
         self._retry_at = 0.0
-        self.counters = {"handed_out": 0, "refills": 0, "waste": 0, "released": 0}
+        self._counters = {"refills": 0, "waste": 0, "released": 0}
 
     # ---- callers ------------------------------------------------------------------------------
 
     def take(self) -> Reservation:
         """The next fresh pair; waits for a fetch only when nothing is held. Raises the last fetch's
         failure when the buffer is empty and that fetch failed (or fetches are pausing after one)."""
+        clock = self._clock
+        while True:
+            try:
+                item = self._ready.popleft()  # atomic: each pair goes to exactly one caller
+            except IndexError:
+                return self._take_waiting()
+            if clock() < item.usable_until:
+                if len(self._ready) <= self._low_hint and not self._wake_sent:
+                    self._wake_refill()
+                self._log_handout(item.reservation)
+                return item.reservation
+            with self._cond:  # its lease ends within the safety margin: never handed out
+                self._discard([item])
+
+    def _wake_refill(self) -> None:
+        with self._cond:
+            self._wake_sent = True
+            self._cond.notify_all()
+
+    def _take_waiting(self) -> Reservation:
+        """``take`` when nothing fresh is held: under the lock, waiting for a fetch."""
         with self._cond:
             if self._closed:
                 raise BufferClosed()
             self._ensure_worker()
+            # This caller's demand counts now, before the fetch it waits for is sized (a quiet
+            # process's first batch follows it); its hand-out is then not counted again.
+            self._meter_catch_up()
             self._meter.record()
             asked, waiting_since = self._fetches_done, None
             while True:
                 reservation = self._pop_fresh()
                 if reservation is not None:
-                    self.counters["handed_out"] += 1
-                    if self._held <= self._low_mark():
-                        self._cond.notify_all()
+                    self._metered += 1
+                    self._cond.notify_all()  # held at or below the low mark: the refill thread looks
                     self._log_handout(reservation)
                     return reservation
                 if self._closed:
@@ -187,12 +176,18 @@ class ReservationBuffer:
 
     @property
     def held(self) -> int:
+        return len(self._ready)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """handed_out, refills, waste, released (a snapshot)."""
         with self._cond:
-            return self._held
+            return {"handed_out": self._handed_out_locked(), **self._counters}
 
     def target(self) -> int:
         """The batch size the next fetch would ask for."""
         with self._cond:
+            self._meter_catch_up()
             return self._target()
 
     def close(self) -> None:
@@ -201,9 +196,15 @@ class ReservationBuffer:
             if self._closed:
                 return
             self._closed = True
-            leftover = [p.reservation_id for s in self._segments for p in s.pairs if p.reservation_id]
-            self._segments.clear()
-            self._held = 0
+            leftover = []
+            while True:  # takers may still pop concurrently: each pair goes one way or the other
+                try:
+                    item = self._ready.popleft()
+                except IndexError:
+                    break
+                self._left_otherwise += 1
+                if item.reservation.reservation_id:
+                    leftover.append(item.reservation.reservation_id)
             stale, self._stale = self._stale, []
             self._cond.notify_all()
             threads = [t for t in [self._worker, *self._in_flight] if t is not None]
@@ -233,39 +234,56 @@ class ReservationBuffer:
         target = self._target()
         return min(MAX_BATCH, max(target, 2 * self._last_size)) if self._wanted else target
 
+    def _handed_out_locked(self) -> int:
+        return self._entered - len(self._ready) - self._left_otherwise
+
+    def _meter_catch_up(self) -> None:
+        """Record in the demand meter the hand-outs made since the last call (the fast path counts
+        nothing itself)."""
+        handed = self._handed_out_locked()
+        self._meter.record(handed - self._metered)
+        self._metered = handed
+
     def _pop_fresh(self) -> Reservation | None:
         now = self._clock()
-        while self._segments:
-            segment = self._segments[0]
-            if segment.pairs and now < segment.usable_until:
-                self._held -= 1
-                return segment.pairs.popleft()
-            self._segments.popleft()
-            if segment.pairs:  # its lease ends within the safety margin: never handed out
-                self._discard(segment)
-        return None
+        while True:
+            try:
+                item = self._ready.popleft()
+            except IndexError:
+                return None
+            if now < item.usable_until:
+                return item.reservation
+            self._discard([item])
 
-    def _discard(self, segment: _Segment) -> None:
-        count = len(segment.pairs)
-        self._held -= count
-        self.counters["waste"] += count
-        self._stale.extend(p.reservation_id for p in segment.pairs if p.reservation_id)
+    def _discard(self, items: list[_Ready]) -> None:
+        """Pairs whose lease ends within the safety margin: released in the background, counted as waste."""
+        self._left_otherwise += len(items)
+        self._counters["waste"] += len(items)
+        self._stale.extend(i.reservation.reservation_id for i in items if i.reservation.reservation_id)
         logger.warning("tokenpool_buffer_stale_pairs",
-                       extra={"count": count, "correlation_id": segment.correlation_id})
+                       extra={"count": len(items), "correlation_id": items[0].correlation_id})
         self._cond.notify_all()
 
     def _discard_stale_locked(self) -> None:
-        now = self._clock()
-        for segment in [s for s in self._segments if s.pairs and now >= s.usable_until]:
-            self._segments.remove(segment)
-            self._discard(segment)
+        now, stale = self._clock(), []
+        while True:  # segments arrive in fetch order, so the stale ones are at the front
+            try:
+                item = self._ready.popleft()
+            except IndexError:
+                break
+            if now < item.usable_until:
+                self._ready.appendleft(item)  # a taker may have popped the front meanwhile: put it back
+                break
+            stale.append(item)
+        if stale:
+            self._discard(stale)
 
     def _needs_fetch(self) -> bool:
         if len(self._in_flight) >= _MAX_FETCHES_IN_FLIGHT or self._clock() < self._retry_at:
             return False
         if self._wanted and not self._in_flight:
             return True
-        return self._held + self._in_flight_pairs <= self._low_mark() and self._meter.rate() > 0
+        return len(self._ready) + self._in_flight_pairs <= self._low_mark() and self._meter.rate() > 0
 
     def _ensure_worker(self) -> None:
         if self._worker is None or not self._worker.is_alive():
@@ -276,12 +294,16 @@ class ReservationBuffer:
         while True:
             with self._cond:
                 while not self._closed and not self._stale and not self._needs_fetch():
+                    self._low_hint, self._wake_sent = self._low_mark(), False
                     self._cond.wait(timeout=_IDLE_WAKE_SECONDS)
+                    self._meter_catch_up()
                     self._discard_stale_locked()
                 if self._closed:
                     return
                 stale, self._stale = self._stale, []
+                self._meter_catch_up()
                 size = self._next_size() if self._needs_fetch() else 0
+                self._low_hint, self._wake_sent = self._low_mark(), False
                 if size:
                     fetcher = threading.Thread(target=self._refill, args=(size,), name="tokenpool-buffer-fetch",
                                                daemon=True)
@@ -302,7 +324,8 @@ class ReservationBuffer:
             logger.warning("tokenpool_buffer_refill_failed",
                            extra={"size": size, "error": type(exc).__name__, "correlation_id": correlation_id})
             return
-        segment = _Segment(deque(pairs), sent + self._usable_seconds(pairs), correlation_id)
+        usable_until = sent + self._usable_seconds(pairs)
+        segment = [_Ready(usable_until, correlation_id, pair) for pair in pairs]
         self._fetch_seconds = 0.8 * self._fetch_seconds + 0.2 * max(0.0, self._clock() - sent)
         if not self._fetched(segment, size, failure=None):
             self._give_back([p.reservation_id for p in pairs if p.reservation_id], unused=True)
@@ -315,7 +338,7 @@ class ReservationBuffer:
         lease = (first.expires_at - first.reserved_at).total_seconds()
         return lease - min(self._margin, lease / 2)
 
-    def _fetched(self, segment: _Segment | None, size: int, *, failure: Exception | None) -> bool:
+    def _fetched(self, segment: list[_Ready] | None, size: int, *, failure: Exception | None) -> bool:
         """Record a fetch's outcome; False when the buffer closed meanwhile (the pairs are not kept)."""
         with self._cond:
             self._wanted = False
@@ -331,9 +354,9 @@ class ReservationBuffer:
                 return True
             if self._closed:
                 return False
-            self._segments.append(segment)
-            self._held += len(segment.pairs)
-            self.counters["refills"] += 1
+            self._entered += len(segment)
+            self._ready.extend(segment)
+            self._counters["refills"] += 1
             return True
 
     def _give_back(self, reservation_ids: list[str], *, unused: bool) -> None:
@@ -347,19 +370,19 @@ class ReservationBuffer:
         except Exception as exc:  # noqa: BLE001 - nothing to do but let the leases expire
             with self._cond:
                 if unused:
-                    self.counters["waste"] += len(reservation_ids)
+                    self._counters["waste"] += len(reservation_ids)
             logger.warning("tokenpool_buffer_release_failed",
                            extra={"count": len(reservation_ids), "error": type(exc).__name__,
                                   "correlation_id": correlation_id})
             return
         with self._cond:
             if unused:
-                self.counters["released"] += len(reservation_ids)
+                self._counters["released"] += len(reservation_ids)
         logger.info("tokenpool_buffer_released", extra={"count": len(reservation_ids), "unused": unused,
                                                         "correlation_id": correlation_id})
 
     def _log_handout(self, reservation: Reservation) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("tokenpool_buffer_handout",
-                         extra={"reservation_id": reservation.reservation_id, "held": self._held,
+                         extra={"reservation_id": reservation.reservation_id, "held": len(self._ready),
                                 "correlation_id": get_correlation_id()})

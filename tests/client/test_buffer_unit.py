@@ -387,3 +387,55 @@ def test_a_caller_waits_for_a_hung_refill_at_most_the_wait_limit_then_the_next_o
     until(lambda: buffer.held > 0, "the fetch answered")
     assert buffer.take().reservation_id
     buffer.close()
+
+
+def test_takes_racing_stale_discards_and_close_hand_each_pair_out_once_and_account_for_every_pair():
+    """take()'s fast path pops without the buffer's lock (reserve() p99 under 16 threads): each pair
+    still goes exactly one way — handed out, discarded as stale, or released by close — while 16
+    threads take, segments go stale under them and the buffer closes in the middle."""
+    from tokenpool_tome.buffer import BufferClosed
+
+    clock, lock = Clock(), threading.Lock()
+    fetched: list[str] = []
+    released: list[str] = []
+
+    def fetch(count: int) -> list[Reservation]:
+        batch = [Reservation.from_body(body(lease_seconds=120)) for _ in range(count)]
+        with lock:
+            fetched.extend(str(r.reservation_id) for r in batch)
+        return batch
+
+    def release(ids: list[str]) -> None:
+        with lock:
+            released.extend(ids)
+
+    buffer = ReservationBuffer(fetch=fetch, release=release, buffer_seconds=30, safety_margin=60, clock=clock,
+                               close_timeout=5)
+    handed: deque[str] = deque()
+    barrier = threading.Barrier(17)
+
+    def work() -> None:
+        barrier.wait()
+        while True:  # until the buffer closes under them
+            try:
+                handed.append(str(buffer.take().reservation_id))
+            except TokenPoolUnavailable:  # gave up waiting: the fake clock jumps past the wait limit
+                continue
+            except BufferClosed:
+                return
+
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    for _ in range(30):  # what is held goes stale (usable 60 s of a 120 s lease) while the takers run
+        time.sleep(0.02)
+        clock.advance(61)
+    buffer.close()
+    for t in threads:
+        t.join()
+    counters = buffer.counters
+    assert len(handed) == len(set(handed)) == counters["handed_out"] > 0
+    assert set(handed).isdisjoint(released) and len(released) == len(set(released))
+    assert set(handed) | set(released) == set(fetched)
+    assert counters["waste"] > 0 and counters["waste"] + counters["released"] == len(released)
