@@ -218,7 +218,9 @@ def ensure_pools(conn: psycopg.Connection, names: list[str]) -> list[int]:
 
 
 def reset_pairs(conn: psycopg.Connection) -> None:
-    conn.execute("TRUNCATE core_tokenpair, core_auditrecord")
+    # CASCADE: the tables that reference pairs (admin reveals, issue 20) go with them; the pair
+    # counters are emptied by their TRUNCATE trigger (pool/counters.py).
+    conn.execute("TRUNCATE core_tokenpair, core_auditrecord CASCADE")
 
 
 def insert_used(conn: psycopg.Connection, *, pool_ids: list[int], rows: int, tag: str, first: int = 1) -> None:
