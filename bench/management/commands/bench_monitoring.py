@@ -15,6 +15,12 @@ day of snapshots every 5 minutes) and measures it again:
 
     python manage.py bench_monitoring --rows 10000000 --pools 50
     python manage.py bench_monitoring --request-costs   # /metrics scrape + one request log line
+    python manage.py bench_monitoring --held-snapshot --rows 5000000 --pools 22 --available 20000
+
+``--held-snapshot``: instead of the measurements above, on the same loaded table, single reservations
+from ``--threads`` threads with the periodic work running, undisturbed and then with a REPEATABLE READ
+snapshot held on another connection, ``--held-seconds`` each (bench/held_snapshot.py; docs/benchmarks.md,
+"Held snapshot, whole stack").
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, connections
 from django.test import Client
 
+from bench import held_snapshot
 from bench.loadgen import percentile
 from devtools.embedded_db import ensure_database
 from keys.services import api_key_create
@@ -84,10 +91,16 @@ class Command(BaseCommand):
         parser.add_argument("--request-costs", action="store_true",
                             help="instead: time a /metrics scrape (this database, read-only) and the "
                                  "formatting of one JSON request log line")
+        parser.add_argument("--held-snapshot", action="store_true",
+                            help="instead: reservations/s with the periodic work running, undisturbed and then "
+                                 "with a REPEATABLE READ snapshot held (bench/held_snapshot.py)")
+        parser.add_argument("--held-seconds", type=int, default=80, help="length of each --held-snapshot run")
+        parser.add_argument("--threads", type=int, default=8, help="reserving threads of --held-snapshot")
+        parser.add_argument("--window", type=int, default=10, help="seconds per reported rate window")
 
     def handle(self, *args: object, rows: int, pools: int, available: int, repeat: int, renders: int,
                scrape_seconds: int, trigger_claims: int, keep: bool, request_costs: bool = False,
-               **options: object) -> None:
+               held_snapshot: bool = False, **options: object) -> None:
         if request_costs:
             self._request_costs()
             return
@@ -101,6 +114,10 @@ class Command(BaseCommand):
         try:
             call_command("migrate", verbosity=0)
             self._setup(pools=pools)
+            if held_snapshot:
+                self._load(rows=rows, available=available)
+                self._held_snapshot(url=url, **options)
+                return
             self._measure(label="empty pair table", repeat=repeat, renders=renders, scrape_seconds=scrape_seconds)
             self._load(rows=rows, available=available)
             self._measure(label=f"{TokenPair.objects.order_by().count():,} pairs", repeat=repeat, renders=renders,
@@ -224,6 +241,30 @@ class Command(BaseCommand):
                     results[name][1].append(sum(t["Time"] for t in got.get("Triggers", [])
                                                 if t["Trigger Name"].startswith("pool_paircounter")))
         return results
+
+    def _held_snapshot(self, *, url: str, **options: object) -> None:
+        seconds, threads, window = (int(options[k]) for k in ("held_seconds", "threads", "window"))  # type: ignore[call-overload]
+        self.stdout.write(f"{threads} threads of single reservations over {Pool.objects.count()} pools, "
+                          f"{seconds} s undisturbed, then {seconds} s with a REPEATABLE READ snapshot held")
+        results = []
+        for label, hold in (("undisturbed", None), ("snapshot held", url)):
+            with connection.cursor() as cursor:
+                cursor.execute("VACUUM core_tokenpair, pool_paircounter")
+            results.append(held_snapshot.run(label=label, key=self.key, threads=threads, seconds=seconds,
+                                             window=window, hold_url=hold, probe=self._trigger_probe))
+            self.stdout.write(f"   {label}: {' / '.join(f'{w:,.0f}' for w in results[-1].windows)} reservations/s")
+        held_snapshot.report(results, self.stdout.write)
+
+    def _trigger_probe(self) -> str:
+        """200 claims + confirms on this connection under EXPLAIN ANALYZE: the counter trigger's share,
+        first 50 vs last 50 (this connection's own counter rows get 400 updates meanwhile)."""
+        got = self._explain_claims(claims=200)
+        parts = []
+        for name, (total, trigger) in got.items():
+            parts.append(f"{name} median ms first 50 / last 50: total {statistics.median(total[:50]):.3f} / "
+                         f"{statistics.median(total[-50:]):.3f}, counter trigger {statistics.median(trigger[:50]):.3f}"
+                         f" / {statistics.median(trigger[-50:]):.3f}")
+        return "EXPLAIN ANALYZE probe after the run: " + "; ".join(parts)
 
     def _request_costs(self) -> None:
         client = Client()
