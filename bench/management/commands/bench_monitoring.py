@@ -97,6 +97,8 @@ class Command(BaseCommand):
         parser.add_argument("--held-seconds", type=int, default=80, help="length of each --held-snapshot run")
         parser.add_argument("--threads", type=int, default=8, help="reserving threads of --held-snapshot")
         parser.add_argument("--window", type=int, default=10, help="seconds per reported rate window")
+        parser.add_argument("--counter-triggers-off", action="store_true",
+                            help="--held-snapshot with the pair counter triggers disabled (scratch database only)")
 
     def handle(self, *args: object, rows: int, pools: int, available: int, repeat: int, renders: int,
                scrape_seconds: int, trigger_claims: int, keep: bool, request_costs: bool = False,
@@ -246,6 +248,11 @@ class Command(BaseCommand):
         seconds, threads, window = (int(options[k]) for k in ("held_seconds", "threads", "window"))  # type: ignore[call-overload]
         self.stdout.write(f"{threads} threads of single reservations over {Pool.objects.count()} pools, "
                           f"{seconds} s undisturbed, then {seconds} s with a REPEATABLE READ snapshot held")
+        if options.get("counter_triggers_off"):
+            self.stdout.write("   pair counter triggers DISABLED in the scratch database")
+            with connection.cursor() as cursor:
+                for op in ("insert", "update", "delete", "truncate"):
+                    cursor.execute(f"ALTER TABLE core_tokenpair DISABLE TRIGGER pool_paircounter_{op}")
         results = []
         for label, hold in (("undisturbed", None), ("snapshot held", url)):
             with connection.cursor() as cursor:
