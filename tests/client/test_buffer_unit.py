@@ -229,7 +229,11 @@ def test_a_forked_child_never_uses_its_parents_buffer():
     server, clock = FakeTokenPool(), Clock()
     client = make_client(server, clock, buffer_seconds=3000)
     client.reserve()
-    parents = set(server.fetched)  # 50 fetched, 49 held
+    # 49 held is below the low mark (one batch of 50): the parent fetches a second batch in the
+    # background. Fork only once it is in (a fork while a thread holds a lock, here the fake server's,
+    # would copy that lock held into the child).
+    until(lambda: len(server.batches) == 2 and client.metrics["buffered"] == 99, "the parent's refill to settle")
+    parents, parent_batches = set(server.fetched), len(server.batches)  # 100 fetched, 99 held
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report what it got and what it released, never run pytest's teardown
@@ -245,7 +249,7 @@ def test_a_forked_child_never_uses_its_parents_buffer():
         report = json.loads(pipe.read())
     os.waitpid(pid, 0)
     assert report["id"] not in parents
-    assert len(report["batches"]) == 2  # the child fetched a batch of its own
+    assert len(report["batches"]) == parent_batches + 1  # the child fetched a batch of its own
     assert not set(report["released"]) & parents  # and never released the parent's pairs
     again = client.reserve()
     assert again.reservation_id in parents  # the parent's buffer is intact
