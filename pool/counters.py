@@ -1,13 +1,13 @@
 """Pairs per (pool, status, source), read from the trigger-kept counters instead of counting pairs.
 
-The counters (``PairCounter``, pool migration 0004) are written only by PostgreSQL: statement-level
-triggers on the pair table add each statement's net change to the writing connection's own rows
-(shard = ``pg_backend_pid()``), in the same transaction. So a read here — a SUM over a table of
-(pools × 8 × connections that wrote) rows — is exactly what a ``COUNT(*)`` of the committed pairs
-would answer, at any table size, and no reservation ever waits on another connection's counter row.
+The counters (``PairCounter``, pool migrations 0004 and 0006) are written only by PostgreSQL:
+statement-level triggers on the pair table append each statement's net change as new rows, in the
+same transaction. So a read here — a SUM over the folded rows and what was appended since — is
+exactly what a ``COUNT(*)`` of the committed pairs would answer, at any table size; no reservation
+waits on another's counter row, and none updates a row in place that an old snapshot could pin.
 
-:func:`pair_counters_compact` folds the rows of connections that have ended into shard 0 (run by the
-monitoring snapshot task), so the table stays small however often connections come and go.
+:func:`pair_counters_compact` folds the appended rows into shard 0 (run by the monitoring tasks every
+minute), so the table stays small.
 """
 from __future__ import annotations
 
@@ -21,15 +21,13 @@ COUNTER_TABLE = PairCounter._meta.db_table  # noqa: SLF001 - Model._meta is Djan
 # Advisory lock key of the compaction (ASCII "pcnt"): two compactions at once fold each row once.
 COMPACT_LOCK_CLASS = 0x70636E74
 
-# Rows of connections no longer in pg_stat_activity, locked with SKIP LOCKED: a new connection that
-# reused an ended one's pid and is writing its row right now is skipped (its row folds next time), so
-# the compaction never waits on a reservation and can never deadlock with one. Deleted and added to
-# shard 0 in one statement, keys in sorted order: totals never change.
+# Every appended row (shard <> 0: one statement's delta, committed — uncommitted rows are invisible
+# here), locked with SKIP LOCKED so the fold never waits on anything, deleted and added to shard 0 in one
+# statement, keys in sorted order: totals never change. Rows are only ever inserted by the triggers, so
+# nothing on the hot path is updated in place (pool migration 0006).
 COMPACT_SQL = f"""
 WITH dead AS (
-    SELECT id FROM {COUNTER_TABLE}
-    WHERE shard <> 0 AND shard NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)
-    ORDER BY id FOR UPDATE SKIP LOCKED
+    SELECT id FROM {COUNTER_TABLE} WHERE shard <> 0 ORDER BY id FOR UPDATE SKIP LOCKED
 ), gone AS (
     DELETE FROM {COUNTER_TABLE} c USING dead WHERE c.id = dead.id
     RETURNING c.pool_id, c.status, c.source, c.n
@@ -61,7 +59,7 @@ def pair_counter_totals(*, pool_ids: list[int] | None = None) -> dict[int, dict[
 
 
 def pair_counters_compact() -> int:
-    """Fold the counter rows of ended connections into shard 0 and drop zero rows; returns rows removed."""
+    """Fold the appended counter rows into shard 0 and drop zero rows; returns rows removed."""
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, 0)", [COMPACT_LOCK_CLASS])

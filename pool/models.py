@@ -166,16 +166,16 @@ class TokenPair(models.Model):
 class PairCounter(models.Model):
     """Pairs per (pool, status, source), kept by PostgreSQL triggers on the pair table (pool migration 0004).
 
-    Never written by Python: statement-level triggers add each INSERT/UPDATE/DELETE statement's net
-    change to the row of the writing connection (``shard`` = ``pg_backend_pid()``), so concurrent
-    reservations never wait on each other's counter row, and the counts commit with the pairs.
-    ``pool/counters.py`` reads them (SUM over shards) and folds the rows of ended connections into
-    shard 0. A shard's ``n`` may be negative (a connection that only reserved has AVAILABLE -k)."""
+    Never written by Python: statement-level triggers *append* each INSERT/UPDATE/DELETE statement's
+    net change as new rows (``shard`` from a sequence, one per statement; pool migration 0006), so no
+    reservation waits on another's counter row and none updates a row in place (an old snapshot pins
+    nothing on the hot path); the counts commit with the pairs. ``pool/counters.py`` reads them (SUM)
+    and folds the appended rows into shard 0. A row's ``n`` may be negative (AVAILABLE -1 on a claim)."""
 
     pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="+", db_index=False)
     status = models.CharField(max_length=16, choices=PairStatus.choices)
     source = models.CharField(max_length=8, choices=PairSource.choices)
-    shard = models.IntegerField(help_text="pg_backend_pid() of the connection that wrote; 0: folded.")
+    shard = models.BigIntegerField(help_text="The writing statement's number (a sequence); 0: folded.")
     n = models.BigIntegerField(default=0)
 
     class Meta:

@@ -27,7 +27,9 @@ def test_change_pages_are_titled_by_names(admin_client, make_pool, make_api_key,
     now = timezone.now()
     run = RefillRun.objects.create(pool=pool, trigger=RefillTrigger.MANUAL, outcome=RefillOutcome.FAILED,
                                    finished_at=now + timedelta(seconds=1))
-    change = PoolConfigChange.objects.create(pool=pool, field="target_size", old="10", new="20", changed_by=admin_user)
+    # Values no pool id can equal (the title must not show the id; a value equal to it would look like one).
+    change = PoolConfigChange.objects.create(pool=pool, field="target_size", old="1000010", new="1000020",
+                                             changed_by=admin_user)
     key, _ = make_api_key(name="billing-web")
     event = KeyEvent.objects.filter(api_key=key).first() or KeyEvent.objects.create(api_key=key, action="created")
 

@@ -1,0 +1,99 @@
+"""Pair counters without in-place updates on the hot path (issue 21, "Held snapshot, whole stack").
+
+Migration 0004's triggers upserted each statement's delta into the writing connection's row: two
+in-place updates per reservation. Behind a long-held snapshot none of those rows' old versions can be
+pruned, so every later upsert walked a growing version chain (reservations fell to 0.38x in 80 s on
+5M pairs; flat with the triggers off). Now each statement *appends* its deltas as new rows keyed by a
+sequence number (``shard``), which nothing ever updates; ``pool/counters.py`` folds them into shard 0
+(the monitoring tasks, every minute) and reads sum both. ``shard`` becomes a bigint for the sequence.
+"""
+
+from django.db import migrations, models
+
+APPEND = """
+CREATE SEQUENCE IF NOT EXISTS pool_paircounter_statement_seq START 1 CACHE 100;
+
+CREATE OR REPLACE FUNCTION pool_paircounter_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE statement_no bigint := nextval('pool_paircounter_statement_seq');
+BEGIN
+    INSERT INTO pool_paircounter (pool_id, status, source, shard, n)
+    SELECT pool_id, status, source, statement_no, count(*) FROM pool_pairs_new GROUP BY 1, 2, 3;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION pool_paircounter_update() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE statement_no bigint := nextval('pool_paircounter_statement_seq');
+BEGIN
+    INSERT INTO pool_paircounter (pool_id, status, source, shard, n)
+    SELECT pool_id, status, source, statement_no, sum(d) FROM (
+        SELECT pool_id, status, source, -1 AS d FROM pool_pairs_old
+        UNION ALL
+        SELECT pool_id, status, source, 1 AS d FROM pool_pairs_new
+    ) delta
+    GROUP BY 1, 2, 3 HAVING sum(d) <> 0;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION pool_paircounter_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE statement_no bigint := nextval('pool_paircounter_statement_seq');
+BEGIN
+    INSERT INTO pool_paircounter (pool_id, status, source, shard, n)
+    SELECT pool_id, status, source, statement_no, -count(*) FROM pool_pairs_old GROUP BY 1, 2, 3;
+    RETURN NULL;
+END $$;
+"""
+# Back to 0004's upserts (per connection); the appended rows are folded first so no key has two rows
+# of one shard... they each have their own shard already, so the old functions work on them as they are.
+UPSERT = """
+    ON CONFLICT (pool_id, status, source, shard) DO UPDATE SET n = pool_paircounter.n + EXCLUDED.n;
+"""
+REVERSE = f"""
+CREATE OR REPLACE FUNCTION pool_paircounter_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO pool_paircounter (pool_id, status, source, shard, n)
+    SELECT pool_id, status, source, pg_backend_pid(), count(*) FROM pool_pairs_new
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    {UPSERT}
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION pool_paircounter_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO pool_paircounter (pool_id, status, source, shard, n)
+    SELECT pool_id, status, source, pg_backend_pid(), sum(d) FROM (
+        SELECT pool_id, status, source, -1 AS d FROM pool_pairs_old
+        UNION ALL
+        SELECT pool_id, status, source, 1 AS d FROM pool_pairs_new
+    ) delta
+    GROUP BY 1, 2, 3 HAVING sum(d) <> 0 ORDER BY 1, 2, 3
+    {UPSERT}
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION pool_paircounter_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO pool_paircounter (pool_id, status, source, shard, n)
+    SELECT pool_id, status, source, pg_backend_pid(), -count(*) FROM pool_pairs_old
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    {UPSERT}
+    RETURN NULL;
+END $$;
+
+DROP SEQUENCE IF EXISTS pool_paircounter_statement_seq;
+"""
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ('pool', '0005_pair_consumer_reserved_idx'),
+    ]
+
+    operations = [
+        migrations.AlterField(
+            model_name='paircounter',
+            name='shard',
+            field=models.BigIntegerField(help_text="The writing statement's number (a sequence); 0: folded."),
+        ),
+        migrations.RunSQL(APPEND, REVERSE),
+    ]
