@@ -42,8 +42,8 @@ BEGIN
     RETURN NULL;
 END $$;
 """
-# Back to 0004's upserts (per connection); the appended rows are folded first so no key has two rows
-# of one shard... they each have their own shard already, so the old functions work on them as they are.
+# Back to 0004's per-connection upserts. Rows appended meanwhile keep their own shard numbers, which
+# the old functions and the fold read as they are.
 UPSERT = """
     ON CONFLICT (pool_id, status, source, shard) DO UPDATE SET n = pool_paircounter.n + EXCLUDED.n;
 """
