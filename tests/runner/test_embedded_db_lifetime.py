@@ -87,3 +87,54 @@ def test_a_command_that_started_the_server_says_how_to_stop_it(own_cluster: Path
                           env=_env(own_cluster), capture_output=True, text=True, timeout=120)
     assert stop.returncode == 0 and "stopped" in stop.stdout
     assert not embedded_db.is_running(own_cluster / "pgdata")
+
+
+def test_a_stop_finds_a_postmaster_whose_pid_file_is_missing(own_cluster: Path):
+    """A stop that comes while a start is under way (pg_ctl gave up on a slow start, or the postmaster
+    has not written postmaster.pid yet) must still stop it: it is found by its ``-D`` argument."""
+    pgdata = own_cluster / "pgdata"
+    embedded_db.ensure_database("tokenpool", pgdata=pgdata)
+    [postmaster] = embedded_db.postmasters(pgdata)
+    (pgdata / "postmaster.pid").rename(own_cluster / "postmaster.pid.aside")  # as if not written yet
+    assert embedded_db.is_running(pgdata)
+    embedded_db.stop_server(pgdata)
+    assert not embedded_db.is_running(pgdata)
+    assert not Path(f"/proc/{postmaster}").exists() or embedded_db.postmasters(pgdata) == set()
+
+
+def test_a_stale_pid_file_naming_another_process_is_not_a_running_server(own_cluster: Path):
+    """A postmaster killed by SIGKILL leaves its postmaster.pid; in a container whose init reaps no
+    orphans it stays a zombie, and its pid can later name an unrelated process. Neither is a server:
+    `make run` would otherwise think someone else started the cluster and leave it running on exit."""
+    pgdata = own_cluster / "pgdata"
+    _start_in_a_new_process(own_cluster)  # a cluster, initialised and stopped again
+    embedded_db.stop_server(pgdata)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (pgdata / "postmaster.pid").write_text(f"{other.pid}\n{pgdata}\n")
+        assert not embedded_db.is_running(pgdata)
+        embedded_db.stop_server(pgdata)  # signals no one
+        assert other.poll() is None, "stop_server signalled a process that is not this cluster's postmaster"
+    finally:
+        other.kill()
+        other.wait()
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    wait_for(lambda: Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
+             timeout=30, message="the child to exit")  # exited, not yet reaped: a zombie
+    try:
+        (pgdata / "postmaster.pid").write_text(f"{zombie.pid}\n{pgdata}\n")
+        assert not embedded_db.is_running(pgdata)
+        # PostgreSQL itself refuses a lock file whose pid the kernel still knows: the start removes it.
+        _start_in_a_new_process(own_cluster)
+        assert embedded_db.is_running(pgdata)
+        assert zombie.pid not in embedded_db.postmasters(pgdata)
+    finally:
+        zombie.wait()
+
+
+def _start_in_a_new_process(home: Path) -> None:
+    """What every `manage.py` command does when it loads the settings (a process starts a server once)."""
+    start = "from devtools import embedded_db; embedded_db.ensure_database('tokenpool')"
+    done = subprocess.run([sys.executable, "-c", start], cwd=ROOT, env=_env(home), capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
