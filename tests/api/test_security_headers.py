@@ -124,3 +124,12 @@ def test_json_api_responses_carry_no_csp_but_html_pages_do(api, default_pool, cl
     assert "Content-Security-Policy" not in reserved
     assert "Content-Security-Policy" not in api.client.get("/api/v1/nothing-here")  # JSON errors too
     assert "default-src 'self'" in client.get("/admin/login/")["Content-Security-Policy"]
+
+
+def test_the_site_serves_its_own_favicon(client):
+    """Browsers ask every page's origin for /favicon.ico; a 404 there is a console error on every admin page."""
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/x-icon"
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    assert body[:4] == b"\0\0\1\0"  # an ICO header, the file in tokenpool/site_root

@@ -232,6 +232,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+# Files served at the site root (/favicon.ico) by WhiteNoise, beside the static files.
+WHITENOISE_ROOT = BASE_DIR / "tokenpool" / "site_root"
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024  # contract: bodies over 64 KiB → 413 payload_too_large
 
