@@ -42,6 +42,9 @@ DEV_KEY_SCOPES = "reserve,lookup,detokenize,pools:read,lookup:any,detokenize:any
 # The bootstrap's exit status when pool `default` is below its target (0: at target, no fill needed;
 # saves starting one more Django process on every ordinary restart).
 BOOTSTRAP_NEEDS_FILL = 3
+# The database step's exit status when it started the embedded server (0: found one running, or
+# DATABASE_URL names another server): the run then stops it on exit.
+DATABASE_STARTED_HERE = 4
 
 
 GUNICORN_CONFIG = "deploy/gunicorn.conf.py"  # relative to the repository root (the children's cwd)
@@ -76,17 +79,17 @@ class Runner(Supervisor):
 
     def start_database(self) -> None:
         """Embedded PostgreSQL (unless DATABASE_URL is set), then this process's settings."""
-        # Stop the embedded server on exit only if this run started it (a test run may share it).
-        # Until the settings say whether DATABASE_URL is set: a stop during the step stops the server
-        # this step may be starting (stop_server is a no-op when none runs).
-        was_running = embedded_db.is_running()
-        self.owns_database = not was_running
+        # Stop the embedded server on exit only if this run started it (a test run may share it). The
+        # step's child says so when it ends; a stop during the step goes by whether one ran before it
+        # (stop_server is a no-op when none runs).
+        self.owns_database = not embedded_db.is_running()
         log("embedded PostgreSQL (unless DATABASE_URL is set) and settings")
         # In a child of its own session, let finish even when a stop comes: initdb or pg_ctl killed
         # half-way by a signal to the terminal's process group would leave a broken var/pgdata.
-        self.step("database", [PY, "-m", "devtools.runner", "database"], let_finish=True)
+        status = self.step("database", [PY, "-m", "devtools.runner", "database"], let_finish=True,
+                           ok=(0, DATABASE_STARTED_HERE))
+        self.owns_database = status == DATABASE_STARTED_HERE
         # The server is up now: loading the settings here only connects to it (~20 ms).
-        self.owns_database = not settings.DATABASE_URL and not was_running
         self.stop_timeout = settings.RUNNER_STOP_TIMEOUT
 
     def run(self) -> int:
@@ -215,8 +218,11 @@ def main(argv: list[str]) -> int:
         # The database step's child: loading the settings starts the embedded server if needed; the
         # runner stops it (Runner.owns_database), so no "still running" hint at this child's exit.
         ready = bool(settings.DATABASES)
+        started = embedded_db.started_here()
         embedded_db.on_exit("quiet")
-        return 0 if ready else 1
+        if not ready:
+            return 1
+        return DATABASE_STARTED_HERE if started else 0
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tokenpool.settings")
     # The children's environment (written, not read for configuration: the settings are).
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="tokenpool.settings", PYTHONUNBUFFERED="1")

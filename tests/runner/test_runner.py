@@ -20,7 +20,7 @@ import pytest
 
 from devtools.runner import DEV_KEY_NAME
 from tests.fixtures.processes import free_port, wait_for
-from tests.runner.stack import Stack, port_open, run_sql
+from tests.runner.stack import Stack, cluster_running, port_open, run_sql, stack_base_env, start_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +43,18 @@ def test_two_quick_sigterms_at_any_phase_leave_nothing_running(make_stack, stack
     stack.signal_group_twice(gap=random.uniform(0, 0.02))
     assert stack.wait_exit() == 0, stack.tail()
     stack.assert_nothing_left()
+
+
+def test_make_run_leaves_running_a_postgresql_it_found_running(make_stack, stack_home):
+    """Contract: a stop takes the embedded PostgreSQL down only when this run started it (a test
+    session or a `manage.py` command beside it may be using the server it found)."""
+    start_cluster(stack_base_env(stack_home))
+    stack: Stack = make_stack().start()
+    stack.wait_output("starting bootstrap")  # the database step is done: it found the server running
+    stack.signal_group_twice()
+    assert stack.wait_exit() == 0, stack.tail()
+    assert cluster_running(stack_home), f"the run stopped a server it did not start\n{stack.tail()}"
+    assert "embedded PostgreSQL stopped" not in stack.output()
 
 
 def test_make_run_with_tome_unreachable_survives_a_qcluster_kill_and_stops_on_two_sigterms(make_stack, stack_home):
