@@ -184,11 +184,19 @@ def _postgres_processes() -> list[int]:
     return pids
 
 
+_HAVE_PROC = Path("/proc/self/cmdline").exists()
+
+
 def _argv(pid: int) -> list[str] | None:
+    """A process's command line; [] once it is gone (or a zombie); None where /proc cannot say."""
+    if not _HAVE_PROC:
+        return None
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
             return [part.decode(errors="replace") for part in cmdline.read().split(b"\0") if part]
-    except OSError:
+    except (FileNotFoundError, ProcessLookupError):  # gone since it was listed
+        return []
+    except OSError:  # not ours to read
         return None
 
 
@@ -198,8 +206,8 @@ def _data_directory(pid: int) -> Path | None:
     argv = _argv(pid)
     if argv is None:
         return None
-    if Path(argv[0]).name != "postgres" or "-D" not in argv[:-1]:
-        return Path("/nonexistent")  # a live process, but not a postmaster
+    if not argv or Path(argv[0]).name != "postgres" or "-D" not in argv[:-1]:
+        return Path("/nonexistent")  # not a postmaster (or it just exited: a zombie has no command line)
     return Path(argv[argv.index("-D") + 1]).resolve()
 
 

@@ -130,6 +130,10 @@ def test_a_stale_pid_file_naming_another_process_is_not_a_running_server(own_clu
         assert zombie.pid not in embedded_db.postmasters(pgdata)
     finally:
         zombie.wait()
+    embedded_db.stop_server(pgdata)
+    (pgdata / "postmaster.pid").write_text(f"{zombie.pid}\n{pgdata}\n")  # reaped now: no such process
+    assert not embedded_db.is_running(pgdata)
+    assert embedded_db.postmasters(pgdata) == set()
 
 
 def _start_in_a_new_process(home: Path) -> None:
