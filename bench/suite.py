@@ -323,7 +323,10 @@ def previous_blocks() -> dict[str, str]:
         return {}
     body = text.split(BEGIN, 1)[1].split(END, 1)[0]
     blocks: dict[str, str] = {}
-    for part in re.split(r"(?m)^(?=### )", body)[1:]:
+    # Split at the blocks' own headings only: a benchmark's output may carry "### " lines of its own
+    # (bench_claim's "### cold"), which used to cut its block short on the next --only run.
+    names = "|".join(re.escape(bench.name) for bench in SUITE)
+    for part in re.split(rf"(?m)^(?=### (?:{names}): )", body)[1:]:
         name = part[4:].split(":", 1)[0].strip()
         blocks[name] = part.rstrip("\n") + "\n"
     return blocks
