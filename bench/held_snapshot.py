@@ -27,7 +27,7 @@ from bench.claim_bench import SnapshotHolder
 from keys.models import ApiKey
 from monitoring.alerts import alerts_evaluate
 from monitoring.tasks import snapshots_take_task
-from pool.counters import COUNTER_TABLE
+from pool.counters import COUNTER_TABLE, pair_counters_compact
 from pool.models import Pool, TokenPair
 from pool.services import reservation_create
 
@@ -72,7 +72,9 @@ def _periodic(stop: threading.Event, started: float, log: list[tuple[float, str,
     """The two schedules' functions on their cadence (first run at once), on this thread's connection."""
     tasks: list[tuple[str, Callable[[], object], float]] = [
         ("snapshot task", snapshots_take_task, settings.MONITORING_SNAPSHOT_MINUTES * 60),
-        ("alert evaluation", lambda: alerts_evaluate(probe=lambda: True, notify=False),
+        # What alerts_evaluate_task does, minus the TOME probe and the notifications: fold the counter
+        # rows appended since the last fold, then evaluate.
+        ("alert evaluation", lambda: (pair_counters_compact(), alerts_evaluate(probe=lambda: True, notify=False)),
          settings.ALERT_EVALUATE_MINUTES * 60),
     ]
     due = [started] * len(tasks)
