@@ -20,7 +20,7 @@ from django.utils import timezone
 from monitoring.charts import activity_svg, chart_series, chart_svg, chart_window, pool_activity
 from monitoring.metrics import tome_call_totals
 from monitoring.models import PoolAlert
-from monitoring.numbers import LIVE_CALLS_BASIS, LIVE_CALLS_PER_CARD, RATE_WINDOW_HOURS, hours_to_empty
+from monitoring.numbers import LIVE_CALLS_BASIS, LIVE_CALLS_PER_CARD
 from monitoring.selectors import (
     ChartPoint,
     PairCounts,
@@ -30,7 +30,7 @@ from monitoring.selectors import (
     pool_chart_points,
     pool_consumption_rates,
     pool_refill_rate,
-    pool_tome_calls,
+    pools_numbers,
 )
 from pool.models import Pool
 from refill.models import RefillRun
@@ -97,9 +97,9 @@ def pool_status(*, pool: Pool, counts: PairCounts, alerts: list[PoolAlert]) -> t
 
 def pool_card(*, pool: Pool, counts: PairCounts, range_hours: int, now: datetime | None = None) -> PoolCard:
     now = now or timezone.now()
-    consumption = pool_consumption_rates(pool=pool, windows=(RATE_WINDOW_HOURS, 24), counts=counts)
-    consumption_1h = consumption[RATE_WINDOW_HOURS]
-    refill_1h = pool_refill_rate(pool=pool, hours=RATE_WINDOW_HOURS)
+    # The last hour's figures as /metrics reads them (one definition); the 24 h ones are the dashboard's own.
+    numbers = pools_numbers(pool_ids=[pool.pk], counts={pool.pk: counts})[pool.pk]
+    consumption_1h = numbers.consumption_per_hour
     alerts = open_alerts(pool=pool)
     status, label = pool_status(pool=pool, counts=counts, alerts=alerts)
     direct = counts.reservations_by_source.get("direct", 0)
@@ -113,15 +113,14 @@ def pool_card(*, pool: Pool, counts: PairCounts, range_hours: int, now: datetime
     return PoolCard(
         pool=pool, counts=counts,
         consumption_1h=consumption_1h,
-        consumption_24h=consumption[24],
-        refill_rate_1h=refill_1h,
+        consumption_24h=pool_consumption_rates(pool=pool, windows=(24,), counts=counts)[24],
+        refill_rate_1h=numbers.refill_per_hour,
         refill_rate_24h=pool_refill_rate(pool=pool, hours=24),
-        hours_to_empty=hours_to_empty(available=counts.available, consumption_per_hour=consumption_1h,
-                                      refill_per_hour=refill_1h),
+        hours_to_empty=numbers.hours_to_empty,
         last_run=last_refill_run(pool=pool),
         alerts=alerts,
-        tome_calls_actual=pool_tome_calls(pool=pool, direct_pairs=direct),
-        tome_calls_live=LIVE_CALLS_PER_CARD * counts.used,
+        tome_calls_actual=numbers.tome_calls_actual,
+        tome_calls_live=numbers.tome_calls_live,
         chart_svg=chart_svg(points=points, window=window, low_watermark=pool.low_watermark,
                             target=pool.target_size),
         chart_has_data=len(points) >= 2,

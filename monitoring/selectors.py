@@ -158,15 +158,17 @@ def pools_refill_rates(*, pool_ids: list[int], hours: float) -> dict[int, float]
     return {pk: (inserted.get(pk) or 0) / hours for pk in pool_ids}
 
 
-def pool_tome_calls(*, pool: Pool, direct_pairs: int) -> int:
-    """TOME calls made on behalf of this pool: every refill run's calls plus the direct fallback's."""
-    refill = RefillRun.objects.filter(pool=pool).aggregate(n=Sum("tome_calls"))["n"] or 0
-    return int(refill) + DIRECT_CALLS_PER_PAIR * direct_pairs
+def pools_tome_calls(*, direct_pairs: dict[int, int]) -> dict[int, int]:
+    """TOME calls made on behalf of each pool (pool id -> its direct pairs): every refill run's calls
+    plus the direct fallback's; one query for all pools."""
+    refill = dict(RefillRun.objects.filter(pool_id__in=list(direct_pairs)).values_list("pool_id")
+                  .annotate(n=Sum("tome_calls")).order_by())
+    return {pk: int(refill.get(pk) or 0) + DIRECT_CALLS_PER_PAIR * direct for pk, direct in direct_pairs.items()}
 
 
 @dataclass(frozen=True)
 class PoolNumbers:
-    """The dashboard tile figures of one pool, for /metrics: the same functions, read in bulk."""
+    """The last-hour figures of one pool that the dashboard's tiles and /metrics both show."""
     consumption_per_hour: float
     refill_per_hour: float
     hours_to_empty: float | None
@@ -177,8 +179,7 @@ class PoolNumbers:
 def pools_numbers(*, pool_ids: list[int], counts: dict[int, PairCounts]) -> dict[int, PoolNumbers]:
     consumption = pools_consumption_rates(pool_ids=pool_ids, counts=counts, windows=(RATE_WINDOW_HOURS,))
     refill = pools_refill_rates(pool_ids=pool_ids, hours=RATE_WINDOW_HOURS)
-    refill_calls = dict(RefillRun.objects.filter(pool_id__in=pool_ids).values_list("pool_id")
-                        .annotate(n=Sum("tome_calls")).order_by())
+    tome_calls = pools_tome_calls(direct_pairs={pk: counts[pk].direct for pk in pool_ids})
     result = {}
     for pk in pool_ids:
         rate = consumption[pk][RATE_WINDOW_HOURS]
@@ -186,7 +187,7 @@ def pools_numbers(*, pool_ids: list[int], counts: dict[int, PairCounts]) -> dict
             consumption_per_hour=rate, refill_per_hour=refill[pk],
             hours_to_empty=hours_to_empty(available=counts[pk].available, consumption_per_hour=rate,
                                           refill_per_hour=refill[pk]),
-            tome_calls_actual=int(refill_calls.get(pk) or 0) + DIRECT_CALLS_PER_PAIR * counts[pk].direct,
+            tome_calls_actual=tome_calls[pk],
             tome_calls_live=LIVE_CALLS_PER_CARD * counts[pk].used)
     return result
 

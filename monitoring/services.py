@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from monitoring.models import ConsumerAdoption, PoolAlert, PoolConfigChange, PoolSnapshot
-from monitoring.selectors import pair_counts, pool_tome_calls
+from monitoring.selectors import pair_counts, pools_tome_calls
 from pool.models import Pool
 
 if TYPE_CHECKING:
@@ -28,13 +28,14 @@ def pool_snapshots_take(*, now: datetime | None = None) -> list[PoolSnapshot]:
     if not pools:
         return []
     counts = pair_counts(pools=pools)
+    tome_calls = pools_tome_calls(direct_pairs={pk: c.direct for pk, c in counts.items()})
     snapshots = []
     for pool in pools:
         c = counts[pool.pk]
         snapshots.append(PoolSnapshot(
             pool=pool, taken_at=now, available=c.available, reserved=c.reserved, used=c.used, retired=c.retired,
             reserved_total=c.reservations_total, reserved_direct=c.direct,
-            tome_calls_total=pool_tome_calls(pool=pool, direct_pairs=c.direct),
+            tome_calls_total=tome_calls[pool.pk],
         ))
     return cast(list[PoolSnapshot], PoolSnapshot.objects.bulk_create(snapshots))
 
