@@ -10,77 +10,40 @@ sequence number (``shard``), which nothing ever updates; ``pool/counters.py`` fo
 
 from django.db import migrations, models
 
-APPEND = """
-CREATE SEQUENCE IF NOT EXISTS pool_paircounter_statement_seq START 1 CACHE 100;
 
-CREATE OR REPLACE FUNCTION pool_paircounter_insert() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE statement_no bigint := nextval('pool_paircounter_statement_seq');
-BEGIN
-    INSERT INTO pool_paircounter (pool_id, status, source, shard, n)
-    SELECT pool_id, status, source, statement_no, count(*) FROM pool_pairs_new GROUP BY 1, 2, 3;
-    RETURN NULL;
-END $$;
-
-CREATE OR REPLACE FUNCTION pool_paircounter_update() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE statement_no bigint := nextval('pool_paircounter_statement_seq');
-BEGIN
-    INSERT INTO pool_paircounter (pool_id, status, source, shard, n)
-    SELECT pool_id, status, source, statement_no, sum(d) FROM (
+def counter_functions(*, statement_no: str, shard: str, tail: str) -> str:
+    """The three trigger functions, each adding its statement's net change per (pool, status, source)
+    under ``shard``. ``statement_no``: a DECLARE line (or ""); ``tail``: what ends the INSERT."""
+    delta = {
+        "insert": "count(*) FROM pool_pairs_new GROUP BY 1, 2, 3",
+        "update": """sum(d) FROM (
         SELECT pool_id, status, source, -1 AS d FROM pool_pairs_old
         UNION ALL
         SELECT pool_id, status, source, 1 AS d FROM pool_pairs_new
     ) delta
-    GROUP BY 1, 2, 3 HAVING sum(d) <> 0;
-    RETURN NULL;
-END $$;
-
-CREATE OR REPLACE FUNCTION pool_paircounter_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE statement_no bigint := nextval('pool_paircounter_statement_seq');
-BEGIN
+    GROUP BY 1, 2, 3 HAVING sum(d) <> 0""",
+        "delete": "-count(*) FROM pool_pairs_old GROUP BY 1, 2, 3",
+    }
+    return "".join(f"""
+CREATE OR REPLACE FUNCTION pool_paircounter_{operation}() RETURNS trigger LANGUAGE plpgsql AS $$
+{statement_no}BEGIN
     INSERT INTO pool_paircounter (pool_id, status, source, shard, n)
-    SELECT pool_id, status, source, statement_no, -count(*) FROM pool_pairs_old GROUP BY 1, 2, 3;
+    SELECT pool_id, status, source, {shard}, {change}{tail};
     RETURN NULL;
 END $$;
-"""
-# Back to 0004's per-connection upserts. Rows appended meanwhile keep their own shard numbers, which
-# the old functions and the fold read as they are.
-UPSERT = """
-    ON CONFLICT (pool_id, status, source, shard) DO UPDATE SET n = pool_paircounter.n + EXCLUDED.n;
-"""
-REVERSE = f"""
-CREATE OR REPLACE FUNCTION pool_paircounter_insert() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO pool_paircounter (pool_id, status, source, shard, n)
-    SELECT pool_id, status, source, pg_backend_pid(), count(*) FROM pool_pairs_new
-    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    {UPSERT}
-    RETURN NULL;
-END $$;
+""" for operation, change in delta.items())
 
-CREATE OR REPLACE FUNCTION pool_paircounter_update() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO pool_paircounter (pool_id, status, source, shard, n)
-    SELECT pool_id, status, source, pg_backend_pid(), sum(d) FROM (
-        SELECT pool_id, status, source, -1 AS d FROM pool_pairs_old
-        UNION ALL
-        SELECT pool_id, status, source, 1 AS d FROM pool_pairs_new
-    ) delta
-    GROUP BY 1, 2, 3 HAVING sum(d) <> 0 ORDER BY 1, 2, 3
-    {UPSERT}
-    RETURN NULL;
-END $$;
 
-CREATE OR REPLACE FUNCTION pool_paircounter_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO pool_paircounter (pool_id, status, source, shard, n)
-    SELECT pool_id, status, source, pg_backend_pid(), -count(*) FROM pool_pairs_old
-    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    {UPSERT}
-    RETURN NULL;
-END $$;
-
-DROP SEQUENCE IF EXISTS pool_paircounter_statement_seq;
-"""
+# Each statement appends new rows under its own number: nothing is ever updated in place.
+APPEND = "CREATE SEQUENCE IF NOT EXISTS pool_paircounter_statement_seq START 1 CACHE 100;\n" + counter_functions(
+    statement_no="DECLARE statement_no bigint := nextval('pool_paircounter_statement_seq');\n",
+    shard="statement_no", tail="")
+# Back to 0004's functions: each connection upserts its own row (keys in sorted order). Rows appended
+# meanwhile keep their own shard numbers, which the old functions and the fold read as they are.
+REVERSE = counter_functions(statement_no="", shard="pg_backend_pid()", tail="""
+    ORDER BY 1, 2, 3
+    ON CONFLICT (pool_id, status, source, shard) DO UPDATE SET n = pool_paircounter.n + EXCLUDED.n""") + \
+    "DROP SEQUENCE IF EXISTS pool_paircounter_statement_seq;\n"
 
 
 class Migration(migrations.Migration):
