@@ -78,7 +78,7 @@ class ReservationBuffer:
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self._cond = threading.Condition()
+        self._cond = threading.Condition()  # over an RLock: _pop_fresh discards with or without it held
         # The pairs held, oldest segment first. take()'s fast path pops from it without the lock
         # (deque.popleft is atomic): with 16 threads on one GIL, a lock holder preempted by the
         # interpreter's 5 ms switch held every other taker (reserve() p99 ≈ 5 ms); now only an empty
@@ -111,19 +111,13 @@ class ReservationBuffer:
     def take(self) -> Reservation:
         """The next fresh pair; waits for a fetch only when nothing is held. Raises the last fetch's
         failure when the buffer is empty and that fetch failed (or fetches are pausing after one)."""
-        clock = self._clock
-        while True:
-            try:
-                item = self._ready.popleft()  # atomic: each pair goes to exactly one caller
-            except IndexError:
-                return self._take_waiting()
-            if clock() < item.usable_until:
-                if len(self._ready) <= self._low_hint and not self._wake_sent:
-                    self._wake_refill()
-                self._log_handout(item.reservation)
-                return item.reservation
-            with self._cond:  # its lease ends within the safety margin: never handed out
-                self._discard([item])
+        reservation = self._pop_fresh()
+        if reservation is None:
+            return self._take_waiting()
+        if len(self._ready) <= self._low_hint and not self._wake_sent:
+            self._wake_refill()
+        self._log_handout(reservation)
+        return reservation
 
     def _wake_refill(self) -> None:
         with self._cond:
@@ -247,15 +241,17 @@ class ReservationBuffer:
         self._metered = handed
 
     def _pop_fresh(self) -> Reservation | None:
-        now = self._clock()
+        """The next pair whose lease is not about to end, without the lock (deque.popleft is atomic:
+        each pair goes to exactly one caller); None when nothing fresh is held."""
         while True:
             try:
                 item = self._ready.popleft()
             except IndexError:
                 return None
-            if now < item.usable_until:
+            if self._clock() < item.usable_until:
                 return item.reservation
-            self._discard([item])
+            with self._cond:  # its lease ends within the safety margin: never handed out (the lock is reentrant)
+                self._discard([item])
 
     def _discard(self, items: list[_Ready]) -> None:
         """Pairs whose lease ends within the safety margin: released in the background, counted as waste."""
