@@ -148,10 +148,9 @@ def _remove_stale_pid_file(pgdata: Path) -> None:
 
 def is_running(pgdata: Path | None = None) -> bool:
     """Whether a postmaster of ``pgdata`` is alive (started by this or another process)."""
-    pid = _postmaster_pid(pgdata)
-    if pid is not None and _alive(pid) and _data_directory(pid) in (socket_dir(pgdata), None):
-        return True  # the usual answer, without reading every process's command line
-    return bool(postmasters(pgdata))
+    pgdata = socket_dir(pgdata)
+    # The usual answer from postmaster.pid, without reading every process's command line.
+    return _file_postmaster(pgdata) is not None or bool(postmasters(pgdata))
 
 
 def postmasters(pgdata: Path | None = None) -> set[int]:
@@ -163,52 +162,36 @@ def postmasters(pgdata: Path | None = None) -> set[int]:
     whose init does not reap orphans, a postmaster killed by SIGKILL stays a zombie and leaves its file
     behind, and its pid can later name an unrelated process."""
     pgdata = socket_dir(pgdata)
-    found = {pid for pid in _postgres_processes() if _data_directory(pid) == pgdata}
-    pid = _postmaster_pid(pgdata)
-    if pid is not None and pid not in found and _alive(pid) and _data_directory(pid) in (pgdata, None):
-        found.add(pid)  # None: /proc unreadable (not Linux); trust the file and the kernel
-    return found
-
-
-def _postgres_processes() -> list[int]:
     try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    pids = []
-    for entry in entries:
-        if entry.isdigit():
-            argv = _argv(int(entry))
-            if argv and Path(argv[0]).name == "postgres" and "-D" in argv and _alive(int(entry)):
-                pids.append(int(entry))
-    return pids
+        listed = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:  # no /proc: the file is all there is
+        listed = []
+    found = {pid for pid in listed if _is_postmaster_of(pid, pgdata)}
+    named = _file_postmaster(pgdata)
+    return found | {named} if named is not None else found
+
+
+def _file_postmaster(pgdata: Path) -> int | None:
+    """The pid postmaster.pid names, if it is a postmaster of ``pgdata``."""
+    pid = _postmaster_pid(pgdata)
+    return pid if pid is not None and _is_postmaster_of(pid, pgdata) else None
 
 
 _HAVE_PROC = Path("/proc/self/cmdline").exists()
 
 
-def _argv(pid: int) -> list[str] | None:
-    """A process's command line; [] once it is gone (or a zombie); None where /proc cannot say."""
+def _is_postmaster_of(pid: int, pgdata: Path) -> bool:
+    """A live ``postgres -D pgdata`` (the postmaster keeps its argv; backends rewrite theirs, and a
+    zombie has none). Without /proc, the kernel's word that the pid lives."""
     if not _HAVE_PROC:
-        return None
+        return _alive(pid)
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return [part.decode(errors="replace") for part in cmdline.read().split(b"\0") if part]
-    except (FileNotFoundError, ProcessLookupError):  # gone since it was listed
-        return []
-    except OSError:  # not ours to read
-        return None
-
-
-def _data_directory(pid: int) -> Path | None:
-    """The ``-D`` of a postgres process (the postmaster keeps its argv; backends rewrite theirs);
-    None when /proc cannot say."""
-    argv = _argv(pid)
-    if argv is None:
-        return None
-    if not argv or Path(argv[0]).name != "postgres" or "-D" not in argv[:-1]:
-        return Path("/nonexistent")  # not a postmaster (or it just exited: a zombie has no command line)
-    return Path(argv[argv.index("-D") + 1]).resolve()
+            argv = [part.decode(errors="replace") for part in cmdline.read().split(b"\0") if part]
+    except OSError:  # gone since it was listed
+        return False
+    return (bool(argv) and Path(argv[0]).name == "postgres" and "-D" in argv[:-1]
+            and Path(argv[argv.index("-D") + 1]).resolve() == pgdata and _alive(pid))
 
 
 def _postmaster_pid(pgdata: Path | None = None) -> int | None:
