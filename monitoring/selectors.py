@@ -199,15 +199,16 @@ class ChartPoint:
     consumption_per_hour: float | None  # pairs/hour since the previous point; None for the first
 
 
-def _trailing_rate(rows: list[tuple[datetime, int, int]], i: int) -> float | None:
-    """Reservations per hour over the ``RATE_WINDOW_HOURS`` before row ``i`` (the tile's window);
-    over the time since the oldest row when there is less history than that; None for the oldest row."""
+def _trailing_rate(rows: list[tuple[datetime, int, int]], times: list[datetime], i: int) -> float | None:
+    """Reservations per hour over the ``RATE_WINDOW_HOURS`` before row ``i`` (the tile's definition,
+    ``consumption_per_hour``); over the time since the oldest row when there is less history than
+    that; None for the oldest row. ``times``: the rows' times, for the bisection."""
     at, _available, total = rows[i]
-    window_start = at - timedelta(hours=RATE_WINDOW_HOURS)
-    j = bisect.bisect_right([r[0] for r in rows], window_start) - 1
-    base = rows[max(j, 0)]
-    elapsed_h = (at - base[0]).total_seconds() / 3600
-    return max(total - base[2], 0) / elapsed_h if elapsed_h > 0 else None
+    if i == 0:
+        return None
+    base = rows[max(bisect.bisect_right(times, at - timedelta(hours=RATE_WINDOW_HOURS)) - 1, 0)]
+    return consumption_per_hour(reservations_now=total, reservations_then=base[2],
+                                hours=(at - base[0]).total_seconds() / 3600)
 
 
 def pool_chart_points(*, pool: Pool, hours: int, max_points: int = 288) -> list[ChartPoint]:
@@ -217,7 +218,8 @@ def pool_chart_points(*, pool: Pool, hours: int, max_points: int = 288) -> list[
     since = now - timedelta(hours=hours)
     rows = list(PoolSnapshot.objects.filter(pool=pool, taken_at__gte=since - timedelta(hours=RATE_WINDOW_HOURS))
                 .order_by("taken_at").values_list("taken_at", "available", "reserved_total"))
-    points = [ChartPoint(at=at, available=available, consumption_per_hour=_trailing_rate(rows, i))
+    times = [row[0] for row in rows]
+    points = [ChartPoint(at=at, available=available, consumption_per_hour=_trailing_rate(rows, times, i))
               for i, (at, available, _total) in enumerate(rows) if at >= since]
     if len(points) > max_points:
         step = len(points) / max_points
