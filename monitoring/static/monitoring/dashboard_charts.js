@@ -90,7 +90,7 @@
   var drawn = [];
   function draw(card, spec, key, build) {
     var el = card.querySelector('[data-testid="' + key + '-uplot"]');
-    if (!el || !spec[key === 'stock' ? 'stock' : 'activity']) { return; }
+    if (!el || !spec[key]) { return; }
     drawn.push({el: el, plot: build(spec, el)});
     card.querySelectorAll('[data-fallback="' + key + '"]').forEach(function (node) { node.hidden = true; });
   }
